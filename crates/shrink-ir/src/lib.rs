@@ -1,0 +1,23 @@
+//! shrink's intermediate representation.
+//!
+//! A [`Graph`] is a petgraph `StableGraph` of [`Node`]s; each node holds an [`Op`] (a closed enum,
+//! one variant per operator family, typed attributes), the ONNX node name for diagnostics, and the
+//! [`ValueType`] of each output. Constants are [`Tensor`]s shared by `Arc`, zero-copy views of the
+//! model file where the importer could arrange it. The [`verify()`] function checks the graph's
+//! invariants (run after every pass in tests and debug builds), and [`text`] prints and parses the
+//! `.sir` text form used by golden tests.
+pub mod dtype;
+pub mod graph;
+pub mod narrow;
+pub mod op;
+pub mod shape;
+pub mod tensor;
+pub mod text;
+pub mod verify;
+
+pub use dtype::{ALL_DTYPES, DType};
+pub use graph::{Edge, Graph, Node, NodeId, Value};
+pub use op::Op;
+pub use shape::{Dim, Shape, ValueType, checked_numel};
+pub use tensor::{Element, Tensor, TensorSizeError};
+pub use verify::{VerifyError, verify};
