@@ -1,1 +1,281 @@
-fn main(){}
+//! The `shrink` command line: compile, run, check, inspect and bench ONNX models. The interface is
+//! the CLI contract of DESIGN.md; other tools script against it, so names and output formats are
+//! kept exact. Every failure is one line on stderr and a nonzero exit, never a panic trace.
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use shrink::compare::{Tolerance, compare};
+use shrink::dataset::{datasets_next_to, load_dataset};
+use shrink::ir::Tensor;
+use shrink::onnx::{ImportOptions, Imported, load_model};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "shrink", version, about = "ONNX models to tiny standalone machine-code kernels")]
+struct Cli {
+    /// Largest tensor any stage may create or load, in bytes (suffixes K, M, G allowed).
+    #[arg(long, global = true, default_value = "4G", value_parser = parse_size)]
+    max_memory: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    Jit,
+    Interp,
+    Aot,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a model to an object file or static library plus C header.
+    Compile {
+        model: PathBuf,
+        #[arg(long)]
+        target: String,
+        #[arg(short = 'o')]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        header: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        emit: Option<String>,
+    },
+    /// Run a model on inputs and write its outputs as TensorProto files.
+    Run {
+        model: PathBuf,
+        /// A folder of input_<j>.pb files (an ONNX test data set).
+        #[arg(long, conflicts_with = "input")]
+        input_dir: Option<PathBuf>,
+        /// NAME=FILE.pb or NAME=FILE.npy, once per graph input.
+        #[arg(long)]
+        input: Vec<String>,
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: Engine,
+    },
+    /// Run a model on its test data sets and compare with the expected outputs.
+    Check {
+        model: PathBuf,
+        datasets: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: Engine,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 1e-3)]
+        rtol: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        atol: f64,
+    },
+    /// Describe a model: inputs, outputs, layers, weight structure.
+    Inspect {
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time a model on its stored test inputs (or zeros).
+    Bench {
+        model: PathBuf,
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: Engine,
+        #[arg(long, default_value_t = 100)]
+        iters: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("bad size '{s}'"))
+}
+
+fn not_yet(engine: Engine) -> anyhow::Error {
+    anyhow!("engine '{}' is not available yet: only 'interp' is implemented in this version", format!("{engine:?}").to_lowercase())
+}
+
+fn load(model: &Path, max_memory: usize) -> Result<Imported> {
+    Ok(load_model(model, &ImportOptions { max_memory })?)
+}
+
+fn run_interp(imp: &Imported, inputs: &[(String, Tensor)], max_memory: usize, model: &Path) -> Result<Vec<Tensor>> {
+    let bound = shrink::bind_inputs(&imp.graph, inputs).map_err(|e| anyhow!("{}: {e}", model.display()))?;
+    let ctx = shrink::interp::EvalCtx { max_bytes: max_memory };
+    shrink::interp::run(&imp.graph, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()))
+}
+
+fn read_input_arg(arg: &str, cap: usize) -> Result<(String, Tensor)> {
+    let (name, file) = arg.split_once('=').ok_or_else(|| anyhow!("--input expects NAME=FILE, got '{arg}'"))?;
+    let path = Path::new(file);
+    let t = if path.extension().is_some_and(|e| e == "npy") {
+        let data = std::fs::read(path).with_context(|| file.to_string())?;
+        shrink::npy::parse_npy(&data, cap).map_err(|e| anyhow!("{file}: {e}"))?
+    } else {
+        shrink::onnx::load_tensor_pb(path, cap).map_err(|e| anyhow!(e))?.1
+    };
+    Ok((name.to_string(), t))
+}
+
+fn cmd_run(cli: &Cli, model: &Path, input_dir: &Option<PathBuf>, input: &[String], output_dir: &Option<PathBuf>, engine: Engine) -> Result<()> {
+    if engine != Engine::Interp {
+        return Err(not_yet(engine));
+    }
+    let imp = load(model, cli.max_memory)?;
+    let inputs = match input_dir {
+        Some(d) => load_dataset(d, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
+        None => input.iter().map(|a| read_input_arg(a, cli.max_memory)).collect::<Result<_>>()?,
+    };
+    let outs = run_interp(&imp, &inputs, cli.max_memory, model)?;
+    for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
+        let preview: Vec<String> = (0..t.len().min(8)).map(|i| format!("{}", t.get_f64(i))).collect();
+        let more = if t.len() > 8 { ", ..." } else { "" };
+        println!("output {k} '{name}': {}{:?} [{}{more}]", t.dtype(), t.dims(), preview.join(", "));
+        if let Some(dir) = output_dir {
+            std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            let path = dir.join(format!("output_{k}.pb"));
+            std::fs::write(&path, shrink::onnx::writer::tensor_pb_bytes(t, name)).with_context(|| path.display().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_check(cli: &Cli, model: &Path, datasets: &[PathBuf], engine: Engine, tol: Tolerance) -> Result<bool> {
+    if engine != Engine::Interp {
+        return Err(not_yet(engine));
+    }
+    let imp = load(model, cli.max_memory)?;
+    let sets = if datasets.is_empty() { datasets_next_to(model) } else { datasets.to_vec() };
+    if sets.is_empty() {
+        bail!("{}: no test_data_set_* folders next to the model and none given", model.display());
+    }
+    let mut all_ok = true;
+    for set in &sets {
+        let data = load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?;
+        let label = set.file_name().map_or(set.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let outcome = run_interp(&imp, &data.inputs, cli.max_memory, model).map(|outs| {
+            if outs.len() != data.outputs.len() {
+                return (f64::INFINITY, Some(format!("{} outputs, {} expected", outs.len(), data.outputs.len())));
+            }
+            let mut worst = 0f64;
+            for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
+                let c = compare(got, want, tol);
+                worst = worst.max(c.max_abs_err);
+                if let Some(m) = c.mismatch {
+                    return (worst, Some(format!("output {k}: {m}")));
+                }
+            }
+            (worst, None)
+        });
+        match outcome {
+            Ok((err, None)) => println!("PASS {label} max_abs_err={err:.3e}"),
+            Ok((err, Some(why))) => {
+                all_ok = false;
+                println!("FAIL {label} max_abs_err={err:.3e} ({why})");
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("FAIL {label} ({e})");
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
+    let g = &imp.graph;
+    g.inputs
+        .iter()
+        .map(|&id| {
+            let n = g.node(id);
+            let dims = n.outputs[0].shape.as_ref().and_then(|s| s.as_fixed()).ok_or_else(|| {
+                anyhow!("input '{}' has a non-static shape; give test data next to the model", n.name)
+            })?;
+            let bytes = vec![0u8; dims.iter().product::<usize>() * n.outputs[0].dtype.size()];
+            Ok((n.name.clone(), Tensor::from_bytes(n.outputs[0].dtype, dims, bytes.into()).map_err(|e| anyhow!(e))?))
+        })
+        .collect()
+}
+
+fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) -> Result<()> {
+    if engine != Engine::Interp {
+        return Err(not_yet(engine));
+    }
+    let t0 = Instant::now();
+    let imp = load(model, cli.max_memory)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let inputs = match datasets_next_to(model).first() {
+        Some(set) => load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
+        None => zeros_like_inputs(&imp)?,
+    };
+    run_interp(&imp, &inputs, cli.max_memory, model)?; // warm-up
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        run_interp(&imp, &inputs, cli.max_memory, model)?;
+        times.push(t.elapsed().as_nanos() as u64);
+    }
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    let p99 = times[((times.len() * 99).div_ceil(100)).saturating_sub(1)];
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"engine": "interp", "iters": times.len(), "median_ns": median, "p99_ns": p99, "compile_ms": compile_ms})
+        );
+    } else {
+        println!("engine interp: {} iters, median {:.3} ms, p99 {:.3} ms (load {:.1} ms)", times.len(), median as f64 / 1e6, p99 as f64 / 1e6, compile_ms);
+    }
+    Ok(())
+}
+
+fn main() {
+    // Internal bugs still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error{loc}: {}", info.payload_as_str().unwrap_or("panic"));
+    }));
+    let cli = Cli::parse();
+    let result: Result<bool> = match &cli.cmd {
+        Cmd::Compile { .. } => Err(anyhow!("compile is not available yet: code generation is not implemented in this version")),
+        Cmd::Run { model, input_dir, input, output_dir, engine } => {
+            cmd_run(&cli, model, input_dir, input, output_dir, *engine).map(|_| true)
+        }
+        Cmd::Check { model, datasets, engine, target: _, rtol, atol } => {
+            cmd_check(&cli, model, datasets, *engine, Tolerance { rtol: *rtol, atol: *atol })
+        }
+        Cmd::Inspect { model, json } => load(model, cli.max_memory).map(|imp| {
+            let r = shrink::inspect::inspect(&imp.graph);
+            if *json {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            } else {
+                print!("{}", shrink::inspect::render(&r));
+            }
+            true
+        }),
+        Cmd::Bench { model, engine, iters, threads, json } => {
+            if *threads != 1 {
+                Err(anyhow!("--threads {threads}: kernels are single-threaded; only 1 is supported"))
+            } else {
+                cmd_bench(&cli, model, *engine, *iters, *json).map(|_| true)
+            }
+        }
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! ONNX backend node conformance on the reference interpreter.
+//!
+//! Runs every case in `../shared/onnx-node` (import → interpreter → compare with the stored
+//! outputs) and checks it against the allowlist `tests/conformance/interp.txt`:
+//! - `case` lines must pass with the default tolerance (rtol 1e-4, atol 1e-5, ints exact);
+//! - `case rtol=R atol=A  # reason` lines must pass with the looser tolerance given;
+//! - `!case  # reason` lines are known exclusions, each with its reason.
+//!
+//! Every case in the suite must appear in the file, so a new case cannot be silently skipped.
+//! `SHRINK_CASES=<regex>` restricts the run to matching cases (for development; then the
+//! completeness check is off) and prints every result.
+use shrink::compare::{Tolerance, compare};
+use shrink::dataset::load_dataset;
+use shrink::onnx::{ImportOptions, load_model};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/onnx-node")
+}
+
+fn allowlist_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/interp.txt")
+}
+
+enum Entry {
+    Pass(Tolerance),
+    Excluded(String),
+}
+
+fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
+    let mut m = BTreeMap::new();
+    for (ln, raw) in text.lines().enumerate() {
+        let (body, reason) = raw.split_once('#').map_or((raw, ""), |(b, r)| (b, r.trim()));
+        let mut words = body.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if let Some(case) = first.strip_prefix('!') {
+            assert!(!reason.is_empty(), "interp.txt line {}: exclusion of {case} needs a # reason", ln + 1);
+            m.insert(case.to_string(), Entry::Excluded(reason.to_string()));
+            continue;
+        }
+        let mut tol = Tolerance::INTERP;
+        for w in words {
+            let (k, v) = w.split_once('=').unwrap_or_else(|| panic!("interp.txt line {}: bad option {w}", ln + 1));
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("interp.txt line {}: bad number {v}", ln + 1));
+            match k {
+                "rtol" => tol.rtol = v,
+                "atol" => tol.atol = v,
+                _ => panic!("interp.txt line {}: unknown option {k}", ln + 1),
+            }
+        }
+        if tol != Tolerance::INTERP {
+            assert!(!reason.is_empty(), "interp.txt line {}: a looser tolerance for {first} needs a # reason", ln + 1);
+        }
+        m.insert(first.to_string(), Entry::Pass(tol));
+    }
+    m
+}
+
+/// Runs one case; `Ok(max_abs_err)` or the reason it failed.
+fn run_case(dir: &Path, tol: Tolerance) -> Result<f64, String> {
+    let opts = ImportOptions::default();
+    let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
+    let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
+    let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
+    let outs = shrink::interp::run(&model.graph, &inputs, &Default::default()).map_err(|e| e.to_string())?;
+    if outs.len() != data.outputs.len() {
+        return Err(format!("{} outputs, expected {}", outs.len(), data.outputs.len()));
+    }
+    let mut worst = 0f64;
+    for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
+        let c = compare(got, want, tol);
+        if let Some(m) = c.mismatch {
+            return Err(format!("output {k}: {m}"));
+        }
+        worst = worst.max(c.max_abs_err);
+    }
+    Ok(worst)
+}
+
+#[test]
+fn onnx_node_suite_on_interpreter() {
+    let filter = std::env::var("SHRINK_CASES").ok().map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
+    let allow = parse_allowlist(&std::fs::read_to_string(allowlist_path()).expect("tests/conformance/interp.txt"));
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(suite_dir())
+        .expect("../shared/onnx-node must be next to the repository")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 900, "expected the full suite, found {} cases", cases.len());
+    let total = cases.len();
+    let mut passed = 0;
+    let mut regressions = Vec::new();
+    let mut newly_passing = Vec::new();
+    let mut unlisted = Vec::new();
+    for dir in &cases {
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        if filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
+            continue;
+        }
+        let entry = allow.get(&name);
+        let tol = match entry {
+            Some(Entry::Pass(t)) => *t,
+            _ => Tolerance::INTERP,
+        };
+        let res = std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
+        if filter.is_some() {
+            match &res {
+                Ok(e) => println!("PASS {name} (max abs err {e:.3e})"),
+                Err(m) => println!("FAIL {name}: {m}"),
+            }
+        }
+        match (&res, entry) {
+            (Ok(_), Some(Entry::Pass(_))) => passed += 1,
+            (Ok(_), _) => {
+                passed += 1;
+                newly_passing.push(name.clone());
+            }
+            (Err(m), Some(Entry::Pass(_))) => regressions.push(format!("{name}: {m}")),
+            (Err(_), Some(Entry::Excluded(_))) => {}
+            (Err(m), None) => unlisted.push(format!("{name}: {m}")),
+        }
+        assert!(!res.as_ref().is_err_and(|m| m == "PANIC"), "{name}: the importer or interpreter panicked");
+    }
+    println!("interp: {passed}/{total} passed");
+    for n in &newly_passing {
+        println!("newly passing (add to interp.txt): {n}");
+    }
+    assert!(regressions.is_empty(), "allowlisted cases failed:\n{}", regressions.join("\n"));
+    if filter.is_none() {
+        assert!(
+            unlisted.is_empty() && newly_passing.is_empty(),
+            "every case must be listed in interp.txt (as passing or as an exclusion with a reason); unlisted:\n{}\n{}",
+            unlisted.join("\n"),
+            newly_passing.join("\n")
+        );
+    }
+}
