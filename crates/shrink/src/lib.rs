@@ -4,6 +4,7 @@
 //! The layers below are re-exported so that a host needs one dependency.
 pub mod compare;
 pub mod dataset;
+pub mod demo;
 pub mod inspect;
 pub mod npy;
 

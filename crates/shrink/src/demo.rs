@@ -1,0 +1,128 @@
+//! Models shrink ships in `examples/models/`, built with the ONNX writer so that they can be
+//! regenerated bit-for-bit (`cargo run --release --example gen_models`) and checked in tests.
+//!
+//! Expected outputs are computed here with plain scalar loops, independently of the interpreter,
+//! so the shipped test data is a second oracle rather than the interpreter's own answer.
+use shrink_ir::{DType, Tensor};
+use shrink_onnx::writer::{Attr, ModelBuilder, WDim};
+
+/// A model with one test data set.
+pub struct DemoModel {
+    pub name: &'static str,
+    pub model: Vec<u8>,
+    pub inputs: Vec<(String, Tensor)>,
+    pub outputs: Vec<(String, Tensor)>,
+}
+
+/// Deterministic xorshift generator (no dependency, same sequence on every platform).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A ternary digit: -1, 0 or +1, zero with probability `zero_pct`/100.
+    fn trit(&mut self, zero_pct: u64) -> f32 {
+        let r = self.next() % 100;
+        if r < zero_pct {
+            0.0
+        } else if r % 2 == 0 {
+            1.0
+        } else {
+            -1.0
+        }
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.next() % 2001) as f32 / 1000.0 - 1.0
+    }
+}
+
+/// Sizes of the ternary MLP.
+const BATCH: usize = 4;
+const IN: usize = 16;
+const HIDDEN: usize = 32;
+const OUT: usize = 8;
+
+/// `y = W2ᵀ·relu(W1ᵀ·x + b1) + b2` with ternary W1 (per-tensor scale 0.05) and W2 (per-tensor
+/// scale 0.125), 40% zero weights, one all-zero input column, and dead hidden units: units 3 and
+/// 17 have all-zero outgoing weights, unit 9 has all-zero incoming weights and bias −0.5 (so
+/// relu keeps it at 0).
+pub fn ternary_mlp() -> DemoModel {
+    let mut rng = Rng(0x5eed_7e57_ab1e_0001);
+    let (s1, s2) = (0.05f32, 0.125f32);
+    // MatMul B layout: [in, out].
+    let mut w1 = vec![0f32; IN * HIDDEN];
+    for i in 0..IN {
+        for h in 0..HIDDEN {
+            let dead_in = i == 5 || h == 9;
+            w1[i * HIDDEN + h] = if dead_in { 0.0 } else { s1 * rng.trit(40) };
+        }
+    }
+    let mut b1: Vec<f32> = (0..HIDDEN).map(|_| 0.1 * rng.uniform()).collect();
+    b1[9] = -0.5;
+    let mut w2 = vec![0f32; HIDDEN * OUT];
+    for h in 0..HIDDEN {
+        for o in 0..OUT {
+            w2[h * OUT + o] = if h == 3 || h == 17 { 0.0 } else { s2 * rng.trit(40) };
+        }
+    }
+    let b2: Vec<f32> = (0..OUT).map(|_| 0.1 * rng.uniform()).collect();
+    let x: Vec<f32> = (0..BATCH * IN).map(|_| rng.uniform()).collect();
+
+    // Reference computation, accumulated in f64 and rounded once.
+    let mut y = vec![0f32; BATCH * OUT];
+    for b in 0..BATCH {
+        let hidden: Vec<f32> = (0..HIDDEN)
+            .map(|h| {
+                let acc: f64 = (0..IN).map(|i| x[b * IN + i] as f64 * w1[i * HIDDEN + h] as f64).sum();
+                ((acc as f32) + b1[h]).max(0.0)
+            })
+            .collect();
+        for o in 0..OUT {
+            let acc: f64 = (0..HIDDEN).map(|h| hidden[h] as f64 * w2[h * OUT + o] as f64).sum();
+            y[b * OUT + o] = acc as f32 + b2[o];
+        }
+    }
+
+    let mut m = ModelBuilder::new("ternary_mlp", 21);
+    m.input("x", DType::F32, &[WDim::Fixed(BATCH), WDim::Fixed(IN)])
+        .output("y", DType::F32, &[WDim::Fixed(BATCH), WDim::Fixed(OUT)])
+        .initializer("w1", &Tensor::from_vec(vec![IN, HIDDEN], w1))
+        .initializer("b1", &Tensor::from_vec(vec![HIDDEN], b1))
+        .initializer("w2", &Tensor::from_vec(vec![HIDDEN, OUT], w2))
+        .initializer("b2", &Tensor::from_vec(vec![OUT], b2))
+        .node("MatMul", "fc1", &["x", "w1"], &["h0"], &[])
+        .node("Add", "fc1_bias", &["h0", "b1"], &["h1"], &[])
+        .node("Relu", "act1", &["h1"], &["h2"], &[])
+        .node("Gemm", "fc2", &["h2", "w2", "b2"], &["y"], &[("alpha", Attr::Float(1.0))]);
+    DemoModel {
+        name: "ternary_mlp",
+        model: m.to_bytes(),
+        inputs: vec![("x".into(), Tensor::from_vec(vec![BATCH, IN], x))],
+        outputs: vec![("y".into(), Tensor::from_vec(vec![BATCH, OUT], y))],
+    }
+}
+
+/// Every shipped model.
+pub fn all() -> Vec<DemoModel> {
+    vec![ternary_mlp()]
+}
+
+/// Writes `dir/<name>/model.onnx` and `dir/<name>/test_data_set_0/{input,output}_<j>.pb`.
+pub fn write(dir: &std::path::Path, m: &DemoModel) -> std::io::Result<()> {
+    let root = dir.join(m.name);
+    let data = root.join("test_data_set_0");
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(root.join("model.onnx"), &m.model)?;
+    for (kind, list) in [("input", &m.inputs), ("output", &m.outputs)] {
+        for (j, (name, t)) in list.iter().enumerate() {
+            std::fs::write(data.join(format!("{kind}_{j}.pb")), shrink_onnx::writer::tensor_pb_bytes(t, name))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The `shrink` command line as users and scripts see it: exit codes, the exact output formats of
+//! the CLI contract, and one-line errors (naming file, node and op) for bad input — never a panic.
+use shrink::ir::{DType, Tensor};
+use shrink::onnx::writer::{Attr, ModelBuilder, WDim, tensor_pb_bytes};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn shrink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).output().expect("run shrink")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shipped_model() -> String {
+    repo().join("examples/models/ternary_mlp/model.onnx").display().to_string()
+}
+
+/// A fresh scratch folder per call.
+fn scratch() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("shrink-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a clean failure: nonzero exit, exactly one stderr line containing every `needle`.
+fn assert_one_line_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stdout: {}", stdout(o));
+    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line, got:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+fn write_model(dir: &Path, m: &ModelBuilder) -> String {
+    let p = dir.join("model.onnx");
+    std::fs::write(&p, m.to_bytes()).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn check_passes_on_the_shipped_model() {
+    let o = shrink(&["check", &shipped_model()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("PASS test_data_set_0 max_abs_err="), "{out}");
+}
+
+#[test]
+fn check_fails_with_a_wrong_expected_output() {
+    let dir = scratch();
+    let set = dir.join("test_data_set_0");
+    std::fs::create_dir_all(&set).unwrap();
+    let demo = shrink::demo::ternary_mlp();
+    std::fs::write(set.join("input_0.pb"), tensor_pb_bytes(&demo.inputs[0].1, "x")).unwrap();
+    let mut wrong = demo.outputs[0].1.to_vec::<f32>().unwrap();
+    wrong[3] += 0.5;
+    std::fs::write(set.join("output_0.pb"), tensor_pb_bytes(&Tensor::from_vec(vec![4, 8], wrong), "y")).unwrap();
+    let o = shrink(&["check", &shipped_model(), set.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.starts_with("FAIL test_data_set_0 max_abs_err=5.000e-1"), "{out}");
+}
+
+#[test]
+fn run_writes_outputs_matching_the_expected_data() {
+    let dir = scratch();
+    let data = repo().join("examples/models/ternary_mlp/test_data_set_0");
+    let o = shrink(&["run", &shipped_model(), "--input-dir", data.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (name, got) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
+    let (_, want) = shrink::onnx::load_tensor_pb(&data.join("output_0.pb"), 1 << 20).unwrap();
+    assert_eq!(name, "y");
+    let c = shrink::compare::compare(&got, &want, shrink::compare::Tolerance::INTERP);
+    assert!(c.mismatch.is_none(), "{c:?}");
+}
+
+#[test]
+fn run_accepts_npy_inputs() {
+    let dir = scratch();
+    let demo = shrink::demo::ternary_mlp();
+    let npy = dir.join("x.npy");
+    std::fs::write(&npy, shrink::npy::write_npy(&demo.inputs[0].1).unwrap()).unwrap();
+    let arg = format!("x={}", npy.display());
+    let o = shrink(&["run", &shipped_model(), "--input", &arg, "--output-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, got) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
+    let c = shrink::compare::compare(&got, &demo.outputs[0].1, shrink::compare::Tolerance::INTERP);
+    assert!(c.mismatch.is_none(), "{c:?}");
+}
+
+#[test]
+fn inspect_json_reports_the_shipped_model_exactly() {
+    let o = shrink(&["inspect", "--json", &shipped_model()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["inputs"][0]["name"], "x");
+    assert_eq!(v["inputs"][0]["shape"], serde_json::json!([4, 16]));
+    assert_eq!(v["outputs"][0]["dtype"], "f32");
+    assert_eq!(v["nodes_before"], 4);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    // Count zeros independently from the generator's weights.
+    let demo_zeros = |name: &str| -> usize {
+        let m = shrink::onnx::load_model_bytes("demo", shrink::demo::ternary_mlp().model.into(), &Default::default()).unwrap();
+        let g = m.graph;
+        let id = g.node_ids().into_iter().find(|&id| g.node(id).name == name).unwrap();
+        let t = g.const_value(g.inputs_of(id)[1].unwrap()).unwrap().clone();
+        (0..t.len()).filter(|&i| t.get_f64(i) == 0.0).count()
+    };
+    for (l, name, shape) in [(&layers[0], "fc1", [16, 32]), (&layers[1], "fc2", [32, 8])] {
+        assert_eq!(l["name"], name);
+        assert_eq!(l["weight_shape"], serde_json::json!(shape));
+        assert_eq!(l["ternary"], true);
+        assert_eq!(l["scale_kind"], "per_tensor");
+        assert_eq!(l["zeros"], demo_zeros(name));
+        assert_eq!(l["zeros"].as_u64().unwrap() + l["nonzeros"].as_u64().unwrap(), (shape[0] * shape[1]) as u64);
+    }
+    assert_eq!(v["totals"]["params"], 16 * 32 + 32 + 32 * 8 + 8);
+    assert_eq!(v["totals"]["ternary_params"], 16 * 32 + 32 * 8);
+}
+
+#[test]
+fn bench_json_has_the_contract_fields() {
+    let o = shrink(&["bench", &shipped_model(), "--iters", "5", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["engine"], "interp");
+    assert_eq!(v["iters"], 5);
+    assert!(v["median_ns"].as_u64().unwrap() > 0);
+    assert!(v["p99_ns"].as_u64().unwrap() >= v["median_ns"].as_u64().unwrap());
+    assert!(v["compile_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn engines_not_built_yet_say_so() {
+    let o = shrink(&["check", &shipped_model(), "--engine", "jit"]);
+    assert_one_line_error(&o, &["jit", "not available yet"]);
+    let o = shrink(&["compile", &shipped_model(), "--target", "x86_64-linux"]);
+    assert_one_line_error(&o, &["not available yet"]);
+}
+
+#[test]
+fn truncated_model_is_a_one_line_error() {
+    let dir = scratch();
+    let bytes = std::fs::read(shipped_model()).unwrap();
+    let p = dir.join("cut.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["cut.onnx", "not a valid ONNX model"]);
+    std::fs::write(&p, b"\xff\xff\xff garbage").unwrap();
+    assert_one_line_error(&shrink(&["run", p.to_str().unwrap()]), &["cut.onnx"]);
+    assert_one_line_error(&shrink(&["check", dir.join("absent.onnx").to_str().unwrap()]), &["absent.onnx"]);
+}
+
+fn relu_model(extra: impl FnOnce(&mut ModelBuilder)) -> ModelBuilder {
+    let mut m = ModelBuilder::new("bad", 21);
+    m.input("x", DType::F32, &[WDim::Fixed(2), WDim::Fixed(3)]).output("y", DType::F32, &[2.into(), 3.into()]);
+    extra(&mut m);
+    m
+}
+
+#[test]
+fn missing_initializer_names_the_node() {
+    let dir = scratch();
+    let m = relu_model(|m| {
+        m.node("MatMul", "proj", &["x", "w_missing"], &["y"], &[]);
+    });
+    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "'proj'", "MatMul", "w_missing"]);
+}
+
+#[test]
+fn cycle_is_reported() {
+    let dir = scratch();
+    let m = relu_model(|m| {
+        m.node("Add", "a", &["x", "b_out"], &["a_out"], &[]).node("Relu", "b", &["a_out"], &["b_out"], &[]).node(
+            "Relu",
+            "c",
+            &["a_out"],
+            &["y"],
+            &[],
+        );
+    });
+    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "cycle", "op Add"]);
+}
+
+#[test]
+fn unknown_ops_are_all_listed() {
+    let dir = scratch();
+    let m = relu_model(|m| {
+        m.node("FrobnicateA", "f1", &["x"], &["t"], &[]).node("FrobnicateB", "f2", &["t"], &["y"], &[]);
+    });
+    assert_one_line_error(
+        &shrink(&["inspect", &write_model(&dir, &m)]),
+        &["model.onnx", "unsupported ops", "'f1' (FrobnicateA)", "'f2' (FrobnicateB)"],
+    );
+}
+
+#[test]
+fn wrong_input_dtype_or_shape_in_run() {
+    let dir = scratch();
+    let bad_dtype = dir.join("x64.pb");
+    std::fs::write(&bad_dtype, tensor_pb_bytes(&Tensor::from_vec(vec![4, 16], vec![0f64; 64]), "x")).unwrap();
+    let arg = format!("x={}", bad_dtype.display());
+    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", &arg]), &["input 'x'", "f64", "f32"]);
+    let bad_shape = dir.join("x_shape.pb");
+    std::fs::write(&bad_shape, tensor_pb_bytes(&Tensor::from_vec(vec![4, 15], vec![0f32; 60]), "x")).unwrap();
+    let arg = format!("x={}", bad_shape.display());
+    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", &arg]), &["input 'x'", "[4, 15]"]);
+    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", "nonsense"]), &["NAME=FILE"]);
+}
+
+#[test]
+fn oversized_and_overflowing_dims_are_refused() {
+    let dir = scratch();
+    // An initializer whose dims product overflows u64.
+    let mut m = relu_model(|m| {
+        m.node("Add", "add", &["x", "huge"], &["y"], &[]);
+    });
+    let mut model = m.model();
+    let g = model.graph.as_mut().unwrap();
+    g.initializer.push(shrink::onnx::proto::TensorProto {
+        name: "huge".into(),
+        dims: vec![1 << 40, 1 << 40],
+        data_type: 1,
+        ..Default::default()
+    });
+    let p = dir.join("overflow.onnx");
+    std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
+    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["overflow.onnx", "'huge'", "memory cap"]);
+    // A real 4 KiB weight under a 1 KiB cap.
+    m = relu_model(|m| {
+        m.initializer("w", &Tensor::from_vec(vec![32, 32], vec![1f32; 1024])).node("Add", "add", &["x", "w"], &["y"], &[]);
+    });
+    let p = write_model(&dir, &m);
+    assert_one_line_error(&shrink(&["--max-memory", "1K", "inspect", &p]), &["model.onnx", "'w'", "memory cap"]);
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let dir = scratch();
+    let mut model = relu_model(|m| {
+        m.node("Add", "add", &["x", "w"], &["y"], &[]);
+    })
+    .model();
+    let entry = |k: &str, v: &str| shrink::onnx::proto::StringStringEntryProto { key: k.into(), value: v.into() };
+    for (loc, why) in [("../escape.bin", "inside the model's folder"), ("/etc/passwd", "inside the model's folder")] {
+        let g = model.graph.as_mut().unwrap();
+        g.initializer = vec![shrink::onnx::proto::TensorProto {
+            name: "w".into(),
+            dims: vec![2, 3],
+            data_type: 1,
+            data_location: 1,
+            external_data: vec![entry("location", loc)],
+            ..Default::default()
+        }];
+        let p = dir.join("ext.onnx");
+        std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
+        assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["ext.onnx", why]);
+    }
+    // Inside the folder but shorter than offset + length.
+    std::fs::write(dir.join("w.bin"), [0u8; 16]).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    g.initializer[0].external_data = vec![entry("location", "w.bin"), entry("offset", "8"), entry("length", "24")];
+    let p = dir.join("ext.onnx");
+    std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
+    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["ext.onnx", "outside 'w.bin'"]);
+    // And a valid one loads and runs: 24 bytes = six f32 values.
+    let vals: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("w.bin"), [&[0u8; 8][..], &vals].concat()).unwrap();
+    let x = dir.join("x.pb");
+    std::fs::write(&x, tensor_pb_bytes(&Tensor::from_vec(vec![2, 3], vec![10f32; 6]), "x")).unwrap();
+    let arg = format!("x={}", x.display());
+    let o = shrink(&["run", p.to_str().unwrap(), "--input", &arg, "--output-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, y) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![11., 12., 13., 14., 15., 16.]);
+}
+
+#[test]
+fn gemm_conformance_case_passes_via_check() {
+    let model = repo().join("../shared/onnx-node/test_gemm_all_attributes/model.onnx");
+    let o = shrink(&["check", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("PASS test_data_set_0"));
+}
+
+#[test]
+fn attribute_of_the_wrong_type_names_node_and_attribute() {
+    let dir = scratch();
+    let m = relu_model(|m| {
+        m.node("LeakyRelu", "lrelu", &["x"], &["y"], &[("alpha", Attr::Int(3))]);
+    });
+    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "'lrelu'", "LeakyRelu", "alpha"]);
+}
