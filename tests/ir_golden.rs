@@ -1,0 +1,78 @@
+//! Golden IR files under `ir/` (Cranelift filetest style). Each `.sir` file starts with a
+//! `; test <kind>` line:
+//! - `roundtrip`: the graph must verify and print exactly as written (`print(parse(t)) == t`);
+//! - `verify`: the graph parses but the verifier rejects it with a message containing every
+//!   `; error: <text>` line of the file.
+//!
+//! `SHRINK_BLESS=1` rewrites a `roundtrip` file with the printer's output (review the diff);
+//! without it a mismatch fails with both texts.
+use shrink::ir::text::{parse_graph, print_graph};
+use std::path::{Path, PathBuf};
+
+fn sir_files() -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "sir") {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ir"), &mut v);
+    v.sort();
+    v
+}
+
+fn run_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let (header, body) = text.split_once('\n').ok_or("empty file")?;
+    let kind = header.strip_prefix("; test ").ok_or("first line must be `; test <kind>`")?.trim();
+    // The graph starts at the first non-comment line.
+    let start = body.lines().take_while(|l| l.starts_with(';') || l.trim().is_empty()).map(|l| l.len() + 1).sum::<usize>();
+    let (comments, graph_text) = body.split_at(start.min(body.len()));
+    let g = parse_graph(graph_text).map_err(|e| format!("parse error: {e}"))?;
+    match kind {
+        "roundtrip" => {
+            shrink::ir::verify(&g).map_err(|e| format!("verify: {e}"))?;
+            let printed = print_graph(&g);
+            if printed != graph_text {
+                if std::env::var("SHRINK_BLESS").as_deref() == Ok("1") {
+                    std::fs::write(path, format!("{header}\n{comments}{printed}")).map_err(|e| e.to_string())?;
+                } else {
+                    return Err(format!("printed form differs:\n--- file\n{graph_text}\n--- printed\n{printed}"));
+                }
+            }
+            Ok(())
+        }
+        "verify" => {
+            let expected: Vec<&str> = comments.lines().filter_map(|l| l.strip_prefix("; error: ")).collect();
+            if expected.is_empty() {
+                return Err("a verify test needs `; error:` lines".into());
+            }
+            match shrink::ir::verify(&g) {
+                Ok(()) => Err("the verifier accepted the graph".into()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    match expected.iter().find(|x| !msg.contains(*x)) {
+                        Some(x) => Err(format!("error `{msg}` does not contain `{x}`")),
+                        None => Ok(()),
+                    }
+                }
+            }
+        }
+        other => Err(format!("unknown test kind `{other}`")),
+    }
+}
+
+#[test]
+fn golden_ir_files() {
+    let files = sir_files();
+    assert!(!files.is_empty(), "no .sir files under ir/");
+    let failures: Vec<String> =
+        files.iter().filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display()))).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    println!("ir golden: {} files", files.len());
+}
