@@ -223,3 +223,25 @@ impl Graph {
         self.g.remove_node(id.0)
     }
 }
+
+impl Graph {
+    /// Turns graph input `index` into a constant with value `t` (specialization: `--freeze`).
+    /// The remaining inputs keep their order and are renumbered.
+    pub fn freeze_input(&mut self, index: usize, t: Arc<Tensor>) -> Result<NodeId, String> {
+        let id = *self.inputs.get(index).ok_or_else(|| format!("the graph has no input {index}"))?;
+        let name = self.node(id).name.clone();
+        if t.dtype() != self.node(id).outputs[0].dtype {
+            return Err(format!("input '{name}' is {}, the frozen value is {}", self.node(id).outputs[0].dtype, t.dtype()));
+        }
+        let cid = ConstId(self.consts.len() as u32);
+        let node = self.node_mut(id);
+        node.outputs[0] = ValueType::fixed(t.dtype(), t.dims());
+        node.op = Op::Const(cid);
+        self.consts.push(t);
+        self.inputs.remove(index);
+        for (i, &other) in self.inputs.clone().iter().enumerate() {
+            self.node_mut(other).op = Op::Input { index: i };
+        }
+        Ok(id)
+    }
+}

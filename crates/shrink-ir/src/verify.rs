@@ -8,8 +8,8 @@
 //! 5. every graph output names an existing value;
 //! 6. every op's output dtypes are those its input dtypes imply (`infer_dtypes`), and the node
 //!    declares as many outputs as the op can produce;
-//! 7. where input and output shapes are fully known, element-preserving ops keep them consistent
-//!    (checked by shape inference once it exists; today: Input/Const shapes are fixed or symbolic).
+//! 7. every op's declared output shapes agree with what shape inference derives from its inputs
+//!    (same rank where both are known, equal dims where both are fixed).
 use crate::graph::NodeId;
 use crate::op::infer_dtypes;
 use crate::{Graph, Op};
@@ -81,6 +81,18 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
             op => {
                 let ins: Vec<_> = g.inputs_of(id).iter().map(|v| v.map(|v| g.dtype(v))).collect();
                 let want = infer_dtypes(op, &ins, node.outputs.len()).map_err(|e| at(g, id, e.to_string()))?;
+                let infos: Vec<_> = g
+                    .inputs_of(id)
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| crate::op::shapes::InputInfo { ty: g.value_type(v), value: g.const_value(v).map(|t| &**t) })
+                    })
+                    .collect();
+                let shapes = crate::op::shapes::infer_shapes(op, &infos, node.outputs.len()).map_err(|e| at(g, id, e.to_string()))?;
+                for (k, (t, s)) in node.outputs.iter().zip(&shapes).enumerate() {
+                    crate::op::shapes::merge_shapes(t.shape.as_ref(), s.as_ref())
+                        .map_err(|e| at(g, id, format!("output {k}: {e}")))?;
+                }
                 let have: Vec<_> = node.outputs.iter().map(|t| t.dtype).collect();
                 if want.len() < have.len() || have.iter().zip(&want).any(|(a, b)| a != b) {
                     let show = |v: &[crate::DType]| v.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ");

@@ -7,6 +7,7 @@
 //! absent are empty slots. Where a family keeps an older semantics it has an explicit attribute
 //! (Softmax `coerce_2d` for opset < 13).
 pub mod attr;
+pub mod shapes;
 mod types;
 
 pub use types::{DTypeError, infer_dtypes};

@@ -1,0 +1,66 @@
+//! Shape inference against the conformance suite: with every graph input given its test-data
+//! shape (and integer or scalar inputs frozen to their test values, as `--freeze` would), the
+//! inferred shape of every graph output must be fully fixed and equal the expected output's dims.
+use shrink::ir::op::shapes::infer_graph;
+use shrink::ir::{Shape, ValueType};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/onnx-node");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).expect("../shared/onnx-node").map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+fn check_case(dir: &Path) -> Result<(), String> {
+    let Ok(imp) = shrink::onnx::load_model(&dir.join("model.onnx"), &Default::default()) else {
+        return Ok(()); // import failures are the conformance test's business
+    };
+    let mut g = imp.graph;
+    let data = shrink::dataset::load_dataset(&dir.join("test_data_set_0"), 1 << 30)?;
+    let inputs = shrink::bind_inputs(&g, &data.inputs)?;
+    // Freeze from the last input backwards so that earlier indices stay valid.
+    for (i, t) in inputs.iter().enumerate().rev() {
+        if t.dtype().is_int() || t.rank() == 0 {
+            g.freeze_input(i, Arc::new(t.clone()))?;
+        } else {
+            let id = g.inputs[i];
+            g.node_mut(id).outputs[0] = ValueType::fixed(t.dtype(), t.dims());
+        }
+    }
+    // Forget what the file declared so that only inference speaks.
+    for id in g.node_ids() {
+        if !g.node(id).op.is_source() {
+            g.node_mut(id).outputs.iter_mut().for_each(|t| t.shape = None);
+        }
+    }
+    infer_graph(&mut g).map_err(|(n, e)| format!("{} ({}): {e}", g.node(n).name, g.node(n).op.name()))?;
+    shrink::ir::verify(&g).map_err(|e| format!("verify after inference: {e}"))?;
+    for (k, ((name, v), (_, want))) in g.outputs.iter().zip(&data.outputs).enumerate() {
+        let got = g.value_type(*v).shape.clone();
+        if got != Some(Shape::fixed(want.dims())) {
+            return Err(format!("output {k} '{name}': inferred {:?}, expected {:?}", got.map(|s| s.to_string()), want.dims()));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn inferred_output_shapes_match_the_suite() {
+    let filter = std::env::var("SHRINK_CASES").ok().map(|f| regex::Regex::new(&f).unwrap());
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
+            continue;
+        }
+        checked += 1;
+        if let Err(e) = check_case(&dir) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    println!("shapes: {}/{checked} cases inferred exactly", checked - failures.len());
+    assert!(failures.is_empty(), "{} cases:\n{}", failures.len(), failures.join("\n"));
+}
