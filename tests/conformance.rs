@@ -1,4 +1,5 @@
-//! ONNX backend node conformance on the reference interpreter.
+//! ONNX backend node conformance on the reference interpreter, for the graph as imported and
+//! for the optimized graph.
 //!
 //! Runs every case in `../shared/onnx-node` (import → interpreter → compare with the stored
 //! outputs) and checks it against the allowlist `tests/conformance/interp.txt`:
@@ -57,13 +58,25 @@ fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
     m
 }
 
-/// Runs one case; `Ok(max_abs_err)` or the reason it failed.
+/// Runs one case as imported and again after the default optimization pipeline (verifier on
+/// after every pass); `Ok(max_abs_err)` over both, or the reason it failed.
 fn run_case(dir: &Path, tol: Tolerance) -> Result<f64, String> {
     let opts = ImportOptions::default();
     let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
     let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
     let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
-    let outs = shrink::interp::run(&model.graph, &inputs, &Default::default()).map_err(|e| e.to_string())?;
+    let raw = check_outputs(&model.graph, &inputs, &data, tol).map_err(|e| format!("unoptimized: {e}"))?;
+    let mut g = model.graph.clone();
+    shrink::specialize_to(&mut g, &inputs);
+    let mut o = shrink::OptOptions::default();
+    o.ctx.verify = true;
+    shrink::optimize(&mut g, &o).map_err(|e| format!("optimizer: {e}"))?;
+    let opt = check_outputs(&g, &inputs, &data, tol).map_err(|e| format!("optimized: {e}"))?;
+    Ok(raw.max(opt))
+}
+
+fn check_outputs(g: &shrink::ir::Graph, inputs: &[shrink::ir::Tensor], data: &shrink::dataset::DataSet, tol: Tolerance) -> Result<f64, String> {
+    let outs = shrink::interp::run(g, inputs, &Default::default()).map_err(|e| e.to_string())?;
     if outs.len() != data.outputs.len() {
         return Err(format!("{} outputs, expected {}", outs.len(), data.outputs.len()));
     }

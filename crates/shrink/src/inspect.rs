@@ -40,13 +40,24 @@ pub struct Totals {
     pub scratch_bytes: Option<usize>,
 }
 
+/// One optimization pass as run for this report.
+#[derive(Serialize, Debug, Clone)]
+pub struct PassReport {
+    pub name: String,
+    pub counters: BTreeMap<String, usize>,
+    pub ms: f64,
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
     pub nodes_before: usize,
-    pub nodes_after: usize,
+    /// Ops after optimization; null when the pipeline could not run (see `opt_error`).
+    pub nodes_after: Option<usize>,
     pub op_counts: BTreeMap<String, usize>,
+    pub passes: Vec<PassReport>,
+    pub opt_error: Option<String>,
     pub layers: Vec<Layer>,
     pub totals: Totals,
 }
@@ -133,8 +144,12 @@ fn ternary_kind(w: &Tensor, axis: &RowAxis) -> Option<&'static str> {
     per_row_ok.then_some("per_row")
 }
 
-/// Builds the report for an imported (not yet optimized) graph.
-pub fn inspect(g: &Graph) -> Report {
+fn op_count(g: &Graph) -> usize {
+    g.node_ids().into_iter().filter(|&id| !g.node(id).op.is_source()).count()
+}
+
+/// Builds the report for an imported graph and, when the pipeline ran, its optimized form.
+pub fn inspect(g: &Graph, optimized: Option<(&Graph, &[shrink_opt::Stats])>, opt_error: Option<&String>) -> Report {
     let inputs = g.inputs.iter().map(|&id| value_info(g, &g.node(id).name, &g.node(id).outputs[0])).collect();
     let outputs = g.outputs.iter().map(|(n, v)| value_info(g, n, g.value_type(*v))).collect();
     let mut op_counts = BTreeMap::new();
@@ -173,8 +188,21 @@ pub fn inspect(g: &Graph) -> Report {
         inputs,
         outputs,
         nodes_before: nodes,
-        nodes_after: nodes,
+        nodes_after: optimized.map(|(o, _)| op_count(o)),
         op_counts,
+        passes: optimized
+            .map(|(_, stats)| {
+                stats
+                    .iter()
+                    .map(|s| PassReport {
+                        name: s.pass.to_string(),
+                        counters: s.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                        ms: s.nanos as f64 / 1e6,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        opt_error: opt_error.cloned(),
         layers,
         totals: Totals {
             params,
@@ -209,6 +237,19 @@ pub fn render(r: &Report) -> String {
     }
     let ops: Vec<String> = r.op_counts.iter().map(|(k, v)| format!("{k}×{v}")).collect();
     let _ = writeln!(s, "nodes: {} ({})", r.nodes_before, ops.join(", "));
+    match (&r.nodes_after, &r.opt_error) {
+        (Some(n), _) => {
+            let _ = writeln!(s, "after optimization: {n} nodes");
+            for p in &r.passes {
+                let c: Vec<String> = p.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "  pass {:<12} {:>8.3} ms  {}", p.name, p.ms, c.join(" "));
+            }
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(s, "not optimized: {e}");
+        }
+        (None, None) => {}
+    }
     if !r.layers.is_empty() {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(s, "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10}", "name", "op", "weight", "ternary", "scale", "zeros", "nonzeros");

@@ -41,3 +41,55 @@ pub fn bind_inputs(g: &Graph, given: &[(String, Tensor)]) -> Result<Vec<Tensor>,
     }
     Ok(out)
 }
+
+pub use shrink_opt as opt;
+
+/// How to optimize a graph before running or compiling it.
+#[derive(Clone, Debug)]
+pub struct OptOptions {
+    /// `false` = `--no-opt`: the graph runs as imported.
+    pub enabled: bool,
+    /// `--passes a,b,c`: an explicit pipeline instead of the default.
+    pub passes: Option<Vec<String>>,
+    /// `--dim NAME=VALUE` bindings.
+    pub dims: Vec<(String, usize)>,
+    /// `--freeze NAME=FILE` values.
+    pub freeze: Vec<(String, Tensor)>,
+    pub ctx: shrink_opt::Ctx,
+}
+
+impl Default for OptOptions {
+    fn default() -> OptOptions {
+        OptOptions { enabled: true, passes: None, dims: vec![], freeze: vec![], ctx: shrink_opt::Ctx::default() }
+    }
+}
+
+/// Sets each graph input's declared shape to the shape of the tensor that will be fed to it, so
+/// that symbolic dims are specialized to the data at hand.
+pub fn specialize_to(g: &mut Graph, inputs: &[Tensor]) {
+    for (&id, t) in g.inputs.clone().iter().zip(inputs) {
+        let ty = &mut g.node_mut(id).outputs[0];
+        if ty.dtype == t.dtype() {
+            ty.shape = Some(shrink_ir::Shape::fixed(t.dims()));
+        }
+    }
+}
+
+/// Applies `--freeze` and `--dim`, then runs the pipeline (unless disabled). Returns each pass's
+/// stats.
+pub fn optimize(g: &mut Graph, opts: &OptOptions) -> Result<Vec<shrink_opt::Stats>, String> {
+    for (name, t) in &opts.freeze {
+        shrink_opt::specialize::freeze(g, name, t.clone())?;
+    }
+    for (name, v) in &opts.dims {
+        shrink_opt::specialize::bind_dim(g, name, *v)?;
+    }
+    if !opts.enabled {
+        return Ok(vec![]);
+    }
+    let names: Vec<&str> = match &opts.passes {
+        Some(p) => p.iter().map(String::as_str).collect(),
+        None => shrink_opt::default_pipeline(),
+    };
+    shrink_opt::run_passes(g, &names, &opts.ctx).map_err(|e| e.to_string())
+}

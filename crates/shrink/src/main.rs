@@ -16,6 +16,21 @@ struct Cli {
     /// Largest tensor any stage may create or load, in bytes (suffixes K, M, G allowed).
     #[arg(long, global = true, default_value = "4G", value_parser = parse_size)]
     max_memory: usize,
+    /// Run the graph as imported, without optimization passes.
+    #[arg(long, global = true)]
+    no_opt: bool,
+    /// An explicit optimization pipeline, e.g. `shapes,const-fold,dce`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    passes: Option<Vec<String>>,
+    /// Bind a symbolic input dimension: NAME=VALUE (repeatable).
+    #[arg(long, global = true)]
+    dim: Vec<String>,
+    /// Freeze a graph input to the value in FILE (.pb or .npy): NAME=FILE (repeatable).
+    #[arg(long, global = true)]
+    freeze: Vec<String>,
+    /// Largest total size of constants that folding may create (K/M/G suffixes).
+    #[arg(long, global = true, default_value = "1G", value_parser = parse_size)]
+    fold_budget: usize,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -108,10 +123,43 @@ fn load(model: &Path, max_memory: usize) -> Result<Imported> {
     Ok(load_model(model, &ImportOptions { max_memory })?)
 }
 
-fn run_interp(imp: &Imported, inputs: &[(String, Tensor)], max_memory: usize, model: &Path) -> Result<Vec<Tensor>> {
-    let bound = shrink::bind_inputs(&imp.graph, inputs).map_err(|e| anyhow!("{}: {e}", model.display()))?;
+fn opt_options(cli: &Cli) -> Result<shrink::OptOptions> {
+    let mut o = shrink::OptOptions { enabled: !cli.no_opt, passes: cli.passes.clone(), ..Default::default() };
+    o.ctx.fold_budget = cli.fold_budget;
+    o.ctx.eval.max_bytes = cli.max_memory;
+    for d in &cli.dim {
+        let (name, v) = d.split_once('=').ok_or_else(|| anyhow!("--dim expects NAME=VALUE, got '{d}'"))?;
+        let v = v.parse::<usize>().map_err(|_| anyhow!("--dim {name}: '{v}' is not a dimension size"))?;
+        o.dims.push((name.to_string(), v));
+    }
+    for f in &cli.freeze {
+        o.freeze.push(read_input_arg(f, cli.max_memory)?);
+    }
+    Ok(o)
+}
+
+/// The graph ready to run on `inputs`: frozen inputs removed, shapes specialized to the data,
+/// optimized. Returns the graph and the inputs bound in graph order.
+fn prepare(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], model: &Path) -> Result<(shrink::ir::Graph, Vec<Tensor>)> {
+    let at = |e: String| anyhow!("{}: {e}", model.display());
+    let opts = opt_options(cli)?;
+    let mut g = imp.graph.clone();
+    for (name, t) in &opts.freeze {
+        shrink::opt::specialize::freeze(&mut g, name, t.clone()).map_err(at)?;
+    }
+    let frozen: Vec<&str> = opts.freeze.iter().map(|(n, _)| n.as_str()).collect();
+    let given: Vec<(String, Tensor)> = inputs.iter().filter(|(n, _)| !frozen.contains(&n.as_str())).cloned().collect();
+    let bound = shrink::bind_inputs(&g, &given).map_err(at)?;
+    shrink::specialize_to(&mut g, &bound);
+    let rest = shrink::OptOptions { freeze: vec![], dims: vec![], ..opts };
+    shrink::optimize(&mut g, &rest).map_err(at)?;
+    Ok((g, bound))
+}
+
+fn run_interp(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], max_memory: usize, model: &Path) -> Result<Vec<Tensor>> {
+    let (g, bound) = prepare(cli, imp, inputs, model)?;
     let ctx = shrink::interp::EvalCtx { max_bytes: max_memory };
-    shrink::interp::run(&imp.graph, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()))
+    shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()))
 }
 
 fn read_input_arg(arg: &str, cap: usize) -> Result<(String, Tensor)> {
@@ -135,7 +183,7 @@ fn cmd_run(cli: &Cli, model: &Path, input_dir: &Option<PathBuf>, input: &[String
         Some(d) => load_dataset(d, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
         None => input.iter().map(|a| read_input_arg(a, cli.max_memory)).collect::<Result<_>>()?,
     };
-    let outs = run_interp(&imp, &inputs, cli.max_memory, model)?;
+    let outs = run_interp(cli, &imp, &inputs, cli.max_memory, model)?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
         let preview: Vec<String> = (0..t.len().min(8)).map(|i| format!("{}", t.get_f64(i))).collect();
         let more = if t.len() > 8 { ", ..." } else { "" };
@@ -162,7 +210,7 @@ fn cmd_check(cli: &Cli, model: &Path, datasets: &[PathBuf], engine: Engine, tol:
     for set in &sets {
         let data = load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?;
         let label = set.file_name().map_or(set.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let outcome = run_interp(&imp, &data.inputs, cli.max_memory, model).map(|outs| {
+        let outcome = run_interp(cli, &imp, &data.inputs, cli.max_memory, model).map(|outs| {
             if outs.len() != data.outputs.len() {
                 return (f64::INFINITY, Some(format!("{} outputs, {} expected", outs.len(), data.outputs.len())));
             }
@@ -212,16 +260,19 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
     }
     let t0 = Instant::now();
     let imp = load(model, cli.max_memory)?;
-    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let inputs = match datasets_next_to(model).first() {
         Some(set) => load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
         None => zeros_like_inputs(&imp)?,
     };
-    run_interp(&imp, &inputs, cli.max_memory, model)?; // warm-up
+    let (g, bound) = prepare(cli, &imp, &inputs, model)?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let ctx = shrink::interp::EvalCtx { max_bytes: cli.max_memory };
+    let once = || shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()));
+    once()?; // warm-up
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {
         let t = Instant::now();
-        run_interp(&imp, &inputs, cli.max_memory, model)?;
+        once()?;
         times.push(t.elapsed().as_nanos() as u64);
     }
     times.sort_unstable();
@@ -253,14 +304,17 @@ fn main() {
         Cmd::Check { model, datasets, engine, target: _, rtol, atol } => {
             cmd_check(&cli, model, datasets, *engine, Tolerance { rtol: *rtol, atol: *atol })
         }
-        Cmd::Inspect { model, json } => load(model, cli.max_memory).map(|imp| {
-            let r = shrink::inspect::inspect(&imp.graph);
+        Cmd::Inspect { model, json } => load(model, cli.max_memory).and_then(|imp| {
+            let mut g = imp.graph.clone();
+            let opt = opt_options(&cli)?;
+            let stats = shrink::optimize(&mut g, &opt);
+            let r = shrink::inspect::inspect(&imp.graph, stats.as_ref().ok().map(|s| (&g, &s[..])), stats.as_ref().err());
             if *json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
                 print!("{}", shrink::inspect::render(&r));
             }
-            true
+            Ok(true)
         }),
         Cmd::Bench { model, engine, iters, threads, json } => {
             if *threads != 1 {

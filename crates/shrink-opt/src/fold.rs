@@ -1,0 +1,72 @@
+//! Constant folding: a node whose inputs are all constants is evaluated with the reference
+//! interpreter (so folded values are bit-identical to interpreting the graph) and its outputs
+//! become constants; `Shape` of a value with a fully fixed shape folds without evaluation.
+//! Folding runs in topological order, so whole constant subgraphs — in-graph weight quantizers
+//! (absmean → Round → Clip → Mul), Cast·Mul and DequantizeLinear expansions of int8 weights,
+//! weight transposes and reshapes — collapse in one pass. A byte budget bounds what it creates.
+use crate::{Ctx, OptError, Stats};
+use shrink_ir::op::Layout;
+use shrink_ir::{Graph, Op, Tensor, Value};
+use std::sync::Arc;
+
+const PASS: &str = "const-fold";
+
+/// The value of `Shape{start, end}` on fixed dims.
+fn shape_value(dims: &[usize], start: i64, end: Option<i64>) -> Tensor {
+    let r = dims.len() as i64;
+    let clamp = |i: i64| if i < 0 { (i + r).max(0) } else { i.min(r) };
+    let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
+    let v: Vec<i64> = if s < e { dims[s as usize..e as usize].iter().map(|&d| d as i64).collect() } else { vec![] };
+    Tensor::from_vec(vec![v.len()], v)
+}
+
+pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
+    let mut stats = Stats::new(PASS);
+    let mut budget = ctx.fold_budget;
+    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    for id in order {
+        let node = g.node(id);
+        if node.op.is_source() || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32))) {
+            continue;
+        }
+        let ins = g.inputs_of(id);
+        let results: Vec<Tensor> = if let Op::Layout(Layout::Shape { start, end }) = &node.op {
+            let Some(dims) = ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed())) else {
+                continue;
+            };
+            vec![shape_value(&dims, *start, *end)]
+        } else {
+            if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none()) {
+                continue;
+            }
+            let held: Vec<Option<Arc<Tensor>>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v).cloned())).collect();
+            let refs: Vec<Option<&Tensor>> = held.iter().map(|t| t.as_deref()).collect();
+            match shrink_ref::eval_op(&node.op, &refs, &node.outputs, &ctx.eval) {
+                Ok(r) => r,
+                // Invalid data stays in the graph: the error then surfaces at run time, with the
+                // same message the unoptimized graph would give.
+                Err(_) => {
+                    stats.add("left_unfolded", 1);
+                    continue;
+                }
+            }
+        };
+        let bytes: usize = results.iter().map(|t| t.bytes().len()).sum();
+        if bytes > budget {
+            stats.add("over_budget", 1);
+            continue;
+        }
+        budget -= bytes;
+        let name = g.node(id).name.clone();
+        for (k, t) in results.into_iter().enumerate().take(g.node(id).outputs.len()) {
+            let v = Value::new(id, k as u32);
+            if g.is_used(v) {
+                let c = g.add_const(&name, Arc::new(t));
+                g.replace_uses(v, c.into());
+            }
+        }
+        stats.add("nodes_folded", 1);
+        stats.add("bytes_created", bytes);
+    }
+    Ok(stats)
+}

@@ -1,0 +1,126 @@
+//! shrink's optimizer. Every pass is a `fn(&mut Graph, &Ctx) -> Result<Stats, OptError>` listed
+//! once in the registry below; [`run_passes`] runs a pipeline, times each pass, and runs the IR
+//! verifier after every pass when `Ctx::verify` is set (tests and debug builds always set it), so
+//! a pass that breaks an invariant is named in the error.
+pub mod dce;
+pub mod fold;
+pub mod simplify;
+pub mod specialize;
+
+use shrink_ir::{Graph, NodeId};
+use std::time::Instant;
+
+/// Settings shared by all passes.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// Run the verifier after every pass.
+    pub verify: bool,
+    /// Total bytes of new constants constant folding may create (default 1 GiB).
+    pub fold_budget: usize,
+    /// Limits for the interpreter when folding.
+    pub eval: shrink_ref::EvalCtx,
+}
+
+impl Default for Ctx {
+    fn default() -> Ctx {
+        Ctx { verify: cfg!(debug_assertions) || cfg!(test), fold_budget: 1 << 30, eval: Default::default() }
+    }
+}
+
+/// What a pass did: named counters (in a fixed order) and its wall time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub pass: &'static str,
+    pub counters: Vec<(&'static str, usize)>,
+    pub nanos: u128,
+}
+
+impl Stats {
+    pub fn new(pass: &'static str) -> Stats {
+        Stats { pass, ..Default::default() }
+    }
+
+    /// Adds `n` to counter `name` (creating it in order of first use).
+    pub fn add(&mut self, name: &'static str, n: usize) {
+        match self.counters.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v += n,
+            None => self.counters.push((name, n)),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> usize {
+        self.counters.iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| *v)
+    }
+}
+
+/// A pass failure, naming the pass and (where there is one) the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{msg} (in pass {pass})", node.as_ref().map(|(n, op)| format!("node '{n}' (op {op}): ")).unwrap_or_default())]
+pub struct OptError {
+    pub pass: &'static str,
+    pub node: Option<(String, String)>,
+    pub msg: String,
+}
+
+impl OptError {
+    pub fn new(pass: &'static str, msg: impl Into<String>) -> OptError {
+        OptError { pass, node: None, msg: msg.into() }
+    }
+
+    pub fn at(pass: &'static str, g: &Graph, id: NodeId, msg: impl Into<String>) -> OptError {
+        let n = g.node(id);
+        OptError { pass, node: Some((n.name.clone(), n.op.name().to_string())), msg: msg.into() }
+    }
+}
+
+/// A registered pass.
+pub struct Pass {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub run: fn(&mut Graph, &Ctx) -> Result<Stats, OptError>,
+}
+
+/// Declares the pass registry once: name, one-line doc, entry point — in default pipeline order.
+macro_rules! passes {
+    ($($name:literal => $f:path, $doc:literal;)*) => {
+        /// Every pass, in the order of the default pipeline.
+        pub const PASSES: &[Pass] = &[$(Pass { name: $name, doc: $doc, run: $f }),*];
+    };
+}
+
+passes! {
+    "shapes" => specialize::infer_static_shapes, "infer every value's shape; fail naming any dim left unknown";
+    "simplify" => simplify::remove_identities, "remove ops that compute their input (Identity, no-op Cast/Reshape/Transpose, x*1, x+0, ...)";
+    "const-fold" => fold::fold_constants, "evaluate nodes whose inputs are all constants with the interpreter";
+    "dce" => dce::remove_dead, "delete nodes no output depends on and unreferenced constants";
+}
+
+/// The default pipeline. Simplification runs again after folding because folding turns shape
+/// computations into constants that make more ops recognisably no-ops.
+pub fn default_pipeline() -> Vec<&'static str> {
+    vec!["shapes", "simplify", "const-fold", "simplify", "dce"]
+}
+
+/// Runs `names` in order; verifies after each when `ctx.verify`.
+pub fn run_passes(g: &mut Graph, names: &[&str], ctx: &Ctx) -> Result<Vec<Stats>, OptError> {
+    let mut all = Vec::with_capacity(names.len());
+    for name in names {
+        let pass = PASSES.iter().find(|p| p.name == *name).ok_or_else(|| {
+            let known: Vec<_> = PASSES.iter().map(|p| p.name).collect();
+            OptError::new("pipeline", format!("unknown pass '{name}' (known: {})", known.join(", ")))
+        })?;
+        let t = Instant::now();
+        let mut stats = (pass.run)(g, ctx)?;
+        stats.pass = pass.name;
+        stats.nanos = t.elapsed().as_nanos();
+        if ctx.verify {
+            shrink_ir::verify(g).map_err(|e| OptError {
+                pass: pass.name,
+                node: e.node.filter(|n| g.contains(*n)).map(|n| (g.node(n).name.clone(), g.node(n).op.name().to_string())),
+                msg: format!("the graph is invalid after this pass: {}", e.msg),
+            })?;
+        }
+        all.push(stats);
+    }
+    Ok(all)
+}

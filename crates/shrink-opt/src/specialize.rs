@@ -1,0 +1,67 @@
+//! Specialization: binding symbolic dims (`--dim NAME=VALUE`), freezing inputs into constants
+//! (`--freeze NAME=FILE`), and the `shapes` pass that infers every value's shape and requires it
+//! to be static, naming the first value whose dims stay unknown.
+use crate::{Ctx, OptError, Stats};
+use shrink_ir::{Dim, Graph, Tensor};
+use std::sync::Arc;
+
+const PASS: &str = "shapes";
+
+/// Replaces symbolic dim `name` by `value` in every graph input's declared shape.
+pub fn bind_dim(g: &mut Graph, name: &str, value: usize) -> Result<usize, String> {
+    let mut hits = 0;
+    for id in g.inputs.clone() {
+        if let Some(s) = g.node_mut(id).outputs[0].shape.as_mut() {
+            for d in s.0.iter_mut() {
+                if matches!(d, Dim::Sym(n) if n == name) {
+                    *d = Dim::Fixed(value);
+                    hits += 1;
+                }
+            }
+        }
+    }
+    if hits == 0 {
+        return Err(format!("no graph input has a dimension named '{name}'"));
+    }
+    Ok(hits)
+}
+
+/// Freezes the graph input called `name` to `value`.
+pub fn freeze(g: &mut Graph, name: &str, value: Tensor) -> Result<(), String> {
+    let index = g
+        .inputs
+        .iter()
+        .position(|&id| g.node(id).name == name)
+        .ok_or_else(|| format!("the model has no input named '{name}'"))?;
+    g.freeze_input(index, Arc::new(value)).map(|_| ())
+}
+
+/// Infers all shapes and fails on the first value that is not fully static.
+pub fn infer_static_shapes(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
+    let mut stats = Stats::new(PASS);
+    for &id in &g.inputs {
+        let n = g.node(id);
+        let ty = &n.outputs[0];
+        if let Some(s) = &ty.shape
+            && let Some(sym) = s.0.iter().find_map(|d| match d {
+                Dim::Sym(name) => Some(name.clone()),
+                _ => None,
+            })
+        {
+            return Err(OptError::new(PASS, format!("input '{}' has symbolic dim '{sym}': bind it with --dim {sym}=VALUE", n.name)));
+        }
+        if ty.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {
+            return Err(OptError::new(PASS, format!("input '{}' has no static shape ({ty}): give it with --dim or --freeze", n.name)));
+        }
+    }
+    shrink_ir::op::shapes::infer_graph(g).map_err(|(n, e)| OptError::at(PASS, g, n, e.to_string()))?;
+    for id in g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))? {
+        for (k, t) in g.node(id).outputs.iter().enumerate() {
+            if t.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {
+                return Err(OptError::at(PASS, g, id, format!("output {k} has no static shape ({t}); its shape depends on data that is not constant — try --freeze")));
+            }
+            stats.add("values", 1);
+        }
+    }
+    Ok(stats)
+}
