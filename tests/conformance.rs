@@ -119,6 +119,9 @@ fn onnx_node_suite_on_interpreter() {
         };
         let res = std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
         if filter.is_some() {
+            if let Some(Entry::Excluded(why)) = entry {
+                println!("EXCLUDED {name}: {why}");
+            }
             match &res {
                 Ok(e) => println!("PASS {name} (max abs err {e:.3e})"),
                 Err(m) => println!("FAIL {name}: {m}"),

@@ -245,3 +245,47 @@ impl Graph {
         Ok(id)
     }
 }
+
+impl Graph {
+    /// Points every consumer of `old` (and any graph output naming it) at `new` instead.
+    pub fn replace_uses(&mut self, old: Value, new: Value) {
+        let uses: Vec<_> = self
+            .g
+            .edges_directed(old.node.0, Direction::Outgoing)
+            .filter(|e| e.weight().from_slot == old.slot)
+            .map(|e| (e.id(), e.target(), e.weight().to_slot))
+            .collect();
+        for (eid, target, to_slot) in uses {
+            self.g.remove_edge(eid);
+            self.g.add_edge(new.node.0, target, Edge { from_slot: new.slot, to_slot });
+        }
+        for (_, v) in self.outputs.iter_mut() {
+            if *v == old {
+                *v = new;
+            }
+        }
+    }
+
+    /// Whether any node or graph output reads output `slot` of `id`.
+    pub fn is_used(&self, v: Value) -> bool {
+        self.g.edges_directed(v.node.0, Direction::Outgoing).any(|e| e.weight().from_slot == v.slot)
+            || self.outputs.iter().any(|(_, o)| *o == v)
+    }
+
+    /// Drops constants no `Const` node refers to and renumbers the rest (in first-use order of
+    /// node ids, so the result is deterministic).
+    pub fn compact_consts(&mut self) {
+        let mut remap = std::collections::HashMap::new();
+        let mut kept = Vec::new();
+        for id in self.node_ids() {
+            if let Op::Const(c) = self.node(id).op {
+                let new = *remap.entry(c).or_insert_with(|| {
+                    kept.push(self.consts[c.0 as usize].clone());
+                    ConstId(kept.len() as u32 - 1)
+                });
+                self.node_mut(id).op = Op::Const(new);
+            }
+        }
+        self.consts = kept;
+    }
+}
