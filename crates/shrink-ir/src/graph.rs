@@ -79,6 +79,9 @@ pub struct Graph {
     pub outputs: Vec<(String, Value)>,
     /// Constant data referenced by `Op::Const` nodes.
     pub consts: Vec<Arc<Tensor>>,
+    /// Constants proven ternary (by the `ternary` pass), with their packed form. The dense
+    /// constant stays the source of truth for interpretation; the two always agree exactly.
+    pub ternary: std::collections::BTreeMap<ConstId, Arc<crate::TernaryWeights>>,
 }
 
 impl Graph {
@@ -275,7 +278,7 @@ impl Graph {
     /// Drops constants no `Const` node refers to and renumbers the rest (in first-use order of
     /// node ids, so the result is deterministic).
     pub fn compact_consts(&mut self) {
-        let mut remap = std::collections::HashMap::new();
+        let mut remap: std::collections::HashMap<ConstId, ConstId> = std::collections::HashMap::new();
         let mut kept = Vec::new();
         for id in self.node_ids() {
             if let Op::Const(c) = self.node(id).op {
@@ -287,5 +290,19 @@ impl Graph {
             }
         }
         self.consts = kept;
+        let old = std::mem::take(&mut self.ternary);
+        for (c, t) in old {
+            if let Some(n) = remap.get(&c) {
+                self.ternary.insert(*n, t);
+            }
+        }
+    }
+
+    /// The constant id behind value `v`, if a `Const` node produces it.
+    pub fn const_id(&self, v: Value) -> Option<ConstId> {
+        match self.node(v.node).op {
+            Op::Const(c) => Some(c),
+            _ => None,
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod narrow;
 pub mod op;
 pub mod shape;
 pub mod tensor;
+pub mod ternary;
 pub mod text;
 pub mod verify;
 
@@ -20,4 +21,5 @@ pub use graph::{Edge, Graph, Node, NodeId, Value};
 pub use op::Op;
 pub use shape::{Dim, Shape, ValueType, checked_numel};
 pub use tensor::{Element, Tensor, TensorSizeError};
+pub use ternary::{TernaryScale, TernaryWeights, WeightLayout};
 pub use verify::{VerifyError, verify};

@@ -9,7 +9,8 @@
 //! 6. every op's output dtypes are those its input dtypes imply (`infer_dtypes`), and the node
 //!    declares as many outputs as the op can produce;
 //! 7. every op's declared output shapes agree with what shape inference derives from its inputs
-//!    (same rank where both are known, equal dims where both are fixed).
+//!    (same rank where both are known, equal dims where both are fixed);
+//! 8. every ternary annotation belongs to an existing constant and decodes to exactly its value.
 use crate::graph::NodeId;
 use crate::op::infer_dtypes;
 use crate::{Graph, Op};
@@ -104,6 +105,17 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     for (i, id) in g.inputs.iter().enumerate() {
         if !g.contains(*id) || g.node(*id).op != (Op::Input { index: i }) {
             return Err(VerifyError { node: Some(*id), context: String::new(), msg: format!("graph input {i} is not an Input node") });
+        }
+    }
+    for (c, t) in &g.ternary {
+        match g.consts.get(c.0 as usize) {
+            Some(dense) if t.to_tensor() == **dense => {}
+            Some(_) => {
+                return Err(VerifyError { node: None, context: String::new(), msg: format!("ternary form of constant c{} differs from its value", c.0) });
+            }
+            None => {
+                return Err(VerifyError { node: None, context: String::new(), msg: format!("ternary annotation of missing constant c{}", c.0) });
+            }
         }
     }
     for (name, v) in &g.outputs {

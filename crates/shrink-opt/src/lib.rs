@@ -4,8 +4,11 @@
 //! a pass that breaks an invariant is named in the error.
 pub mod dce;
 pub mod fold;
+pub mod layers;
 pub mod simplify;
+pub mod sparsity;
 pub mod specialize;
+pub mod ternary;
 
 use shrink_ir::{Graph, NodeId};
 use std::time::Instant;
@@ -92,13 +95,15 @@ passes! {
     "shapes" => specialize::infer_static_shapes, "infer every value's shape; fail naming any dim left unknown";
     "simplify" => simplify::remove_identities, "remove ops that compute their input (Identity, no-op Cast/Reshape/Transpose, x*1, x+0, ...)";
     "const-fold" => fold::fold_constants, "evaluate nodes whose inputs are all constants with the interpreter";
+    "sparsity" => sparsity::eliminate_sparsity, "delete dead hidden units across layers, all-zero input columns and zero biases";
+    "ternary" => ternary::detect_ternary, "annotate layer weights that are exactly {-s,0,+s} per tensor or per row";
     "dce" => dce::remove_dead, "delete nodes no output depends on and unreferenced constants";
 }
 
 /// The default pipeline. Simplification runs again after folding because folding turns shape
 /// computations into constants that make more ops recognisably no-ops.
 pub fn default_pipeline() -> Vec<&'static str> {
-    vec!["shapes", "simplify", "const-fold", "simplify", "dce"]
+    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "dce", "ternary"]
 }
 
 /// Runs `names` in order; verifies after each when `ctx.verify`.

@@ -100,6 +100,7 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
     let mut nodes: BTreeMap<usize, Node> = BTreeMap::new();
     let mut inputs: BTreeMap<usize, usize> = BTreeMap::new();
     let mut consts = Vec::new();
+    let mut ternary = std::collections::BTreeMap::new();
     let mut pending = Vec::new();
     let mut outputs = Vec::new();
     loop {
@@ -130,8 +131,24 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
             }
             "Const" => {
                 let t = parse_tensor(&mut lx)?;
+                let cid = ConstId(consts.len() as u32);
+                if lx.eat_word("ternary") {
+                    lx.expect('(')?;
+                    let layout = match lx.ident()?.as_str() {
+                        "rows_first" => crate::WeightLayout::RowsFirst,
+                        "cols_first" => crate::WeightLayout::ColsFirst,
+                        other => return Err(lx.error(format!("unknown weight layout `{other}`"))),
+                    };
+                    lx.expect(',')?;
+                    let kind = lx.ident()?;
+                    lx.expect(')')?;
+                    let w = crate::TernaryWeights::detect(&t, layout, 0)
+                        .filter(|w| w.scale.kind() == kind)
+                        .ok_or_else(|| lx.error(format!("constant is not ternary ({kind})")))?;
+                    ternary.insert(cid, Arc::new(w));
+                }
                 consts.push(Arc::new(t));
-                (Op::Const(ConstId(consts.len() as u32 - 1)), 0)
+                (Op::Const(cid), 0)
             }
             name => {
                 let op = Op::parse_named(name, &mut lx)?.ok_or_else(|| lx.error(format!("unknown op `{name}`")))?;
@@ -166,7 +183,9 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
     if !lx.at_end() {
         return Err(lx.error("unexpected text after the graph"));
     }
-    build(nodes, inputs, consts, pending, outputs)
+    let mut g = build(nodes, inputs, consts, pending, outputs)?;
+    g.ternary = ternary;
+    Ok(g)
 }
 
 type OutputRef = (String, (usize, u32), usize);

@@ -88,6 +88,13 @@ pub fn print_graph(g: &Graph) -> String {
                         let _ = write!(out, "<missing c{}>", c.0);
                     }
                 }
+                if let Some(t) = g.ternary.get(c) {
+                    let layout = match t.layout {
+                        crate::WeightLayout::RowsFirst => "rows_first",
+                        crate::WeightLayout::ColsFirst => "cols_first",
+                    };
+                    let _ = write!(out, " ternary({layout}, {})", t.scale.kind());
+                }
                 out.push(' ');
             }
             op => {

@@ -1,0 +1,234 @@
+//! Ternary weights: a weight matrix whose every value is `-s`, `0` or `+s`, with one scale `s` for
+//! the whole tensor or one per output row. Signs are packed 2 bits per weight (the storage the
+//! `packed` kernels read); the scale keeps the original dtype's value exactly.
+//!
+//! A weight is always viewed as [rows = outputs × cols = inputs]; [`WeightLayout`] says how that
+//! view maps onto the tensor's dims (MatMul's B is [inputs, outputs], Gemm with trans_b and Conv
+//! weights lead with outputs).
+use crate::{DType, Tensor};
+
+/// How the [outputs × inputs] view maps onto the tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// Outputs lead: `[rows, cols...]` (Gemm with trans_b, Conv `[M, C/g, k...]`).
+    RowsFirst,
+    /// Inputs lead: `[cols, rows]` (MatMul B, Gemm without trans_b).
+    ColsFirst,
+}
+
+/// One magnitude per tensor or per output row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TernaryScale {
+    PerTensor(f64),
+    PerRow(Vec<f64>),
+}
+
+impl TernaryScale {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TernaryScale::PerTensor(_) => "per_tensor",
+            TernaryScale::PerRow(_) => "per_row",
+        }
+    }
+}
+
+/// A ternary weight matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TernaryWeights {
+    /// The dense tensor's dtype and dims (what `to_tensor` rebuilds).
+    pub dtype: DType,
+    pub dims: Vec<usize>,
+    pub layout: WeightLayout,
+    pub rows: usize,
+    pub cols: usize,
+    /// 2 bits per weight in [row][col] order: 0b00 = 0, 0b01 = +1, 0b11 = −1.
+    pub signs: Vec<u8>,
+    pub scale: TernaryScale,
+}
+
+fn view(dims: &[usize], layout: WeightLayout) -> Option<(usize, usize)> {
+    let total = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    match layout {
+        WeightLayout::RowsFirst => {
+            let rows = *dims.first()?;
+            Some((rows, if rows == 0 { 0 } else { total / rows }))
+        }
+        WeightLayout::ColsFirst if dims.len() == 2 => Some((dims[1], dims[0])),
+        WeightLayout::ColsFirst => None,
+    }
+}
+
+impl TernaryWeights {
+    /// Flat index into the dense tensor of view element (r, c).
+    pub fn dense_index(&self, r: usize, c: usize) -> usize {
+        match self.layout {
+            WeightLayout::RowsFirst => r * self.cols + c,
+            WeightLayout::ColsFirst => c * self.rows + r,
+        }
+    }
+
+    /// The sign of view element (r, c): -1, 0 or 1.
+    pub fn sign(&self, r: usize, c: usize) -> i8 {
+        let i = r * self.cols + c;
+        match (self.signs[i / 4] >> ((i % 4) * 2)) & 3 {
+            0b01 => 1,
+            0b11 => -1,
+            _ => 0,
+        }
+    }
+
+    pub fn row_scale(&self, r: usize) -> f64 {
+        match &self.scale {
+            TernaryScale::PerTensor(s) => *s,
+            TernaryScale::PerRow(v) => v[r],
+        }
+    }
+
+    pub fn nonzeros(&self) -> usize {
+        (0..self.rows).map(|r| (0..self.cols).filter(|&c| self.sign(r, c) != 0).count()).sum()
+    }
+
+    /// Recognises `t` as ternary. Values within `ulps` units in the last place of ±s count as ±s
+    /// (near-ternary weights from float round-off); `Some` carries the exact ternary form, which
+    /// [`Self::to_tensor`] turns back into the dense tensor the graph should use.
+    pub fn detect(t: &Tensor, layout: WeightLayout, ulps: u32) -> Option<TernaryWeights> {
+        let dtype = t.dtype();
+        if !(matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || dtype.is_int()) {
+            return None;
+        }
+        let (rows, cols) = view(t.dims(), layout)?;
+        if rows == 0 || cols == 0 {
+            return None;
+        }
+        let vals = t.to_f64_vec();
+        let at = |r: usize, c: usize| match layout {
+            WeightLayout::RowsFirst => vals[r * cols + c],
+            WeightLayout::ColsFirst => vals[c * rows + r],
+        };
+        let ulp = |x: f64| -> f64 {
+            match dtype {
+                DType::F32 => {
+                    let f = x as f32;
+                    (f32::from_bits(f.to_bits() + 1) - f) as f64
+                }
+                DType::F64 => f64::from_bits(x.to_bits() + 1) - x,
+                _ => 0.0,
+            }
+        };
+        // The magnitude of a group: the most common nonzero |value|, accepted when every nonzero
+        // is within `ulps` of it.
+        let magnitude = |it: &mut dyn Iterator<Item = f64>| -> Option<Option<f64>> {
+            let mut first: Option<f64> = None;
+            for v in it {
+                if v == 0.0 {
+                    continue;
+                }
+                if !v.is_finite() {
+                    return None;
+                }
+                let a = v.abs();
+                match first {
+                    None => first = Some(a),
+                    Some(m) if (a - m).abs() <= ulps as f64 * ulp(m) => {}
+                    Some(_) => return None,
+                }
+            }
+            Some(first)
+        };
+        let whole = magnitude(&mut vals.iter().copied());
+        let scale = match whole {
+            Some(s) => TernaryScale::PerTensor(s.unwrap_or(0.0)),
+            None => {
+                let mut per = Vec::with_capacity(rows);
+                for r in 0..rows {
+                    per.push(magnitude(&mut (0..cols).map(|c| at(r, c)))?.unwrap_or(0.0));
+                }
+                TernaryScale::PerRow(per)
+            }
+        };
+        let mut signs = vec![0u8; (rows * cols).div_ceil(4)];
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = at(r, c);
+                let code = if v > 0.0 {
+                    0b01
+                } else if v < 0.0 {
+                    0b11
+                } else {
+                    0
+                };
+                let i = r * cols + c;
+                signs[i / 4] |= code << ((i % 4) * 2);
+            }
+        }
+        Some(TernaryWeights { dtype, dims: t.dims().to_vec(), layout, rows, cols, signs, scale })
+    }
+
+    /// The dense tensor: sign × scale in the original dtype.
+    pub fn to_tensor(&self) -> Tensor {
+        let mut vals = vec![0f64; self.rows * self.cols];
+        for r in 0..self.rows {
+            let s = self.row_scale(r);
+            for c in 0..self.cols {
+                vals[self.dense_index(r, c)] = self.sign(r, c) as f64 * s;
+            }
+        }
+        let dims = self.dims.clone();
+        match self.dtype {
+            DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
+            DType::F64 => Tensor::from_vec(dims, vals),
+            DType::F16 => Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect()),
+            DType::BF16 => Tensor::from_vec(dims, vals.iter().map(|&v| half::bf16::from_f64(v)).collect()),
+            d => {
+                let mut bytes = Vec::with_capacity(vals.len() * d.size());
+                for v in vals {
+                    bytes.extend_from_slice(&(v as i64).to_le_bytes()[..d.size()]);
+                }
+                Tensor::from_bytes(d, dims, bytes.into()).expect("sizes computed from dims")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_tensor_and_per_row_detection() {
+        // MatMul B = [inputs=3, outputs=2].
+        let t = Tensor::from_vec(vec![3, 2], vec![0.5f32, -0.25, 0.0, 0.25, -0.5, 0.0]);
+        let w = TernaryWeights::detect(&t, WeightLayout::ColsFirst, 0).unwrap();
+        assert_eq!((w.rows, w.cols), (2, 3));
+        assert_eq!(w.scale, TernaryScale::PerRow(vec![0.5, 0.25]));
+        assert_eq!([w.sign(0, 0), w.sign(0, 1), w.sign(0, 2)], [1, 0, -1]);
+        assert_eq!([w.sign(1, 0), w.sign(1, 1), w.sign(1, 2)], [-1, 1, 0]);
+        assert_eq!(w.to_tensor(), t);
+        assert_eq!(w.nonzeros(), 4);
+        let u = Tensor::from_vec(vec![2, 2], vec![0.5f32, -0.5, 0.0, 0.5]);
+        let w = TernaryWeights::detect(&u, WeightLayout::RowsFirst, 0).unwrap();
+        assert_eq!(w.scale, TernaryScale::PerTensor(0.5));
+    }
+
+    #[test]
+    fn near_ternary_within_one_ulp_and_not_beyond() {
+        let s = 0.1f32;
+        let up = f32::from_bits(s.to_bits() + 1);
+        let far = f32::from_bits(s.to_bits() + 3);
+        let t = Tensor::from_vec(vec![2, 2], vec![s, -up, 0.0, s]);
+        let w = TernaryWeights::detect(&t, WeightLayout::RowsFirst, 1).unwrap();
+        assert_eq!(w.to_tensor(), Tensor::from_vec(vec![2, 2], vec![s, -s, 0.0, s]));
+        assert!(TernaryWeights::detect(&t, WeightLayout::RowsFirst, 0).is_none());
+        let t = Tensor::from_vec(vec![1, 2], vec![s, far]);
+        assert!(TernaryWeights::detect(&t, WeightLayout::RowsFirst, 1).is_none());
+    }
+
+    #[test]
+    fn int8_weights() {
+        let t = Tensor::from_vec(vec![2, 2], vec![3i8, -3, 0, 3]);
+        let w = TernaryWeights::detect(&t, WeightLayout::RowsFirst, 0).unwrap();
+        assert_eq!(w.scale, TernaryScale::PerTensor(3.0));
+        assert_eq!(w.to_tensor(), t);
+        assert!(TernaryWeights::detect(&Tensor::from_vec(vec![1, 2], vec![1i8, 2]), WeightLayout::RowsFirst, 0).is_none());
+    }
+}

@@ -1,0 +1,30 @@
+//! Ternary detection: a layer weight whose values are exactly {−s, 0, +s} per tensor or per
+//! output row (f32, f16, bf16, f64, or integers {−q, 0, q}) is annotated with its packed
+//! [`TernaryWeights`]. Values within one ulp of ±s (round-off from exporters) are accepted and the
+//! constant is replaced by its exact ternary value. Weights in other forms (int8 × scale via
+//! DequantizeLinear or Cast·Mul, in-graph absmean quantizers, transposes) arrive here already
+//! folded to plain constants by `const-fold`.
+use crate::layers::const_weight_layers;
+use crate::{Ctx, OptError, Stats};
+use shrink_ir::{Graph, TernaryScale, TernaryWeights};
+use std::sync::Arc;
+
+pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
+    let mut stats = Stats::new("ternary");
+    for (_, ws, c) in const_weight_layers(g) {
+        stats.add("layers", 1);
+        let dense = g.consts[c.0 as usize].clone();
+        let Some(w) = TernaryWeights::detect(&dense, ws.layout, 1) else { continue };
+        let exact = w.to_tensor();
+        if exact != *dense {
+            stats.add("near_ternary_rounded", 1);
+            g.consts[c.0 as usize] = Arc::new(exact);
+        }
+        stats.add("ternary_layers", 1);
+        stats.add(if matches!(w.scale, TernaryScale::PerTensor(_)) { "per_tensor" } else { "per_row" }, 1);
+        stats.add("ternary_params", w.rows * w.cols);
+        stats.add("zeros", w.rows * w.cols - w.nonzeros());
+        g.ternary.insert(c, Arc::new(w));
+    }
+    Ok(stats)
+}
