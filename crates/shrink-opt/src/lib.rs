@@ -5,6 +5,7 @@
 pub mod dce;
 pub mod fold;
 pub mod layers;
+pub mod memory;
 pub mod simplify;
 pub mod sparsity;
 pub mod specialize;
@@ -98,12 +99,13 @@ passes! {
     "sparsity" => sparsity::eliminate_sparsity, "delete dead hidden units across layers, all-zero input columns and zero biases";
     "ternary" => ternary::detect_ternary, "annotate layer weights that are exactly {-s,0,+s} per tensor or per row";
     "dce" => dce::remove_dead, "delete nodes no output depends on and unreferenced constants";
+    "memory-plan" => memory::plan_pass, "assign every intermediate value an aligned offset in one scratch arena";
 }
 
 /// The default pipeline. Simplification runs again after folding because folding turns shape
 /// computations into constants that make more ops recognisably no-ops.
 pub fn default_pipeline() -> Vec<&'static str> {
-    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "dce", "ternary"]
+    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "dce", "ternary", "memory-plan"]
 }
 
 /// Runs `names` in order; verifies after each when `ctx.verify`.
