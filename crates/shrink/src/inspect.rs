@@ -2,8 +2,7 @@
 //! the JSON schema of DESIGN.md's CLI contract; fields that later stages (optimizer, codegen)
 //! fill are `null` until those stages run.
 use serde::Serialize;
-use shrink_ir::op::{Conv, Linear};
-use shrink_ir::{Dim, Graph, NodeId, Op, Tensor};
+use shrink_ir::{Dim, Graph, NodeId, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Serialize, Debug, Clone)]
@@ -79,125 +78,107 @@ fn value_info(g: &Graph, name: &str, ty: &shrink_ir::ValueType) -> ValueInfo {
     }
 }
 
-/// How a weight is laid out relative to the layer's [outputs × inputs] view.
-enum RowAxis {
-    /// Output units are the leading axis (Gemm with trans_b, Conv).
-    Leading,
-    /// Output units are the last axis (MatMul B = [K, N]).
-    Last,
+/// The [rows × cols] view of a layer's constant weight in `g`, by layer node name.
+fn layer_weights(g: &Graph) -> BTreeMap<String, (NodeId, shrink_ir::op::ConstId, shrink_ir::WeightLayout)> {
+    shrink_opt::layers::const_weight_layers(g)
+        .into_iter()
+        .map(|(id, ws, c)| (g.node(id).name.clone(), (id, c, ws.layout)))
+        .collect()
 }
 
-/// The weight constant of a layer node and its layout, if the node is a layer with constant weights.
-fn layer_weight<'g>(g: &'g Graph, id: NodeId) -> Option<(&'g Tensor, RowAxis)> {
-    let ins = g.inputs_of(id);
-    let (slot, axis) = match &g.node(id).op {
-        Op::Linear(Linear::MatMul | Linear::MatMulInteger) => (1, RowAxis::Last),
-        Op::Linear(Linear::Gemm { trans_b, .. }) => (1, if *trans_b { RowAxis::Leading } else { RowAxis::Last }),
-        Op::Linear(Linear::QLinearMatMul) => (3, RowAxis::Last),
-        Op::Conv(Conv::Conv { .. } | Conv::ConvInteger { .. }) => (1, RowAxis::Leading),
-        Op::Conv(Conv::QLinearConv { .. }) => (3, RowAxis::Leading),
-        _ => return None,
-    };
-    let w = g.const_value((*ins.get(slot)?)?)?;
-    Some((w, axis))
+fn view_dims(t: &Tensor, layout: shrink_ir::WeightLayout) -> (usize, usize) {
+    let d = t.dims();
+    match layout {
+        shrink_ir::WeightLayout::RowsFirst => (d[0], d.iter().skip(1).product()),
+        shrink_ir::WeightLayout::ColsFirst => (d.get(1).copied().unwrap_or(1), d[0]),
+    }
 }
 
-/// Ternary structure of a weight: `Some("per_tensor" | "per_row")` if every nonzero value has the
-/// same magnitude in the whole tensor / in each output row (and the values are exactly ±s).
-fn ternary_kind(w: &Tensor, axis: &RowAxis) -> Option<&'static str> {
-    if !(w.dtype().is_float() || w.dtype().is_int()) || w.is_empty() || w.rank() < 2 {
-        return None;
-    }
-    let vals = w.to_f64_vec();
-    let mags = |it: &mut dyn Iterator<Item = f64>| -> Option<Option<f64>> {
-        let mut s: Option<f64> = None;
-        for v in it {
-            if v == 0.0 {
-                continue;
-            }
-            if !v.is_finite() {
-                return None;
-            }
-            match s {
-                None => s = Some(v.abs()),
-                Some(m) if m == v.abs() => {}
-                Some(_) => return None,
-            }
-        }
-        Some(s)
-    };
-    if mags(&mut vals.iter().copied()).is_some() {
-        return Some("per_tensor");
-    }
-    let dims = w.dims();
-    let (rows, inner) = match axis {
-        RowAxis::Leading => (dims[0], vals.len() / dims[0].max(1)),
-        RowAxis::Last => (dims[dims.len() - 1], 1),
-    };
-    let per_row_ok = (0..rows).all(|r| {
-        let mut it: Box<dyn Iterator<Item = f64>> = match axis {
-            RowAxis::Leading => Box::new(vals[r * inner..(r + 1) * inner].iter().copied()),
-            RowAxis::Last => Box::new(vals.iter().copied().skip(r).step_by(rows)),
-        };
-        mags(&mut *it).is_some()
-    });
-    per_row_ok.then_some("per_row")
+fn zeros_of(t: &Tensor) -> usize {
+    (0..t.len()).filter(|&i| t.get_f64(i) == 0.0).count()
 }
 
 fn op_count(g: &Graph) -> usize {
     g.node_ids().into_iter().filter(|&id| !g.node(id).op.is_source()).count()
 }
 
-/// Builds the report for an imported graph and, when the pipeline ran, its optimized form.
-pub fn inspect(g: &Graph, optimized: Option<(&Graph, &[shrink_opt::Stats])>, opt_error: Option<&String>) -> Report {
+/// Builds the report for an imported graph and, when the pipeline ran, its staged results.
+pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&String>) -> Report {
     let inputs = g.inputs.iter().map(|&id| value_info(g, &g.node(id).name, &g.node(id).outputs[0])).collect();
     let outputs = g.outputs.iter().map(|(n, v)| value_info(g, n, g.value_type(*v))).collect();
     let mut op_counts = BTreeMap::new();
-    let mut layers = Vec::new();
-    let mut ternary_params = 0;
-    for id in g.topo_order().unwrap_or_else(|_| g.node_ids()) {
-        let node = g.node(id);
-        if node.op.is_source() {
-            continue;
+    for id in g.node_ids() {
+        let op = &g.node(id).op;
+        if !op.is_source() {
+            *op_counts.entry(op.name().to_string()).or_insert(0) += 1;
         }
-        *op_counts.entry(node.op.name().to_string()).or_insert(0) += 1;
-        if let Some((w, axis)) = layer_weight(g, id) {
-            let kind = ternary_kind(w, &axis);
-            let zeros = (0..w.len()).filter(|&i| w.get_f64(i) == 0.0).count();
-            if kind.is_some() {
-                ternary_params += w.len();
+    }
+    // Layers as the model defines them: after folding when the pipeline ran, else as imported.
+    let defined = staged.map_or(g, |s| &s.before_sparsity);
+    let finals = staged.map(|s| layer_weights(&s.optimized)).unwrap_or_default();
+    let mut layers = Vec::new();
+    let (mut ternary_params, mut zeros_eliminated) = (0, 0);
+    for (name, (id, c, layout)) in layer_weights(defined) {
+        let w = &defined.consts[c.0 as usize];
+        let (rows, cols) = view_dims(w, layout);
+        let zeros = zeros_of(w);
+        let (mut ternary, mut scale_kind, mut dead_rows, mut dead_cols) = (false, None, None, None);
+        if let Some(s) = staged {
+            if let Some((_, fc, fl)) = finals.get(&name) {
+                let fw = &s.optimized.consts[fc.0 as usize];
+                let (fr, fcols) = view_dims(fw, *fl);
+                dead_rows = Some(rows.saturating_sub(fr));
+                dead_cols = Some(cols.saturating_sub(fcols));
+                zeros_eliminated += zeros.saturating_sub(zeros_of(fw));
+                if let Some(t) = s.optimized.ternary.get(fc) {
+                    ternary = true;
+                    scale_kind = Some(t.scale.kind().to_string());
+                    ternary_params += w.len();
+                }
             }
-            layers.push(Layer {
-                name: node.name.clone(),
-                op: node.op.name().to_string(),
-                weight_shape: w.dims().to_vec(),
-                ternary: kind.is_some(),
-                scale_kind: kind.map(str::to_string),
-                zeros,
-                nonzeros: w.len() - zeros,
-                dead_rows: None,
-                dead_cols: None,
-                strategy: None,
-                code_bytes: None,
-            });
+        }
+        layers.push(Layer {
+            name,
+            op: defined.node(id).op.name().to_string(),
+            weight_shape: w.dims().to_vec(),
+            ternary,
+            scale_kind,
+            zeros,
+            nonzeros: w.len() - zeros,
+            dead_rows,
+            dead_cols,
+            strategy: None,
+            code_bytes: None,
+        });
+    }
+    // Without the pipeline, still say which layers are ternary candidates.
+    if staged.is_none() {
+        for l in layers.iter_mut() {
+            let (_, c, layout) = layer_weights(g)[&l.name];
+            if let Some(t) = shrink_ir::TernaryWeights::detect(&g.consts[c.0 as usize], layout, 1) {
+                l.ternary = true;
+                l.scale_kind = Some(t.scale.kind().to_string());
+                ternary_params += l.zeros + l.nonzeros;
+            }
         }
     }
     let nodes = op_counts.values().sum();
     let params = g.consts.iter().map(|t| t.len()).sum();
+    let scratch = staged.and_then(|s| s.stats.iter().find(|p| p.pass == "memory-plan").map(|p| p.get("scratch_bytes")));
     Report {
         inputs,
         outputs,
         nodes_before: nodes,
-        nodes_after: optimized.map(|(o, _)| op_count(o)),
+        nodes_after: staged.map(|s| op_count(&s.optimized)),
         op_counts,
-        passes: optimized
-            .map(|(_, stats)| {
-                stats
+        passes: staged
+            .map(|s| {
+                s.stats
                     .iter()
-                    .map(|s| PassReport {
-                        name: s.pass.to_string(),
-                        counters: s.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-                        ms: s.nanos as f64 / 1e6,
+                    .map(|p| PassReport {
+                        name: p.pass.to_string(),
+                        counters: p.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                        ms: p.nanos as f64 / 1e6,
                     })
                     .collect()
             })
@@ -207,10 +188,10 @@ pub fn inspect(g: &Graph, optimized: Option<(&Graph, &[shrink_opt::Stats])>, opt
         totals: Totals {
             params,
             ternary_params,
-            zeros_eliminated: None,
+            zeros_eliminated: staged.map(|_| zeros_eliminated),
             code_bytes: None,
             rodata_bytes: None,
-            scratch_bytes: None,
+            scratch_bytes: scratch,
         },
     }
 }
@@ -252,19 +233,25 @@ pub fn render(r: &Report) -> String {
     }
     if !r.layers.is_empty() {
         let _ = writeln!(s, "layers:");
-        let _ = writeln!(s, "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10}", "name", "op", "weight", "ternary", "scale", "zeros", "nonzeros");
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9}",
+            "name", "op", "weight", "ternary", "scale", "zeros", "nonzeros", "dead_rows", "dead_cols"
+        );
         for l in &r.layers {
             let shape = format!("{:?}", l.weight_shape);
             let _ = writeln!(
                 s,
-                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10}",
+                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9}",
                 l.name,
                 l.op,
                 shape,
                 if l.ternary { "yes" } else { "no" },
                 l.scale_kind.as_deref().unwrap_or("-"),
                 l.zeros,
-                l.nonzeros
+                l.nonzeros,
+                l.dead_rows.map_or("-".into(), |d| d.to_string()),
+                l.dead_cols.map_or("-".into(), |d| d.to_string())
             );
         }
     }
@@ -277,5 +264,8 @@ pub fn render(r: &Report) -> String {
         "params: {} ({} in ternary layers); layer weights zero: {zeros}/{weights} ({frac:.1}%)",
         t.params, t.ternary_params
     );
+    if let Some(z) = t.zeros_eliminated {
+        let _ = writeln!(s, "zeros eliminated: {z}; scratch: {} bytes", t.scratch_bytes.unwrap_or(0));
+    }
     s
 }

@@ -93,3 +93,29 @@ pub fn optimize(g: &mut Graph, opts: &OptOptions) -> Result<Vec<shrink_opt::Stat
     };
     shrink_opt::run_passes(g, &names, &opts.ctx).map_err(|e| e.to_string())
 }
+
+/// The graph at the two points `inspect` reports on: just before sparsity elimination (weights as
+/// the model defines them, after folding) and at the end of the pipeline.
+pub struct Staged {
+    pub before_sparsity: Graph,
+    pub optimized: Graph,
+    pub stats: Vec<shrink_opt::Stats>,
+}
+
+/// Like [`optimize`], keeping a snapshot of the graph before the first `sparsity` pass.
+pub fn optimize_staged(g: &Graph, opts: &OptOptions) -> Result<Staged, String> {
+    let mut first = g.clone();
+    let names: Vec<String> = match &opts.passes {
+        Some(p) => p.clone(),
+        None => shrink_opt::default_pipeline().into_iter().map(String::from).collect(),
+    };
+    let split = names.iter().position(|p| p == "sparsity").unwrap_or(names.len());
+    let head = OptOptions { passes: Some(names[..split].to_vec()), ..opts.clone() };
+    let mut stats = optimize(&mut first, &head)?;
+    let mut optimized = first.clone();
+    if opts.enabled && split < names.len() {
+        let tail = OptOptions { passes: Some(names[split..].to_vec()), freeze: vec![], dims: vec![], ..opts.clone() };
+        stats.extend(optimize(&mut optimized, &tail)?);
+    }
+    Ok(Staged { before_sparsity: first, optimized, stats })
+}

@@ -305,10 +305,13 @@ fn main() {
             cmd_check(&cli, model, datasets, *engine, Tolerance { rtol: *rtol, atol: *atol })
         }
         Cmd::Inspect { model, json } => load(model, cli.max_memory).and_then(|imp| {
-            let mut g = imp.graph.clone();
             let opt = opt_options(&cli)?;
-            let stats = shrink::optimize(&mut g, &opt);
-            let r = shrink::inspect::inspect(&imp.graph, stats.as_ref().ok().map(|s| (&g, &s[..])), stats.as_ref().err());
+            let staged = if opt.enabled { Some(shrink::optimize_staged(&imp.graph, &opt)) } else { None };
+            let r = match &staged {
+                Some(Ok(s)) => shrink::inspect::inspect(&imp.graph, Some(s), None),
+                Some(Err(e)) => shrink::inspect::inspect(&imp.graph, None, Some(e)),
+                None => shrink::inspect::inspect(&imp.graph, None, None),
+            };
             if *json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
