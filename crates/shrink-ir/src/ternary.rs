@@ -51,7 +51,7 @@ fn view(dims: &[usize], layout: WeightLayout) -> Option<(usize, usize)> {
     match layout {
         WeightLayout::RowsFirst => {
             let rows = *dims.first()?;
-            Some((rows, if rows == 0 { 0 } else { total / rows }))
+            Some((rows, total.checked_div(rows).unwrap_or(0)))
         }
         WeightLayout::ColsFirst if dims.len() == 2 => Some((dims[1], dims[0])),
         WeightLayout::ColsFirst => None,

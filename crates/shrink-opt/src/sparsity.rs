@@ -216,7 +216,7 @@ fn prune_chain(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> usize 
             let b = bias.as_ref().map_or(0.0, |(_, _, t)| t.get_f64(u));
             let like = bias.as_ref().map_or_else(|| (**w1).clone(), |(_, _, t)| (**t).clone());
             match activate(g, &c.acts, &scalar_like(&like, b), ctx) {
-                Some(a) if a == 0.0 => continue,
+                Some(0.0) => continue,
                 Some(a) if a.is_finite() && l2b.is_some() => {
                     absorbed.push((u, a));
                     continue;

@@ -30,7 +30,7 @@ impl Rng {
         let r = self.next() % 100;
         if r < zero_pct {
             0.0
-        } else if r % 2 == 0 {
+        } else if r.is_multiple_of(2) {
             1.0
         } else {
             -1.0

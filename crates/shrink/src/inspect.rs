@@ -123,8 +123,10 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
         let (rows, cols) = view_dims(w, layout);
         let zeros = zeros_of(w);
         let (mut ternary, mut scale_kind, mut dead_rows, mut dead_cols) = (false, None, None, None);
-        if let Some(s) = staged {
-            if let Some((_, fc, fl)) = finals.get(&name) {
+        if let Some(s) = staged
+            && let Some((_, fc, fl)) = finals.get(&name)
+        {
+            {
                 let fw = &s.optimized.consts[fc.0 as usize];
                 let (fr, fcols) = view_dims(fw, *fl);
                 dead_rows = Some(rows.saturating_sub(fr));
