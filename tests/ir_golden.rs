@@ -2,7 +2,11 @@
 //! `; test <kind>` line:
 //! - `roundtrip`: the graph must verify and print exactly as written (`print(parse(t)) == t`);
 //! - `verify`: the graph parses but the verifier rejects it with a message containing every
-//!   `; error: <text>` line of the file.
+//!   `; error: <text>` line of the file;
+//! - `opt <pass,pass,...>`: the passes run (verifier after each), then the printed result must
+//!   contain the `; check: <text>` lines in order, each `; nextln: <text>` on the line right after
+//!   the previous match, and no `; not: <text>` anywhere; `; stat: <pass>.<counter>=<n>` lines pin
+//!   pass statistics exactly.
 //!
 //! `SHRINK_BLESS=1` rewrites a `roundtrip` file with the printer's output (review the diff);
 //! without it a mismatch fails with both texts.
@@ -63,8 +67,44 @@ fn run_file(path: &Path) -> Result<(), String> {
                 }
             }
         }
+        k if k.starts_with("opt ") => run_opt(&k[4..], comments, g),
         other => Err(format!("unknown test kind `{other}`")),
     }
+}
+
+fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(), String> {
+    let names: Vec<&str> = passes.split(',').map(str::trim).collect();
+    let ctx = shrink::opt::Ctx { verify: true, ..Default::default() };
+    let stats = shrink::opt::run_passes(&mut g, &names, &ctx).map_err(|e| e.to_string())?;
+    let printed = print_graph(&g);
+    let lines: Vec<&str> = printed.lines().collect();
+    let mut at = 0usize;
+    for c in comments.lines() {
+        if let Some(want) = c.strip_prefix("; check: ") {
+            match lines[at..].iter().position(|l| l.contains(want)) {
+                Some(p) => at += p + 1,
+                None => return Err(format!("`; check: {want}` not found after line {at} of:\n{printed}")),
+            }
+        } else if let Some(want) = c.strip_prefix("; nextln: ") {
+            if !lines.get(at).is_some_and(|l| l.contains(want)) {
+                return Err(format!("`; nextln: {want}` does not match line {} of:\n{printed}", at + 1));
+            }
+            at += 1;
+        } else if let Some(bad) = c.strip_prefix("; not: ") {
+            if printed.contains(bad) {
+                return Err(format!("`; not: {bad}` is present in:\n{printed}"));
+            }
+        } else if let Some(stat) = c.strip_prefix("; stat: ") {
+            let (key, n) = stat.split_once('=').ok_or("stat needs pass.counter=N")?;
+            let (pass, counter) = key.split_once('.').ok_or("stat needs pass.counter=N")?;
+            let n: usize = n.trim().parse().map_err(|_| format!("bad stat value in `{stat}`"))?;
+            let got: usize = stats.iter().filter(|s| s.pass == pass).map(|s| s.get(counter)).sum();
+            if got != n {
+                return Err(format!("stat {pass}.{counter} = {got}, expected {n}; stats: {stats:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[test]
