@@ -24,11 +24,14 @@ pub struct Ctx {
     pub fold_budget: usize,
     /// Limits for the interpreter when folding.
     pub eval: shrink_ref::EvalCtx,
+    /// Require every value to have a static shape (code generation needs it). The interpreter
+    /// does not, so graphs whose shapes depend on input values still optimize for it.
+    pub require_static: bool,
 }
 
 impl Default for Ctx {
     fn default() -> Ctx {
-        Ctx { verify: cfg!(debug_assertions) || cfg!(test), fold_budget: 1 << 30, eval: Default::default() }
+        Ctx { verify: cfg!(debug_assertions) || cfg!(test), fold_budget: 1 << 30, eval: Default::default(), require_static: false }
     }
 }
 

@@ -128,9 +128,17 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, String> {
     Ok(plan)
 }
 
-pub fn plan_pass(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
-    let plan = plan_memory(g).map_err(|e| OptError::new("memory-plan", e))?;
+pub fn plan_pass(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new("memory-plan");
+    let plan = match plan_memory(g) {
+        Ok(p) => p,
+        // Dynamic shapes only matter to code generation; the interpreter allocates per value.
+        Err(_) if !ctx.require_static => {
+            stats.add("skipped_dynamic", 1);
+            return Ok(stats);
+        }
+        Err(e) => return Err(OptError::new("memory-plan", e)),
+    };
     stats.add("scratch_bytes", plan.total);
     stats.add("values", plan.slots.len());
     stats.add("in_place", plan.in_place);

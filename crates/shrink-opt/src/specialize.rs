@@ -36,9 +36,20 @@ pub fn freeze(g: &mut Graph, name: &str, value: Tensor) -> Result<(), String> {
     g.freeze_input(index, Arc::new(value)).map(|_| ())
 }
 
-/// Infers all shapes and fails on the first value that is not fully static.
-pub fn infer_static_shapes(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
+/// Infers all shapes; with `Ctx::require_static` fails on the first value that is not fully
+/// static, naming it.
+pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
+    if !ctx.require_static {
+        shrink_ir::op::shapes::infer_graph(g).map_err(|(n, e)| OptError::at(PASS, g, n, e.to_string()))?;
+        for id in g.node_ids() {
+            for t in &g.node(id).outputs {
+                let fixed = t.shape.as_ref().and_then(|s| s.as_fixed()).is_some();
+                stats.add(if fixed { "values" } else { "values_dynamic" }, 1);
+            }
+        }
+        return Ok(stats);
+    }
     for &id in &g.inputs {
         let n = g.node(id);
         let ty = &n.outputs[0];
