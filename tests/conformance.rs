@@ -9,7 +9,9 @@
 //!
 //! Every case in the suite must appear in the file, so a new case cannot be silently skipped.
 //! `SHRINK_CASES=<regex>` restricts the run to matching cases (for development; then the
-//! completeness check is off) and prints every result.
+//! completeness check is off) and prints every result. `SHRINK_BLESS=1` rewrites the allowlist
+//! from the results: passing cases are listed (keeping their tolerance lines), failing ones become
+//! `!case # FIXME: <error>` exclusions whose reasons must then be written by hand.
 use shrink::compare::{Tolerance, compare};
 use shrink::dataset::load_dataset;
 use shrink::onnx::{ImportOptions, load_model};
@@ -91,6 +93,24 @@ fn check_outputs(g: &shrink::ir::Graph, inputs: &[shrink::ir::Tensor], data: &sh
     Ok(worst)
 }
 
+/// Rewrites interp.txt from a full run (see the module doc).
+fn bless_allowlist(allow: &BTreeMap<String, Entry>, results: &[(String, Result<f64, String>)]) {
+    let old = std::fs::read_to_string(allowlist_path()).unwrap_or_default();
+    let mut out: String = old.lines().take_while(|l| l.starts_with('#') || l.is_empty()).map(|l| format!("{l}\n")).collect();
+    for (name, res) in results {
+        let kept = old.lines().find(|l| l.split_whitespace().next().map(|w| w.trim_start_matches('!')) == Some(name.as_str()));
+        let line = match (res, allow.get(name)) {
+            (Ok(_), Some(Entry::Pass(_))) => kept.map(str::to_string).unwrap_or_else(|| name.clone()),
+            (Ok(_), _) => name.clone(),
+            (Err(_), Some(Entry::Excluded(_))) => kept.map(str::to_string).unwrap_or_default(),
+            (Err(e), _) => format!("!{name} # FIXME: {}", e.replace('\n', " ")),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    std::fs::write(allowlist_path(), out).expect("write interp.txt");
+}
+
 #[test]
 fn onnx_node_suite_on_interpreter() {
     let filter = std::env::var("SHRINK_CASES").ok().map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
@@ -107,6 +127,7 @@ fn onnx_node_suite_on_interpreter() {
     let mut regressions = Vec::new();
     let mut newly_passing = Vec::new();
     let mut unlisted = Vec::new();
+    let mut results: Vec<(String, Result<f64, String>)> = Vec::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
         if filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
@@ -118,6 +139,7 @@ fn onnx_node_suite_on_interpreter() {
             _ => Tolerance::INTERP,
         };
         let res = std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
+        results.push((name.clone(), res.clone()));
         if filter.is_some() {
             if let Some(Entry::Excluded(why)) = entry {
                 println!("EXCLUDED {name}: {why}");
@@ -140,6 +162,10 @@ fn onnx_node_suite_on_interpreter() {
         assert!(!res.as_ref().is_err_and(|m| m == "PANIC"), "{name}: the importer or interpreter panicked");
     }
     println!("interp: {passed}/{total} passed");
+    if std::env::var("SHRINK_BLESS").as_deref() == Ok("1") && filter.is_none() {
+        bless_allowlist(&allow, &results);
+        return;
+    }
     for n in &newly_passing {
         println!("newly passing (add to interp.txt): {n}");
     }
