@@ -5,6 +5,7 @@
 pub mod cse;
 pub mod dce;
 pub mod fold;
+pub mod fusion;
 pub mod layers;
 pub mod memory;
 pub mod simplify;
@@ -102,6 +103,7 @@ passes! {
     "const-fold" => fold::fold_constants, "evaluate nodes whose inputs are all constants with the interpreter";
     "sparsity" => sparsity::eliminate_sparsity, "delete dead hidden units across layers, all-zero input columns and zero biases";
     "ternary" => ternary::detect_ternary, "annotate layer weights that are exactly {-s,0,+s} per tensor or per row";
+    "fusion" => fusion::fuse, "fuse Conv+BatchNorm, QDQ MatMul/Conv into QLinear ops, and decomposed LayerNorm/RMSNorm/GELU/Softmax";
     "cse" => cse::eliminate_common, "merge nodes with the same op, attributes and inputs, and identical constants";
     "dce" => dce::remove_dead, "delete nodes no output depends on and unreferenced constants";
     "memory-plan" => memory::plan_pass, "assign every intermediate value an aligned offset in one scratch arena";
@@ -110,7 +112,7 @@ passes! {
 /// The default pipeline. Simplification runs again after folding because folding turns shape
 /// computations into constants that make more ops recognisably no-ops.
 pub fn default_pipeline() -> Vec<&'static str> {
-    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "cse", "dce", "ternary", "memory-plan"]
+    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "fusion", "cse", "dce", "ternary", "memory-plan"]
 }
 
 /// Runs `names` in order; verifies after each when `ctx.verify`.

@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 /// Anchored at the BatchNormalization node.
 pub(super) fn fuse_at(g: &mut Graph, bn: NodeId) -> Option<&'static str> {
-    let Op::Norm(Norm::BatchNormalization { epsilon, training_mode: false, .. }) = g.node(bn).op else {
+    let Op::Norm(Norm::BatchNormalization {
+        epsilon,
+        training_mode: false,
+        ..
+    }) = g.node(bn).op
+    else {
         return None;
     };
     // Inference BN has one output; extra (running statistics) outputs must be unused.
@@ -17,7 +22,9 @@ pub(super) fn fuse_at(g: &mut Graph, bn: NodeId) -> Option<&'static str> {
         return None;
     }
     let conv = producer(g, input(g, bn, 0)?)?;
-    let Op::Conv(conv_op @ Conv::Conv { .. }) = g.node(conv).op.clone() else { return None };
+    let Op::Conv(conv_op @ Conv::Conv { .. }) = g.node(conv).op.clone() else {
+        return None;
+    };
     if !confined(g, &[conv], bn) {
         return None;
     }
@@ -51,16 +58,29 @@ pub(super) fn fuse_at(g: &mut Graph, bn: NodeId) -> Option<&'static str> {
     if k.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let per_m = if m == 0 { 0 } else { w.len() / m };
+    // Elements per output channel (W is [M, C/group, k...]); M = 0 is a degenerate Conv.
+    let per_m = w.len().checked_div(m)?.max(1);
     let wv = w.to_f64_vec();
-    let w_new: Vec<f64> = wv.iter().enumerate().map(|(i, &v)| v * k[i / per_m.max(1)]).collect();
+    let w_new: Vec<f64> = wv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * k[i / per_m])
+        .collect();
     let b_new: Vec<f64> = (0..m).map(|i| (b[i] - mean[i]) * k[i] + beta[i]).collect();
     let name = g.node(conv).name.clone();
-    let (w_t, b_t) = (float_tensor(dtype, w.dims().to_vec(), &w_new)?, float_tensor(dtype, vec![m], &b_new)?);
+    let (w_t, b_t) = (
+        float_tensor(dtype, w.dims().to_vec(), &w_new)?,
+        float_tensor(dtype, vec![m], &b_new)?,
+    );
     let w_id = g.add_const(&format!("{name}.bn_weight"), Arc::new(w_t));
     let b_id = g.add_const(&format!("{name}.bn_bias"), Arc::new(b_t));
     let out_ty = g.node(bn).outputs[0].clone();
-    let fused = g.add_node(Op::Conv(conv_op), &name, &[Some(x), Some(w_id.into()), Some(b_id.into())], vec![out_ty]);
+    let fused = g.add_node(
+        Op::Conv(conv_op),
+        &name,
+        &[Some(x), Some(w_id.into()), Some(b_id.into())],
+        vec![out_ty],
+    );
     replace_and_remove(g, bn, fused.into(), &[conv]);
     Some("conv_bn")
 }

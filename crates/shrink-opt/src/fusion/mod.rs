@@ -24,8 +24,8 @@ pub mod softmax;
 
 use crate::{Ctx, OptError, Stats};
 use half::{bf16, f16};
-use shrink_ir::op::{Binary, Reduce};
-use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
+use shrink_ir::op::{Binary, Reduce, Variadic};
+use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value, ValueType};
 use std::collections::HashSet;
 
 const PASS: &str = "fusion";
@@ -36,13 +36,23 @@ type Matcher = fn(&mut Graph, NodeId) -> Option<&'static str>;
 
 pub fn fuse(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let families: [Matcher; 6] =
-        [conv_bn::fuse_at, qdq::fuse_at, norm::fuse_layernorm_at, norm::fuse_rmsnorm_at, gelu::fuse_at, softmax::fuse_at];
+    let families: [Matcher; 6] = [
+        conv_bn::fuse_at,
+        qdq::fuse_at,
+        norm::fuse_layernorm_at,
+        norm::fuse_rmsnorm_at,
+        gelu::fuse_at,
+        softmax::fuse_at,
+    ];
     for matcher in families {
-        let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+        let order = g
+            .topo_order()
+            .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
         for id in order {
-            // Earlier matches delete nodes; the ids of the rest stay valid (StableGraph).
+            // Earlier matches delete nodes; the ids of the rest stay valid (StableGraph). Every
+            // anchor op has an output, so a node declaring none is malformed: skip it.
             if g.contains(id)
+                && !g.node(id).outputs.is_empty()
                 && let Some(counter) = matcher(g, id)
             {
                 stats.add(counter, 1);
@@ -59,15 +69,18 @@ fn input(g: &Graph, id: NodeId, slot: usize) -> Option<Value> {
     g.inputs_of(id).get(slot).copied().flatten()
 }
 
-/// The node producing `v` when `v` is that node's output 0 (every op matched here has one output).
+/// The node producing `v` when it is a single-output node (every op matched here is).
 fn producer(g: &Graph, v: Value) -> Option<NodeId> {
-    (v.slot == 0).then_some(v.node)
+    (v.slot == 0 && g.node(v.node).outputs.len() == 1).then_some(v.node)
 }
 
-/// The two operands of `id` if it is the binary op `kind`.
+/// The two operands of `id` if it is the binary op `kind`. A two-input `Sum` counts as `Add`
+/// (ONNX's function expansions of Gelu and others spell `1 + erf` that way).
 fn binary(g: &Graph, id: NodeId, kind: Binary) -> Option<(Value, Value)> {
+    let two = || Some((input(g, id, 0)?, input(g, id, 1)?));
     match &g.node(id).op {
-        Op::Binary(b) if *b == kind => Some((input(g, id, 0)?, input(g, id, 1)?)),
+        Op::Binary(b) if *b == kind => two(),
+        Op::Variadic(Variadic::Sum) if kind == Binary::Add && g.node(id).num_inputs == 2 => two(),
         _ => None,
     }
 }
@@ -95,14 +108,20 @@ fn is_scalar_near(g: &Graph, v: Value, want: f64) -> bool {
     scalar_const(g, v).is_some_and(|x| (x - want).abs() <= 1e-6 * want.abs())
 }
 
+/// The type of `v`, `None` if its node has no such output slot (a consumer found by walking
+/// users may declare no outputs at all in a malformed graph).
+fn vtype(g: &Graph, v: Value) -> Option<&ValueType> {
+    g.node(v.node).outputs.get(v.slot as usize)
+}
+
 /// The fixed dims of `v`, `None` if any is unknown or symbolic.
 fn fixed_dims(g: &Graph, v: Value) -> Option<Vec<usize>> {
-    g.value_type(v).shape.as_ref()?.as_fixed()
+    vtype(g, v)?.shape.as_ref()?.as_fixed()
 }
 
 /// Whether `v` has a fully fixed shape equal to `dims` and dtype `dtype`.
 fn has_type(g: &Graph, v: Value, dtype: DType, dims: &[usize]) -> bool {
-    g.dtype(v) == dtype && fixed_dims(g, v).is_some_and(|d| d == dims)
+    vtype(g, v).is_some_and(|t| t.dtype == dtype) && fixed_dims(g, v).is_some_and(|d| d == dims)
 }
 
 /// The (sorted, distinct, non-negative) axes a Reduce node reduces over and its `keepdims`,
@@ -111,9 +130,18 @@ fn has_type(g: &Graph, v: Value, dtype: DType, dims: &[usize]) -> bool {
 fn reduce_axes(g: &Graph, id: NodeId, rank: usize) -> Option<(Vec<usize>, bool)> {
     let (keepdims, noop) = match &g.node(id).op {
         Op::Reduce(
-            Reduce::ReduceMean { keepdims, noop_with_empty_axes }
-            | Reduce::ReduceSum { keepdims, noop_with_empty_axes }
-            | Reduce::ReduceMax { keepdims, noop_with_empty_axes },
+            Reduce::ReduceMean {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceSum {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceMax {
+                keepdims,
+                noop_with_empty_axes,
+            },
         ) => (*keepdims, *noop_with_empty_axes),
         _ => return None,
     };
@@ -162,7 +190,8 @@ fn replace_and_remove(g: &mut Graph, root: NodeId, new: Value, others: &[NodeId]
     loop {
         let before = pending.len();
         pending.retain(|&n| {
-            let dead = g.contains(n) && !(0..g.node(n).outputs.len()).any(|k| g.is_used(Value::new(n, k as u32)));
+            let dead = g.contains(n)
+                && !(0..g.node(n).outputs.len()).any(|k| g.is_used(Value::new(n, k as u32)));
             if dead {
                 g.remove_node(n);
             }
@@ -206,7 +235,9 @@ fn broadcast_to(t: &Tensor, target: &[usize]) -> Option<Tensor> {
         return broadcast_to(&t.reshaped(src[extra..].to_vec()).ok()?, target);
     }
     let pad = target.len() - src.len();
-    let full: Vec<usize> = std::iter::repeat_n(1, pad).chain(src.iter().copied()).collect();
+    let full: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(src.iter().copied())
+        .collect();
     if full.iter().zip(target).any(|(&s, &d)| s != 1 && s != d) {
         return None;
     }

@@ -10,7 +10,7 @@
 //!
 //! A Conv bias is carried only when it is exactly `Bq · xs·ws` for an int32 `Bq` (checked on the
 //! exact binary expansions, not in floating point); otherwise the pattern is left alone.
-use super::{confined, fixed_dims, input, producer, replace_and_remove};
+use super::{confined, fixed_dims, input, producer, replace_and_remove, scalar_const};
 use shrink_ir::op::{Conv, Linear, Quant};
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::sync::Arc;
@@ -36,7 +36,11 @@ fn is_q8(d: DType) -> bool {
 /// `v` as a per-tensor i8/u8 → f32 DequantizeLinear.
 fn dequant(g: &Graph, v: Value) -> Option<Deq> {
     let node = producer(g, v)?;
-    let Op::Quant(Quant::DequantizeLinear { block_size: 0, output_dtype: None | Some(DType::F32), .. }) = g.node(node).op
+    let Op::Quant(Quant::DequantizeLinear {
+        block_size: 0,
+        output_dtype: None | Some(DType::F32),
+        ..
+    }) = g.node(node).op
     else {
         return None;
     };
@@ -54,13 +58,23 @@ fn zero_point(g: &mut Graph, zp: Option<Value>, dtype: DType, name: &str) -> Val
     if let Some(z) = zp {
         return z;
     }
-    let t = if dtype == DType::I8 { Tensor::scalar(0i8) } else { Tensor::scalar(0u8) };
+    let t = if dtype == DType::I8 {
+        Tensor::scalar(0i8)
+    } else {
+        Tensor::scalar(0u8)
+    };
     g.add_const(name, Arc::new(t)).into()
 }
 
 /// Anchored at the QuantizeLinear node.
 pub(super) fn fuse_at(g: &mut Graph, q: NodeId) -> Option<&'static str> {
-    let Op::Quant(Quant::QuantizeLinear { block_size: 0, precision: None, output_dtype, .. }) = g.node(q).op else {
+    let Op::Quant(Quant::QuantizeLinear {
+        block_size: 0,
+        precision: None,
+        output_dtype,
+        ..
+    }) = g.node(q).op
+    else {
         return None;
     };
     let (y, ys, yz) = (input(g, q, 0)?, input(g, q, 1)?, input(g, q, 2));
@@ -97,17 +111,43 @@ pub(super) fn fuse_at(g: &mut Graph, q: NodeId) -> Option<&'static str> {
     let xz = zero_point(g, x.zp, xq_dt, &format!("{name}.x_zero_point"));
     let wz = zero_point(g, w.zp, wq_dt, &format!("{name}.w_zero_point"));
     let yz = zero_point(g, yz, out_dt, &format!("{name}.y_zero_point"));
-    let mut ins = vec![Some(x.q), Some(x.scale), Some(xz), Some(w.q), Some(w.scale), Some(wz), Some(ys), Some(yz)];
+    let mut ins = vec![
+        Some(x.q),
+        Some(x.scale),
+        Some(xz),
+        Some(w.q),
+        Some(w.scale),
+        Some(wz),
+        Some(ys),
+        Some(yz),
+    ];
     let out_ty = g.node(q).outputs[0].clone();
     let (op, counter) = match g.node(core).op.clone() {
-        Op::Conv(Conv::Conv { auto_pad, dilations, group, kernel_shape, pads, strides }) => {
+        Op::Conv(Conv::Conv {
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        }) => {
             if let Some((t, _)) = &bias_q {
                 let c = g.add_const(&format!("{name}.bias_i32"), Arc::new(t.clone()));
                 ins.push(Some(c.into()));
             } else {
                 ins.push(None);
             }
-            (Op::Conv(Conv::QLinearConv { auto_pad, dilations, group, kernel_shape, pads, strides }), "qdq_conv")
+            (
+                Op::Conv(Conv::QLinearConv {
+                    auto_pad,
+                    dilations,
+                    group,
+                    kernel_shape,
+                    pads,
+                    strides,
+                }),
+                "qdq_conv",
+            )
         }
         _ => (Op::Linear(Linear::QLinearMatMul), "qdq_matmul"),
     };
@@ -122,8 +162,8 @@ pub(super) fn fuse_at(g: &mut Graph, q: NodeId) -> Option<&'static str> {
 /// constant f32 [M], or a DequantizeLinear of a constant int32 with constant per-tensor scale
 /// (that node is returned so it can be deleted once unused).
 fn quantized_bias(g: &Graph, b: Value, xs: Value, ws: Value) -> Option<(Tensor, Option<NodeId>)> {
-    let xs = f64::from(g.const_value(xs)?.get_f64(0) as f32);
-    let ws = f64::from(g.const_value(ws)?.get_f64(0) as f32);
+    let xs = f64::from(scalar_const(g, xs)? as f32);
+    let ws = f64::from(scalar_const(g, ws)? as f32);
     // Exact: two 24-bit mantissas multiply into 48 bits, within f64's 53.
     let scale = xs * ws;
     let (vals, dq_node): (Vec<f64>, Option<NodeId>) = if let Some(t) = g.const_value(b) {
@@ -133,7 +173,11 @@ fn quantized_bias(g: &Graph, b: Value, xs: Value, ws: Value) -> Option<(Tensor, 
         (t.to_f64_vec(), None)
     } else {
         let node = producer(g, b)?;
-        let Op::Quant(Quant::DequantizeLinear { block_size: 0, output_dtype: None | Some(DType::F32), .. }) = g.node(node).op
+        let Op::Quant(Quant::DequantizeLinear {
+            block_size: 0,
+            output_dtype: None | Some(DType::F32),
+            ..
+        }) = g.node(node).op
         else {
             return None;
         };
@@ -143,12 +187,23 @@ fn quantized_bias(g: &Graph, b: Value, xs: Value, ws: Value) -> Option<(Tensor, 
             Some(z) => g.const_value(z)?.clone(),
             None => Arc::new(Tensor::scalar(0i32)),
         };
-        if q.dtype() != DType::I32 || q.rank() != 1 || s.dtype() != DType::F32 || s.len() != 1 || zp.len() != 1 {
+        if q.dtype() != DType::I32
+            || q.rank() != 1
+            || s.dtype() != DType::F32
+            || s.len() != 1
+            || zp.len() != 1
+        {
             return None;
         }
         let (s, z) = (s.get_f64(0), zp.get_f64(0));
         // The dequantized value, rounded once to f32 as DequantizeLinear's output is.
-        (q.to_f64_vec().into_iter().map(|v| f64::from(((v - z) * s) as f32)).collect(), Some(node))
+        (
+            q.to_f64_vec()
+                .into_iter()
+                .map(|v| f64::from(((v - z) * s) as f32))
+                .collect(),
+            Some(node),
+        )
     };
     let ints: Option<Vec<i32>> = vals.iter().map(|&v| exact_multiple(v, scale)).collect();
     Some((Tensor::from_vec(vec![vals.len()], ints?), dq_node))
@@ -162,7 +217,11 @@ fn odd_expansion(x: f64) -> Option<(i128, i32)> {
     let bits = x.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i32;
     let frac = bits & ((1u64 << 52) - 1);
-    let (mut m, mut e) = if exp == 0 { (frac, -1074) } else { (frac | (1u64 << 52), exp - 1075) };
+    let (mut m, mut e) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp - 1075)
+    };
     let tz = m.trailing_zeros();
     m >>= tz;
     e += tz as i32;
