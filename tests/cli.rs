@@ -308,3 +308,92 @@ fn attribute_of_the_wrong_type_names_node_and_attribute() {
     });
     assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "'lrelu'", "LeakyRelu", "alpha"]);
 }
+
+#[test]
+fn inspect_reports_what_the_optimizer_removed() {
+    let o = shrink(&["inspect", "--json", &shipped_model()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // Independent expectations from the generator's weights (see tests/opt.rs for the counts).
+    let demo = shrink::demo::ternary_mlp();
+    let imp = shrink::onnx::load_model_bytes("d", demo.model.into(), &Default::default()).unwrap();
+    let g = imp.graph;
+    let w = |name: &str| {
+        let id = g.node_ids().into_iter().find(|&id| g.node(id).name == name).unwrap();
+        g.const_value(shrink::ir::Value::from(id)).unwrap().to_f64_vec()
+    };
+    let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
+    let dead: Vec<usize> = (0..32)
+        .filter(|&h| (0..8).all(|o| w2[h * 8 + o] == 0.0) || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0))
+        .collect();
+    let live: Vec<usize> = (0..32).filter(|h| !dead.contains(h)).collect();
+    let dead_in = (0..16).filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0)).count();
+    let layers = v["layers"].as_array().unwrap();
+    let fc1 = layers.iter().find(|l| l["name"] == "fc1").unwrap();
+    let fc2 = layers.iter().find(|l| l["name"] == "fc2").unwrap();
+    assert_eq!((fc1["dead_rows"].as_u64(), fc1["dead_cols"].as_u64()), (Some(dead.len() as u64), Some(dead_in as u64)));
+    assert_eq!((fc2["dead_rows"].as_u64(), fc2["dead_cols"].as_u64()), (Some(0), Some(dead.len() as u64)));
+    // Zeros inside removed rows/cols are eliminated: count them from the original weights.
+    let mut removed_zeros = 0;
+    for i in 0..16 {
+        for h in 0..32 {
+            let gone = dead.contains(&h) || live.iter().all(|&l| w1[i * 32 + l] == 0.0);
+            removed_zeros += (gone && w1[i * 32 + h] == 0.0) as usize;
+        }
+    }
+    removed_zeros += dead.iter().map(|&h| (0..8).filter(|&o| w2[h * 8 + o] == 0.0).count()).sum::<usize>();
+    assert_eq!(v["totals"]["zeros_eliminated"].as_u64(), Some(removed_zeros as u64));
+    assert!(v["nodes_after"].as_u64().unwrap() < v["nodes_before"].as_u64().unwrap());
+    assert!(v["totals"]["scratch_bytes"].as_u64().unwrap() > 0);
+    let names: Vec<&str> = v["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, shrink::opt::default_pipeline());
+}
+
+#[test]
+fn pipeline_flags() {
+    let o = shrink(&["inspect", "--json", "--no-opt", &shipped_model()]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["nodes_after"].is_null() && v["passes"].as_array().unwrap().is_empty());
+    let o = shrink(&["inspect", "--json", "--passes", "shapes,dce", &shipped_model()]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let names: Vec<&str> = v["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["shapes", "dce"]);
+    assert_eq!(v["nodes_after"], 4);
+    let o = shrink(&["check", "--passes", "shapes,frobnicate", &shipped_model()]);
+    let out = stdout(&o);
+    assert!(!o.status.success() && out.contains("unknown pass 'frobnicate'"), "{out}");
+    let o = shrink(&["check", "--no-opt", &shipped_model()]);
+    assert!(o.status.success() && stdout(&o).starts_with("PASS"), "{}", stdout(&o));
+}
+
+/// y = Reshape(x, shape) with a symbolic batch dim N and the shape as a graph input.
+fn dynamic_model(dir: &Path) -> String {
+    let mut m = ModelBuilder::new("dyn", 21);
+    m.input("x", DType::F32, &[WDim::Sym("N".into()), WDim::Fixed(4)])
+        .input("shape", DType::I64, &[WDim::Fixed(2)])
+        .output_unshaped("y", DType::F32)
+        .node("Reshape", "r", &["x", "shape"], &["y"], &[]);
+    write_model(dir, &m)
+}
+
+#[test]
+fn dim_and_freeze_specialize_inputs() {
+    let dir = scratch();
+    let model = dynamic_model(&dir);
+    let x = dir.join("x.npy");
+    std::fs::write(&x, shrink::npy::write_npy(&Tensor::from_vec(vec![3, 4], (0..12).map(|v| v as f32).collect())).unwrap()).unwrap();
+    let shape = dir.join("shape.npy");
+    std::fs::write(&shape, shrink::npy::write_npy(&Tensor::from_vec(vec![2], vec![2i64, 6])).unwrap()).unwrap();
+    let (xa, sa) = (format!("x={}", x.display()), format!("shape={}", shape.display()));
+    let out = dir.join("out");
+    let o = shrink(&["run", &model, "--dim", "N=3", "--freeze", &sa, "--input", &xa, "--output-dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, y) = shrink::onnx::load_tensor_pb(&out.join("output_0.pb"), 1 << 20).unwrap();
+    assert_eq!(y.dims(), &[2, 6]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
+    // The bound dim is enforced, and an unknown dim name is an error.
+    assert_one_line_error(&shrink(&["run", &model, "--dim", "N=2", "--freeze", &sa, "--input", &xa]), &["input 'x'", "[3, 4]"]);
+    assert_one_line_error(&shrink(&["run", &model, "--dim", "M=2", "--freeze", &sa, "--input", &xa]), &["dimension named 'M'"]);
+    let na = format!("nope={}", shape.display());
+    assert_one_line_error(&shrink(&["run", &model, "--freeze", &na, "--input", &xa]), &["no input named 'nope'"]);
+}

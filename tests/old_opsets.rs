@@ -13,7 +13,7 @@ fn run(m: &ModelBuilder, x: Tensor) -> Tensor {
 fn model(opset: i64, in_dims: &[usize], op: &str, attrs: &[(&str, Attr)]) -> ModelBuilder {
     let mut m = ModelBuilder::new("old", opset);
     let dims: Vec<WDim> = in_dims.iter().map(|&d| WDim::Fixed(d)).collect();
-    m.input("x", DType::F32, &dims).output("y", DType::F32, &[]).node(op, "n", &["x"], &["y"], attrs);
+    m.input("x", DType::F32, &dims).output_unshaped("y", DType::F32).node(op, "n", &["x"], &["y"], attrs);
     m
 }
 
@@ -67,8 +67,8 @@ fn squeeze_and_unsqueeze_11_take_axes_attribute() {
 fn split_11_takes_split_attribute() {
     let mut m = ModelBuilder::new("old", 11);
     m.input("x", DType::F32, &[WDim::Fixed(2), WDim::Fixed(3)])
-        .output("a", DType::F32, &[])
-        .output("b", DType::F32, &[])
+        .output_unshaped("a", DType::F32)
+        .output_unshaped("b", DType::F32)
         .node("Split", "s", &["x"], &["a", "b"], &[("axis", Attr::Int(1)), ("split", Attr::Ints(vec![1, 2]))]);
     let imp = shrink::onnx::load_model_bytes("old", m.to_bytes().into(), &Default::default()).unwrap();
     let out = shrink::interp::run(&imp.graph, &[x6()], &Default::default()).unwrap();

@@ -1,7 +1,7 @@
 //! Shape inference against the conformance suite: with every graph input given its test-data
 //! shape (and integer or scalar inputs frozen to their test values, as `--freeze` would), the
-//! inferred shape of every graph output must be fully fixed and equal the expected output's dims.
-use shrink::ir::op::shapes::infer_graph;
+//! `shapes` pass (per-op rules plus folding of in-graph shape computations) must give every graph
+//! output a fully fixed shape equal to the expected output's dims.
 use shrink::ir::{Shape, ValueType};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +35,8 @@ fn check_case(dir: &Path) -> Result<(), String> {
             g.node_mut(id).outputs.iter_mut().for_each(|t| t.shape = None);
         }
     }
-    infer_graph(&mut g).map_err(|(n, e)| format!("{} ({}): {e}", g.node(n).name, g.node(n).op.name()))?;
+    let ctx = shrink::opt::Ctx { verify: true, ..Default::default() };
+    shrink::opt::run_passes(&mut g, &["shapes"], &ctx).map_err(|e| e.to_string())?;
     shrink::ir::verify(&g).map_err(|e| format!("verify after inference: {e}"))?;
     for (k, ((name, v), (_, want))) in g.outputs.iter().zip(&data.outputs).enumerate() {
         let got = g.value_type(*v).shape.clone();

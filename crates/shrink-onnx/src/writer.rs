@@ -85,6 +85,16 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph output with a dtype but no declared shape (shape inference decides).
+    pub fn output_unshaped(&mut self, name: &str, dtype: DType) -> &mut Self {
+        let mut vi = value_info(name, dtype, &[]);
+        if let Some(TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) = vi.r#type.as_mut() {
+            t.shape = None;
+        }
+        self.graph.output.push(vi);
+        self
+    }
+
     pub fn initializer(&mut self, name: &str, t: &Tensor) -> &mut Self {
         self.graph.initializer.push(tensor_to_proto(t, name));
         self

@@ -6,7 +6,7 @@
 //! weight transposes and reshapes — collapse in one pass. A byte budget bounds what it creates.
 use crate::{Ctx, OptError, Stats};
 use shrink_ir::op::Layout;
-use shrink_ir::{Graph, Op, Tensor, Value};
+use shrink_ir::{Graph, NodeId, Op, Tensor, Value};
 use std::sync::Arc;
 
 const PASS: &str = "const-fold";
@@ -20,6 +20,49 @@ fn shape_value(dims: &[usize], start: i64, end: Option<i64>) -> Tensor {
     Tensor::from_vec(vec![v.len()], v)
 }
 
+/// The values node `id` computes, if they can be known at compile time: all inputs constant (and
+/// the interpreter accepts them), or `Shape` of a value with a fixed shape.
+fn evaluate(g: &Graph, id: NodeId, ctx: &Ctx) -> Option<Result<Vec<Tensor>, ()>> {
+    let node = g.node(id);
+    let ins = g.inputs_of(id);
+    if let Op::Layout(Layout::Shape { start, end }) = &node.op {
+        let dims = ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed()))?;
+        return Some(Ok(vec![shape_value(&dims, *start, *end)]));
+    }
+    if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none()) {
+        return None;
+    }
+    let held: Vec<Option<Arc<Tensor>>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v).cloned())).collect();
+    let refs: Vec<Option<&Tensor>> = held.iter().map(|t| t.as_deref()).collect();
+    Some(shrink_ref::eval_op(&node.op, &refs, &node.outputs, &ctx.eval).map_err(|_| ()))
+}
+
+/// Replaces the used outputs of `id` by constants.
+fn install(g: &mut Graph, id: NodeId, results: Vec<Tensor>) {
+    let name = g.node(id).name.clone();
+    for (k, t) in results.into_iter().enumerate().take(g.node(id).outputs.len()) {
+        let v = Value::new(id, k as u32);
+        if g.is_used(v) {
+            let c = g.add_const(&name, Arc::new(t));
+            g.replace_uses(v, c.into());
+        }
+    }
+}
+
+/// Folds one node if it can be evaluated now; used by the `shapes` pass for shape computations.
+pub fn fold_node(g: &mut Graph, id: NodeId, ctx: &Ctx) -> bool {
+    if g.node(id).op.is_source() || !(0..g.node(id).outputs.len()).any(|k| g.is_used(Value::new(id, k as u32))) {
+        return false;
+    }
+    match evaluate(g, id, ctx) {
+        Some(Ok(r)) => {
+            install(g, id, r);
+            true
+        }
+        _ => false,
+    }
+}
+
 pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
     let mut budget = ctx.fold_budget;
@@ -29,26 +72,14 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
         if node.op.is_source() || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32))) {
             continue;
         }
-        let ins = g.inputs_of(id);
-        let results: Vec<Tensor> = if let Op::Layout(Layout::Shape { start, end }) = &node.op {
-            let Some(dims) = ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed())) else {
+        let results: Vec<Tensor> = match evaluate(g, id, ctx) {
+            None => continue,
+            Some(Ok(r)) => r,
+            // Invalid data stays in the graph: the error then surfaces at run time, with the
+            // same message the unoptimized graph would give.
+            Some(Err(())) => {
+                stats.add("left_unfolded", 1);
                 continue;
-            };
-            vec![shape_value(&dims, *start, *end)]
-        } else {
-            if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none()) {
-                continue;
-            }
-            let held: Vec<Option<Arc<Tensor>>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v).cloned())).collect();
-            let refs: Vec<Option<&Tensor>> = held.iter().map(|t| t.as_deref()).collect();
-            match shrink_ref::eval_op(&node.op, &refs, &node.outputs, &ctx.eval) {
-                Ok(r) => r,
-                // Invalid data stays in the graph: the error then surfaces at run time, with the
-                // same message the unoptimized graph would give.
-                Err(_) => {
-                    stats.add("left_unfolded", 1);
-                    continue;
-                }
             }
         };
         let bytes: usize = results.iter().map(|t| t.bytes().len()).sum();
@@ -57,14 +88,7 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
             continue;
         }
         budget -= bytes;
-        let name = g.node(id).name.clone();
-        for (k, t) in results.into_iter().enumerate().take(g.node(id).outputs.len()) {
-            let v = Value::new(id, k as u32);
-            if g.is_used(v) {
-                let c = g.add_const(&name, Arc::new(t));
-                g.replace_uses(v, c.into());
-            }
-        }
+        install(g, id, results);
         stats.add("nodes_folded", 1);
         stats.add("bytes_created", bytes);
     }

@@ -1,7 +1,7 @@
 //! Which nodes are "layers" (ops with a weight matrix) and how their weight maps onto the
 //! [outputs × inputs] view that ternary detection, sparsity elimination, `inspect` and codegen
 //! share.
-use shrink_ir::op::{Conv, Linear};
+use shrink_ir::op::{Conv, Fused, Linear};
 use shrink_ir::{Graph, NodeId, Op, WeightLayout};
 
 /// A layer's weight: the input slot it arrives on and its layout.
@@ -19,6 +19,9 @@ pub fn weight_slot(op: &Op) -> Option<WeightSlot> {
             (1, if *trans_b { WeightLayout::RowsFirst } else { WeightLayout::ColsFirst })
         }
         Op::Linear(Linear::QLinearMatMul) => (3, WeightLayout::ColsFirst),
+        Op::Fused(Fused::DenseAct { trans_b, .. }) => {
+            (1, if *trans_b { WeightLayout::RowsFirst } else { WeightLayout::ColsFirst })
+        }
         Op::Conv(Conv::Conv { .. } | Conv::ConvInteger { .. }) => (1, WeightLayout::RowsFirst),
         Op::Conv(Conv::QLinearConv { .. }) => (3, WeightLayout::RowsFirst),
         _ => return None,

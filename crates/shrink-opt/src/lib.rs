@@ -127,6 +127,14 @@ pub fn run_passes(g: &mut Graph, names: &[&str], ctx: &Ctx) -> Result<Vec<Stats>
         let mut stats = (pass.run)(g, ctx)?;
         stats.pass = pass.name;
         stats.nanos = t.elapsed().as_nanos();
+        tracing::debug!(
+            target: "shrink::opt",
+            pass = pass.name,
+            us = stats.nanos / 1000,
+            nodes = g.node_count(),
+            counters = ?stats.counters,
+            "pass done"
+        );
         if ctx.verify {
             shrink_ir::verify(g).map_err(|e| OptError {
                 pass: pass.name,

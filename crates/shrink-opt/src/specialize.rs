@@ -38,10 +38,48 @@ pub fn freeze(g: &mut Graph, name: &str, value: Tensor) -> Result<(), String> {
 
 /// Infers all shapes; with `Ctx::require_static` fails on the first value that is not fully
 /// static, naming it.
+/// Largest value the shape pass folds on its own (shape computations are tiny; weights are left
+/// to `const-fold` and its budget).
+const SHAPE_FOLD_LIMIT: usize = 64 << 10;
+
+/// Infers shapes node by node in topological order and folds small all-constant nodes (and
+/// `Shape` of static values) as it goes, so that shapes computed in the graph (Shape → Gather →
+/// Concat → Reshape, Slice bounds, Range limits) are known to the nodes that depend on them.
+fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), OptError> {
+    use shrink_ir::op::shapes::{InputInfo, infer_shapes, merge_shapes};
+    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    for id in order {
+        if g.node(id).op.is_source() {
+            continue;
+        }
+        let ins = g.inputs_of(id);
+        let shapes = {
+            let infos: Vec<Option<InputInfo<'_>>> = ins
+                .iter()
+                .map(|v| v.map(|v| InputInfo { ty: g.value_type(v), value: g.const_value(v).map(|t| &**t) }))
+                .collect();
+            let node = g.node(id);
+            infer_shapes(&node.op, &infos, node.outputs.len()).map_err(|e| OptError::at(PASS, g, id, e.to_string()))?
+        };
+        for (k, s) in shapes.iter().enumerate() {
+            let merged = merge_shapes(g.node(id).outputs[k].shape.as_ref(), s.as_ref())
+                .map_err(|e| OptError::at(PASS, g, id, format!("output {k}: {e}")))?;
+            g.node_mut(id).outputs[k].shape = merged;
+        }
+        let small = g.node(id).outputs.iter().all(|t| {
+            t.shape.as_ref().and_then(|s| s.as_fixed()).is_some_and(|d| d.iter().product::<usize>() * t.dtype.size() <= SHAPE_FOLD_LIMIT)
+        });
+        if small && crate::fold::fold_node(g, id, ctx) {
+            stats.add("shape_values_folded", 1);
+        }
+    }
+    Ok(())
+}
+
 pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
     if !ctx.require_static {
-        shrink_ir::op::shapes::infer_graph(g).map_err(|(n, e)| OptError::at(PASS, g, n, e.to_string()))?;
+        infer_and_fold(g, ctx, &mut stats)?;
         for id in g.node_ids() {
             for t in &g.node(id).outputs {
                 let fixed = t.shape.as_ref().and_then(|s| s.as_fixed()).is_some();
@@ -65,7 +103,7 @@ pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> 
             return Err(OptError::new(PASS, format!("input '{}' has no static shape ({ty}): give it with --dim or --freeze", n.name)));
         }
     }
-    shrink_ir::op::shapes::infer_graph(g).map_err(|(n, e)| OptError::at(PASS, g, n, e.to_string()))?;
+    infer_and_fold(g, ctx, &mut stats)?;
     for id in g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))? {
         for (k, t) in g.node(id).outputs.iter().enumerate() {
             if t.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {

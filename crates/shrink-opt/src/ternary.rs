@@ -6,13 +6,28 @@
 //! folded to plain constants by `const-fold`.
 use crate::layers::const_weight_layers;
 use crate::{Ctx, OptError, Stats};
-use shrink_ir::{Graph, TernaryScale, TernaryWeights};
+use shrink_ir::op::{Conv, Linear};
+use shrink_ir::{Graph, Op, TernaryScale, TernaryWeights};
 use std::sync::Arc;
 
 pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new("ternary");
-    for (_, ws, c) in const_weight_layers(g) {
+    for (id, ws, c) in const_weight_layers(g) {
         stats.add("layers", 1);
+        // Integer kernels read weights relative to a zero point; only a zero (or absent) zero
+        // point makes the stored integers themselves the ternary digits × q.
+        let zp_slot = match g.node(id).op {
+            Op::Linear(Linear::MatMulInteger) | Op::Conv(Conv::ConvInteger { .. }) => Some(3),
+            Op::Linear(Linear::QLinearMatMul) | Op::Conv(Conv::QLinearConv { .. }) => Some(5),
+            _ => None,
+        };
+        if let Some(s) = zp_slot
+            && let Some(zp) = g.inputs_of(id).get(s).copied().flatten()
+            && !g.const_value(zp).is_some_and(|t| (0..t.len()).all(|i| t.get_f64(i) == 0.0))
+        {
+            stats.add("nonzero_zero_point", 1);
+            continue;
+        }
         let dense = g.consts[c.0 as usize].clone();
         let Some(w) = TernaryWeights::detect(&dense, ws.layout, 1) else { continue };
         let exact = w.to_tensor();

@@ -90,6 +90,7 @@ pub fn eval_op(op: &Op, ins: &[Option<&Tensor>], outs: &[ValueType], ctx: &EvalC
         Op::Layout(o) => ops::layout::eval(o, ins, outs, ctx),
         Op::Convert(o) => ops::convert::eval(o, ins, outs, ctx),
         Op::Transformer(o) => ops::transformer::eval(o, ins, outs, ctx),
+        Op::Fused(o) => ops::fused::eval(o, ins, outs, ctx),
     }
 }
 

@@ -147,6 +147,9 @@ fn prepare(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], model: &Path)
     for (name, t) in &opts.freeze {
         shrink::opt::specialize::freeze(&mut g, name, t.clone()).map_err(at)?;
     }
+    for (name, v) in &opts.dims {
+        shrink::opt::specialize::bind_dim(&mut g, name, *v).map_err(at)?;
+    }
     let frozen: Vec<&str> = opts.freeze.iter().map(|(n, _)| n.as_str()).collect();
     let given: Vec<(String, Tensor)> = inputs.iter().filter(|(n, _)| !frozen.contains(&n.as_str())).cloned().collect();
     let bound = shrink::bind_inputs(&g, &given).map_err(at)?;
@@ -295,6 +298,13 @@ fn main() {
         let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error{loc}: {}", info.payload_as_str().unwrap_or("panic"));
     }));
+    // Per-pass timing and statistics: RUST_LOG=shrink::opt=debug (logs go to stderr).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cli = Cli::parse();
     let result: Result<bool> = match &cli.cmd {
         Cmd::Compile { .. } => Err(anyhow!("compile is not available yet: code generation is not implemented in this version")),

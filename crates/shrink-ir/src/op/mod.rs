@@ -186,6 +186,28 @@ crate::op_family! {
     }
 }
 
+crate::op_family! {
+    /// Ops the optimizer forms by fusion (not ONNX ops). DenseAct(x, W, bias?) =
+    /// activation(x · W + bias), W 2-D (transposed first when `trans_b`), bias broadcast along the
+    /// last axis; `activation: none` is the identity. It computes exactly what the MatMul → Add →
+    /// activation chain it replaces computes.
+    pub enum Fused {
+        DenseAct { trans_b: bool = false, activation: Option<Unary> = None },
+    }
+}
+
+/// An activation as an attribute: printed as the op with its attributes (`LeakyRelu{alpha=0.1}`).
+impl attr::AttrField for Unary {
+    fn print(&self, out: &mut String) {
+        out.push_str(self.name());
+        self.print_attrs(out);
+    }
+    fn parse(lx: &mut crate::text::lex::Lexer<'_>) -> Result<Self, crate::text::lex::ParseError> {
+        let name = lx.ident()?;
+        Unary::parse(&name, lx)?.ok_or_else(|| lx.error(format!("`{name}` is not an elementwise activation")))
+    }
+}
+
 /// Index of a constant in [`crate::Graph::consts`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConstId(pub u32);
@@ -210,6 +232,7 @@ pub enum Op {
     Layout(Layout),
     Convert(Convert),
     Transformer(Transformer),
+    Fused(Fused),
 }
 
 macro_rules! each_family {
@@ -228,6 +251,7 @@ macro_rules! each_family {
             Op::Layout($f) => $e,
             Op::Convert($f) => $e,
             Op::Transformer($f) => $e,
+            Op::Fused($f) => $e,
             _ => $other,
         }
     };
@@ -260,7 +284,8 @@ impl Op {
             )*};
         }
         try_family!(
-            Unary, Binary, Variadic, Ternary, Linear, Quant, Conv, Pool, Norm, Reduce, Layout, Convert, Transformer
+            Unary, Binary, Variadic, Ternary, Linear, Quant, Conv, Pool, Norm, Reduce, Layout, Convert, Transformer,
+            Fused
         );
         Ok(None)
     }
@@ -281,6 +306,7 @@ impl Op {
             Layout::NAMES,
             Convert::NAMES,
             Transformer::NAMES,
+            Fused::NAMES,
         ]
         .concat()
     }

@@ -67,7 +67,7 @@ pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Re
             same(2, req(inputs, 2)?, x)?;
             one(x)
         }
-        Op::Linear(Linear::MatMul) | Op::Linear(Linear::Gemm { .. }) => {
+        Op::Linear(Linear::MatMul) | Op::Linear(Linear::Gemm { .. }) | Op::Fused(Fused::DenseAct { .. }) => {
             let a = req(inputs, 0)?;
             same(1, req(inputs, 1)?, a)?;
             one(a)

@@ -9,7 +9,8 @@
 //!   its tail is an RMS pattern of `x − mean`);
 //! - [`gelu`]: the erf and tanh forms of GELU → `Gelu`;
 //! - [`softmax`]: Exp/ReduceSum (with or without the ReduceMax shift) → Softmax, and the
-//!   log-sum-exp form → LogSoftmax.
+//!   log-sum-exp form → LogSoftmax;
+//! - [`dense`]: MatMul/Gemm with a constant weight + bias Add + activation → `DenseAct`.
 //!
 //! A pattern fuses only when the rewrite computes the same function for this graph: dtypes are
 //! checked, every shape the rewrite depends on must be statically fixed (unknown ⇒ no fusion),
@@ -17,6 +18,7 @@
 //! every intermediate value must be consumed only inside the pattern and not be a graph output.
 //! The matched nodes are deleted right away, so later matches never see stale users.
 pub mod conv_bn;
+pub mod dense;
 pub mod gelu;
 pub mod norm;
 pub mod qdq;
@@ -36,13 +38,15 @@ type Matcher = fn(&mut Graph, NodeId) -> Option<&'static str>;
 
 pub fn fuse(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let families: [Matcher; 6] = [
+    let families: [Matcher; 7] = [
         conv_bn::fuse_at,
         qdq::fuse_at,
         norm::fuse_layernorm_at,
         norm::fuse_rmsnorm_at,
         gelu::fuse_at,
         softmax::fuse_at,
+        // Last: GELU/Softmax fusions above may create the activation a dense layer absorbs.
+        dense::fuse_at,
     ];
     for matcher in families {
         let order = g

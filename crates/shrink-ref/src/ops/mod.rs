@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod conv;
 pub mod convert;
+pub mod fused;
 pub mod layout;
 pub mod linear;
 pub mod norm;

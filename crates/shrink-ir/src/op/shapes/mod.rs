@@ -10,6 +10,7 @@
 //! One module per op family, mirroring the interpreter's `ops/`.
 mod conv;
 mod elementwise;
+mod fused;
 mod layout;
 mod linear;
 mod norm;
@@ -47,6 +48,7 @@ pub fn infer_shapes(op: &Op, inputs: &[Option<InputInfo<'_>>], num_outputs: usiz
         Op::Linear(l) => linear::infer(l, inputs, num_outputs)?,
         Op::Conv(_) | Op::Pool(_) => conv::infer(op, inputs, num_outputs)?,
         Op::Norm(_) | Op::Transformer(_) => norm::infer(op, inputs, num_outputs)?,
+        Op::Fused(f) => fused::infer(f, inputs)?,
         Op::Reduce(r) => reduce::infer(r, inputs, num_outputs)?,
         Op::Layout(l) => layout::infer(l, inputs, num_outputs)?,
     };
