@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn shrink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).output().expect("run shrink")
+    Command::new(env!("CARGO_BIN_EXE_shrink"))
+        .args(args)
+        .output()
+        .expect("run shrink")
 }
 
 fn repo() -> PathBuf {
@@ -15,13 +18,20 @@ fn repo() -> PathBuf {
 }
 
 fn shipped_model() -> String {
-    repo().join("examples/models/ternary_mlp/model.onnx").display().to_string()
+    repo()
+        .join("examples/models/ternary_mlp/model.onnx")
+        .display()
+        .to_string()
 }
 
 /// A fresh scratch folder per call.
 fn scratch() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!("shrink-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let d = std::env::temp_dir().join(format!(
+        "shrink-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -38,10 +48,21 @@ fn stderr(o: &Output) -> String {
 /// Asserts a clean failure: nonzero exit, exactly one stderr line containing every `needle`.
 fn assert_one_line_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stdout: {}", stdout(o));
-    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line, got:\n{err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stdout: {}",
+        stdout(o)
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line, got:\n{err}"
+    );
     assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
     }
@@ -59,7 +80,10 @@ fn check_passes_on_the_shipped_model() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with("PASS test_data_set_0 max_abs_err="), "{out}");
+    assert!(
+        out.starts_with("PASS test_data_set_0 max_abs_err="),
+        "{out}"
+    );
 }
 
 #[test]
@@ -68,21 +92,39 @@ fn check_fails_with_a_wrong_expected_output() {
     let set = dir.join("test_data_set_0");
     std::fs::create_dir_all(&set).unwrap();
     let demo = shrink::demo::ternary_mlp();
-    std::fs::write(set.join("input_0.pb"), tensor_pb_bytes(&demo.inputs[0].1, "x")).unwrap();
+    std::fs::write(
+        set.join("input_0.pb"),
+        tensor_pb_bytes(&demo.inputs[0].1, "x"),
+    )
+    .unwrap();
     let mut wrong = demo.outputs[0].1.to_vec::<f32>().unwrap();
     wrong[3] += 0.5;
-    std::fs::write(set.join("output_0.pb"), tensor_pb_bytes(&Tensor::from_vec(vec![4, 8], wrong), "y")).unwrap();
+    std::fs::write(
+        set.join("output_0.pb"),
+        tensor_pb_bytes(&Tensor::from_vec(vec![4, 8], wrong), "y"),
+    )
+    .unwrap();
     let o = shrink(&["check", &shipped_model(), set.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.starts_with("FAIL test_data_set_0 max_abs_err=5.000e-1"), "{out}");
+    assert!(
+        out.starts_with("FAIL test_data_set_0 max_abs_err=5.000e-1"),
+        "{out}"
+    );
 }
 
 #[test]
 fn run_writes_outputs_matching_the_expected_data() {
     let dir = scratch();
     let data = repo().join("examples/models/ternary_mlp/test_data_set_0");
-    let o = shrink(&["run", &shipped_model(), "--input-dir", data.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    let o = shrink(&[
+        "run",
+        &shipped_model(),
+        "--input-dir",
+        data.to_str().unwrap(),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (name, got) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
     let (_, want) = shrink::onnx::load_tensor_pb(&data.join("output_0.pb"), 1 << 20).unwrap();
@@ -98,7 +140,14 @@ fn run_accepts_npy_inputs() {
     let npy = dir.join("x.npy");
     std::fs::write(&npy, shrink::npy::write_npy(&demo.inputs[0].1).unwrap()).unwrap();
     let arg = format!("x={}", npy.display());
-    let o = shrink(&["run", &shipped_model(), "--input", &arg, "--output-dir", dir.to_str().unwrap()]);
+    let o = shrink(&[
+        "run",
+        &shipped_model(),
+        "--input",
+        &arg,
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, got) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
     let c = shrink::compare::compare(&got, &demo.outputs[0].1, shrink::compare::Tolerance::INTERP);
@@ -118,9 +167,18 @@ fn inspect_json_reports_the_shipped_model_exactly() {
     assert_eq!(layers.len(), 2);
     // Count zeros independently from the generator's weights.
     let demo_zeros = |name: &str| -> usize {
-        let m = shrink::onnx::load_model_bytes("demo", shrink::demo::ternary_mlp().model.into(), &Default::default()).unwrap();
+        let m = shrink::onnx::load_model_bytes(
+            "demo",
+            shrink::demo::ternary_mlp().model.into(),
+            &Default::default(),
+        )
+        .unwrap();
         let g = m.graph;
-        let id = g.node_ids().into_iter().find(|&id| g.node(id).name == name).unwrap();
+        let id = g
+            .node_ids()
+            .into_iter()
+            .find(|&id| g.node(id).name == name)
+            .unwrap();
         let t = g.const_value(g.inputs_of(id)[1].unwrap()).unwrap().clone();
         (0..t.len()).filter(|&i| t.get_f64(i) == 0.0).count()
     };
@@ -130,7 +188,10 @@ fn inspect_json_reports_the_shipped_model_exactly() {
         assert_eq!(l["ternary"], true);
         assert_eq!(l["scale_kind"], "per_tensor");
         assert_eq!(l["zeros"], demo_zeros(name));
-        assert_eq!(l["zeros"].as_u64().unwrap() + l["nonzeros"].as_u64().unwrap(), (shape[0] * shape[1]) as u64);
+        assert_eq!(
+            l["zeros"].as_u64().unwrap() + l["nonzeros"].as_u64().unwrap(),
+            (shape[0] * shape[1]) as u64
+        );
     }
     assert_eq!(v["totals"]["params"], 16 * 32 + 32 + 32 * 8 + 8);
     assert_eq!(v["totals"]["ternary_params"], 16 * 32 + 32 * 8);
@@ -162,15 +223,22 @@ fn truncated_model_is_a_one_line_error() {
     let bytes = std::fs::read(shipped_model()).unwrap();
     let p = dir.join("cut.onnx");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["cut.onnx", "not a valid ONNX model"]);
+    assert_one_line_error(
+        &shrink(&["inspect", p.to_str().unwrap()]),
+        &["cut.onnx", "not a valid ONNX model"],
+    );
     std::fs::write(&p, b"\xff\xff\xff garbage").unwrap();
     assert_one_line_error(&shrink(&["run", p.to_str().unwrap()]), &["cut.onnx"]);
-    assert_one_line_error(&shrink(&["check", dir.join("absent.onnx").to_str().unwrap()]), &["absent.onnx"]);
+    assert_one_line_error(
+        &shrink(&["check", dir.join("absent.onnx").to_str().unwrap()]),
+        &["absent.onnx"],
+    );
 }
 
 fn relu_model(extra: impl FnOnce(&mut ModelBuilder)) -> ModelBuilder {
     let mut m = ModelBuilder::new("bad", 21);
-    m.input("x", DType::F32, &[WDim::Fixed(2), WDim::Fixed(3)]).output("y", DType::F32, &[2.into(), 3.into()]);
+    m.input("x", DType::F32, &[WDim::Fixed(2), WDim::Fixed(3)])
+        .output("y", DType::F32, &[2.into(), 3.into()]);
     extra(&mut m);
     m
 }
@@ -181,33 +249,46 @@ fn missing_initializer_names_the_node() {
     let m = relu_model(|m| {
         m.node("MatMul", "proj", &["x", "w_missing"], &["y"], &[]);
     });
-    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "'proj'", "MatMul", "w_missing"]);
+    assert_one_line_error(
+        &shrink(&["inspect", &write_model(&dir, &m)]),
+        &["model.onnx", "'proj'", "MatMul", "w_missing"],
+    );
 }
 
 #[test]
 fn cycle_is_reported() {
     let dir = scratch();
     let m = relu_model(|m| {
-        m.node("Add", "a", &["x", "b_out"], &["a_out"], &[]).node("Relu", "b", &["a_out"], &["b_out"], &[]).node(
-            "Relu",
-            "c",
-            &["a_out"],
-            &["y"],
-            &[],
-        );
+        m.node("Add", "a", &["x", "b_out"], &["a_out"], &[])
+            .node("Relu", "b", &["a_out"], &["b_out"], &[])
+            .node("Relu", "c", &["a_out"], &["y"], &[]);
     });
-    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "cycle", "op Add"]);
+    assert_one_line_error(
+        &shrink(&["inspect", &write_model(&dir, &m)]),
+        &["model.onnx", "cycle", "op Add"],
+    );
 }
 
 #[test]
 fn unknown_ops_are_all_listed() {
     let dir = scratch();
     let m = relu_model(|m| {
-        m.node("FrobnicateA", "f1", &["x"], &["t"], &[]).node("FrobnicateB", "f2", &["t"], &["y"], &[]);
+        m.node("FrobnicateA", "f1", &["x"], &["t"], &[]).node(
+            "FrobnicateB",
+            "f2",
+            &["t"],
+            &["y"],
+            &[],
+        );
     });
     assert_one_line_error(
         &shrink(&["inspect", &write_model(&dir, &m)]),
-        &["model.onnx", "unsupported ops", "'f1' (FrobnicateA)", "'f2' (FrobnicateB)"],
+        &[
+            "model.onnx",
+            "unsupported ops",
+            "'f1' (FrobnicateA)",
+            "'f2' (FrobnicateB)",
+        ],
     );
 }
 
@@ -215,14 +296,31 @@ fn unknown_ops_are_all_listed() {
 fn wrong_input_dtype_or_shape_in_run() {
     let dir = scratch();
     let bad_dtype = dir.join("x64.pb");
-    std::fs::write(&bad_dtype, tensor_pb_bytes(&Tensor::from_vec(vec![4, 16], vec![0f64; 64]), "x")).unwrap();
+    std::fs::write(
+        &bad_dtype,
+        tensor_pb_bytes(&Tensor::from_vec(vec![4, 16], vec![0f64; 64]), "x"),
+    )
+    .unwrap();
     let arg = format!("x={}", bad_dtype.display());
-    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", &arg]), &["input 'x'", "f64", "f32"]);
+    assert_one_line_error(
+        &shrink(&["run", &shipped_model(), "--input", &arg]),
+        &["input 'x'", "f64", "f32"],
+    );
     let bad_shape = dir.join("x_shape.pb");
-    std::fs::write(&bad_shape, tensor_pb_bytes(&Tensor::from_vec(vec![4, 15], vec![0f32; 60]), "x")).unwrap();
+    std::fs::write(
+        &bad_shape,
+        tensor_pb_bytes(&Tensor::from_vec(vec![4, 15], vec![0f32; 60]), "x"),
+    )
+    .unwrap();
     let arg = format!("x={}", bad_shape.display());
-    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", &arg]), &["input 'x'", "[4, 15]"]);
-    assert_one_line_error(&shrink(&["run", &shipped_model(), "--input", "nonsense"]), &["NAME=FILE"]);
+    assert_one_line_error(
+        &shrink(&["run", &shipped_model(), "--input", &arg]),
+        &["input 'x'", "[4, 15]"],
+    );
+    assert_one_line_error(
+        &shrink(&["run", &shipped_model(), "--input", "nonsense"]),
+        &["NAME=FILE"],
+    );
 }
 
 #[test]
@@ -242,13 +340,20 @@ fn oversized_and_overflowing_dims_are_refused() {
     });
     let p = dir.join("overflow.onnx");
     std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
-    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["overflow.onnx", "'huge'", "memory cap"]);
+    assert_one_line_error(
+        &shrink(&["inspect", p.to_str().unwrap()]),
+        &["overflow.onnx", "'huge'", "memory cap"],
+    );
     // A real 4 KiB weight under a 1 KiB cap.
     m = relu_model(|m| {
-        m.initializer("w", &Tensor::from_vec(vec![32, 32], vec![1f32; 1024])).node("Add", "add", &["x", "w"], &["y"], &[]);
+        m.initializer("w", &Tensor::from_vec(vec![32, 32], vec![1f32; 1024]))
+            .node("Add", "add", &["x", "w"], &["y"], &[]);
     });
     let p = write_model(&dir, &m);
-    assert_one_line_error(&shrink(&["--max-memory", "1K", "inspect", &p]), &["model.onnx", "'w'", "memory cap"]);
+    assert_one_line_error(
+        &shrink(&["--max-memory", "1K", "inspect", &p]),
+        &["model.onnx", "'w'", "memory cap"],
+    );
 }
 
 #[test]
@@ -258,8 +363,14 @@ fn external_data_outside_the_model_folder_is_refused() {
         m.node("Add", "add", &["x", "w"], &["y"], &[]);
     })
     .model();
-    let entry = |k: &str, v: &str| shrink::onnx::proto::StringStringEntryProto { key: k.into(), value: v.into() };
-    for (loc, why) in [("../escape.bin", "inside the model's folder"), ("/etc/passwd", "inside the model's folder")] {
+    let entry = |k: &str, v: &str| shrink::onnx::proto::StringStringEntryProto {
+        key: k.into(),
+        value: v.into(),
+    };
+    for (loc, why) in [
+        ("../escape.bin", "inside the model's folder"),
+        ("/etc/passwd", "inside the model's folder"),
+    ] {
         let g = model.graph.as_mut().unwrap();
         g.initializer = vec![shrink::onnx::proto::TensorProto {
             name: "w".into(),
@@ -271,25 +382,52 @@ fn external_data_outside_the_model_folder_is_refused() {
         }];
         let p = dir.join("ext.onnx");
         std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
-        assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["ext.onnx", why]);
+        assert_one_line_error(
+            &shrink(&["inspect", p.to_str().unwrap()]),
+            &["ext.onnx", why],
+        );
     }
     // Inside the folder but shorter than offset + length.
     std::fs::write(dir.join("w.bin"), [0u8; 16]).unwrap();
     let g = model.graph.as_mut().unwrap();
-    g.initializer[0].external_data = vec![entry("location", "w.bin"), entry("offset", "8"), entry("length", "24")];
+    g.initializer[0].external_data = vec![
+        entry("location", "w.bin"),
+        entry("offset", "8"),
+        entry("length", "24"),
+    ];
     let p = dir.join("ext.onnx");
     std::fs::write(&p, prost::Message::encode_to_vec(&model)).unwrap();
-    assert_one_line_error(&shrink(&["inspect", p.to_str().unwrap()]), &["ext.onnx", "outside 'w.bin'"]);
+    assert_one_line_error(
+        &shrink(&["inspect", p.to_str().unwrap()]),
+        &["ext.onnx", "outside 'w.bin'"],
+    );
     // And a valid one loads and runs: 24 bytes = six f32 values.
-    let vals: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let vals: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("w.bin"), [&[0u8; 8][..], &vals].concat()).unwrap();
     let x = dir.join("x.pb");
-    std::fs::write(&x, tensor_pb_bytes(&Tensor::from_vec(vec![2, 3], vec![10f32; 6]), "x")).unwrap();
+    std::fs::write(
+        &x,
+        tensor_pb_bytes(&Tensor::from_vec(vec![2, 3], vec![10f32; 6]), "x"),
+    )
+    .unwrap();
     let arg = format!("x={}", x.display());
-    let o = shrink(&["run", p.to_str().unwrap(), "--input", &arg, "--output-dir", dir.to_str().unwrap()]);
+    let o = shrink(&[
+        "run",
+        p.to_str().unwrap(),
+        "--input",
+        &arg,
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, y) = shrink::onnx::load_tensor_pb(&dir.join("output_0.pb"), 1 << 20).unwrap();
-    assert_eq!(y.to_vec::<f32>().unwrap(), vec![11., 12., 13., 14., 15., 16.]);
+    assert_eq!(
+        y.to_vec::<f32>().unwrap(),
+        vec![11., 12., 13., 14., 15., 16.]
+    );
 }
 
 #[test]
@@ -304,9 +442,18 @@ fn gemm_conformance_case_passes_via_check() {
 fn attribute_of_the_wrong_type_names_node_and_attribute() {
     let dir = scratch();
     let m = relu_model(|m| {
-        m.node("LeakyRelu", "lrelu", &["x"], &["y"], &[("alpha", Attr::Int(3))]);
+        m.node(
+            "LeakyRelu",
+            "lrelu",
+            &["x"],
+            &["y"],
+            &[("alpha", Attr::Int(3))],
+        );
     });
-    assert_one_line_error(&shrink(&["inspect", &write_model(&dir, &m)]), &["model.onnx", "'lrelu'", "LeakyRelu", "alpha"]);
+    assert_one_line_error(
+        &shrink(&["inspect", &write_model(&dir, &m)]),
+        &["model.onnx", "'lrelu'", "LeakyRelu", "alpha"],
+    );
 }
 
 #[test]
@@ -319,20 +466,37 @@ fn inspect_reports_what_the_optimizer_removed() {
     let imp = shrink::onnx::load_model_bytes("d", demo.model.into(), &Default::default()).unwrap();
     let g = imp.graph;
     let w = |name: &str| {
-        let id = g.node_ids().into_iter().find(|&id| g.node(id).name == name).unwrap();
-        g.const_value(shrink::ir::Value::from(id)).unwrap().to_f64_vec()
+        let id = g
+            .node_ids()
+            .into_iter()
+            .find(|&id| g.node(id).name == name)
+            .unwrap();
+        g.const_value(shrink::ir::Value::from(id))
+            .unwrap()
+            .to_f64_vec()
     };
     let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
     let dead: Vec<usize> = (0..32)
-        .filter(|&h| (0..8).all(|o| w2[h * 8 + o] == 0.0) || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0))
+        .filter(|&h| {
+            (0..8).all(|o| w2[h * 8 + o] == 0.0)
+                || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0)
+        })
         .collect();
     let live: Vec<usize> = (0..32).filter(|h| !dead.contains(h)).collect();
-    let dead_in = (0..16).filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0)).count();
+    let dead_in = (0..16)
+        .filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0))
+        .count();
     let layers = v["layers"].as_array().unwrap();
     let fc1 = layers.iter().find(|l| l["name"] == "fc1").unwrap();
     let fc2 = layers.iter().find(|l| l["name"] == "fc2").unwrap();
-    assert_eq!((fc1["dead_rows"].as_u64(), fc1["dead_cols"].as_u64()), (Some(dead.len() as u64), Some(dead_in as u64)));
-    assert_eq!((fc2["dead_rows"].as_u64(), fc2["dead_cols"].as_u64()), (Some(0), Some(dead.len() as u64)));
+    assert_eq!(
+        (fc1["dead_rows"].as_u64(), fc1["dead_cols"].as_u64()),
+        (Some(dead.len() as u64), Some(dead_in as u64))
+    );
+    assert_eq!(
+        (fc2["dead_rows"].as_u64(), fc2["dead_cols"].as_u64()),
+        (Some(0), Some(dead.len() as u64))
+    );
     // Zeros inside removed rows/cols are eliminated: count them from the original weights.
     let mut removed_zeros = 0;
     for i in 0..16 {
@@ -341,11 +505,22 @@ fn inspect_reports_what_the_optimizer_removed() {
             removed_zeros += (gone && w1[i * 32 + h] == 0.0) as usize;
         }
     }
-    removed_zeros += dead.iter().map(|&h| (0..8).filter(|&o| w2[h * 8 + o] == 0.0).count()).sum::<usize>();
-    assert_eq!(v["totals"]["zeros_eliminated"].as_u64(), Some(removed_zeros as u64));
+    removed_zeros += dead
+        .iter()
+        .map(|&h| (0..8).filter(|&o| w2[h * 8 + o] == 0.0).count())
+        .sum::<usize>();
+    assert_eq!(
+        v["totals"]["zeros_eliminated"].as_u64(),
+        Some(removed_zeros as u64)
+    );
     assert!(v["nodes_after"].as_u64().unwrap() < v["nodes_before"].as_u64().unwrap());
     assert!(v["totals"]["scratch_bytes"].as_u64().unwrap() > 0);
-    let names: Vec<&str> = v["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, shrink::opt::default_pipeline());
 }
 
@@ -354,16 +529,34 @@ fn pipeline_flags() {
     let o = shrink(&["inspect", "--json", "--no-opt", &shipped_model()]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(v["nodes_after"].is_null() && v["passes"].as_array().unwrap().is_empty());
-    let o = shrink(&["inspect", "--json", "--passes", "shapes,dce", &shipped_model()]);
+    let o = shrink(&[
+        "inspect",
+        "--json",
+        "--passes",
+        "shapes,dce",
+        &shipped_model(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let names: Vec<&str> = v["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["shapes", "dce"]);
     assert_eq!(v["nodes_after"], 4);
     let o = shrink(&["check", "--passes", "shapes,frobnicate", &shipped_model()]);
     let out = stdout(&o);
-    assert!(!o.status.success() && out.contains("unknown pass 'frobnicate'"), "{out}");
+    assert!(
+        !o.status.success() && out.contains("unknown pass 'frobnicate'"),
+        "{out}"
+    );
     let o = shrink(&["check", "--no-opt", &shipped_model()]);
-    assert!(o.status.success() && stdout(&o).starts_with("PASS"), "{}", stdout(&o));
+    assert!(
+        o.status.success() && stdout(&o).starts_with("PASS"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// y = Reshape(x, shape) with a symbolic batch dim N and the shape as a graph input.
@@ -381,19 +574,61 @@ fn dim_and_freeze_specialize_inputs() {
     let dir = scratch();
     let model = dynamic_model(&dir);
     let x = dir.join("x.npy");
-    std::fs::write(&x, shrink::npy::write_npy(&Tensor::from_vec(vec![3, 4], (0..12).map(|v| v as f32).collect())).unwrap()).unwrap();
+    std::fs::write(
+        &x,
+        shrink::npy::write_npy(&Tensor::from_vec(
+            vec![3, 4],
+            (0..12).map(|v| v as f32).collect(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     let shape = dir.join("shape.npy");
-    std::fs::write(&shape, shrink::npy::write_npy(&Tensor::from_vec(vec![2], vec![2i64, 6])).unwrap()).unwrap();
-    let (xa, sa) = (format!("x={}", x.display()), format!("shape={}", shape.display()));
+    std::fs::write(
+        &shape,
+        shrink::npy::write_npy(&Tensor::from_vec(vec![2], vec![2i64, 6])).unwrap(),
+    )
+    .unwrap();
+    let (xa, sa) = (
+        format!("x={}", x.display()),
+        format!("shape={}", shape.display()),
+    );
     let out = dir.join("out");
-    let o = shrink(&["run", &model, "--dim", "N=3", "--freeze", &sa, "--input", &xa, "--output-dir", out.to_str().unwrap()]);
+    let o = shrink(&[
+        "run",
+        &model,
+        "--dim",
+        "N=3",
+        "--freeze",
+        &sa,
+        "--input",
+        &xa,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, y) = shrink::onnx::load_tensor_pb(&out.join("output_0.pb"), 1 << 20).unwrap();
     assert_eq!(y.dims(), &[2, 6]);
-    assert_eq!(y.to_vec::<f32>().unwrap(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
+    assert_eq!(
+        y.to_vec::<f32>().unwrap(),
+        (0..12).map(|v| v as f32).collect::<Vec<_>>()
+    );
     // The bound dim is enforced, and an unknown dim name is an error.
-    assert_one_line_error(&shrink(&["run", &model, "--dim", "N=2", "--freeze", &sa, "--input", &xa]), &["input 'x'", "[3, 4]"]);
-    assert_one_line_error(&shrink(&["run", &model, "--dim", "M=2", "--freeze", &sa, "--input", &xa]), &["dimension named 'M'"]);
+    assert_one_line_error(
+        &shrink(&[
+            "run", &model, "--dim", "N=2", "--freeze", &sa, "--input", &xa,
+        ]),
+        &["input 'x'", "[3, 4]"],
+    );
+    assert_one_line_error(
+        &shrink(&[
+            "run", &model, "--dim", "M=2", "--freeze", &sa, "--input", &xa,
+        ]),
+        &["dimension named 'M'"],
+    );
     let na = format!("nope={}", shape.display());
-    assert_one_line_error(&shrink(&["run", &model, "--freeze", &na, "--input", &xa]), &["no input named 'nope'"]);
+    assert_one_line_error(
+        &shrink(&["run", &model, "--freeze", &na, "--input", &xa]),
+        &["no input named 'nope'"],
+    );
 }

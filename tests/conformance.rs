@@ -34,18 +34,28 @@ enum Entry {
 fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
     let mut m = BTreeMap::new();
     for (ln, raw) in text.lines().enumerate() {
-        let (body, reason) = raw.split_once('#').map_or((raw, ""), |(b, r)| (b, r.trim()));
+        let (body, reason) = raw
+            .split_once('#')
+            .map_or((raw, ""), |(b, r)| (b, r.trim()));
         let mut words = body.split_whitespace();
         let Some(first) = words.next() else { continue };
         if let Some(case) = first.strip_prefix('!') {
-            assert!(!reason.is_empty(), "interp.txt line {}: exclusion of {case} needs a # reason", ln + 1);
+            assert!(
+                !reason.is_empty(),
+                "interp.txt line {}: exclusion of {case} needs a # reason",
+                ln + 1
+            );
             m.insert(case.to_string(), Entry::Excluded(reason.to_string()));
             continue;
         }
         let mut tol = Tolerance::INTERP;
         for w in words {
-            let (k, v) = w.split_once('=').unwrap_or_else(|| panic!("interp.txt line {}: bad option {w}", ln + 1));
-            let v: f64 = v.parse().unwrap_or_else(|_| panic!("interp.txt line {}: bad number {v}", ln + 1));
+            let (k, v) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("interp.txt line {}: bad option {w}", ln + 1));
+            let v: f64 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("interp.txt line {}: bad number {v}", ln + 1));
             match k {
                 "rtol" => tol.rtol = v,
                 "atol" => tol.atol = v,
@@ -53,7 +63,11 @@ fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
             }
         }
         if tol != Tolerance::INTERP {
-            assert!(!reason.is_empty(), "interp.txt line {}: a looser tolerance for {first} needs a # reason", ln + 1);
+            assert!(
+                !reason.is_empty(),
+                "interp.txt line {}: a looser tolerance for {first} needs a # reason",
+                ln + 1
+            );
         }
         m.insert(first.to_string(), Entry::Pass(tol));
     }
@@ -67,7 +81,8 @@ fn run_case(dir: &Path, tol: Tolerance) -> Result<f64, String> {
     let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
     let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
     let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
-    let raw = check_outputs(&model.graph, &inputs, &data, tol).map_err(|e| format!("unoptimized: {e}"))?;
+    let raw = check_outputs(&model.graph, &inputs, &data, tol)
+        .map_err(|e| format!("unoptimized: {e}"))?;
     let mut g = model.graph.clone();
     shrink::specialize_to(&mut g, &inputs);
     let mut o = shrink::OptOptions::default();
@@ -77,10 +92,19 @@ fn run_case(dir: &Path, tol: Tolerance) -> Result<f64, String> {
     Ok(raw.max(opt))
 }
 
-fn check_outputs(g: &shrink::ir::Graph, inputs: &[shrink::ir::Tensor], data: &shrink::dataset::DataSet, tol: Tolerance) -> Result<f64, String> {
+fn check_outputs(
+    g: &shrink::ir::Graph,
+    inputs: &[shrink::ir::Tensor],
+    data: &shrink::dataset::DataSet,
+    tol: Tolerance,
+) -> Result<f64, String> {
     let outs = shrink::interp::run(g, inputs, &Default::default()).map_err(|e| e.to_string())?;
     if outs.len() != data.outputs.len() {
-        return Err(format!("{} outputs, expected {}", outs.len(), data.outputs.len()));
+        return Err(format!(
+            "{} outputs, expected {}",
+            outs.len(),
+            data.outputs.len()
+        ));
     }
     let mut worst = 0f64;
     for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
@@ -96,11 +120,22 @@ fn check_outputs(g: &shrink::ir::Graph, inputs: &[shrink::ir::Tensor], data: &sh
 /// Rewrites interp.txt from a full run (see the module doc).
 fn bless_allowlist(allow: &BTreeMap<String, Entry>, results: &[(String, Result<f64, String>)]) {
     let old = std::fs::read_to_string(allowlist_path()).unwrap_or_default();
-    let mut out: String = old.lines().take_while(|l| l.starts_with('#') || l.is_empty()).map(|l| format!("{l}\n")).collect();
+    let mut out: String = old
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
     for (name, res) in results {
-        let kept = old.lines().find(|l| l.split_whitespace().next().map(|w| w.trim_start_matches('!')) == Some(name.as_str()));
+        let kept = old.lines().find(|l| {
+            l.split_whitespace()
+                .next()
+                .map(|w| w.trim_start_matches('!'))
+                == Some(name.as_str())
+        });
         let line = match (res, allow.get(name)) {
-            (Ok(_), Some(Entry::Pass(_))) => kept.map(str::to_string).unwrap_or_else(|| name.clone()),
+            (Ok(_), Some(Entry::Pass(_))) => {
+                kept.map(str::to_string).unwrap_or_else(|| name.clone())
+            }
             (Ok(_), _) => name.clone(),
             (Err(_), Some(Entry::Excluded(_))) => kept.map(str::to_string).unwrap_or_default(),
             (Err(e), _) => format!("!{name} # FIXME: {}", e.replace('\n', " ")),
@@ -113,15 +148,23 @@ fn bless_allowlist(allow: &BTreeMap<String, Entry>, results: &[(String, Result<f
 
 #[test]
 fn onnx_node_suite_on_interpreter() {
-    let filter = std::env::var("SHRINK_CASES").ok().map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
-    let allow = parse_allowlist(&std::fs::read_to_string(allowlist_path()).expect("tests/conformance/interp.txt"));
+    let filter = std::env::var("SHRINK_CASES")
+        .ok()
+        .map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
+    let allow = parse_allowlist(
+        &std::fs::read_to_string(allowlist_path()).expect("tests/conformance/interp.txt"),
+    );
     let mut cases: Vec<PathBuf> = std::fs::read_dir(suite_dir())
         .expect("../shared/onnx-node must be next to the repository")
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("model.onnx").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 900, "expected the full suite, found {} cases", cases.len());
+    assert!(
+        cases.len() >= 900,
+        "expected the full suite, found {} cases",
+        cases.len()
+    );
     let total = cases.len();
     let mut passed = 0;
     let mut regressions = Vec::new();
@@ -138,7 +181,8 @@ fn onnx_node_suite_on_interpreter() {
             Some(Entry::Pass(t)) => *t,
             _ => Tolerance::INTERP,
         };
-        let res = std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
+        let res =
+            std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
         results.push((name.clone(), res.clone()));
         if filter.is_some() {
             if let Some(Entry::Excluded(why)) = entry {
@@ -159,7 +203,10 @@ fn onnx_node_suite_on_interpreter() {
             (Err(_), Some(Entry::Excluded(_))) => {}
             (Err(m), None) => unlisted.push(format!("{name}: {m}")),
         }
-        assert!(!res.as_ref().is_err_and(|m| m == "PANIC"), "{name}: the importer or interpreter panicked");
+        assert!(
+            !res.as_ref().is_err_and(|m| m == "PANIC"),
+            "{name}: the importer or interpreter panicked"
+        );
     }
     println!("interp: {passed}/{total} passed");
     if std::env::var("SHRINK_BLESS").as_deref() == Ok("1") && filter.is_none() {
@@ -169,7 +216,11 @@ fn onnx_node_suite_on_interpreter() {
     for n in &newly_passing {
         println!("newly passing (add to interp.txt): {n}");
     }
-    assert!(regressions.is_empty(), "allowlisted cases failed:\n{}", regressions.join("\n"));
+    assert!(
+        regressions.is_empty(),
+        "allowlisted cases failed:\n{}",
+        regressions.join("\n")
+    );
     if filter.is_none() {
         assert!(
             unlisted.is_empty() && newly_passing.is_empty(),

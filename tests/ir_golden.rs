@@ -25,7 +25,10 @@ fn sir_files() -> Vec<PathBuf> {
         }
     }
     let mut v = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ir"), &mut v);
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ir"),
+        &mut v,
+    );
     v.sort();
     v
 }
@@ -33,9 +36,16 @@ fn sir_files() -> Vec<PathBuf> {
 fn run_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let (header, body) = text.split_once('\n').ok_or("empty file")?;
-    let kind = header.strip_prefix("; test ").ok_or("first line must be `; test <kind>`")?.trim();
+    let kind = header
+        .strip_prefix("; test ")
+        .ok_or("first line must be `; test <kind>`")?
+        .trim();
     // The graph starts at the first non-comment line.
-    let start = body.lines().take_while(|l| l.starts_with(';') || l.trim().is_empty()).map(|l| l.len() + 1).sum::<usize>();
+    let start = body
+        .lines()
+        .take_while(|l| l.starts_with(';') || l.trim().is_empty())
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
     let (comments, graph_text) = body.split_at(start.min(body.len()));
     let g = parse_graph(graph_text).map_err(|e| format!("parse error: {e}"))?;
     match kind {
@@ -44,15 +54,21 @@ fn run_file(path: &Path) -> Result<(), String> {
             let printed = print_graph(&g);
             if printed != graph_text {
                 if std::env::var("SHRINK_BLESS").as_deref() == Ok("1") {
-                    std::fs::write(path, format!("{header}\n{comments}{printed}")).map_err(|e| e.to_string())?;
+                    std::fs::write(path, format!("{header}\n{comments}{printed}"))
+                        .map_err(|e| e.to_string())?;
                 } else {
-                    return Err(format!("printed form differs:\n--- file\n{graph_text}\n--- printed\n{printed}"));
+                    return Err(format!(
+                        "printed form differs:\n--- file\n{graph_text}\n--- printed\n{printed}"
+                    ));
                 }
             }
             Ok(())
         }
         "verify" => {
-            let expected: Vec<&str> = comments.lines().filter_map(|l| l.strip_prefix("; error: ")).collect();
+            let expected: Vec<&str> = comments
+                .lines()
+                .filter_map(|l| l.strip_prefix("; error: "))
+                .collect();
             if expected.is_empty() {
                 return Err("a verify test needs `; error:` lines".into());
             }
@@ -74,7 +90,10 @@ fn run_file(path: &Path) -> Result<(), String> {
 
 fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(), String> {
     let names: Vec<&str> = passes.split(',').map(str::trim).collect();
-    let ctx = shrink::opt::Ctx { verify: true, ..Default::default() };
+    let ctx = shrink::opt::Ctx {
+        verify: true,
+        ..Default::default()
+    };
     let stats = shrink::opt::run_passes(&mut g, &names, &ctx).map_err(|e| e.to_string())?;
     let printed = print_graph(&g);
     let lines: Vec<&str> = printed.lines().collect();
@@ -83,11 +102,18 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
         if let Some(want) = c.strip_prefix("; check: ") {
             match lines[at..].iter().position(|l| l.contains(want)) {
                 Some(p) => at += p + 1,
-                None => return Err(format!("`; check: {want}` not found after line {at} of:\n{printed}")),
+                None => {
+                    return Err(format!(
+                        "`; check: {want}` not found after line {at} of:\n{printed}"
+                    ));
+                }
             }
         } else if let Some(want) = c.strip_prefix("; nextln: ") {
             if !lines.get(at).is_some_and(|l| l.contains(want)) {
-                return Err(format!("`; nextln: {want}` does not match line {} of:\n{printed}", at + 1));
+                return Err(format!(
+                    "`; nextln: {want}` does not match line {} of:\n{printed}",
+                    at + 1
+                ));
             }
             at += 1;
         } else if let Some(bad) = c.strip_prefix("; not: ") {
@@ -97,10 +123,19 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
         } else if let Some(stat) = c.strip_prefix("; stat: ") {
             let (key, n) = stat.split_once('=').ok_or("stat needs pass.counter=N")?;
             let (pass, counter) = key.split_once('.').ok_or("stat needs pass.counter=N")?;
-            let n: usize = n.trim().parse().map_err(|_| format!("bad stat value in `{stat}`"))?;
-            let got: usize = stats.iter().filter(|s| s.pass == pass).map(|s| s.get(counter)).sum();
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad stat value in `{stat}`"))?;
+            let got: usize = stats
+                .iter()
+                .filter(|s| s.pass == pass)
+                .map(|s| s.get(counter))
+                .sum();
             if got != n {
-                return Err(format!("stat {pass}.{counter} = {got}, expected {n}; stats: {stats:?}"));
+                return Err(format!(
+                    "stat {pass}.{counter} = {got}, expected {n}; stats: {stats:?}"
+                ));
             }
         }
     }
@@ -111,8 +146,10 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
 fn golden_ir_files() {
     let files = sir_files();
     assert!(!files.is_empty(), "no .sir files under ir/");
-    let failures: Vec<String> =
-        files.iter().filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display()))).collect();
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display())))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     println!("ir golden: {} files", files.len());
 }

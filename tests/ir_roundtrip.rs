@@ -19,10 +19,13 @@ fn models() -> Vec<PathBuf> {
 fn every_imported_graph_round_trips_through_text() {
     let mut checked = 0;
     for m in models() {
-        let Ok(imp) = shrink::onnx::load_model(&m, &Default::default()) else { continue };
+        let Ok(imp) = shrink::onnx::load_model(&m, &Default::default()) else {
+            continue;
+        };
         let text = print_graph(&imp.graph);
         let back = parse_graph(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", m.display()));
-        shrink::ir::verify(&back).unwrap_or_else(|e| panic!("{}: reparsed graph fails to verify: {e}", m.display()));
+        shrink::ir::verify(&back)
+            .unwrap_or_else(|e| panic!("{}: reparsed graph fails to verify: {e}", m.display()));
         assert_eq!(print_graph(&back), text, "{}", m.display());
         assert_eq!(back.node_count(), imp.graph.node_count());
         checked += 1;
@@ -36,7 +39,11 @@ fn reparsed_graph_computes_the_same_outputs() {
     let model = root.join("examples/models/ternary_mlp/model.onnx");
     let imp = shrink::onnx::load_model(&model, &Default::default()).unwrap();
     let back = parse_graph(&print_graph(&imp.graph)).unwrap();
-    let data = shrink::dataset::load_dataset(&root.join("examples/models/ternary_mlp/test_data_set_0"), 1 << 20).unwrap();
+    let data = shrink::dataset::load_dataset(
+        &root.join("examples/models/ternary_mlp/test_data_set_0"),
+        1 << 20,
+    )
+    .unwrap();
     let ins = shrink::bind_inputs(&imp.graph, &data.inputs).unwrap();
     let a = shrink::interp::run(&imp.graph, &ins, &Default::default()).unwrap();
     let b = shrink::interp::run(&back, &ins, &Default::default()).unwrap();

@@ -14,13 +14,24 @@ use std::sync::Arc;
 
 fn optimized(g: &Graph) -> (Graph, Vec<shrink::opt::Stats>) {
     let mut o = g.clone();
-    let opts = shrink::OptOptions { ctx: shrink::opt::Ctx { verify: true, ..Default::default() }, ..Default::default() };
-    let stats = shrink::optimize(&mut o, &opts).unwrap_or_else(|e| panic!("optimize: {e}\n{}", shrink::ir::text::print_graph(g)));
+    let opts = shrink::OptOptions {
+        ctx: shrink::opt::Ctx {
+            verify: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stats = shrink::optimize(&mut o, &opts)
+        .unwrap_or_else(|e| panic!("optimize: {e}\n{}", shrink::ir::text::print_graph(g)));
     (o, stats)
 }
 
 fn stat(stats: &[shrink::opt::Stats], pass: &str, counter: &str) -> usize {
-    stats.iter().filter(|s| s.pass == pass).map(|s| s.get(counter)).sum()
+    stats
+        .iter()
+        .filter(|s| s.pass == pass)
+        .map(|s| s.get(counter))
+        .sum()
 }
 
 fn assert_same(a: &[Tensor], b: &[Tensor], tol: Tolerance, what: &str) {
@@ -34,20 +45,35 @@ fn assert_same(a: &[Tensor], b: &[Tensor], tol: Tolerance, what: &str) {
 #[test]
 fn ternary_mlp_stats_are_exact() {
     let demo = shrink::demo::ternary_mlp();
-    let imp = shrink::onnx::load_model_bytes("mlp", demo.model.clone().into(), &Default::default()).unwrap();
+    let imp = shrink::onnx::load_model_bytes("mlp", demo.model.clone().into(), &Default::default())
+        .unwrap();
     let g = imp.graph;
     // Independent counts from the weights: W1 is [16 in, 32 hidden], W2 [32 hidden, 8 out].
     let w = |name: &str| {
-        let id = g.node_ids().into_iter().find(|&id| g.node(id).name == name).unwrap();
-        g.const_value(shrink::ir::Value::from(id)).unwrap().to_f64_vec()
+        let id = g
+            .node_ids()
+            .into_iter()
+            .find(|&id| g.node(id).name == name)
+            .unwrap();
+        g.const_value(shrink::ir::Value::from(id))
+            .unwrap()
+            .to_f64_vec()
     };
     let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
     let dead: Vec<usize> = (0..32)
-        .filter(|&h| (0..8).all(|o| w2[h * 8 + o] == 0.0) || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0))
+        .filter(|&h| {
+            (0..8).all(|o| w2[h * 8 + o] == 0.0)
+                || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0)
+        })
         .collect();
     let live: Vec<usize> = (0..32).filter(|h| !dead.contains(h)).collect();
-    let dead_inputs = (0..16).filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0)).count();
-    assert!(dead.contains(&3) && dead.contains(&9) && dead.contains(&17), "the generator's dead units");
+    let dead_inputs = (0..16)
+        .filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0))
+        .count();
+    assert!(
+        dead.contains(&3) && dead.contains(&9) && dead.contains(&17),
+        "the generator's dead units"
+    );
     assert!(dead_inputs >= 1, "input 5 is dead by construction");
 
     let (o, stats) = optimized(&g);
@@ -59,26 +85,53 @@ fn ternary_mlp_stats_are_exact() {
     assert_eq!(stat(&stats, "ternary", "ternary_params"), remaining);
     let ins = vec![demo.inputs[0].1.clone()];
     let got = shrink::interp::run(&o, &ins, &Default::default()).unwrap();
-    assert_same(&got, &[demo.outputs[0].1.clone()], Tolerance::INTERP, "optimized vs shipped output");
+    assert_same(
+        &got,
+        &[demo.outputs[0].1.clone()],
+        Tolerance::INTERP,
+        "optimized vs shipped output",
+    );
 }
 
 #[test]
 fn bitnet_block_projections_are_ternary_after_folding() {
     let demo = shrink::demo::bitnet_block();
-    let imp = shrink::onnx::load_model_bytes("bitnet", demo.model.clone().into(), &Default::default()).unwrap();
+    let imp =
+        shrink::onnx::load_model_bytes("bitnet", demo.model.clone().into(), &Default::default())
+            .unwrap();
     let staged = shrink::optimize_staged(&imp.graph, &Default::default()).unwrap();
     let report = shrink::inspect::inspect(&imp.graph, Some(&staged), None);
-    let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    let projections = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
     for p in projections {
-        let l = report.layers.iter().find(|l| l.name == p).unwrap_or_else(|| panic!("{p} is not a layer after folding"));
+        let l = report
+            .layers
+            .iter()
+            .find(|l| l.name == p)
+            .unwrap_or_else(|| panic!("{p} is not a layer after folding"));
         assert!(l.ternary, "{p} not ternary");
         assert_eq!(l.scale_kind.as_deref(), Some("per_tensor"), "{p}");
     }
-    assert_eq!(report.layers.iter().filter(|l| l.ternary).count(), projections.len());
+    assert_eq!(
+        report.layers.iter().filter(|l| l.ternary).count(),
+        projections.len()
+    );
     let x = vec![demo.inputs[0].1.clone()];
     let a = shrink::interp::run(&imp.graph, &x, &Default::default()).unwrap();
     let b = shrink::interp::run(&staged.optimized, &x, &Default::default()).unwrap();
-    assert_same(&a, &b, Tolerance::INTERP, "bitnet block optimized vs unoptimized");
+    assert_same(
+        &a,
+        &b,
+        Tolerance::INTERP,
+        "bitnet block optimized vs unoptimized",
+    );
 }
 
 /// Deterministic generator for test weights.
@@ -106,12 +159,20 @@ fn f32t(dims: &[usize]) -> ValueType {
 fn ternary_weight(r: &mut Rng, k: usize, n: usize, rows_first: bool) -> Tensor {
     let zero_pct = [0, 30, 70][r.below(3)];
     let per_row = r.below(2) == 0;
-    let scales: Vec<f32> = (0..n).map(|_| if per_row { 0.05 + 0.1 * r.uniform().abs() } else { 0.1 }).collect();
+    let scales: Vec<f32> = (0..n)
+        .map(|_| {
+            if per_row {
+                0.05 + 0.1 * r.uniform().abs()
+            } else {
+                0.1
+            }
+        })
+        .collect();
     let dead_out = r.below(n as u64 + 1);
     let dead_in = r.below(k as u64 + 1);
     let mut v = vec![0f32; k * n];
     for i in 0..k {
-        for j in 0..n {
+        for (j, &scale) in scales.iter().enumerate() {
             let t = if j == dead_out || i == dead_in || (r.below(100) as u64) < zero_pct {
                 0.0
             } else if r.below(2) == 0 {
@@ -120,7 +181,7 @@ fn ternary_weight(r: &mut Rng, k: usize, n: usize, rows_first: bool) -> Tensor {
                 -1.0
             };
             let idx = if rows_first { j * k + i } else { i * n + j };
-            v[idx] = t * scales[j];
+            v[idx] = t * scale;
         }
     }
     Tensor::from_vec(if rows_first { vec![n, k] } else { vec![k, n] }, v)
@@ -135,7 +196,9 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
     let (mut x, mut width, input) = if conv {
         let (c, m, hw) = (1 + r.below(3), 1 + r.below(4), 3 + r.below(3));
         let inp = g.add_input("x", f32t(&[batch, c, hw, hw]));
-        let w = ternary_weight(&mut r, c * 9, m, true).reshaped(vec![m, c, 3, 3]).unwrap();
+        let w = ternary_weight(&mut r, c * 9, m, true)
+            .reshaped(vec![m, c, 3, 3])
+            .unwrap();
         let wc = g.add_const("wconv", Arc::new(w));
         let op = Op::Conv(Conv::Conv {
             auto_pad: shrink::ir::op::AutoPad::NotSet,
@@ -145,49 +208,129 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
             pads: vec![1, 1, 1, 1],
             strides: vec![],
         });
-        let cv = g.add_node(op, "conv", &[Some(inp.into()), Some(wc.into()), None], vec![f32t(&[batch, m, hw, hw])]);
-        let act = g.add_node(Op::Unary(Unary::Relu), "conv_relu", &[Some(cv.into())], vec![f32t(&[batch, m, hw, hw])]);
-        let fl = g.add_node(Op::Layout(Layout::Flatten { axis: 1 }), "flatten", &[Some(act.into())], vec![f32t(&[batch, m * hw * hw])]);
+        let cv = g.add_node(
+            op,
+            "conv",
+            &[Some(inp.into()), Some(wc.into()), None],
+            vec![f32t(&[batch, m, hw, hw])],
+        );
+        let act = g.add_node(
+            Op::Unary(Unary::Relu),
+            "conv_relu",
+            &[Some(cv.into())],
+            vec![f32t(&[batch, m, hw, hw])],
+        );
+        let fl = g.add_node(
+            Op::Layout(Layout::Flatten { axis: 1 }),
+            "flatten",
+            &[Some(act.into())],
+            vec![f32t(&[batch, m * hw * hw])],
+        );
         let data: Vec<f32> = (0..batch * c * hw * hw).map(|_| r.uniform()).collect();
-        (shrink::ir::Value::from(fl), m * hw * hw, Tensor::from_vec(vec![batch, c, hw, hw], data))
+        (
+            shrink::ir::Value::from(fl),
+            m * hw * hw,
+            Tensor::from_vec(vec![batch, c, hw, hw], data),
+        )
     } else {
         let d0 = 1 + r.below(10);
         let inp = g.add_input("x", f32t(&[batch, d0]));
         let data: Vec<f32> = (0..batch * d0).map(|_| r.uniform()).collect();
-        (shrink::ir::Value::from(inp), d0, Tensor::from_vec(vec![batch, d0], data))
+        (
+            shrink::ir::Value::from(inp),
+            d0,
+            Tensor::from_vec(vec![batch, d0], data),
+        )
     };
     let _ = &input;
     for l in 0..layers {
         let out = 1 + r.below(10);
         let gemm = r.below(2) == 0;
         let trans_b = gemm && r.below(2) == 0;
-        let w = g.add_const(&format!("w{l}"), Arc::new(ternary_weight(&mut r, width, out, trans_b)));
-        let bias_vals: Vec<f32> = (0..out).map(|_| if r.below(3) == 0 { -0.5 } else { 0.2 * r.uniform() }).collect();
-        let b = g.add_const(&format!("b{l}"), Arc::new(Tensor::from_vec(vec![out], bias_vals)));
+        let w = g.add_const(
+            &format!("w{l}"),
+            Arc::new(ternary_weight(&mut r, width, out, trans_b)),
+        );
+        let bias_vals: Vec<f32> = (0..out)
+            .map(|_| {
+                if r.below(3) == 0 {
+                    -0.5
+                } else {
+                    0.2 * r.uniform()
+                }
+            })
+            .collect();
+        let b = g.add_const(
+            &format!("b{l}"),
+            Arc::new(Tensor::from_vec(vec![out], bias_vals)),
+        );
         let ty = f32t(&[batch, out]);
         let y = if gemm {
-            let op = Op::Linear(Linear::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b });
-            g.add_node(op, &format!("fc{l}"), &[Some(x), Some(w.into()), Some(b.into())], vec![ty.clone()])
+            let op = Op::Linear(Linear::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b,
+            });
+            g.add_node(
+                op,
+                &format!("fc{l}"),
+                &[Some(x), Some(w.into()), Some(b.into())],
+                vec![ty.clone()],
+            )
         } else {
-            let mm = g.add_node(Op::Linear(Linear::MatMul), &format!("fc{l}"), &[Some(x), Some(w.into())], vec![ty.clone()]);
-            g.add_node(Op::Binary(Binary::Add), &format!("fc{l}_bias"), &[Some(mm.into()), Some(b.into())], vec![ty.clone()])
+            let mm = g.add_node(
+                Op::Linear(Linear::MatMul),
+                &format!("fc{l}"),
+                &[Some(x), Some(w.into())],
+                vec![ty.clone()],
+            );
+            g.add_node(
+                Op::Binary(Binary::Add),
+                &format!("fc{l}_bias"),
+                &[Some(mm.into()), Some(b.into())],
+                vec![ty.clone()],
+            )
         };
         let act = match r.below(6) {
             0 => Some(Unary::Relu),
             1 => Some(Unary::Sigmoid),
             2 => Some(Unary::Tanh),
             3 => Some(Unary::LeakyRelu { alpha: 0.1 }),
-            4 => Some(Unary::Gelu { approximate: shrink::ir::op::GeluApprox::None }),
+            4 => Some(Unary::Gelu {
+                approximate: shrink::ir::op::GeluApprox::None,
+            }),
             _ => None,
         };
         x = match act {
-            Some(a) => g.add_node(Op::Unary(a), &format!("act{l}"), &[Some(y.into())], vec![ty.clone()]).into(),
+            Some(a) => g
+                .add_node(
+                    Op::Unary(a),
+                    &format!("act{l}"),
+                    &[Some(y.into())],
+                    vec![ty.clone()],
+                )
+                .into(),
             None => y.into(),
         };
         if r.below(4) == 0 && l + 1 < layers {
-            let gamma = g.add_const(&format!("gamma{l}"), Arc::new(Tensor::from_vec(vec![out], vec![1.5f32; out])));
-            let op = Op::Norm(Norm::RMSNormalization { axis: -1, epsilon: 1e-5, stash_type: 1 });
-            x = g.add_node(op, &format!("norm{l}"), &[Some(x), Some(gamma.into())], vec![ty]).into();
+            let gamma = g.add_const(
+                &format!("gamma{l}"),
+                Arc::new(Tensor::from_vec(vec![out], vec![1.5f32; out])),
+            );
+            let op = Op::Norm(Norm::RMSNormalization {
+                axis: -1,
+                epsilon: 1e-5,
+                stash_type: 1,
+            });
+            x = g
+                .add_node(
+                    op,
+                    &format!("norm{l}"),
+                    &[Some(x), Some(gamma.into())],
+                    vec![ty],
+                )
+                .into();
         }
         width = out;
     }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/onnx-node");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).expect("../shared/onnx-node").map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("../shared/onnx-node")
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -32,16 +35,26 @@ fn check_case(dir: &Path) -> Result<(), String> {
     // Forget what the file declared so that only inference speaks.
     for id in g.node_ids() {
         if !g.node(id).op.is_source() {
-            g.node_mut(id).outputs.iter_mut().for_each(|t| t.shape = None);
+            g.node_mut(id)
+                .outputs
+                .iter_mut()
+                .for_each(|t| t.shape = None);
         }
     }
-    let ctx = shrink::opt::Ctx { verify: true, ..Default::default() };
+    let ctx = shrink::opt::Ctx {
+        verify: true,
+        ..Default::default()
+    };
     shrink::opt::run_passes(&mut g, &["shapes"], &ctx).map_err(|e| e.to_string())?;
     shrink::ir::verify(&g).map_err(|e| format!("verify after inference: {e}"))?;
     for (k, ((name, v), (_, want))) in g.outputs.iter().zip(&data.outputs).enumerate() {
         let got = g.value_type(*v).shape.clone();
         if got != Some(Shape::fixed(want.dims())) {
-            return Err(format!("output {k} '{name}': inferred {:?}, expected {:?}", got.map(|s| s.to_string()), want.dims()));
+            return Err(format!(
+                "output {k} '{name}': inferred {:?}, expected {:?}",
+                got.map(|s| s.to_string()),
+                want.dims()
+            ));
         }
     }
     Ok(())
@@ -49,7 +62,9 @@ fn check_case(dir: &Path) -> Result<(), String> {
 
 #[test]
 fn inferred_output_shapes_match_the_suite() {
-    let filter = std::env::var("SHRINK_CASES").ok().map(|f| regex::Regex::new(&f).unwrap());
+    let filter = std::env::var("SHRINK_CASES")
+        .ok()
+        .map(|f| regex::Regex::new(&f).unwrap());
     let mut failures = Vec::new();
     let mut checked = 0;
     for dir in cases() {
@@ -62,6 +77,14 @@ fn inferred_output_shapes_match_the_suite() {
             failures.push(format!("{name}: {e}"));
         }
     }
-    println!("shapes: {}/{checked} cases inferred exactly", checked - failures.len());
-    assert!(failures.is_empty(), "{} cases:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "shapes: {}/{checked} cases inferred exactly",
+        checked - failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

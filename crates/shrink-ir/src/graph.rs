@@ -46,7 +46,11 @@ impl From<NodeId> for Value {
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.slot == 0 { write!(f, "{}", self.node) } else { write!(f, "{}.{}", self.node, self.slot) }
+        if self.slot == 0 {
+            write!(f, "{}", self.node)
+        } else {
+            write!(f, "{}.{}", self.node, self.slot)
+        }
     }
 }
 
@@ -104,7 +108,12 @@ impl Graph {
     /// Adds a graph input named `name` of type `ty`.
     pub fn add_input(&mut self, name: &str, ty: ValueType) -> NodeId {
         let index = self.inputs.len();
-        let id = self.add_raw(Node { op: Op::Input { index }, name: name.into(), num_inputs: 0, outputs: vec![ty] });
+        let id = self.add_raw(Node {
+            op: Op::Input { index },
+            name: name.into(),
+            num_inputs: 0,
+            outputs: vec![ty],
+        });
         self.inputs.push(id);
         id
     }
@@ -114,12 +123,28 @@ impl Graph {
         let ty = ValueType::fixed(t.dtype(), t.dims());
         let cid = ConstId(self.consts.len() as u32);
         self.consts.push(t);
-        self.add_raw(Node { op: Op::Const(cid), name: name.into(), num_inputs: 0, outputs: vec![ty] })
+        self.add_raw(Node {
+            op: Op::Const(cid),
+            name: name.into(),
+            num_inputs: 0,
+            outputs: vec![ty],
+        })
     }
 
     /// Adds a node with its inputs wired (`None` = absent optional input).
-    pub fn add_node(&mut self, op: Op, name: &str, inputs: &[Option<Value>], outputs: Vec<ValueType>) -> NodeId {
-        let id = self.add_raw(Node { op, name: name.into(), num_inputs: inputs.len(), outputs });
+    pub fn add_node(
+        &mut self,
+        op: Op,
+        name: &str,
+        inputs: &[Option<Value>],
+        outputs: Vec<ValueType>,
+    ) -> NodeId {
+        let id = self.add_raw(Node {
+            op,
+            name: name.into(),
+            num_inputs: inputs.len(),
+            outputs,
+        });
         for (slot, v) in inputs.iter().enumerate() {
             if let Some(v) = v {
                 self.connect(*v, id, slot);
@@ -135,7 +160,14 @@ impl Graph {
 
     /// Connects value `v` to input `slot` of `to`.
     pub fn connect(&mut self, v: Value, to: NodeId, slot: usize) {
-        self.g.add_edge(v.node.0, to.0, Edge { from_slot: v.slot, to_slot: slot as u32 });
+        self.g.add_edge(
+            v.node.0,
+            to.0,
+            Edge {
+                from_slot: v.slot,
+                to_slot: slot as u32,
+            },
+        );
     }
 
     /// The inputs of `id` by slot (`None` for an absent optional input).
@@ -155,7 +187,13 @@ impl Graph {
         let mut users: Vec<_> = self
             .g
             .edges_directed(id.0, Direction::Outgoing)
-            .map(|e| (NodeId(e.target()), e.weight().to_slot as usize, e.weight().from_slot))
+            .map(|e| {
+                (
+                    NodeId(e.target()),
+                    e.weight().to_slot as usize,
+                    e.weight().from_slot,
+                )
+            })
             .collect();
         users.sort();
         users
@@ -190,8 +228,8 @@ impl Graph {
     /// Nodes in a topological order (ties broken by node index, so the order is deterministic);
     /// `Err(node)` names a node on a cycle.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, NodeId> {
-        use std::collections::BinaryHeap;
         use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
         let mut indeg = std::collections::HashMap::new();
         let mut ready = BinaryHeap::new();
         for n in self.g.node_indices() {
@@ -216,7 +254,12 @@ impl Graph {
         if order.len() == indeg.len() {
             Ok(order)
         } else {
-            let stuck = self.g.node_indices().filter(|n| indeg[n] > 0).min().expect("some node is stuck");
+            let stuck = self
+                .g
+                .node_indices()
+                .filter(|n| indeg[n] > 0)
+                .min()
+                .expect("some node is stuck");
             Err(NodeId(stuck))
         }
     }
@@ -231,10 +274,17 @@ impl Graph {
     /// Turns graph input `index` into a constant with value `t` (specialization: `--freeze`).
     /// The remaining inputs keep their order and are renumbered.
     pub fn freeze_input(&mut self, index: usize, t: Arc<Tensor>) -> Result<NodeId, String> {
-        let id = *self.inputs.get(index).ok_or_else(|| format!("the graph has no input {index}"))?;
+        let id = *self
+            .inputs
+            .get(index)
+            .ok_or_else(|| format!("the graph has no input {index}"))?;
         let name = self.node(id).name.clone();
         if t.dtype() != self.node(id).outputs[0].dtype {
-            return Err(format!("input '{name}' is {}, the frozen value is {}", self.node(id).outputs[0].dtype, t.dtype()));
+            return Err(format!(
+                "input '{name}' is {}, the frozen value is {}",
+                self.node(id).outputs[0].dtype,
+                t.dtype()
+            ));
         }
         let cid = ConstId(self.consts.len() as u32);
         let node = self.node_mut(id);
@@ -260,7 +310,14 @@ impl Graph {
             .collect();
         for (eid, target, to_slot) in uses {
             self.g.remove_edge(eid);
-            self.g.add_edge(new.node.0, target, Edge { from_slot: new.slot, to_slot });
+            self.g.add_edge(
+                new.node.0,
+                target,
+                Edge {
+                    from_slot: new.slot,
+                    to_slot,
+                },
+            );
         }
         for (_, v) in self.outputs.iter_mut() {
             if *v == old {
@@ -271,14 +328,17 @@ impl Graph {
 
     /// Whether any node or graph output reads output `slot` of `id`.
     pub fn is_used(&self, v: Value) -> bool {
-        self.g.edges_directed(v.node.0, Direction::Outgoing).any(|e| e.weight().from_slot == v.slot)
+        self.g
+            .edges_directed(v.node.0, Direction::Outgoing)
+            .any(|e| e.weight().from_slot == v.slot)
             || self.outputs.iter().any(|(_, o)| *o == v)
     }
 
     /// Drops constants no `Const` node refers to and renumbers the rest (in first-use order of
     /// node ids, so the result is deterministic).
     pub fn compact_consts(&mut self) {
-        let mut remap: std::collections::HashMap<ConstId, ConstId> = std::collections::HashMap::new();
+        let mut remap: std::collections::HashMap<ConstId, ConstId> =
+            std::collections::HashMap::new();
         let mut kept = Vec::new();
         for id in self.node_ids() {
             if let Op::Const(c) = self.node(id).op {

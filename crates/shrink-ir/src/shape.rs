@@ -51,7 +51,10 @@ impl ValueType {
     }
 
     pub fn fixed(dtype: DType, dims: &[usize]) -> ValueType {
-        ValueType { dtype, shape: Some(Shape::fixed(dims)) }
+        ValueType {
+            dtype,
+            shape: Some(Shape::fixed(dims)),
+        }
     }
 
     pub fn unknown_shape(dtype: DType) -> ValueType {

@@ -25,30 +25,53 @@ pub struct TensorSizeError {
 
 impl Tensor {
     /// Wraps bytes (unpacked little-endian layout) as a tensor, checking the length.
-    pub fn from_bytes(dtype: DType, dims: Vec<usize>, bytes: Bytes) -> Result<Tensor, TensorSizeError> {
+    pub fn from_bytes(
+        dtype: DType,
+        dims: Vec<usize>,
+        bytes: Bytes,
+    ) -> Result<Tensor, TensorSizeError> {
         let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let expected = numel.and_then(|n| n.checked_mul(dtype.size()));
         match expected {
             Some(e) if e == bytes.len() => Ok(Tensor { dtype, dims, bytes }),
-            _ => Err(TensorSizeError { dtype, dims, expected: expected.unwrap_or(usize::MAX), got: bytes.len() }),
+            _ => Err(TensorSizeError {
+                dtype,
+                dims,
+                expected: expected.unwrap_or(usize::MAX),
+                got: bytes.len(),
+            }),
         }
     }
 
     /// Builds a tensor from typed elements. Panics if `dims` does not match `data.len()`
     /// (a programming error: callers construct both).
     pub fn from_vec<T: Element>(dims: Vec<usize>, data: Vec<T>) -> Tensor {
-        assert_eq!(dims.iter().product::<usize>(), data.len(), "dims {dims:?} vs {} elements", data.len());
+        assert_eq!(
+            dims.iter().product::<usize>(),
+            data.len(),
+            "dims {dims:?} vs {} elements",
+            data.len()
+        );
         let mut bytes = Vec::with_capacity(data.len() * T::DTYPE.size());
         for v in &data {
             v.write_le(&mut bytes);
         }
-        Tensor { dtype: T::DTYPE, dims, bytes: Bytes::from(bytes) }
+        Tensor {
+            dtype: T::DTYPE,
+            dims,
+            bytes: Bytes::from(bytes),
+        }
     }
 
     /// Builds a tensor of `dtype` from elements of a storage type with the same size (e.g. the
     /// bit patterns of an i8/f8 tensor moved as `u8`).
     pub fn from_vec_as<T: Element>(dtype: DType, dims: Vec<usize>, data: Vec<T>) -> Tensor {
-        assert_eq!(dtype.size(), T::DTYPE.size(), "{dtype} stored as {}", T::DTYPE);
+        assert_eq!(
+            dtype.size(),
+            T::DTYPE.size(),
+            "{dtype} stored as {}",
+            T::DTYPE
+        );
         let t = Tensor::from_vec(dims, data);
         Tensor { dtype, ..t }
     }
@@ -57,7 +80,11 @@ impl Tensor {
     pub fn from_bits(dtype: DType, dims: Vec<usize>, bits: Vec<u8>) -> Tensor {
         assert_eq!(dtype.size(), 1);
         assert_eq!(dims.iter().product::<usize>(), bits.len());
-        Tensor { dtype, dims, bytes: Bytes::from(bits) }
+        Tensor {
+            dtype,
+            dims,
+            bytes: Bytes::from(bits),
+        }
     }
 
     pub fn scalar<T: Element>(v: T) -> Tensor {
@@ -98,7 +125,12 @@ impl Tensor {
         if T::DTYPE != self.dtype && !(T::DTYPE == DType::U8 && self.dtype.size() == 1) {
             return None;
         }
-        Some(self.bytes.chunks_exact(T::DTYPE.size()).map(T::read_le).collect())
+        Some(
+            self.bytes
+                .chunks_exact(T::DTYPE.size())
+                .map(T::read_le)
+                .collect(),
+        )
     }
 
     /// Every element widened to f64 (integers exactly up to 2^53; narrow floats are decoded).
@@ -158,7 +190,13 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({}{:?}, {} bytes)", self.dtype, self.dims, self.bytes.len())
+        write!(
+            f,
+            "Tensor({}{:?}, {} bytes)",
+            self.dtype,
+            self.dims,
+            self.bytes.len()
+        )
     }
 }
 

@@ -85,7 +85,9 @@ impl TernaryWeights {
     }
 
     pub fn nonzeros(&self) -> usize {
-        (0..self.rows).map(|r| (0..self.cols).filter(|&c| self.sign(r, c) != 0).count()).sum()
+        (0..self.rows)
+            .map(|r| (0..self.cols).filter(|&c| self.sign(r, c) != 0).count())
+            .sum()
     }
 
     /// Recognises `t` as ternary. Values within `ulps` units in the last place of ±s count as ±s
@@ -93,7 +95,8 @@ impl TernaryWeights {
     /// [`Self::to_tensor`] turns back into the dense tensor the graph should use.
     pub fn detect(t: &Tensor, layout: WeightLayout, ulps: u32) -> Option<TernaryWeights> {
         let dtype = t.dtype();
-        if !(matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || dtype.is_int()) {
+        if !(matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || dtype.is_int())
+        {
             return None;
         }
         let (rows, cols) = view(t.dims(), layout)?;
@@ -161,7 +164,15 @@ impl TernaryWeights {
                 signs[i / 4] |= code << ((i % 4) * 2);
             }
         }
-        Some(TernaryWeights { dtype, dims: t.dims().to_vec(), layout, rows, cols, signs, scale })
+        Some(TernaryWeights {
+            dtype,
+            dims: t.dims().to_vec(),
+            layout,
+            rows,
+            cols,
+            signs,
+            scale,
+        })
     }
 
     /// The dense tensor: sign × scale in the original dtype.
@@ -177,8 +188,13 @@ impl TernaryWeights {
         match self.dtype {
             DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
             DType::F64 => Tensor::from_vec(dims, vals),
-            DType::F16 => Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect()),
-            DType::BF16 => Tensor::from_vec(dims, vals.iter().map(|&v| half::bf16::from_f64(v)).collect()),
+            DType::F16 => {
+                Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect())
+            }
+            DType::BF16 => Tensor::from_vec(
+                dims,
+                vals.iter().map(|&v| half::bf16::from_f64(v)).collect(),
+            ),
             d => {
                 let mut bytes = Vec::with_capacity(vals.len() * d.size());
                 for v in vals {
@@ -217,7 +233,10 @@ mod tests {
         let far = f32::from_bits(s.to_bits() + 3);
         let t = Tensor::from_vec(vec![2, 2], vec![s, -up, 0.0, s]);
         let w = TernaryWeights::detect(&t, WeightLayout::RowsFirst, 1).unwrap();
-        assert_eq!(w.to_tensor(), Tensor::from_vec(vec![2, 2], vec![s, -s, 0.0, s]));
+        assert_eq!(
+            w.to_tensor(),
+            Tensor::from_vec(vec![2, 2], vec![s, -s, 0.0, s])
+        );
         assert!(TernaryWeights::detect(&t, WeightLayout::RowsFirst, 0).is_none());
         let t = Tensor::from_vec(vec![1, 2], vec![s, far]);
         assert!(TernaryWeights::detect(&t, WeightLayout::RowsFirst, 1).is_none());
@@ -229,6 +248,13 @@ mod tests {
         let w = TernaryWeights::detect(&t, WeightLayout::RowsFirst, 0).unwrap();
         assert_eq!(w.scale, TernaryScale::PerTensor(3.0));
         assert_eq!(w.to_tensor(), t);
-        assert!(TernaryWeights::detect(&Tensor::from_vec(vec![1, 2], vec![1i8, 2]), WeightLayout::RowsFirst, 0).is_none());
+        assert!(
+            TernaryWeights::detect(
+                &Tensor::from_vec(vec![1, 2], vec![1i8, 2]),
+                WeightLayout::RowsFirst,
+                0
+            )
+            .is_none()
+        );
     }
 }

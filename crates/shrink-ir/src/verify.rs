@@ -39,7 +39,11 @@ impl std::error::Error for VerifyError {}
 
 fn at(g: &Graph, id: NodeId, msg: impl Into<String>) -> VerifyError {
     let n = g.node(id);
-    VerifyError { node: Some(id), context: format!("(node '{}', op {})", n.name, n.op.name()), msg: msg.into() }
+    VerifyError {
+        node: Some(id),
+        context: format!("(node '{}', op {})", n.name, n.op.name()),
+        msg: msg.into(),
+    }
 }
 
 /// Checks every invariant listed in the module doc; returns the first violation.
@@ -55,10 +59,26 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
             let w = e.weight();
             let src = g.node(NodeId(e.source()));
             if w.from_slot as usize >= src.outputs.len() {
-                return Err(at(g, id, format!("input {} reads output {} of a node with {}", w.to_slot, w.from_slot, src.outputs.len())));
+                return Err(at(
+                    g,
+                    id,
+                    format!(
+                        "input {} reads output {} of a node with {}",
+                        w.to_slot,
+                        w.from_slot,
+                        src.outputs.len()
+                    ),
+                ));
             }
             if w.to_slot as usize >= node.num_inputs {
-                return Err(at(g, id, format!("edge into input {} but the node has {} inputs", w.to_slot, node.num_inputs)));
+                return Err(at(
+                    g,
+                    id,
+                    format!(
+                        "edge into input {} but the node has {} inputs",
+                        w.to_slot, node.num_inputs
+                    ),
+                ));
             }
             if !seen.insert(w.to_slot) {
                 return Err(at(g, id, format!("input {} has two producers", w.to_slot)));
@@ -67,7 +87,11 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
         match &node.op {
             Op::Input { index } => {
                 if g.inputs.get(*index) != Some(&id) {
-                    return Err(at(g, id, format!("Input {index} is not graph input {index}")));
+                    return Err(at(
+                        g,
+                        id,
+                        format!("Input {index} is not graph input {index}"),
+                    ));
                 }
             }
             Op::Const(c) => {
@@ -76,51 +100,90 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 };
                 let ty = crate::ValueType::fixed(t.dtype(), t.dims());
                 if node.outputs.len() != 1 || node.outputs[0] != ty {
-                    return Err(at(g, id, format!("declares {:?} but its constant is {ty}", node.outputs)));
+                    return Err(at(
+                        g,
+                        id,
+                        format!("declares {:?} but its constant is {ty}", node.outputs),
+                    ));
                 }
             }
             op => {
-                let ins: Vec<_> = g.inputs_of(id).iter().map(|v| v.map(|v| g.dtype(v))).collect();
-                let want = infer_dtypes(op, &ins, node.outputs.len()).map_err(|e| at(g, id, e.to_string()))?;
+                let ins: Vec<_> = g
+                    .inputs_of(id)
+                    .iter()
+                    .map(|v| v.map(|v| g.dtype(v)))
+                    .collect();
+                let want = infer_dtypes(op, &ins, node.outputs.len())
+                    .map_err(|e| at(g, id, e.to_string()))?;
                 let infos: Vec<_> = g
                     .inputs_of(id)
                     .iter()
                     .map(|v| {
-                        v.map(|v| crate::op::shapes::InputInfo { ty: g.value_type(v), value: g.const_value(v).map(|t| &**t) })
+                        v.map(|v| crate::op::shapes::InputInfo {
+                            ty: g.value_type(v),
+                            value: g.const_value(v).map(|t| &**t),
+                        })
                     })
                     .collect();
-                let shapes = crate::op::shapes::infer_shapes(op, &infos, node.outputs.len()).map_err(|e| at(g, id, e.to_string()))?;
+                let shapes = crate::op::shapes::infer_shapes(op, &infos, node.outputs.len())
+                    .map_err(|e| at(g, id, e.to_string()))?;
                 for (k, (t, s)) in node.outputs.iter().zip(&shapes).enumerate() {
                     crate::op::shapes::merge_shapes(t.shape.as_ref(), s.as_ref())
                         .map_err(|e| at(g, id, format!("output {k}: {e}")))?;
                 }
                 let have: Vec<_> = node.outputs.iter().map(|t| t.dtype).collect();
                 if want.len() < have.len() || have.iter().zip(&want).any(|(a, b)| a != b) {
-                    let show = |v: &[crate::DType]| v.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ");
-                    return Err(at(g, id, format!("outputs are ({}) but the inputs imply ({})", show(&have), show(&want))));
+                    let show = |v: &[crate::DType]| {
+                        v.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+                    };
+                    return Err(at(
+                        g,
+                        id,
+                        format!(
+                            "outputs are ({}) but the inputs imply ({})",
+                            show(&have),
+                            show(&want)
+                        ),
+                    ));
                 }
             }
         }
     }
     for (i, id) in g.inputs.iter().enumerate() {
         if !g.contains(*id) || g.node(*id).op != (Op::Input { index: i }) {
-            return Err(VerifyError { node: Some(*id), context: String::new(), msg: format!("graph input {i} is not an Input node") });
+            return Err(VerifyError {
+                node: Some(*id),
+                context: String::new(),
+                msg: format!("graph input {i} is not an Input node"),
+            });
         }
     }
     for (c, t) in &g.ternary {
         match g.consts.get(c.0 as usize) {
             Some(dense) if t.to_tensor() == **dense => {}
             Some(_) => {
-                return Err(VerifyError { node: None, context: String::new(), msg: format!("ternary form of constant c{} differs from its value", c.0) });
+                return Err(VerifyError {
+                    node: None,
+                    context: String::new(),
+                    msg: format!("ternary form of constant c{} differs from its value", c.0),
+                });
             }
             None => {
-                return Err(VerifyError { node: None, context: String::new(), msg: format!("ternary annotation of missing constant c{}", c.0) });
+                return Err(VerifyError {
+                    node: None,
+                    context: String::new(),
+                    msg: format!("ternary annotation of missing constant c{}", c.0),
+                });
             }
         }
     }
     for (name, v) in &g.outputs {
         if !g.contains(v.node) || v.slot as usize >= g.node(v.node).outputs.len() {
-            return Err(VerifyError { node: None, context: String::new(), msg: format!("graph output '{name}' refers to missing value {v}") });
+            return Err(VerifyError {
+                node: None,
+                context: String::new(),
+                msg: format!("graph output '{name}' refers to missing value {v}"),
+            });
         }
     }
     Ok(())

@@ -13,7 +13,12 @@ fn f32s(n: usize) -> ValueType {
 fn base() -> (Graph, shrink_ir::NodeId, shrink_ir::NodeId) {
     let mut g = Graph::new();
     let x = g.add_input("x", f32s(4));
-    let r = g.add_node(Op::Unary(Unary::Relu), "relu", &[Some(x.into())], vec![f32s(4)]);
+    let r = g.add_node(
+        Op::Unary(Unary::Relu),
+        "relu",
+        &[Some(x.into())],
+        vec![f32s(4)],
+    );
     g.outputs.push(("y".into(), r.into()));
     (g, x, r)
 }
@@ -27,7 +32,12 @@ fn valid_graph_verifies() {
 #[test]
 fn invariant_1_cycle() {
     let (mut g, _, r) = base();
-    let n = g.add_node(Op::Unary(Unary::Neg), "neg", &[Some(r.into())], vec![f32s(4)]);
+    let n = g.add_node(
+        Op::Unary(Unary::Neg),
+        "neg",
+        &[Some(r.into())],
+        vec![f32s(4)],
+    );
     // Rewire relu's input to neg's output: relu → neg → relu.
     let e = g.g.find_edge(g.inputs[0].0, r.0).unwrap();
     g.g.remove_edge(e);
@@ -39,13 +49,34 @@ fn invariant_1_cycle() {
 #[test]
 fn invariant_2_bad_slots_and_double_producers() {
     let (mut g, x, r) = base();
-    g.g.add_edge(x.0, r.0, Edge { from_slot: 3, to_slot: 0 });
+    g.g.add_edge(
+        x.0,
+        r.0,
+        Edge {
+            from_slot: 3,
+            to_slot: 0,
+        },
+    );
     assert!(verify(&g).unwrap_err().msg.contains("reads output 3"));
     let (mut g, x, r) = base();
-    g.g.add_edge(x.0, r.0, Edge { from_slot: 0, to_slot: 5 });
+    g.g.add_edge(
+        x.0,
+        r.0,
+        Edge {
+            from_slot: 0,
+            to_slot: 5,
+        },
+    );
     assert!(verify(&g).unwrap_err().msg.contains("edge into input 5"));
     let (mut g, x, r) = base();
-    g.g.add_edge(x.0, r.0, Edge { from_slot: 0, to_slot: 0 });
+    g.g.add_edge(
+        x.0,
+        r.0,
+        Edge {
+            from_slot: 0,
+            to_slot: 0,
+        },
+    );
     assert!(verify(&g).unwrap_err().msg.contains("two producers"));
 }
 
@@ -77,25 +108,48 @@ fn invariant_6_dtypes() {
     let (mut g, _, r) = base();
     g.node_mut(r).outputs[0].dtype = DType::I64;
     let err = verify(&g).unwrap_err();
-    assert!(err.to_string().contains("(node 'relu', op Relu)") && err.msg.contains("imply (f32)"), "{err}");
+    assert!(
+        err.to_string().contains("(node 'relu', op Relu)") && err.msg.contains("imply (f32)"),
+        "{err}"
+    );
     let mut g = Graph::new();
     let a = g.add_input("a", f32s(2));
     let b = g.add_input("b", ValueType::fixed(DType::I32, &[2]));
-    g.add_node(Op::Binary(Binary::Add), "add", &[Some(a.into()), Some(b.into())], vec![f32s(2)]);
+    g.add_node(
+        Op::Binary(Binary::Add),
+        "add",
+        &[Some(a.into()), Some(b.into())],
+        vec![f32s(2)],
+    );
     assert!(verify(&g).unwrap_err().msg.contains("input 1 is i32"));
     let mut g = Graph::new();
     let a = g.add_input("a", f32s(2));
-    g.add_node(Op::Binary(Binary::Add), "add", &[Some(a.into()), None], vec![f32s(2)]);
-    assert!(verify(&g).unwrap_err().msg.contains("missing required input 1"));
+    g.add_node(
+        Op::Binary(Binary::Add),
+        "add",
+        &[Some(a.into()), None],
+        vec![f32s(2)],
+    );
+    assert!(
+        verify(&g)
+            .unwrap_err()
+            .msg
+            .contains("missing required input 1")
+    );
 }
 
 #[test]
 fn parse_errors_carry_line_numbers() {
-    let e = parse_graph("graph {\n  %0 = Input 0 \"x\" : f32[2]\n  %1 = Frob(%0) \"f\" : f32[2]\n}\n").unwrap_err();
+    let e =
+        parse_graph("graph {\n  %0 = Input 0 \"x\" : f32[2]\n  %1 = Frob(%0) \"f\" : f32[2]\n}\n")
+            .unwrap_err();
     assert_eq!((e.line, e.msg.as_str()), (3, "unknown op `Frob`"));
     let e = parse_graph("graph {\n  %1 = Relu(%0) \"r\" : f32[2]\n}\n").unwrap_err();
     assert_eq!((e.line, e.msg.as_str()), (2, "%0 is not defined"));
-    let e = parse_graph("graph {\n  %0 = Input 0 \"x\" : f32[2]\n  %1 = LeakyRelu{beta=1.0}(%0) \"r\" : f32[2]\n}").unwrap_err();
+    let e = parse_graph(
+        "graph {\n  %0 = Input 0 \"x\" : f32[2]\n  %1 = LeakyRelu{beta=1.0}(%0) \"r\" : f32[2]\n}",
+    )
+    .unwrap_err();
     assert_eq!(e.line, 3);
     assert!(e.msg.contains("no attribute `beta`"), "{}", e.msg);
 }

@@ -46,16 +46,22 @@ impl<'a> Attrs<'a> {
     fn typed(&self, name: &str, want: AttributeType) -> Result<Option<&'a AttributeProto>, String> {
         match self.get(name) {
             None => Ok(None),
-            Some(a) if !a.ref_attr_name.is_empty() => {
-                Err(format!("attribute '{name}' refers to a function attribute, which is only valid inside a function"))
-            }
+            Some(a) if !a.ref_attr_name.is_empty() => Err(format!(
+                "attribute '{name}' refers to a function attribute, which is only valid inside a function"
+            )),
             Some(a) if kind(a) == want => Ok(Some(a)),
-            Some(a) => Err(format!("attribute '{name}' should be {:?}, found {:?}", want, kind(a))),
+            Some(a) => Err(format!(
+                "attribute '{name}' should be {:?}, found {:?}",
+                want,
+                kind(a)
+            )),
         }
     }
 
     pub fn int(&self, name: &str, default: i64) -> Result<i64, String> {
-        Ok(self.typed(name, AttributeType::Int)?.map_or(default, |a| a.i))
+        Ok(self
+            .typed(name, AttributeType::Int)?
+            .map_or(default, |a| a.i))
     }
 
     pub fn opt_int(&self, name: &str) -> Result<Option<i64>, String> {
@@ -72,23 +78,29 @@ impl<'a> Attrs<'a> {
     }
 
     pub fn float(&self, name: &str, default: f32) -> Result<f32, String> {
-        Ok(self.typed(name, AttributeType::Float)?.map_or(default, |a| a.f))
+        Ok(self
+            .typed(name, AttributeType::Float)?
+            .map_or(default, |a| a.f))
     }
 
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
-        Ok(self.typed(name, AttributeType::Ints)?.map(|a| a.ints.clone()))
+        Ok(self
+            .typed(name, AttributeType::Ints)?
+            .map(|a| a.ints.clone()))
     }
 
     pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>, String> {
-        Ok(self.typed(name, AttributeType::Floats)?.map(|a| a.floats.clone()))
+        Ok(self
+            .typed(name, AttributeType::Floats)?
+            .map(|a| a.floats.clone()))
     }
 
     pub fn string(&self, name: &str) -> Result<Option<String>, String> {
         match self.typed(name, AttributeType::String)? {
             None => Ok(None),
-            Some(a) => {
-                String::from_utf8(a.s.to_vec()).map(Some).map_err(|_| format!("attribute '{name}' is not UTF-8"))
-            }
+            Some(a) => String::from_utf8(a.s.to_vec())
+                .map(Some)
+                .map_err(|_| format!("attribute '{name}' is not UTF-8")),
         }
     }
 
@@ -97,8 +109,12 @@ impl<'a> Attrs<'a> {
         match self.typed(name, AttributeType::Tensor)? {
             None => Ok(None),
             Some(a) => {
-                let t = a.t.as_ref().ok_or_else(|| format!("attribute '{name}' has no tensor"))?;
-                crate::tensor::tensor_from_proto(t, None, cap).map(Some).map_err(|e| format!("attribute '{name}': {e}"))
+                let t =
+                    a.t.as_ref()
+                        .ok_or_else(|| format!("attribute '{name}' has no tensor"))?;
+                crate::tensor::tensor_from_proto(t, None, cap)
+                    .map(Some)
+                    .map_err(|e| format!("attribute '{name}': {e}"))
             }
         }
     }

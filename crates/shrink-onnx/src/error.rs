@@ -12,11 +12,19 @@ pub struct ImportError {
 
 impl ImportError {
     pub fn new(file: &str, msg: impl Into<String>) -> ImportError {
-        ImportError { file: file.into(), node: None, msg: msg.into() }
+        ImportError {
+            file: file.into(),
+            node: None,
+            msg: msg.into(),
+        }
     }
 
     pub fn at_node(file: &str, name: &str, op: &str, msg: impl Into<String>) -> ImportError {
-        ImportError { file: file.into(), node: Some((name.into(), op.into())), msg: msg.into() }
+        ImportError {
+            file: file.into(),
+            node: Some((name.into(), op.into())),
+            msg: msg.into(),
+        }
     }
 }
 

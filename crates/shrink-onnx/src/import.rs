@@ -24,7 +24,9 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> ImportOptions {
-        ImportOptions { max_memory: 4 << 30 }
+        ImportOptions {
+            max_memory: 4 << 30,
+        }
     }
 }
 
@@ -40,29 +42,56 @@ pub struct Imported {
 /// Loads and imports a model file.
 pub fn load_model(path: &Path, opts: &ImportOptions) -> Result<Imported, ImportError> {
     let file_name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| ImportError::new(&file_name, e.to_string()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| ImportError::new(&file_name, e.to_string()))?;
     // SAFETY: read-only mapping of a model file shrink does not modify (see ExternalData::load).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ImportError::new(&file_name, e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| ImportError::new(&file_name, e.to_string()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     import_bytes(&file_name, Bytes::from_owner(map), Some(dir), opts)
 }
 
 /// Imports a model from bytes (external data is then refused).
-pub fn load_model_bytes(name: &str, bytes: Bytes, opts: &ImportOptions) -> Result<Imported, ImportError> {
+pub fn load_model_bytes(
+    name: &str,
+    bytes: Bytes,
+    opts: &ImportOptions,
+) -> Result<Imported, ImportError> {
     import_bytes(name, bytes, None, opts)
 }
 
-fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptions) -> Result<Imported, ImportError> {
-    let model = ModelProto::decode(bytes).map_err(|e| ImportError::new(file, format!("not a valid ONNX model: {e}")))?;
+fn import_bytes(
+    file: &str,
+    bytes: Bytes,
+    dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| ImportError::new(file, format!("not a valid ONNX model: {e}")))?;
     let opset = model
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or_else(|| ImportError::new(file, "the model imports no default-domain (ai.onnx) opset"))?;
-    let graph = model.graph.as_ref().ok_or_else(|| ImportError::new(file, "the model has no graph"))?;
+        .ok_or_else(|| {
+            ImportError::new(file, "the model imports no default-domain (ai.onnx) opset")
+        })?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::new(file, "the model has no graph"))?;
     let ext = dir.map(ExternalData::new);
-    let mut imp = Importer { file, opts, opset, g: Graph::new(), names: HashMap::new(), types: HashMap::new() };
+    let mut imp = Importer {
+        file,
+        opts,
+        opset,
+        g: Graph::new(),
+        names: HashMap::new(),
+        types: HashMap::new(),
+    };
     for vi in graph.value_info.iter().chain(&graph.output) {
         if let Some(t) = value_type(vi).map_err(|e| ImportError::new(file, e))? {
             imp.types.insert(vi.name.clone(), t);
@@ -72,13 +101,19 @@ fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptio
         let t = tensor_from_proto(init, ext.as_ref(), opts.max_memory)
             .map_err(|e| ImportError::new(file, format!("initializer '{}': {e}", init.name)))?;
         if imp.names.contains_key(&init.name) {
-            return Err(ImportError::new(file, format!("initializer '{}' is defined twice", init.name)));
+            return Err(ImportError::new(
+                file,
+                format!("initializer '{}' is defined twice", init.name),
+            ));
         }
         let id = imp.g.add_const(&init.name, Arc::new(t));
         imp.names.insert(init.name.clone(), id.into());
     }
     if !graph.sparse_initializer.is_empty() {
-        return Err(ImportError::new(file, "sparse initializers are not supported"));
+        return Err(ImportError::new(
+            file,
+            "sparse initializers are not supported",
+        ));
     }
     for vi in &graph.input {
         // A graph input that is also an initializer takes the initializer as its (fixed) value.
@@ -87,7 +122,12 @@ fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptio
         }
         let ty = value_type(vi)
             .map_err(|e| ImportError::new(file, e))?
-            .ok_or_else(|| ImportError::new(file, format!("graph input '{}' has no tensor type", vi.name)))?;
+            .ok_or_else(|| {
+                ImportError::new(
+                    file,
+                    format!("graph input '{}' has no tensor type", vi.name),
+                )
+            })?;
         let id = imp.g.add_input(&vi.name, ty);
         imp.names.insert(vi.name.clone(), id.into());
     }
@@ -95,8 +135,14 @@ fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptio
     let mut unsupported = Vec::new();
     for i in order {
         let node = &graph.node[i];
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") || ops::lookup(&node.op_type).is_none() && node.op_type != "Constant" {
-            let domain = if node.domain.is_empty() { String::new() } else { format!("{}.", node.domain) };
+        if !(node.domain.is_empty() || node.domain == "ai.onnx")
+            || ops::lookup(&node.op_type).is_none() && node.op_type != "Constant"
+        {
+            let domain = if node.domain.is_empty() {
+                String::new()
+            } else {
+                format!("{}.", node.domain)
+            };
             unsupported.push(format!("'{}' ({domain}{})", node.name, node.op_type));
             // Keep importing so that every unsupported op is reported; outputs stay undefined.
             continue;
@@ -104,21 +150,33 @@ fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptio
         if !unsupported.is_empty() {
             continue;
         }
-        imp.node(node).map_err(|msg| ImportError::at_node(file, &node.name, &node.op_type, msg))?;
+        imp.node(node)
+            .map_err(|msg| ImportError::at_node(file, &node.name, &node.op_type, msg))?;
     }
     if !unsupported.is_empty() {
-        return Err(ImportError::new(file, format!("unsupported ops: {}", unsupported.join(", "))));
+        return Err(ImportError::new(
+            file,
+            format!("unsupported ops: {}", unsupported.join(", ")),
+        ));
     }
     for vi in &graph.output {
         let v = *imp.names.get(&vi.name).ok_or_else(|| {
-            ImportError::new(file, format!("graph output '{}' is not produced by any node", vi.name))
+            ImportError::new(
+                file,
+                format!("graph output '{}' is not produced by any node", vi.name),
+            )
         })?;
         if let Some(t) = imp.types.get(&vi.name)
             && t.dtype != imp.g.dtype(v)
         {
             return Err(ImportError::new(
                 file,
-                format!("graph output '{}' is declared {} but computes {}", vi.name, t.dtype, imp.g.dtype(v)),
+                format!(
+                    "graph output '{}' is declared {} but computes {}",
+                    vi.name,
+                    t.dtype,
+                    imp.g.dtype(v)
+                ),
             ));
         }
         imp.g.outputs.push((vi.name.clone(), v));
@@ -130,7 +188,11 @@ fn import_bytes(file: &str, bytes: Bytes, dir: Option<&Path>, opts: &ImportOptio
         }
         None => ImportError::new(file, e.msg),
     })?;
-    Ok(Imported { graph: imp.g, opset, producer: model.producer_name.clone() })
+    Ok(Imported {
+        graph: imp.g,
+        opset,
+        producer: model.producer_name.clone(),
+    })
 }
 
 struct Importer<'a> {
@@ -148,7 +210,11 @@ impl Importer<'_> {
     fn node(&mut self, node: &NodeProto) -> Result<(), String> {
         let _ = self.file;
         let attrs = Attrs::new(&node.attribute);
-        let num_outputs = node.output.iter().rposition(|o| !o.is_empty()).map_or(0, |p| p + 1);
+        let num_outputs = node
+            .output
+            .iter()
+            .rposition(|o| !o.is_empty())
+            .map_or(0, |p| p + 1);
         if num_outputs == 0 {
             return Err("the node has no outputs".into());
         }
@@ -168,31 +234,51 @@ impl Importer<'_> {
             if name.is_empty() {
                 inputs.push(None);
             } else {
-                let v = self.names.get(name).ok_or_else(|| format!("input '{name}' is not defined"))?;
+                let v = self
+                    .names
+                    .get(name)
+                    .ok_or_else(|| format!("input '{name}' is not defined"))?;
                 inputs.push(Some(*v));
             }
         }
         let input_types = inputs.iter().map(|v| v.map(|v| self.g.dtype(v))).collect();
         let builder = ops::lookup(&node.op_type).ok_or("unsupported op")?;
-        let nin = NodeIn { proto: node, attrs, opset: self.opset, inputs, input_types, cap: self.opts.max_memory };
+        let nin = NodeIn {
+            proto: node,
+            attrs,
+            opset: self.opset,
+            inputs,
+            input_types,
+            cap: self.opts.max_memory,
+        };
         let built = builder(&nin)?;
         let mut wired = Vec::with_capacity(built.inputs.len());
         for (slot, i) in built.inputs.into_iter().enumerate() {
             wired.push(match i {
                 Input::Value(v) => Some(v),
                 Input::Absent => None,
-                Input::Const(t) => Some(self.g.add_const(&format!("{}:in{slot}", node.name), Arc::new(t)).into()),
+                Input::Const(t) => Some(
+                    self.g
+                        .add_const(&format!("{}:in{slot}", node.name), Arc::new(t))
+                        .into(),
+                ),
             });
         }
         let dtypes: Vec<Option<DType>> = wired.iter().map(|v| v.map(|v| self.g.dtype(v))).collect();
-        let out_dtypes = infer_dtypes(&built.op, &dtypes, num_outputs).map_err(|e| e.to_string())?;
+        let out_dtypes =
+            infer_dtypes(&built.op, &dtypes, num_outputs).map_err(|e| e.to_string())?;
         if out_dtypes.len() < num_outputs {
-            return Err(format!("the op has {} outputs, the node declares {num_outputs}", out_dtypes.len()));
+            return Err(format!(
+                "the op has {} outputs, the node declares {num_outputs}",
+                out_dtypes.len()
+            ));
         }
         let outputs: Vec<ValueType> = (0..num_outputs)
             .map(|k| {
                 let declared = node.output.get(k).and_then(|n| self.types.get(n));
-                let shape = declared.filter(|t| t.dtype == out_dtypes[k]).and_then(|t| t.shape.clone());
+                let shape = declared
+                    .filter(|t| t.dtype == out_dtypes[k])
+                    .and_then(|t| t.shape.clone());
                 ValueType::new(out_dtypes[k], shape)
             })
             .collect();
@@ -210,7 +296,9 @@ impl Importer<'_> {
 fn constant_value(a: &Attrs<'_>, cap: usize) -> Result<Tensor, String> {
     let names: Vec<&str> = a.names().collect();
     if names.len() != 1 {
-        return Err(format!("Constant needs exactly one value attribute, found {names:?}"));
+        return Err(format!(
+            "Constant needs exactly one value attribute, found {names:?}"
+        ));
     }
     if let Some(t) = a.tensor("value", cap)? {
         return Ok(t);
@@ -230,29 +318,47 @@ fn constant_value(a: &Attrs<'_>, cap: usize) -> Result<Tensor, String> {
     if a.get("sparse_value").is_some() {
         return Err("sparse Constant values are not supported".into());
     }
-    Err(format!("Constant attribute '{}' is not supported", names[0]))
+    Err(format!(
+        "Constant attribute '{}' is not supported",
+        names[0]
+    ))
 }
 
 /// The IR type of a graph value's declared type, `None` if it declares none.
 fn value_type(vi: &ValueInfoProto) -> Result<Option<ValueType>, String> {
-    let Some(TypeProto { value: Some(v), .. }) = &vi.r#type else { return Ok(None) };
+    let Some(TypeProto { value: Some(v), .. }) = &vi.r#type else {
+        return Ok(None);
+    };
     let type_proto::Value::TensorType(t) = v else {
-        return Err(format!("value '{}' is not a tensor (sequences, maps and optionals are not supported)", vi.name));
+        return Err(format!(
+            "value '{}' is not a tensor (sequences, maps and optionals are not supported)",
+            vi.name
+        ));
     };
     let dtype = match t.elem_type {
         0 => return Ok(None),
-        8 => return Err(format!("value '{}' is a string tensor, which is not supported", vi.name)),
-        c => DType::from_onnx(c).ok_or_else(|| format!("value '{}' has unsupported element type {c}", vi.name))?,
+        8 => {
+            return Err(format!(
+                "value '{}' is a string tensor, which is not supported",
+                vi.name
+            ));
+        }
+        c => DType::from_onnx(c)
+            .ok_or_else(|| format!("value '{}' has unsupported element type {c}", vi.name))?,
     };
     let shape = t.shape.as_ref().map(|s| {
         Shape(
             s.dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(n)) if *n >= 0 => {
+                    Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(n))
+                        if *n >= 0 =>
+                    {
                         Dim::Fixed(*n as usize)
                     }
-                    Some(crate::proto::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                    Some(crate::proto::tensor_shape_proto::dimension::Value::DimParam(p))
+                        if !p.is_empty() =>
+                    {
                         Dim::Sym(p.clone())
                     }
                     _ => Dim::Unknown,
@@ -265,7 +371,11 @@ fn value_type(vi: &ValueInfoProto) -> Result<Option<ValueType>, String> {
 
 /// Orders nodes so that every input is produced before use (Kahn's algorithm, stable in file
 /// order). Errors name a node whose input nothing produces, or a node on a cycle.
-fn node_order(file: &str, nodes: &[NodeProto], known: &HashMap<String, Value>) -> Result<Vec<usize>, ImportError> {
+fn node_order(
+    file: &str,
+    nodes: &[NodeProto],
+    known: &HashMap<String, Value>,
+) -> Result<Vec<usize>, ImportError> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
@@ -287,13 +397,16 @@ fn node_order(file: &str, nodes: &[NodeProto], known: &HashMap<String, Value>) -
                         file,
                         &n.name,
                         &n.op_type,
-                        format!("input '{name}' is not a graph input, an initializer or any node's output"),
+                        format!(
+                            "input '{name}' is not a graph input, an initializer or any node's output"
+                        ),
                     ));
                 }
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -305,7 +418,12 @@ fn node_order(file: &str, nodes: &[NodeProto], known: &HashMap<String, Value>) -
         }
     }
     if let Some(i) = (0..nodes.len()).find(|&i| indeg[i] > 0) {
-        return Err(ImportError::at_node(file, &nodes[i].name, &nodes[i].op_type, "the node is on a cycle"));
+        return Err(ImportError::at_node(
+            file,
+            &nodes[i].name,
+            &nodes[i].op_type,
+            "the node is on a cycle",
+        ));
     }
     Ok(order)
 }

@@ -17,27 +17,45 @@ pub struct ExternalData {
 
 impl ExternalData {
     pub fn new(model_dir: &Path) -> ExternalData {
-        ExternalData { dir: model_dir.to_path_buf(), files: RefCell::new(HashMap::new()) }
+        ExternalData {
+            dir: model_dir.to_path_buf(),
+            files: RefCell::new(HashMap::new()),
+        }
     }
 
     fn load(&self, location: &str) -> Result<Bytes, String> {
         let rel = Path::new(location);
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(format!("external data location '{location}' must be a relative path inside the model's folder"));
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(format!(
+                "external data location '{location}' must be a relative path inside the model's folder"
+            ));
         }
         let path = self.dir.join(rel);
-        let real = path.canonicalize().map_err(|e| format!("external data file '{location}': {e}"))?;
-        let root = self.dir.canonicalize().map_err(|e| format!("model folder: {e}"))?;
+        let real = path
+            .canonicalize()
+            .map_err(|e| format!("external data file '{location}': {e}"))?;
+        let root = self
+            .dir
+            .canonicalize()
+            .map_err(|e| format!("model folder: {e}"))?;
         if !real.starts_with(&root) {
-            return Err(format!("external data file '{location}' resolves outside the model's folder"));
+            return Err(format!(
+                "external data file '{location}' resolves outside the model's folder"
+            ));
         }
         if let Some(b) = self.files.borrow().get(&real) {
             return Ok(b.clone());
         }
-        let file = std::fs::File::open(&real).map_err(|e| format!("external data file '{location}': {e}"))?;
+        let file = std::fs::File::open(&real)
+            .map_err(|e| format!("external data file '{location}': {e}"))?;
         // SAFETY: the mapping is read-only; shrink never writes model files, and a concurrent
         // truncation by another process is outside what any mmap-based loader can defend against.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("external data file '{location}': {e}"))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| format!("external data file '{location}': {e}"))?;
         let b = Bytes::from_owner(map);
         self.files.borrow_mut().insert(real, b.clone());
         Ok(b)
@@ -49,7 +67,11 @@ fn entry<'a>(list: &'a [StringStringEntryProto], key: &str) -> Option<&'a str> {
 }
 
 /// Decodes a TensorProto. `cap` bounds the decoded size in bytes (checked before allocating).
-pub fn tensor_from_proto(t: &TensorProto, ext: Option<&ExternalData>, cap: usize) -> Result<Tensor, String> {
+pub fn tensor_from_proto(
+    t: &TensorProto,
+    ext: Option<&ExternalData>,
+    cap: usize,
+) -> Result<Tensor, String> {
     let dtype = match t.data_type {
         8 => return Err("string tensors are not supported".into()),
         14 | 15 => return Err("complex tensors are not supported".into()),
@@ -68,21 +90,38 @@ pub fn tensor_from_proto(t: &TensorProto, ext: Option<&ExternalData>, cap: usize
     let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let numel = match numel.filter(|n| n.checked_mul(dtype.size()).is_some_and(|b| b <= cap)) {
         Some(n) => n,
-        None => return Err(format!("shape {:?} of {dtype} exceeds the memory cap of {cap} bytes", dims)),
+        None => {
+            return Err(format!(
+                "shape {:?} of {dtype} exceeds the memory cap of {cap} bytes",
+                dims
+            ));
+        }
     };
     let wire_bytes = (numel * dtype.wire_bits()).div_ceil(8);
     let raw: Option<Bytes> = if t.data_location == DataLocation::External as i32 {
         let ext = ext.ok_or("external data is only allowed in model initializers")?;
-        let location = entry(&t.external_data, "location").ok_or("external data without a location")?;
+        let location =
+            entry(&t.external_data, "location").ok_or("external data without a location")?;
         let file = ext.load(location)?;
         let parse = |k: &str| -> Result<Option<usize>, String> {
-            entry(&t.external_data, k).map(|v| v.parse::<usize>().map_err(|_| format!("bad external data {k} '{v}'"))).transpose()
+            entry(&t.external_data, k)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| format!("bad external data {k} '{v}'"))
+                })
+                .transpose()
         };
         let offset = parse("offset")?.unwrap_or(0);
         let length = parse("length")?.unwrap_or(file.len().saturating_sub(offset));
-        let end = offset.checked_add(length).filter(|&e| e <= file.len()).ok_or_else(|| {
-            format!("external data {offset}+{length} lies outside '{location}' ({} bytes)", file.len())
-        })?;
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= file.len())
+            .ok_or_else(|| {
+                format!(
+                    "external data {offset}+{length} lies outside '{location}' ({} bytes)",
+                    file.len()
+                )
+            })?;
         Some(file.slice(offset..end))
     } else if !t.raw_data.is_empty() || numel == 0 {
         Some(t.raw_data.clone())
@@ -92,7 +131,10 @@ pub fn tensor_from_proto(t: &TensorProto, ext: Option<&ExternalData>, cap: usize
     let bytes: Bytes = match raw {
         Some(raw) => {
             if raw.len() != wire_bytes {
-                return Err(format!("raw data has {} bytes, {dtype}{dims:?} needs {wire_bytes}", raw.len()));
+                return Err(format!(
+                    "raw data has {} bytes, {dtype}{dims:?} needs {wire_bytes}",
+                    raw.len()
+                ));
             }
             match dtype.wire_bits() {
                 // Big-endian hosts would need a byte swap here; shrink's hosts are little-endian.
@@ -112,7 +154,9 @@ pub fn tensor_from_proto(t: &TensorProto, ext: Option<&ExternalData>, cap: usize
 fn unpack_bits(packed: &[u8], bits: usize, numel: usize) -> Vec<u8> {
     let per = 8 / bits;
     let mask = (1u8 << bits) - 1;
-    (0..numel).map(|i| (packed[i / per] >> ((i % per) * bits)) & mask).collect()
+    (0..numel)
+        .map(|i| (packed[i / per] >> ((i % per) * bits)) & mask)
+        .collect()
 }
 
 fn pack_bits(unpacked: &[u8], bits: usize) -> Vec<u8> {
@@ -136,7 +180,13 @@ fn sign_extend(dtype: DType, v: &mut [u8]) {
 }
 
 fn count(have: usize, numel: usize, field: &str) -> Result<(), String> {
-    if have == numel { Ok(()) } else { Err(format!("{field} has {have} values, the shape needs {numel}")) }
+    if have == numel {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} has {have} values, the shape needs {numel}"
+        ))
+    }
 }
 
 fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, String> {
@@ -144,19 +194,27 @@ fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, St
     match dtype {
         DType::F32 => {
             count(t.float_data.len(), numel, "float_data")?;
-            t.float_data.iter().for_each(|v| out.extend(v.to_le_bytes()));
+            t.float_data
+                .iter()
+                .for_each(|v| out.extend(v.to_le_bytes()));
         }
         DType::F64 => {
             count(t.double_data.len(), numel, "double_data")?;
-            t.double_data.iter().for_each(|v| out.extend(v.to_le_bytes()));
+            t.double_data
+                .iter()
+                .for_each(|v| out.extend(v.to_le_bytes()));
         }
         DType::I64 => {
             count(t.int64_data.len(), numel, "int64_data")?;
-            t.int64_data.iter().for_each(|v| out.extend(v.to_le_bytes()));
+            t.int64_data
+                .iter()
+                .for_each(|v| out.extend(v.to_le_bytes()));
         }
         DType::U32 | DType::U64 => {
             count(t.uint64_data.len(), numel, "uint64_data")?;
-            t.uint64_data.iter().for_each(|v| out.extend(&v.to_le_bytes()[..dtype.size()]));
+            t.uint64_data
+                .iter()
+                .for_each(|v| out.extend(&v.to_le_bytes()[..dtype.size()]));
         }
         d if d.wire_bits() < 8 => {
             // int32_data holds one packed byte per entry for the sub-byte types.
@@ -170,7 +228,9 @@ fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, St
             // int32_data carries every remaining type, one element per entry (f16/bf16 and the
             // float8 formats as their bit patterns).
             count(t.int32_data.len(), numel, "int32_data")?;
-            t.int32_data.iter().for_each(|v| out.extend(&v.to_le_bytes()[..dtype.size()]));
+            t.int32_data
+                .iter()
+                .for_each(|v| out.extend(&v.to_le_bytes()[..dtype.size()]));
         }
     }
     Ok(Bytes::from(out))
@@ -194,7 +254,8 @@ pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
 /// Reads a serialized TensorProto file (`input_0.pb`), returning its name and tensor.
 pub fn load_tensor_pb(path: &Path, cap: usize) -> Result<(String, Tensor), String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let proto = TensorProto::decode(Bytes::from(data)).map_err(|e| format!("{}: not a TensorProto: {e}", path.display()))?;
+    let proto = TensorProto::decode(Bytes::from(data))
+        .map_err(|e| format!("{}: not a TensorProto: {e}", path.display()))?;
     let t = tensor_from_proto(&proto, None, cap).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((proto.name, t))
 }

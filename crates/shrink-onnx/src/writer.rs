@@ -1,8 +1,8 @@
 //! Builds ONNX models in Rust (tests, benches and the shipped example model are made with it, so
 //! no Python is needed) and writes tensors as `.pb` files.
 use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_shape_proto, type_proto,
 };
 use crate::tensor::tensor_to_proto;
 use prost::Message;
@@ -72,7 +72,13 @@ fn value_info(name: &str, dtype: DType, dims: &[WDim]) -> ValueInfoProto {
 impl ModelBuilder {
     /// A model named `name` importing the default domain at `opset`.
     pub fn new(name: &str, opset: i64) -> ModelBuilder {
-        ModelBuilder { graph: GraphProto { name: name.into(), ..Default::default() }, opset }
+        ModelBuilder {
+            graph: GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
+            opset,
+        }
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, dims: &[WDim]) -> &mut Self {
@@ -88,7 +94,11 @@ impl ModelBuilder {
     /// A graph output with a dtype but no declared shape (shape inference decides).
     pub fn output_unshaped(&mut self, name: &str, dtype: DType) -> &mut Self {
         let mut vi = value_info(name, dtype, &[]);
-        if let Some(TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) = vi.r#type.as_mut() {
+        if let Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(t)),
+            ..
+        }) = vi.r#type.as_mut()
+        {
             t.shape = None;
         }
         self.graph.output.push(vi);
@@ -101,7 +111,14 @@ impl ModelBuilder {
     }
 
     /// Adds a node; `""` in `inputs` is an absent optional input.
-    pub fn node(&mut self, op_type: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) -> &mut Self {
+    pub fn node(
+        &mut self,
+        op_type: &str,
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: &[(&str, Attr)],
+    ) -> &mut Self {
         let attribute = attrs.iter().map(|(n, a)| attribute(n, a)).collect();
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -118,7 +135,10 @@ impl ModelBuilder {
     pub fn model(&self) -> ModelProto {
         ModelProto {
             ir_version: 10,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: self.opset }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: self.opset,
+            }],
             producer_name: "shrink".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(self.graph.clone()),
@@ -133,7 +153,10 @@ impl ModelBuilder {
 }
 
 fn attribute(name: &str, a: &Attr) -> AttributeProto {
-    let mut p = AttributeProto { name: name.into(), ..Default::default() };
+    let mut p = AttributeProto {
+        name: name.into(),
+        ..Default::default()
+    };
     let ty = match a {
         Attr::Int(i) => {
             p.i = *i;

@@ -18,7 +18,13 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             t.bytes().hash(&mut h);
-            k.push_str(&format!("const {}{:?} {} {:x}", t.dtype(), t.dims(), t.len(), h.finish()));
+            k.push_str(&format!(
+                "const {}{:?} {} {:x}",
+                t.dtype(),
+                t.dims(),
+                t.len(),
+                h.finish()
+            ));
         }
         // Dropout with a seed is still deterministic in inference; everything in the op set is pure.
         op => {
@@ -40,7 +46,9 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
 
 pub fn eliminate_common(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new("cse");
-    let order = g.topo_order().map_err(|n| OptError::at("cse", g, n, "the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| OptError::at("cse", g, n, "the graph has a cycle"))?;
     let mut seen: HashMap<String, NodeId> = HashMap::new();
     for id in order {
         let Some(k) = key(g, id) else { continue };
@@ -55,7 +63,14 @@ pub fn eliminate_common(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
                 for k in 0..g.node(id).outputs.len() as u32 {
                     g.replace_uses(Value::new(id, k), Value::new(first, k));
                 }
-                stats.add(if matches!(g.node(id).op, Op::Const(_)) { "consts_merged" } else { "nodes_merged" }, 1);
+                stats.add(
+                    if matches!(g.node(id).op, Op::Const(_)) {
+                        "consts_merged"
+                    } else {
+                        "nodes_merged"
+                    },
+                    1,
+                );
             }
             None => {
                 seen.insert(k, id);

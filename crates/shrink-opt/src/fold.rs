@@ -16,7 +16,14 @@ fn shape_value(dims: &[usize], start: i64, end: Option<i64>) -> Tensor {
     let r = dims.len() as i64;
     let clamp = |i: i64| if i < 0 { (i + r).max(0) } else { i.min(r) };
     let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
-    let v: Vec<i64> = if s < e { dims[s as usize..e as usize].iter().map(|&d| d as i64).collect() } else { vec![] };
+    let v: Vec<i64> = if s < e {
+        dims[s as usize..e as usize]
+            .iter()
+            .map(|&d| d as i64)
+            .collect()
+    } else {
+        vec![]
+    };
     Tensor::from_vec(vec![v.len()], v)
 }
 
@@ -26,13 +33,18 @@ fn evaluate(g: &Graph, id: NodeId, ctx: &Ctx) -> Option<Result<Vec<Tensor>, ()>>
     let node = g.node(id);
     let ins = g.inputs_of(id);
     if let Op::Layout(Layout::Shape { start, end }) = &node.op {
-        let dims = ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed()))?;
+        let dims =
+            ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed()))?;
         return Some(Ok(vec![shape_value(&dims, *start, *end)]));
     }
-    if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none()) {
+    if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none())
+    {
         return None;
     }
-    let held: Vec<Option<Arc<Tensor>>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v).cloned())).collect();
+    let held: Vec<Option<Arc<Tensor>>> = ins
+        .iter()
+        .map(|v| v.and_then(|v| g.const_value(v).cloned()))
+        .collect();
     let refs: Vec<Option<&Tensor>> = held.iter().map(|t| t.as_deref()).collect();
     Some(shrink_ref::eval_op(&node.op, &refs, &node.outputs, &ctx.eval).map_err(|_| ()))
 }
@@ -40,7 +52,11 @@ fn evaluate(g: &Graph, id: NodeId, ctx: &Ctx) -> Option<Result<Vec<Tensor>, ()>>
 /// Replaces the used outputs of `id` by constants.
 fn install(g: &mut Graph, id: NodeId, results: Vec<Tensor>) {
     let name = g.node(id).name.clone();
-    for (k, t) in results.into_iter().enumerate().take(g.node(id).outputs.len()) {
+    for (k, t) in results
+        .into_iter()
+        .enumerate()
+        .take(g.node(id).outputs.len())
+    {
         let v = Value::new(id, k as u32);
         if g.is_used(v) {
             let c = g.add_const(&name, Arc::new(t));
@@ -51,7 +67,9 @@ fn install(g: &mut Graph, id: NodeId, results: Vec<Tensor>) {
 
 /// Folds one node if it can be evaluated now; used by the `shapes` pass for shape computations.
 pub fn fold_node(g: &mut Graph, id: NodeId, ctx: &Ctx) -> bool {
-    if g.node(id).op.is_source() || !(0..g.node(id).outputs.len()).any(|k| g.is_used(Value::new(id, k as u32))) {
+    if g.node(id).op.is_source()
+        || !(0..g.node(id).outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
+    {
         return false;
     }
     match evaluate(g, id, ctx) {
@@ -66,10 +84,14 @@ pub fn fold_node(g: &mut Graph, id: NodeId, ctx: &Ctx) -> bool {
 pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
     let mut budget = ctx.fold_budget;
-    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
     for id in order {
         let node = g.node(id);
-        if node.op.is_source() || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32))) {
+        if node.op.is_source()
+            || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
+        {
             continue;
         }
         let results: Vec<Tensor> = match evaluate(g, id, ctx) {

@@ -32,7 +32,12 @@ pub struct Ctx {
 
 impl Default for Ctx {
     fn default() -> Ctx {
-        Ctx { verify: cfg!(debug_assertions) || cfg!(test), fold_budget: 1 << 30, eval: Default::default(), require_static: false }
+        Ctx {
+            verify: cfg!(debug_assertions) || cfg!(test),
+            fold_budget: 1 << 30,
+            eval: Default::default(),
+            require_static: false,
+        }
     }
 }
 
@@ -46,7 +51,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(pass: &'static str) -> Stats {
-        Stats { pass, ..Default::default() }
+        Stats {
+            pass,
+            ..Default::default()
+        }
     }
 
     /// Adds `n` to counter `name` (creating it in order of first use).
@@ -58,7 +66,10 @@ impl Stats {
     }
 
     pub fn get(&self, name: &str) -> usize {
-        self.counters.iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| *v)
+        self.counters
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, v)| *v)
     }
 }
 
@@ -73,12 +84,20 @@ pub struct OptError {
 
 impl OptError {
     pub fn new(pass: &'static str, msg: impl Into<String>) -> OptError {
-        OptError { pass, node: None, msg: msg.into() }
+        OptError {
+            pass,
+            node: None,
+            msg: msg.into(),
+        }
     }
 
     pub fn at(pass: &'static str, g: &Graph, id: NodeId, msg: impl Into<String>) -> OptError {
         let n = g.node(id);
-        OptError { pass, node: Some((n.name.clone(), n.op.name().to_string())), msg: msg.into() }
+        OptError {
+            pass,
+            node: Some((n.name.clone(), n.op.name().to_string())),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -112,7 +131,19 @@ passes! {
 /// The default pipeline. Simplification runs again after folding because folding turns shape
 /// computations into constants that make more ops recognisably no-ops.
 pub fn default_pipeline() -> Vec<&'static str> {
-    vec!["shapes", "simplify", "const-fold", "simplify", "sparsity", "simplify", "fusion", "cse", "dce", "ternary", "memory-plan"]
+    vec![
+        "shapes",
+        "simplify",
+        "const-fold",
+        "simplify",
+        "sparsity",
+        "simplify",
+        "fusion",
+        "cse",
+        "dce",
+        "ternary",
+        "memory-plan",
+    ]
 }
 
 /// Runs `names` in order; verifies after each when `ctx.verify`.
@@ -121,7 +152,10 @@ pub fn run_passes(g: &mut Graph, names: &[&str], ctx: &Ctx) -> Result<Vec<Stats>
     for name in names {
         let pass = PASSES.iter().find(|p| p.name == *name).ok_or_else(|| {
             let known: Vec<_> = PASSES.iter().map(|p| p.name).collect();
-            OptError::new("pipeline", format!("unknown pass '{name}' (known: {})", known.join(", ")))
+            OptError::new(
+                "pipeline",
+                format!("unknown pass '{name}' (known: {})", known.join(", ")),
+            )
         })?;
         let t = Instant::now();
         let mut stats = (pass.run)(g, ctx)?;
@@ -138,7 +172,10 @@ pub fn run_passes(g: &mut Graph, names: &[&str], ctx: &Ctx) -> Result<Vec<Stats>
         if ctx.verify {
             shrink_ir::verify(g).map_err(|e| OptError {
                 pass: pass.name,
-                node: e.node.filter(|n| g.contains(*n)).map(|n| (g.node(n).name.clone(), g.node(n).op.name().to_string())),
+                node: e
+                    .node
+                    .filter(|n| g.contains(*n))
+                    .map(|n| (g.node(n).name.clone(), g.node(n).op.name().to_string())),
                 msg: format!("the graph is invalid after this pass: {}", e.msg),
             })?;
         }

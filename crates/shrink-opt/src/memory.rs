@@ -26,7 +26,9 @@ fn round_up(n: usize) -> usize {
 
 /// Plans the arena. Requires static shapes (run after `shapes`).
 pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, String> {
-    let order = g.topo_order().map_err(|_| "the graph has a cycle".to_string())?;
+    let order = g
+        .topo_order()
+        .map_err(|_| "the graph has a cycle".to_string())?;
     let pos: HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let outputs: Vec<Value> = g.outputs.iter().map(|(_, v)| *v).collect();
     let mut last_use: HashMap<Value, usize> = HashMap::new();
@@ -39,9 +41,14 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, String> {
     let bytes_of = |v: Value| -> Result<usize, String> {
         let t = g.value_type(v);
         let dims = t.shape.as_ref().and_then(|s| s.as_fixed()).ok_or_else(|| {
-            format!("value {v} of node '{}' has no static shape", g.node(v.node).name)
+            format!(
+                "value {v} of node '{}' has no static shape",
+                g.node(v.node).name
+            )
         })?;
-        dims.iter().try_fold(t.dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| format!("value {v} is too large"))
+        dims.iter()
+            .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("value {v} is too large"))
     };
     let mut plan = MemoryPlan::default();
     // Free blocks as offset → size, coalesced on release.
@@ -82,7 +89,10 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, String> {
                 }
                 None => {
                     let need = round_up(size.max(1));
-                    let hit = free.iter().find(|&(_, &s)| s >= need).map(|(&o, &s)| (o, s));
+                    let hit = free
+                        .iter()
+                        .find(|&(_, &s)| s >= need)
+                        .map(|(&o, &s)| (o, s));
                     match hit {
                         Some((o, s)) => {
                             free.remove(&o);
@@ -157,10 +167,30 @@ mod tests {
         let mut g = Graph::new();
         let t = ValueType::fixed(DType::F32, &[100]);
         let x = g.add_input("x", t.clone());
-        let r = g.add_node(Op::Unary(Unary::Relu), "r", &[Some(x.into())], vec![t.clone()]);
-        let n = g.add_node(Op::Unary(Unary::Neg), "n", &[Some(r.into())], vec![t.clone()]);
-        let a = g.add_node(Op::Binary(Binary::Add), "a", &[Some(n.into()), Some(r.into())], vec![t.clone()]);
-        let e = g.add_node(Op::Unary(Unary::Exp), "e", &[Some(a.into())], vec![t.clone()]);
+        let r = g.add_node(
+            Op::Unary(Unary::Relu),
+            "r",
+            &[Some(x.into())],
+            vec![t.clone()],
+        );
+        let n = g.add_node(
+            Op::Unary(Unary::Neg),
+            "n",
+            &[Some(r.into())],
+            vec![t.clone()],
+        );
+        let a = g.add_node(
+            Op::Binary(Binary::Add),
+            "a",
+            &[Some(n.into()), Some(r.into())],
+            vec![t.clone()],
+        );
+        let e = g.add_node(
+            Op::Unary(Unary::Exp),
+            "e",
+            &[Some(a.into())],
+            vec![t.clone()],
+        );
         let y = g.add_node(Op::Unary(Unary::Neg), "y", &[Some(e.into())], vec![t]);
         g.outputs.push(("y".into(), y.into()));
         let p = plan_memory(&g).unwrap();
@@ -171,6 +201,9 @@ mod tests {
         assert!(off(a) == off(n) || off(a) == off(r));
         assert_eq!(off(e), off(a));
         assert_eq!(p.total, 2 * 448);
-        assert!(!p.slots.contains_key(&Value::from(y)), "graph outputs live in caller buffers");
+        assert!(
+            !p.slots.contains_key(&Value::from(y)),
+            "graph outputs live in caller buffers"
+        );
     }
 }

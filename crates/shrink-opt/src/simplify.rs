@@ -11,12 +11,14 @@ const PASS: &str = "simplify";
 
 /// Whether constant `v` is a tensor filled with `x`.
 fn const_all(g: &Graph, v: Value, x: f64) -> bool {
-    g.const_value(v).is_some_and(|t| (0..t.len()).all(|i| t.get_f64(i) == x))
+    g.const_value(v)
+        .is_some_and(|t| (0..t.len()).all(|i| t.get_f64(i) == x))
 }
 
 /// Whether all elements of integer constant `v` satisfy `f`.
 fn const_ints_all(g: &Graph, v: Option<Value>, f: impl Fn(i64) -> bool) -> bool {
-    v.and_then(|v| g.const_value(v)).is_some_and(|t| t.dtype().is_int() && t.to_i64_vec().into_iter().all(f))
+    v.and_then(|v| g.const_value(v))
+        .is_some_and(|t| t.dtype().is_int() && t.to_i64_vec().into_iter().all(f))
 }
 
 /// The input the node passes through unchanged, if it is an identity.
@@ -24,7 +26,8 @@ fn passthrough(g: &Graph, id: NodeId) -> Option<Value> {
     let ins = g.inputs_of(id);
     let x = ins.first().copied().flatten()?;
     let node = g.node(id);
-    let same_type = node.outputs.first() == Some(g.value_type(x)) && g.value_type(x).shape.as_ref()?.as_fixed().is_some();
+    let same_type = node.outputs.first() == Some(g.value_type(x))
+        && g.value_type(x).shape.as_ref()?.as_fixed().is_some();
     if !same_type {
         return None;
     }
@@ -37,16 +40,27 @@ fn passthrough(g: &Graph, id: NodeId) -> Option<Value> {
             mask_unused && training.is_none_or(|t| const_all(g, t, 0.0))
         }
         Op::Convert(Convert::Cast { .. }) => true,
-        Op::Layout(Layout::Reshape { .. } | Layout::Expand | Layout::Squeeze | Layout::Unsqueeze | Layout::Flatten { .. }) => {
-            true
-        }
+        Op::Layout(
+            Layout::Reshape { .. }
+            | Layout::Expand
+            | Layout::Squeeze
+            | Layout::Unsqueeze
+            | Layout::Flatten { .. },
+        ) => true,
         Op::Layout(Layout::Transpose { perm }) => {
-            perm.as_ref().is_some_and(|p| p.iter().enumerate().all(|(i, &a)| a == i as i64))
-                || g.value_type(x).shape.as_ref().is_some_and(|s| s.rank() <= 1)
+            perm.as_ref()
+                .is_some_and(|p| p.iter().enumerate().all(|(i, &a)| a == i as i64))
+                || g.value_type(x)
+                    .shape
+                    .as_ref()
+                    .is_some_and(|s| s.rank() <= 1)
         }
         Op::Layout(Layout::Tile) => const_ints_all(g, ins.get(1).copied().flatten(), |r| r == 1),
-        Op::Layout(Layout::Pad { .. }) => const_ints_all(g, ins.get(1).copied().flatten(), |p| p == 0),
-        Op::Layout(Layout::Concat { .. }) | Op::Variadic(Variadic::Sum | Variadic::Max | Variadic::Min | Variadic::Mean) => {
+        Op::Layout(Layout::Pad { .. }) => {
+            const_ints_all(g, ins.get(1).copied().flatten(), |p| p == 0)
+        }
+        Op::Layout(Layout::Concat { .. })
+        | Op::Variadic(Variadic::Sum | Variadic::Max | Variadic::Min | Variadic::Mean) => {
             ins.len() == 1
         }
         Op::Binary(b) => {
@@ -67,7 +81,9 @@ fn passthrough(g: &Graph, id: NodeId) -> Option<Value> {
 
 pub fn remove_identities(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
     for id in order {
         if g.node(id).op.is_source() {
             continue;
@@ -79,7 +95,11 @@ pub fn remove_identities(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
         {
             let ins = g.inputs_of(id);
             if let [Some(c), Some(x)] = ins[..] {
-                let neutral = if matches!(g.node(id).op, Op::Binary(Binary::Mul)) { 1.0 } else { 0.0 };
+                let neutral = if matches!(g.node(id).op, Op::Binary(Binary::Mul)) {
+                    1.0
+                } else {
+                    0.0
+                };
                 if const_all(g, c, neutral) && g.node(id).outputs.first() == Some(g.value_type(x)) {
                     through = Some(x);
                 }

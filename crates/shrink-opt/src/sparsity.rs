@@ -52,7 +52,11 @@ fn col_axis(l: WeightLayout) -> usize {
 fn line_is_zero(t: &Tensor, axis: usize, i: usize) -> bool {
     let d = t.dims();
     (0..d[1 - axis]).all(|j| {
-        let flat = if axis == 0 { i * d[1] + j } else { j * d[1] + i };
+        let flat = if axis == 0 {
+            i * d[1] + j
+        } else {
+            j * d[1] + i
+        };
         t.get_f64(flat) == 0.0
     })
 }
@@ -66,7 +70,10 @@ struct Dense {
 
 fn dense_layer(g: &Graph, id: NodeId) -> Option<Dense> {
     let op = &g.node(id).op;
-    if !matches!(op, Op::Linear(Linear::MatMul) | Op::Linear(Linear::Gemm { trans_a: false, .. })) {
+    if !matches!(
+        op,
+        Op::Linear(Linear::MatMul) | Op::Linear(Linear::Gemm { trans_a: false, .. })
+    ) {
         return None;
     }
     let ws = weight_slot(op)?;
@@ -80,7 +87,11 @@ fn sole_user(g: &Graph, v: Value) -> Option<(NodeId, usize)> {
     if g.outputs.iter().any(|(_, o)| *o == v) {
         return None;
     }
-    let users: Vec<_> = g.users_of(v.node).into_iter().filter(|(_, _, s)| *s == v.slot).collect();
+    let users: Vec<_> = g
+        .users_of(v.node)
+        .into_iter()
+        .filter(|(_, _, s)| *s == v.slot)
+        .collect();
     match users[..] {
         [(n, slot, _)] => Some((n, slot)),
         _ => None,
@@ -138,7 +149,10 @@ fn activate(g: &Graph, acts: &[NodeId], x: &Tensor, ctx: &Ctx) -> Option<f64> {
     for &a in acts {
         let node = g.node(a);
         let ty = vec![shrink_ir::ValueType::fixed(t.dtype(), t.dims())];
-        t = shrink_ref::eval_op(&node.op, &[Some(&t)], &ty, &ctx.eval).ok()?.into_iter().next()?;
+        t = shrink_ref::eval_op(&node.op, &[Some(&t)], &ty, &ctx.eval)
+            .ok()?
+            .into_iter()
+            .next()?;
     }
     Some(t.get_f64(0))
 }
@@ -167,11 +181,10 @@ fn set_last_dim(g: &mut Graph, id: NodeId, h: usize) {
 fn rewire_const(g: &mut Graph, id: NodeId, slot: usize, t: Tensor) {
     let name = format!("{}:in{slot}", g.node(id).name);
     let c = g.add_const(&name, Arc::new(t));
-    let e = g
-        .g
-        .edges_directed(id.0, petgraph::Direction::Incoming)
-        .find(|e| e.weight().to_slot as usize == slot)
-        .map(|e| petgraph::visit::EdgeRef::id(&e));
+    let e =
+        g.g.edges_directed(id.0, petgraph::Direction::Incoming)
+            .find(|e| e.weight().to_slot as usize == slot)
+            .map(|e| petgraph::visit::EdgeRef::id(&e));
     if let Some(e) = e {
         g.g.remove_edge(e);
     }
@@ -184,7 +197,9 @@ fn l2_bias(g: &Graph, l2: &Dense, n: usize) -> Option<(NodeId, usize, Arc<Tensor
         return bias_const(g, l2.id, 2, n).map(|t| (l2.id, 2, t));
     }
     let (a, slot) = sole_user(g, Value::new(l2.id, 0))?;
-    if !matches!(g.node(a).op, Op::Binary(shrink_ir::op::Binary::Add)) || g.node(a).outputs[0] != g.node(l2.id).outputs[0] {
+    if !matches!(g.node(a).op, Op::Binary(shrink_ir::op::Binary::Add))
+        || g.node(a).outputs[0] != g.node(l2.id).outputs[0]
+    {
         return None;
     }
     bias_const(g, a, 1 - slot, n).map(|t| (a, 1 - slot, t))
@@ -201,7 +216,9 @@ fn prune_chain(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> usize 
     let n = w2.dims()[row_axis(c.l2.ws.layout)];
     let bias: Option<(NodeId, usize, Arc<Tensor>)> = match c.add {
         Some((a, s)) => bias_const(g, a, s, h).map(|t| (a, s, t)),
-        None if matches!(g.node(c.l1.id).op, Op::Linear(Linear::Gemm { .. })) => bias_const(g, c.l1.id, 2, h).map(|t| (c.l1.id, 2, t)),
+        None if matches!(g.node(c.l1.id).op, Op::Linear(Linear::Gemm { .. })) => {
+            bias_const(g, c.l1.id, 2, h).map(|t| (c.l1.id, 2, t))
+        }
         None => None,
     };
     let mut l2b = l2_bias(g, &c.l2, n);
@@ -214,7 +231,9 @@ fn prune_chain(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> usize 
         }
         if line_is_zero(w1, row_axis(c.l1.ws.layout), u) {
             let b = bias.as_ref().map_or(0.0, |(_, _, t)| t.get_f64(u));
-            let like = bias.as_ref().map_or_else(|| (**w1).clone(), |(_, _, t)| (**t).clone());
+            let like = bias
+                .as_ref()
+                .map_or_else(|| (**w1).clone(), |(_, _, t)| (**t).clone());
             match activate(g, &c.acts, &scalar_like(&like, b), ctx) {
                 Some(0.0) => continue,
                 Some(a) if a.is_finite() && l2b.is_some() => {
@@ -236,26 +255,51 @@ fn prune_chain(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> usize 
         let mut vals = bt.to_f64_vec();
         for &(u, a) in &absorbed {
             for (j, v) in vals.iter_mut().enumerate() {
-                let flat = if c.l2.ws.layout == WeightLayout::RowsFirst { j * h + u } else { u * n + j };
+                let flat = if c.l2.ws.layout == WeightLayout::RowsFirst {
+                    j * h + u
+                } else {
+                    u * n + j
+                };
                 *v += a * w2.get_f64(flat);
             }
         }
         let nb = match bt.dtype() {
-            shrink_ir::DType::F32 => Tensor::from_vec(bt.dims().to_vec(), vals.iter().map(|&v| v as f32).collect()),
+            shrink_ir::DType::F32 => {
+                Tensor::from_vec(bt.dims().to_vec(), vals.iter().map(|&v| v as f32).collect())
+            }
             shrink_ir::DType::F64 => Tensor::from_vec(bt.dims().to_vec(), vals),
-            shrink_ir::DType::F16 => Tensor::from_vec(bt.dims().to_vec(), vals.iter().map(|&v| half::f16::from_f64(v)).collect()),
-            _ => Tensor::from_vec(bt.dims().to_vec(), vals.iter().map(|&v| half::bf16::from_f64(v)).collect()),
+            shrink_ir::DType::F16 => Tensor::from_vec(
+                bt.dims().to_vec(),
+                vals.iter().map(|&v| half::f16::from_f64(v)).collect(),
+            ),
+            _ => Tensor::from_vec(
+                bt.dims().to_vec(),
+                vals.iter().map(|&v| half::bf16::from_f64(v)).collect(),
+            ),
         };
         rewire_const(g, bn, bs, nb);
         stats.add("units_folded_into_bias", absorbed.len());
     }
     let removed = h - keep.len();
-    rewire_const(g, c.l1.id, c.l1.ws.slot, take_axis(w1, row_axis(c.l1.ws.layout), &keep));
+    rewire_const(
+        g,
+        c.l1.id,
+        c.l1.ws.slot,
+        take_axis(w1, row_axis(c.l1.ws.layout), &keep),
+    );
     if let Some((bn, bs, bt)) = bias {
         rewire_const(g, bn, bs, take_axis(&bt, bt.rank() - 1, &keep));
     }
-    rewire_const(g, c.l2.id, c.l2.ws.slot, take_axis(w2, col_axis(c.l2.ws.layout), &keep));
-    for id in std::iter::once(c.l1.id).chain(c.add.map(|(a, _)| a)).chain(c.acts.iter().copied()) {
+    rewire_const(
+        g,
+        c.l2.id,
+        c.l2.ws.slot,
+        take_axis(w2, col_axis(c.l2.ws.layout), &keep),
+    );
+    for id in std::iter::once(c.l1.id)
+        .chain(c.add.map(|(a, _)| a))
+        .chain(c.acts.iter().copied())
+    {
         set_last_dim(g, id, keep.len());
     }
     stats.add("dead_units", removed);
@@ -272,8 +316,12 @@ fn prune_input_cols(g: &mut Graph, l: &Dense, stats: &mut Stats) -> bool {
     if keep.len() == k || keep.is_empty() {
         return false;
     }
-    let Some(x) = g.inputs_of(l.id)[0] else { return false };
-    let Some(mut xs) = g.value_type(x).shape.clone().and_then(|s| s.as_fixed()) else { return false };
+    let Some(x) = g.inputs_of(l.id)[0] else {
+        return false;
+    };
+    let Some(mut xs) = g.value_type(x).shape.clone().and_then(|s| s.as_fixed()) else {
+        return false;
+    };
     if xs.last() != Some(&k) {
         return false;
     }
@@ -288,12 +336,11 @@ fn prune_input_cols(g: &mut Graph, l: &Dense, stats: &mut Stats) -> bool {
         &[Some(x), Some(ic.into())],
         vec![shrink_ir::ValueType::fixed(g.dtype(x), &xs)],
     );
-    let e = g
-        .g
-        .edges_directed(l.id.0, petgraph::Direction::Incoming)
-        .find(|e| e.weight().to_slot == 0)
-        .map(|e| petgraph::visit::EdgeRef::id(&e))
-        .expect("input 0 exists");
+    let e =
+        g.g.edges_directed(l.id.0, petgraph::Direction::Incoming)
+            .find(|e| e.weight().to_slot == 0)
+            .map(|e| petgraph::visit::EdgeRef::id(&e))
+            .expect("input 0 exists");
     g.g.remove_edge(e);
     g.connect(gather.into(), l.id, 0);
     rewire_const(g, l.id, l.ws.slot, take_axis(w, ca, &keep));
@@ -308,14 +355,15 @@ fn drop_zero_bias(g: &mut Graph, id: NodeId, stats: &mut Stats) {
         Op::Linear(Linear::Gemm { .. }) | Op::Conv(Conv::Conv { .. }) => 2,
         _ => return,
     };
-    let Some(Some(v)) = g.inputs_of(id).get(slot).copied() else { return };
+    let Some(Some(v)) = g.inputs_of(id).get(slot).copied() else {
+        return;
+    };
     let Some(t) = g.const_value(v) else { return };
     if (0..t.len()).all(|i| t.get_f64(i) == 0.0) {
-        let e = g
-            .g
-            .edges_directed(id.0, petgraph::Direction::Incoming)
-            .find(|e| e.weight().to_slot as usize == slot)
-            .map(|e| petgraph::visit::EdgeRef::id(&e));
+        let e =
+            g.g.edges_directed(id.0, petgraph::Direction::Incoming)
+                .find(|e| e.weight().to_slot as usize == slot)
+                .map(|e| petgraph::visit::EdgeRef::id(&e));
         if let Some(e) = e {
             g.g.remove_edge(e);
             stats.add("zero_biases_dropped", 1);
@@ -331,12 +379,16 @@ pub fn eliminate_sparsity(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     // Units first (repeat to a fixpoint so deaths cascade), then input columns.
     for _round in 0..64 {
         let mut changed = false;
-        let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+        let order = g
+            .topo_order()
+            .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
         for id in order {
             if !g.contains(id) {
                 continue;
             }
-            let Some(l1) = dense_layer(g, id) else { continue };
+            let Some(l1) = dense_layer(g, id) else {
+                continue;
+            };
             if let Some(chain) = find_chain(g, l1) {
                 changed |= prune_chain(g, &chain, ctx, &mut stats) > 0;
             }
@@ -345,7 +397,9 @@ pub fn eliminate_sparsity(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
             break;
         }
     }
-    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
     for id in order {
         if let Some(l) = dense_layer(g, id) {
             prune_input_cols(g, &l, &mut stats);

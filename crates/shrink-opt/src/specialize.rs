@@ -47,7 +47,9 @@ const SHAPE_FOLD_LIMIT: usize = 64 << 10;
 /// Concat → Reshape, Slice bounds, Range limits) are known to the nodes that depend on them.
 fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), OptError> {
     use shrink_ir::op::shapes::{InputInfo, infer_shapes, merge_shapes};
-    let order = g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
     for id in order {
         if g.node(id).op.is_source() {
             continue;
@@ -56,10 +58,16 @@ fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), Opt
         let shapes = {
             let infos: Vec<Option<InputInfo<'_>>> = ins
                 .iter()
-                .map(|v| v.map(|v| InputInfo { ty: g.value_type(v), value: g.const_value(v).map(|t| &**t) }))
+                .map(|v| {
+                    v.map(|v| InputInfo {
+                        ty: g.value_type(v),
+                        value: g.const_value(v).map(|t| &**t),
+                    })
+                })
                 .collect();
             let node = g.node(id);
-            infer_shapes(&node.op, &infos, node.outputs.len()).map_err(|e| OptError::at(PASS, g, id, e.to_string()))?
+            infer_shapes(&node.op, &infos, node.outputs.len())
+                .map_err(|e| OptError::at(PASS, g, id, e.to_string()))?
         };
         for (k, s) in shapes.iter().enumerate() {
             let merged = merge_shapes(g.node(id).outputs[k].shape.as_ref(), s.as_ref())
@@ -67,7 +75,10 @@ fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), Opt
             g.node_mut(id).outputs[k].shape = merged;
         }
         let small = g.node(id).outputs.iter().all(|t| {
-            t.shape.as_ref().and_then(|s| s.as_fixed()).is_some_and(|d| d.iter().product::<usize>() * t.dtype.size() <= SHAPE_FOLD_LIMIT)
+            t.shape
+                .as_ref()
+                .and_then(|s| s.as_fixed())
+                .is_some_and(|d| d.iter().product::<usize>() * t.dtype.size() <= SHAPE_FOLD_LIMIT)
         });
         if small && crate::fold::fold_node(g, id, ctx) {
             stats.add("shape_values_folded", 1);
@@ -97,17 +108,39 @@ pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> 
                 _ => None,
             })
         {
-            return Err(OptError::new(PASS, format!("input '{}' has symbolic dim '{sym}': bind it with --dim {sym}=VALUE", n.name)));
+            return Err(OptError::new(
+                PASS,
+                format!(
+                    "input '{}' has symbolic dim '{sym}': bind it with --dim {sym}=VALUE",
+                    n.name
+                ),
+            ));
         }
         if ty.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {
-            return Err(OptError::new(PASS, format!("input '{}' has no static shape ({ty}): give it with --dim or --freeze", n.name)));
+            return Err(OptError::new(
+                PASS,
+                format!(
+                    "input '{}' has no static shape ({ty}): give it with --dim or --freeze",
+                    n.name
+                ),
+            ));
         }
     }
     infer_and_fold(g, ctx, &mut stats)?;
-    for id in g.topo_order().map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))? {
+    for id in g
+        .topo_order()
+        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?
+    {
         for (k, t) in g.node(id).outputs.iter().enumerate() {
             if t.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {
-                return Err(OptError::at(PASS, g, id, format!("output {k} has no static shape ({t}); its shape depends on data that is not constant — try --freeze")));
+                return Err(OptError::at(
+                    PASS,
+                    g,
+                    id,
+                    format!(
+                        "output {k} has no static shape ({t}); its shape depends on data that is not constant — try --freeze"
+                    ),
+                ));
             }
             stats.add("values", 1);
         }

@@ -23,13 +23,17 @@ pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
         };
         if let Some(s) = zp_slot
             && let Some(zp) = g.inputs_of(id).get(s).copied().flatten()
-            && !g.const_value(zp).is_some_and(|t| (0..t.len()).all(|i| t.get_f64(i) == 0.0))
+            && !g
+                .const_value(zp)
+                .is_some_and(|t| (0..t.len()).all(|i| t.get_f64(i) == 0.0))
         {
             stats.add("nonzero_zero_point", 1);
             continue;
         }
         let dense = g.consts[c.0 as usize].clone();
-        let Some(w) = TernaryWeights::detect(&dense, ws.layout, 1) else { continue };
+        let Some(w) = TernaryWeights::detect(&dense, ws.layout, 1) else {
+            continue;
+        };
         let exact = w.to_tensor();
         if exact != *dense {
             // Bytes differ either by round-off (near-ternary) or only by the sign of zeros
@@ -40,7 +44,14 @@ pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
             g.consts[c.0 as usize] = Arc::new(exact);
         }
         stats.add("ternary_layers", 1);
-        stats.add(if matches!(w.scale, TernaryScale::PerTensor(_)) { "per_tensor" } else { "per_row" }, 1);
+        stats.add(
+            if matches!(w.scale, TernaryScale::PerTensor(_)) {
+                "per_tensor"
+            } else {
+                "per_row"
+            },
+            1,
+        );
         stats.add("ternary_params", w.rows * w.cols);
         stats.add("zeros", w.rows * w.cols - w.nonzeros());
         g.ternary.insert(c, Arc::new(w));

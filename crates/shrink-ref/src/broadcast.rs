@@ -13,7 +13,10 @@ pub fn broadcast_shapes(shapes: &[&[usize]]) -> Result<Vec<usize>, EvalError> {
             if *o == 1 {
                 *o = d;
             } else if d != 1 && d != *o {
-                return Err(EvalError::invalid(format!("shapes {:?} cannot broadcast", shapes)));
+                return Err(EvalError::invalid(format!(
+                    "shapes {:?} cannot broadcast",
+                    shapes
+                )));
             }
         }
     }
@@ -37,8 +40,15 @@ pub fn broadcast_indices(in_dims: &[usize], out_dims: &[usize]) -> Vec<usize> {
     let off = rank - in_dims.len();
     let in_strides = strides(in_dims);
     // Stride 0 on broadcast dims.
-    let eff: Vec<usize> =
-        (0..rank).map(|i| if i < off || in_dims[i - off] == 1 { 0 } else { in_strides[i - off] }).collect();
+    let eff: Vec<usize> = (0..rank)
+        .map(|i| {
+            if i < off || in_dims[i - off] == 1 {
+                0
+            } else {
+                in_strides[i - off]
+            }
+        })
+        .collect();
     let mut idx = vec![0usize; rank];
     let mut out = Vec::with_capacity(n);
     let mut flat = 0usize;
@@ -61,7 +71,13 @@ pub fn broadcast_indices(in_dims: &[usize], out_dims: &[usize]) -> Vec<usize> {
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, EvalError> {
     let r = rank as i64;
     if axis < -r || axis >= r {
-        return Err(EvalError::invalid(format!("axis {axis} is out of range for rank {rank}")));
+        return Err(EvalError::invalid(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }

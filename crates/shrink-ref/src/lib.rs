@@ -74,7 +74,12 @@ impl EvalCtx {
 
 /// Evaluates one op on its inputs (`None` = absent optional input). `outs` are the node's declared
 /// output types (dtypes are authoritative; shapes may be unknown).
-pub fn eval_op(op: &Op, ins: &[Option<&Tensor>], outs: &[ValueType], ctx: &EvalCtx) -> Result<Vec<Tensor>, EvalError> {
+pub fn eval_op(
+    op: &Op,
+    ins: &[Option<&Tensor>],
+    outs: &[ValueType],
+    ctx: &EvalCtx,
+) -> Result<Vec<Tensor>, EvalError> {
     match op {
         Op::Input { .. } | Op::Const(_) => Err(EvalError::invalid("sources are not evaluated")),
         Op::Unary(o) => ops::unary::eval(o, ins, outs, ctx),
@@ -101,12 +106,26 @@ pub fn run(g: &Graph, inputs: &[Tensor], ctx: &EvalCtx) -> Result<Vec<Tensor>, R
             let n = g.node(id);
             (n.name.clone(), n.op.name().to_string())
         });
-        RunError { node: id, node_name, op, error }
+        RunError {
+            node: id,
+            node_name,
+            op,
+            error,
+        }
     };
     if inputs.len() != g.inputs.len() {
-        return Err(at(None, EvalError::invalid(format!("{} inputs given, the graph has {}", inputs.len(), g.inputs.len()))));
+        return Err(at(
+            None,
+            EvalError::invalid(format!(
+                "{} inputs given, the graph has {}",
+                inputs.len(),
+                g.inputs.len()
+            )),
+        ));
     }
-    let order = g.topo_order().map_err(|n| at(Some(n), EvalError::invalid("the graph has a cycle")))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| at(Some(n), EvalError::invalid("the graph has a cycle")))?;
     // Values are dropped after their last use so peak memory follows liveness.
     let mut remaining: HashMap<NodeId, usize> = HashMap::new();
     for id in &order {
@@ -123,16 +142,32 @@ pub fn run(g: &Graph, inputs: &[Tensor], ctx: &EvalCtx) -> Result<Vec<Tensor>, R
             Op::Const(c) => vec![g.consts[c.0 as usize].clone()],
             op => {
                 let ins = g.inputs_of(id);
-                let held: Vec<Option<Arc<Tensor>>> =
-                    ins.iter().map(|v| v.map(|v| values[&v.node][v.slot as usize].clone())).collect();
+                let held: Vec<Option<Arc<Tensor>>> = ins
+                    .iter()
+                    .map(|v| v.map(|v| values[&v.node][v.slot as usize].clone()))
+                    .collect();
                 let refs: Vec<Option<&Tensor>> = held.iter().map(|t| t.as_deref()).collect();
                 let res = eval_op(op, &refs, &node.outputs, ctx).map_err(|e| at(Some(id), e))?;
                 if res.len() < node.outputs.len() {
-                    return Err(at(Some(id), EvalError::invalid(format!("produced {} outputs, {} declared", res.len(), node.outputs.len()))));
+                    return Err(at(
+                        Some(id),
+                        EvalError::invalid(format!(
+                            "produced {} outputs, {} declared",
+                            res.len(),
+                            node.outputs.len()
+                        )),
+                    ));
                 }
                 for (k, (t, ty)) in res.iter().zip(&node.outputs).enumerate() {
                     if t.dtype() != ty.dtype {
-                        return Err(at(Some(id), EvalError::invalid(format!("output {k} is {} but {} was declared", t.dtype(), ty.dtype))));
+                        return Err(at(
+                            Some(id),
+                            EvalError::invalid(format!(
+                                "output {k} is {} but {} was declared",
+                                t.dtype(),
+                                ty.dtype
+                            )),
+                        ));
                     }
                 }
                 for v in ins.iter().flatten() {
@@ -147,5 +182,8 @@ pub fn run(g: &Graph, inputs: &[Tensor], ctx: &EvalCtx) -> Result<Vec<Tensor>, R
         };
         values.insert(id, outs);
     }
-    Ok(g.outputs.iter().map(|(_, v)| (*values[&v.node][v.slot as usize]).clone()).collect())
+    Ok(g.outputs
+        .iter()
+        .map(|(_, v)| (*values[&v.node][v.slot as usize]).clone())
+        .collect())
 }

@@ -116,18 +116,54 @@ macro_rules! dispatch_num {
     ($dt:expr, $T:ident => $body:expr, else $other:expr) => {{
         use shrink_ir::DType as __D;
         match $dt {
-            __D::F32 => { type $T = f32; $body }
-            __D::F64 => { type $T = f64; $body }
-            __D::F16 => { type $T = half::f16; $body }
-            __D::BF16 => { type $T = half::bf16; $body }
-            __D::I8 => { type $T = i8; $body }
-            __D::U8 => { type $T = u8; $body }
-            __D::I16 => { type $T = i16; $body }
-            __D::U16 => { type $T = u16; $body }
-            __D::I32 => { type $T = i32; $body }
-            __D::U32 => { type $T = u32; $body }
-            __D::I64 => { type $T = i64; $body }
-            __D::U64 => { type $T = u64; $body }
+            __D::F32 => {
+                type $T = f32;
+                $body
+            }
+            __D::F64 => {
+                type $T = f64;
+                $body
+            }
+            __D::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            __D::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            __D::I8 => {
+                type $T = i8;
+                $body
+            }
+            __D::U8 => {
+                type $T = u8;
+                $body
+            }
+            __D::I16 => {
+                type $T = i16;
+                $body
+            }
+            __D::U16 => {
+                type $T = u16;
+                $body
+            }
+            __D::I32 => {
+                type $T = i32;
+                $body
+            }
+            __D::U32 => {
+                type $T = u32;
+                $body
+            }
+            __D::I64 => {
+                type $T = i64;
+                $body
+            }
+            __D::U64 => {
+                type $T = u64;
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => $other,
         }
@@ -140,10 +176,22 @@ macro_rules! dispatch_float {
     ($dt:expr, $T:ident => $body:expr, else $other:expr) => {{
         use shrink_ir::DType as __D;
         match $dt {
-            __D::F32 => { type $T = f32; $body }
-            __D::F64 => { type $T = f64; $body }
-            __D::F16 => { type $T = half::f16; $body }
-            __D::BF16 => { type $T = half::bf16; $body }
+            __D::F32 => {
+                type $T = f32;
+                $body
+            }
+            __D::F64 => {
+                type $T = f64;
+                $body
+            }
+            __D::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            __D::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
             #[allow(unreachable_patterns)]
             _ => $other,
         }
@@ -157,18 +205,54 @@ macro_rules! dispatch_any {
     ($dt:expr, $T:ident => $body:expr) => {{
         use shrink_ir::DType as __D;
         match $dt {
-            __D::F32 => { type $T = f32; $body }
-            __D::F64 => { type $T = f64; $body }
-            __D::F16 => { type $T = half::f16; $body }
-            __D::BF16 => { type $T = half::bf16; $body }
-            __D::I16 => { type $T = i16; $body }
-            __D::U16 => { type $T = u16; $body }
-            __D::I32 => { type $T = i32; $body }
-            __D::U32 => { type $T = u32; $body }
-            __D::I64 => { type $T = i64; $body }
-            __D::U64 => { type $T = u64; $body }
-            __D::Bool => { type $T = bool; $body }
-            _ => { type $T = u8; $body }
+            __D::F32 => {
+                type $T = f32;
+                $body
+            }
+            __D::F64 => {
+                type $T = f64;
+                $body
+            }
+            __D::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            __D::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            __D::I16 => {
+                type $T = i16;
+                $body
+            }
+            __D::U16 => {
+                type $T = u16;
+                $body
+            }
+            __D::I32 => {
+                type $T = i32;
+                $body
+            }
+            __D::U32 => {
+                type $T = u32;
+                $body
+            }
+            __D::I64 => {
+                type $T = i64;
+                $body
+            }
+            __D::U64 => {
+                type $T = u64;
+                $body
+            }
+            __D::Bool => {
+                type $T = bool;
+                $body
+            }
+            _ => {
+                type $T = u8;
+                $body
+            }
         }
     }};
 }

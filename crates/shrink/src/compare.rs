@@ -11,7 +11,10 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// The conformance default for the interpreter.
-    pub const INTERP: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-5 };
+    pub const INTERP: Tolerance = Tolerance {
+        rtol: 1e-4,
+        atol: 1e-5,
+    };
 }
 
 /// The result of comparing one output.
@@ -28,13 +31,21 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
     if actual.dtype() != expected.dtype() {
         return Comparison {
             max_abs_err: f64::INFINITY,
-            mismatch: Some(format!("dtype {} but expected {}", actual.dtype(), expected.dtype())),
+            mismatch: Some(format!(
+                "dtype {} but expected {}",
+                actual.dtype(),
+                expected.dtype()
+            )),
         };
     }
     if actual.dims() != expected.dims() {
         return Comparison {
             max_abs_err: f64::INFINITY,
-            mismatch: Some(format!("shape {:?} but expected {:?}", actual.dims(), expected.dims())),
+            mismatch: Some(format!(
+                "shape {:?} but expected {:?}",
+                actual.dims(),
+                expected.dims()
+            )),
         };
     }
     let d = actual.dtype();
@@ -69,5 +80,8 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
     if mismatch.is_some() && max_err == 0.0 {
         max_err = f64::INFINITY;
     }
-    Comparison { max_abs_err: max_err, mismatch }
+    Comparison {
+        max_abs_err: max_err,
+        mismatch,
+    }
 }

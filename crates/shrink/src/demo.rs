@@ -68,7 +68,11 @@ pub fn ternary_mlp() -> DemoModel {
     let mut w2 = vec![0f32; HIDDEN * OUT];
     for h in 0..HIDDEN {
         for o in 0..OUT {
-            w2[h * OUT + o] = if h == 3 || h == 17 { 0.0 } else { s2 * rng.trit(40) };
+            w2[h * OUT + o] = if h == 3 || h == 17 {
+                0.0
+            } else {
+                s2 * rng.trit(40)
+            };
         }
     }
     let b2: Vec<f32> = (0..OUT).map(|_| 0.1 * rng.uniform()).collect();
@@ -79,12 +83,16 @@ pub fn ternary_mlp() -> DemoModel {
     for b in 0..BATCH {
         let hidden: Vec<f32> = (0..HIDDEN)
             .map(|h| {
-                let acc: f64 = (0..IN).map(|i| x[b * IN + i] as f64 * w1[i * HIDDEN + h] as f64).sum();
+                let acc: f64 = (0..IN)
+                    .map(|i| x[b * IN + i] as f64 * w1[i * HIDDEN + h] as f64)
+                    .sum();
                 ((acc as f32) + b1[h]).max(0.0)
             })
             .collect();
         for o in 0..OUT {
-            let acc: f64 = (0..HIDDEN).map(|h| hidden[h] as f64 * w2[h * OUT + o] as f64).sum();
+            let acc: f64 = (0..HIDDEN)
+                .map(|h| hidden[h] as f64 * w2[h * OUT + o] as f64)
+                .sum();
             y[b * OUT + o] = acc as f32 + b2[o];
         }
     }
@@ -99,7 +107,13 @@ pub fn ternary_mlp() -> DemoModel {
         .node("MatMul", "fc1", &["x", "w1"], &["h0"], &[])
         .node("Add", "fc1_bias", &["h0", "b1"], &["h1"], &[])
         .node("Relu", "act1", &["h1"], &["h2"], &[])
-        .node("Gemm", "fc2", &["h2", "w2", "b2"], &["y"], &[("alpha", Attr::Float(1.0))]);
+        .node(
+            "Gemm",
+            "fc2",
+            &["h2", "w2", "b2"],
+            &["y"],
+            &[("alpha", Attr::Float(1.0))],
+        );
     DemoModel {
         name: "ternary_mlp",
         model: m.to_bytes(),
@@ -121,7 +135,10 @@ pub fn write(dir: &std::path::Path, m: &DemoModel) -> std::io::Result<()> {
     std::fs::write(root.join("model.onnx"), &m.model)?;
     for (kind, list) in [("input", &m.inputs), ("output", &m.outputs)] {
         for (j, (name, t)) in list.iter().enumerate() {
-            std::fs::write(data.join(format!("{kind}_{j}.pb")), shrink_onnx::writer::tensor_pb_bytes(t, name))?;
+            std::fs::write(
+                data.join(format!("{kind}_{j}.pb")),
+                shrink_onnx::writer::tensor_pb_bytes(t, name),
+            )?;
         }
     }
     Ok(())
@@ -133,12 +150,36 @@ pub fn write(dir: &std::path::Path, m: &DemoModel) -> std::io::Result<()> {
 fn absmean_quantizer(m: &mut ModelBuilder, name: &str) {
     let n = |s: &str| format!("{name}_{s}");
     m.node("Abs", &n("abs"), &[name], &[&n("abs")], &[])
-        .node("ReduceMean", &n("mean"), &[&n("abs")], &[&n("mean")], &[("keepdims", Attr::Int(1))])
-        .node("Add", &n("eps"), &[&n("mean"), "qat_eps"], &[&n("scale")], &[])
+        .node(
+            "ReduceMean",
+            &n("mean"),
+            &[&n("abs")],
+            &[&n("mean")],
+            &[("keepdims", Attr::Int(1))],
+        )
+        .node(
+            "Add",
+            &n("eps"),
+            &[&n("mean"), "qat_eps"],
+            &[&n("scale")],
+            &[],
+        )
         .node("Div", &n("div"), &[name, &n("scale")], &[&n("scaled")], &[])
         .node("Round", &n("round"), &[&n("scaled")], &[&n("rounded")], &[])
-        .node("Clip", &n("clip"), &[&n("rounded"), "qat_lo", "qat_hi"], &[&n("trits")], &[])
-        .node("Mul", &n("dequant"), &[&n("trits"), &n("scale")], &[&format!("{name}_q")], &[]);
+        .node(
+            "Clip",
+            &n("clip"),
+            &[&n("rounded"), "qat_lo", "qat_hi"],
+            &[&n("trits")],
+            &[],
+        )
+        .node(
+            "Mul",
+            &n("dequant"),
+            &[&n("trits"), &n("scale")],
+            &[&format!("{name}_q")],
+            &[],
+        );
 }
 
 /// Sizes of the BitNet-style block.
@@ -154,47 +195,113 @@ const FFN: usize = 64;
 pub fn bitnet_block() -> DemoModel {
     let mut rng = Rng(0xb17e_7b10_c4a1_0002);
     let mut m = ModelBuilder::new("bitnet_block", 23);
-    m.input("x", DType::F32, &[WDim::Fixed(1), WDim::Fixed(SEQ), WDim::Fixed(DIM)])
-        .output("y", DType::F32, &[WDim::Fixed(1), WDim::Fixed(SEQ), WDim::Fixed(DIM)])
-        .initializer("qat_eps", &Tensor::scalar(1e-5f32))
-        .initializer("qat_lo", &Tensor::scalar(-1f32))
-        .initializer("qat_hi", &Tensor::scalar(1f32))
-        .initializer("attn_scale", &Tensor::scalar(1.0 / (DIM as f32).sqrt()))
-        .initializer("norm1", &Tensor::from_vec(vec![DIM], (0..DIM).map(|_| 1.0 + 0.1 * rng.uniform()).collect()))
-        .initializer("norm2", &Tensor::from_vec(vec![DIM], (0..DIM).map(|_| 1.0 + 0.1 * rng.uniform()).collect()));
-    let projections = [("wq", DIM, DIM), ("wk", DIM, DIM), ("wv", DIM, DIM), ("wo", DIM, DIM), ("w_gate", DIM, FFN), ("w_up", DIM, FFN), ("w_down", FFN, DIM)];
+    m.input(
+        "x",
+        DType::F32,
+        &[WDim::Fixed(1), WDim::Fixed(SEQ), WDim::Fixed(DIM)],
+    )
+    .output(
+        "y",
+        DType::F32,
+        &[WDim::Fixed(1), WDim::Fixed(SEQ), WDim::Fixed(DIM)],
+    )
+    .initializer("qat_eps", &Tensor::scalar(1e-5f32))
+    .initializer("qat_lo", &Tensor::scalar(-1f32))
+    .initializer("qat_hi", &Tensor::scalar(1f32))
+    .initializer("attn_scale", &Tensor::scalar(1.0 / (DIM as f32).sqrt()))
+    .initializer(
+        "norm1",
+        &Tensor::from_vec(
+            vec![DIM],
+            (0..DIM).map(|_| 1.0 + 0.1 * rng.uniform()).collect(),
+        ),
+    )
+    .initializer(
+        "norm2",
+        &Tensor::from_vec(
+            vec![DIM],
+            (0..DIM).map(|_| 1.0 + 0.1 * rng.uniform()).collect(),
+        ),
+    );
+    let projections = [
+        ("wq", DIM, DIM),
+        ("wk", DIM, DIM),
+        ("wv", DIM, DIM),
+        ("wo", DIM, DIM),
+        ("w_gate", DIM, FFN),
+        ("w_up", DIM, FFN),
+        ("w_down", FFN, DIM),
+    ];
     for (name, k, n) in projections {
         let latent: Vec<f32> = (0..k * n).map(|_| 0.02 * rng.uniform()).collect();
         m.initializer(name, &Tensor::from_vec(vec![k, n], latent));
         absmean_quantizer(&mut m, name);
     }
-    m.node("RMSNormalization", "attn_norm", &["x", "norm1"], &["h"], &[("axis", Attr::Int(-1))])
-        .node("MatMul", "q_proj", &["h", "wq_q"], &["q"], &[])
-        .node("MatMul", "k_proj", &["h", "wk_q"], &["k"], &[])
-        .node("MatMul", "v_proj", &["h", "wv_q"], &["v"], &[])
-        .node("Transpose", "k_t", &["k"], &["kt"], &[("perm", Attr::Ints(vec![0, 2, 1]))])
-        .node("MatMul", "scores", &["q", "kt"], &["s0"], &[])
-        .node("Mul", "scale_scores", &["s0", "attn_scale"], &["s1"], &[])
-        .node("Softmax", "attn", &["s1"], &["p"], &[("axis", Attr::Int(-1))])
-        .node("MatMul", "mix", &["p", "v"], &["ctx"], &[])
-        .node("MatMul", "o_proj", &["ctx", "wo_q"], &["o"], &[])
-        .node("Add", "residual1", &["x", "o"], &["x1"], &[])
-        .node("RMSNormalization", "ffn_norm", &["x1", "norm2"], &["h2"], &[("axis", Attr::Int(-1))])
-        .node("MatMul", "gate_proj", &["h2", "w_gate_q"], &["g"], &[])
-        .node("MatMul", "up_proj", &["h2", "w_up_q"], &["u"], &[])
-        .node("Sigmoid", "gate_sigmoid", &["g"], &["gs"], &[])
-        .node("Mul", "gate_silu", &["g", "gs"], &["silu"], &[])
-        .node("Mul", "gate_mul", &["silu", "u"], &["a"], &[])
-        .node("MatMul", "down_proj", &["a", "w_down_q"], &["d"], &[])
-        .node("Add", "residual2", &["x1", "d"], &["y"], &[]);
-    let x = Tensor::from_vec(vec![1, SEQ, DIM], (0..SEQ * DIM).map(|_| rng.uniform()).collect());
+    m.node(
+        "RMSNormalization",
+        "attn_norm",
+        &["x", "norm1"],
+        &["h"],
+        &[("axis", Attr::Int(-1))],
+    )
+    .node("MatMul", "q_proj", &["h", "wq_q"], &["q"], &[])
+    .node("MatMul", "k_proj", &["h", "wk_q"], &["k"], &[])
+    .node("MatMul", "v_proj", &["h", "wv_q"], &["v"], &[])
+    .node(
+        "Transpose",
+        "k_t",
+        &["k"],
+        &["kt"],
+        &[("perm", Attr::Ints(vec![0, 2, 1]))],
+    )
+    .node("MatMul", "scores", &["q", "kt"], &["s0"], &[])
+    .node("Mul", "scale_scores", &["s0", "attn_scale"], &["s1"], &[])
+    .node(
+        "Softmax",
+        "attn",
+        &["s1"],
+        &["p"],
+        &[("axis", Attr::Int(-1))],
+    )
+    .node("MatMul", "mix", &["p", "v"], &["ctx"], &[])
+    .node("MatMul", "o_proj", &["ctx", "wo_q"], &["o"], &[])
+    .node("Add", "residual1", &["x", "o"], &["x1"], &[])
+    .node(
+        "RMSNormalization",
+        "ffn_norm",
+        &["x1", "norm2"],
+        &["h2"],
+        &[("axis", Attr::Int(-1))],
+    )
+    .node("MatMul", "gate_proj", &["h2", "w_gate_q"], &["g"], &[])
+    .node("MatMul", "up_proj", &["h2", "w_up_q"], &["u"], &[])
+    .node("Sigmoid", "gate_sigmoid", &["g"], &["gs"], &[])
+    .node("Mul", "gate_silu", &["g", "gs"], &["silu"], &[])
+    .node("Mul", "gate_mul", &["silu", "u"], &["a"], &[])
+    .node("MatMul", "down_proj", &["a", "w_down_q"], &["d"], &[])
+    .node("Add", "residual2", &["x1", "d"], &["y"], &[]);
+    let x = Tensor::from_vec(
+        vec![1, SEQ, DIM],
+        (0..SEQ * DIM).map(|_| rng.uniform()).collect(),
+    );
     let model = m.to_bytes();
-    let outputs = match shrink_onnx::load_model_bytes("bitnet_block", model.clone().into(), &Default::default())
-        .map_err(|e| e.to_string())
-        .and_then(|imp| shrink_ref::run(&imp.graph, std::slice::from_ref(&x), &Default::default()).map_err(|e| e.to_string()))
-    {
+    let outputs = match shrink_onnx::load_model_bytes(
+        "bitnet_block",
+        model.clone().into(),
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|imp| {
+        shrink_ref::run(&imp.graph, std::slice::from_ref(&x), &Default::default())
+            .map_err(|e| e.to_string())
+    }) {
         Ok(mut o) => vec![("y".into(), o.remove(0))],
         Err(_) => vec![],
     };
-    DemoModel { name: "bitnet_block", model, inputs: vec![("x".into(), x)], outputs }
+    DemoModel {
+        name: "bitnet_block",
+        model,
+        inputs: vec![("x".into(), x)],
+        outputs,
+    }
 }

@@ -79,7 +79,9 @@ fn value_info(g: &Graph, name: &str, ty: &shrink_ir::ValueType) -> ValueInfo {
 }
 
 /// The [rows × cols] view of a layer's constant weight in `g`, by layer node name.
-fn layer_weights(g: &Graph) -> BTreeMap<String, (NodeId, shrink_ir::op::ConstId, shrink_ir::WeightLayout)> {
+fn layer_weights(
+    g: &Graph,
+) -> BTreeMap<String, (NodeId, shrink_ir::op::ConstId, shrink_ir::WeightLayout)> {
     shrink_opt::layers::const_weight_layers(g)
         .into_iter()
         .map(|(id, ws, c)| (g.node(id).name.clone(), (id, c, ws.layout)))
@@ -99,13 +101,24 @@ fn zeros_of(t: &Tensor) -> usize {
 }
 
 fn op_count(g: &Graph) -> usize {
-    g.node_ids().into_iter().filter(|&id| !g.node(id).op.is_source()).count()
+    g.node_ids()
+        .into_iter()
+        .filter(|&id| !g.node(id).op.is_source())
+        .count()
 }
 
 /// Builds the report for an imported graph and, when the pipeline ran, its staged results.
 pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&String>) -> Report {
-    let inputs = g.inputs.iter().map(|&id| value_info(g, &g.node(id).name, &g.node(id).outputs[0])).collect();
-    let outputs = g.outputs.iter().map(|(n, v)| value_info(g, n, g.value_type(*v))).collect();
+    let inputs = g
+        .inputs
+        .iter()
+        .map(|&id| value_info(g, &g.node(id).name, &g.node(id).outputs[0]))
+        .collect();
+    let outputs = g
+        .outputs
+        .iter()
+        .map(|(n, v)| value_info(g, n, g.value_type(*v)))
+        .collect();
     let mut op_counts = BTreeMap::new();
     for id in g.node_ids() {
         let op = &g.node(id).op;
@@ -115,7 +128,9 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
     }
     // Layers as the model defines them: after folding when the pipeline ran, else as imported.
     let defined = staged.map_or(g, |s| &s.before_sparsity);
-    let finals = staged.map(|s| layer_weights(&s.optimized)).unwrap_or_default();
+    let finals = staged
+        .map(|s| layer_weights(&s.optimized))
+        .unwrap_or_default();
     let mut layers = Vec::new();
     let (mut ternary_params, mut zeros_eliminated) = (0, 0);
     for (name, (id, c, layout)) in layer_weights(defined) {
@@ -166,7 +181,12 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
     }
     let nodes = op_counts.values().sum();
     let params = g.consts.iter().map(|t| t.len()).sum();
-    let scratch = staged.and_then(|s| s.stats.iter().find(|p| p.pass == "memory-plan").map(|p| p.get("scratch_bytes")));
+    let scratch = staged.and_then(|s| {
+        s.stats
+            .iter()
+            .find(|p| p.pass == "memory-plan")
+            .map(|p| p.get("scratch_bytes"))
+    });
     Report {
         inputs,
         outputs,
@@ -179,7 +199,11 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
                     .iter()
                     .map(|p| PassReport {
                         name: p.pass.to_string(),
-                        counters: p.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                        counters: p
+                            .counters
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), *v))
+                            .collect(),
                         ms: p.nanos as f64 / 1e6,
                     })
                     .collect()
@@ -203,7 +227,14 @@ fn shape_text(v: &ValueInfo) -> String {
         None => "[*]".into(),
         Some(s) => format!(
             "[{}]",
-            s.iter().map(|d| if d.is_null() { "?".to_string() } else { d.to_string().trim_matches('"').to_string() }).collect::<Vec<_>>().join(",")
+            s.iter()
+                .map(|d| if d.is_null() {
+                    "?".to_string()
+                } else {
+                    d.to_string().trim_matches('"').to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }
@@ -218,7 +249,11 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  {:<24} {}{}", v.name, v.dtype, shape_text(v));
         }
     }
-    let ops: Vec<String> = r.op_counts.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+    let ops: Vec<String> = r
+        .op_counts
+        .iter()
+        .map(|(k, v)| format!("{k}×{v}"))
+        .collect();
     let _ = writeln!(s, "nodes: {} ({})", r.nodes_before, ops.join(", "));
     match (&r.nodes_after, &r.opt_error) {
         (Some(n), _) => {
@@ -238,7 +273,15 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9}",
-            "name", "op", "weight", "ternary", "scale", "zeros", "nonzeros", "dead_rows", "dead_cols"
+            "name",
+            "op",
+            "weight",
+            "ternary",
+            "scale",
+            "zeros",
+            "nonzeros",
+            "dead_rows",
+            "dead_cols"
         );
         for l in &r.layers {
             let shape = format!("{:?}", l.weight_shape);
@@ -260,14 +303,22 @@ pub fn render(r: &Report) -> String {
     let t = &r.totals;
     let zeros: usize = r.layers.iter().map(|l| l.zeros).sum();
     let weights: usize = r.layers.iter().map(|l| l.zeros + l.nonzeros).sum();
-    let frac = if weights == 0 { 0.0 } else { 100.0 * zeros as f64 / weights as f64 };
+    let frac = if weights == 0 {
+        0.0
+    } else {
+        100.0 * zeros as f64 / weights as f64
+    };
     let _ = writeln!(
         s,
         "params: {} ({} in ternary layers); layer weights zero: {zeros}/{weights} ({frac:.1}%)",
         t.params, t.ternary_params
     );
     if let Some(z) = t.zeros_eliminated {
-        let _ = writeln!(s, "zeros eliminated: {z}; scratch: {} bytes", t.scratch_bytes.unwrap_or(0));
+        let _ = writeln!(
+            s,
+            "zeros eliminated: {z}; scratch: {} bytes",
+            t.scratch_bytes.unwrap_or(0)
+        );
     }
     s
 }

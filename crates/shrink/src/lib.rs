@@ -17,24 +17,52 @@ use shrink_ir::{Dim, Graph, Tensor};
 /// Orders user-supplied tensors as the graph's inputs: by name when every tensor is named after
 /// an input, else by position. Checks dtype and every fixed dimension against the declared type.
 pub fn bind_inputs(g: &Graph, given: &[(String, Tensor)]) -> Result<Vec<Tensor>, String> {
-    let names: Vec<&str> = g.inputs.iter().map(|&id| g.node(id).name.as_str()).collect();
+    let names: Vec<&str> = g
+        .inputs
+        .iter()
+        .map(|&id| g.node(id).name.as_str())
+        .collect();
     if given.len() != names.len() {
-        return Err(format!("the model has {} inputs ({}), {} were given", names.len(), names.join(", "), given.len()));
+        return Err(format!(
+            "the model has {} inputs ({}), {} were given",
+            names.len(),
+            names.join(", "),
+            given.len()
+        ));
     }
     let by_name = given.iter().all(|(n, _)| names.contains(&n.as_str()));
     let mut out = Vec::with_capacity(names.len());
     for (i, &id) in g.inputs.iter().enumerate() {
         let name = names[i];
-        let t = if by_name { &given.iter().find(|(n, _)| n == name).expect("checked above").1 } else { &given[i].1 };
+        let t = if by_name {
+            &given
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("checked above")
+                .1
+        } else {
+            &given[i].1
+        };
         let ty = &g.node(id).outputs[0];
         if t.dtype() != ty.dtype {
-            return Err(format!("input '{name}' is {} but the model expects {}", t.dtype(), ty.dtype));
+            return Err(format!(
+                "input '{name}' is {} but the model expects {}",
+                t.dtype(),
+                ty.dtype
+            ));
         }
         if let Some(shape) = &ty.shape {
             let fits = shape.rank() == t.rank()
-                && shape.0.iter().zip(t.dims()).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+                && shape
+                    .0
+                    .iter()
+                    .zip(t.dims())
+                    .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
             if !fits {
-                return Err(format!("input '{name}' has shape {:?} but the model expects {shape}", t.dims()));
+                return Err(format!(
+                    "input '{name}' has shape {:?} but the model expects {shape}",
+                    t.dims()
+                ));
             }
         }
         out.push(t.clone());
@@ -60,7 +88,13 @@ pub struct OptOptions {
 
 impl Default for OptOptions {
     fn default() -> OptOptions {
-        OptOptions { enabled: true, passes: None, dims: vec![], freeze: vec![], ctx: shrink_opt::Ctx::default() }
+        OptOptions {
+            enabled: true,
+            passes: None,
+            dims: vec![],
+            freeze: vec![],
+            ctx: shrink_opt::Ctx::default(),
+        }
     }
 }
 
@@ -107,15 +141,33 @@ pub fn optimize_staged(g: &Graph, opts: &OptOptions) -> Result<Staged, String> {
     let mut first = g.clone();
     let names: Vec<String> = match &opts.passes {
         Some(p) => p.clone(),
-        None => shrink_opt::default_pipeline().into_iter().map(String::from).collect(),
+        None => shrink_opt::default_pipeline()
+            .into_iter()
+            .map(String::from)
+            .collect(),
     };
-    let split = names.iter().position(|p| p == "sparsity").unwrap_or(names.len());
-    let head = OptOptions { passes: Some(names[..split].to_vec()), ..opts.clone() };
+    let split = names
+        .iter()
+        .position(|p| p == "sparsity")
+        .unwrap_or(names.len());
+    let head = OptOptions {
+        passes: Some(names[..split].to_vec()),
+        ..opts.clone()
+    };
     let mut stats = optimize(&mut first, &head)?;
     let mut optimized = first.clone();
     if opts.enabled && split < names.len() {
-        let tail = OptOptions { passes: Some(names[split..].to_vec()), freeze: vec![], dims: vec![], ..opts.clone() };
+        let tail = OptOptions {
+            passes: Some(names[split..].to_vec()),
+            freeze: vec![],
+            dims: vec![],
+            ..opts.clone()
+        };
         stats.extend(optimize(&mut optimized, &tail)?);
     }
-    Ok(Staged { before_sparsity: first, optimized, stats })
+    Ok(Staged {
+        before_sparsity: first,
+        optimized,
+        stats,
+    })
 }

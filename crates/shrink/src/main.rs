@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "shrink", version, about = "ONNX models to tiny standalone machine-code kernels")]
+#[command(
+    name = "shrink",
+    version,
+    about = "ONNX models to tiny standalone machine-code kernels"
+)]
 struct Cli {
     /// Largest tensor any stage may create or load, in bytes (suffixes K, M, G allowed).
     #[arg(long, global = true, default_value = "4G", value_parser = parse_size)]
@@ -112,11 +116,17 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<usize>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("bad size '{s}'"))
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size '{s}'"))
 }
 
 fn not_yet(engine: Engine) -> anyhow::Error {
-    anyhow!("engine '{}' is not available yet: only 'interp' is implemented in this version", format!("{engine:?}").to_lowercase())
+    anyhow!(
+        "engine '{}' is not available yet: only 'interp' is implemented in this version",
+        format!("{engine:?}").to_lowercase()
+    )
 }
 
 fn load(model: &Path, max_memory: usize) -> Result<Imported> {
@@ -124,12 +134,20 @@ fn load(model: &Path, max_memory: usize) -> Result<Imported> {
 }
 
 fn opt_options(cli: &Cli) -> Result<shrink::OptOptions> {
-    let mut o = shrink::OptOptions { enabled: !cli.no_opt, passes: cli.passes.clone(), ..Default::default() };
+    let mut o = shrink::OptOptions {
+        enabled: !cli.no_opt,
+        passes: cli.passes.clone(),
+        ..Default::default()
+    };
     o.ctx.fold_budget = cli.fold_budget;
     o.ctx.eval.max_bytes = cli.max_memory;
     for d in &cli.dim {
-        let (name, v) = d.split_once('=').ok_or_else(|| anyhow!("--dim expects NAME=VALUE, got '{d}'"))?;
-        let v = v.parse::<usize>().map_err(|_| anyhow!("--dim {name}: '{v}' is not a dimension size"))?;
+        let (name, v) = d
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--dim expects NAME=VALUE, got '{d}'"))?;
+        let v = v
+            .parse::<usize>()
+            .map_err(|_| anyhow!("--dim {name}: '{v}' is not a dimension size"))?;
         o.dims.push((name.to_string(), v));
     }
     for f in &cli.freeze {
@@ -140,7 +158,12 @@ fn opt_options(cli: &Cli) -> Result<shrink::OptOptions> {
 
 /// The graph ready to run on `inputs`: frozen inputs removed, shapes specialized to the data,
 /// optimized. Returns the graph and the inputs bound in graph order.
-fn prepare(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], model: &Path) -> Result<(shrink::ir::Graph, Vec<Tensor>)> {
+fn prepare(
+    cli: &Cli,
+    imp: &Imported,
+    inputs: &[(String, Tensor)],
+    model: &Path,
+) -> Result<(shrink::ir::Graph, Vec<Tensor>)> {
     let at = |e: String| anyhow!("{}: {e}", model.display());
     let opts = opt_options(cli)?;
     let mut g = imp.graph.clone();
@@ -151,71 +174,135 @@ fn prepare(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], model: &Path)
         shrink::opt::specialize::bind_dim(&mut g, name, *v).map_err(at)?;
     }
     let frozen: Vec<&str> = opts.freeze.iter().map(|(n, _)| n.as_str()).collect();
-    let given: Vec<(String, Tensor)> = inputs.iter().filter(|(n, _)| !frozen.contains(&n.as_str())).cloned().collect();
+    let given: Vec<(String, Tensor)> = inputs
+        .iter()
+        .filter(|(n, _)| !frozen.contains(&n.as_str()))
+        .cloned()
+        .collect();
     let bound = shrink::bind_inputs(&g, &given).map_err(at)?;
     shrink::specialize_to(&mut g, &bound);
-    let rest = shrink::OptOptions { freeze: vec![], dims: vec![], ..opts };
+    let rest = shrink::OptOptions {
+        freeze: vec![],
+        dims: vec![],
+        ..opts
+    };
     shrink::optimize(&mut g, &rest).map_err(at)?;
     Ok((g, bound))
 }
 
-fn run_interp(cli: &Cli, imp: &Imported, inputs: &[(String, Tensor)], max_memory: usize, model: &Path) -> Result<Vec<Tensor>> {
+fn run_interp(
+    cli: &Cli,
+    imp: &Imported,
+    inputs: &[(String, Tensor)],
+    max_memory: usize,
+    model: &Path,
+) -> Result<Vec<Tensor>> {
     let (g, bound) = prepare(cli, imp, inputs, model)?;
-    let ctx = shrink::interp::EvalCtx { max_bytes: max_memory };
+    let ctx = shrink::interp::EvalCtx {
+        max_bytes: max_memory,
+    };
     shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()))
 }
 
 fn read_input_arg(arg: &str, cap: usize) -> Result<(String, Tensor)> {
-    let (name, file) = arg.split_once('=').ok_or_else(|| anyhow!("--input expects NAME=FILE, got '{arg}'"))?;
+    let (name, file) = arg
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--input expects NAME=FILE, got '{arg}'"))?;
     let path = Path::new(file);
     let t = if path.extension().is_some_and(|e| e == "npy") {
         let data = std::fs::read(path).with_context(|| file.to_string())?;
         shrink::npy::parse_npy(&data, cap).map_err(|e| anyhow!("{file}: {e}"))?
     } else {
-        shrink::onnx::load_tensor_pb(path, cap).map_err(|e| anyhow!(e))?.1
+        shrink::onnx::load_tensor_pb(path, cap)
+            .map_err(|e| anyhow!(e))?
+            .1
     };
     Ok((name.to_string(), t))
 }
 
-fn cmd_run(cli: &Cli, model: &Path, input_dir: &Option<PathBuf>, input: &[String], output_dir: &Option<PathBuf>, engine: Engine) -> Result<()> {
+fn cmd_run(
+    cli: &Cli,
+    model: &Path,
+    input_dir: &Option<PathBuf>,
+    input: &[String],
+    output_dir: &Option<PathBuf>,
+    engine: Engine,
+) -> Result<()> {
     if engine != Engine::Interp {
         return Err(not_yet(engine));
     }
     let imp = load(model, cli.max_memory)?;
     let inputs = match input_dir {
-        Some(d) => load_dataset(d, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
-        None => input.iter().map(|a| read_input_arg(a, cli.max_memory)).collect::<Result<_>>()?,
+        Some(d) => {
+            load_dataset(d, cli.max_memory)
+                .map_err(|e| anyhow!(e))?
+                .inputs
+        }
+        None => input
+            .iter()
+            .map(|a| read_input_arg(a, cli.max_memory))
+            .collect::<Result<_>>()?,
     };
     let outs = run_interp(cli, &imp, &inputs, cli.max_memory, model)?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
-        let preview: Vec<String> = (0..t.len().min(8)).map(|i| format!("{}", t.get_f64(i))).collect();
+        let preview: Vec<String> = (0..t.len().min(8))
+            .map(|i| format!("{}", t.get_f64(i)))
+            .collect();
         let more = if t.len() > 8 { ", ..." } else { "" };
-        println!("output {k} '{name}': {}{:?} [{}{more}]", t.dtype(), t.dims(), preview.join(", "));
+        println!(
+            "output {k} '{name}': {}{:?} [{}{more}]",
+            t.dtype(),
+            t.dims(),
+            preview.join(", ")
+        );
         if let Some(dir) = output_dir {
             std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             let path = dir.join(format!("output_{k}.pb"));
-            std::fs::write(&path, shrink::onnx::writer::tensor_pb_bytes(t, name)).with_context(|| path.display().to_string())?;
+            std::fs::write(&path, shrink::onnx::writer::tensor_pb_bytes(t, name))
+                .with_context(|| path.display().to_string())?;
         }
     }
     Ok(())
 }
 
-fn cmd_check(cli: &Cli, model: &Path, datasets: &[PathBuf], engine: Engine, tol: Tolerance) -> Result<bool> {
+fn cmd_check(
+    cli: &Cli,
+    model: &Path,
+    datasets: &[PathBuf],
+    engine: Engine,
+    tol: Tolerance,
+) -> Result<bool> {
     if engine != Engine::Interp {
         return Err(not_yet(engine));
     }
     let imp = load(model, cli.max_memory)?;
-    let sets = if datasets.is_empty() { datasets_next_to(model) } else { datasets.to_vec() };
+    let sets = if datasets.is_empty() {
+        datasets_next_to(model)
+    } else {
+        datasets.to_vec()
+    };
     if sets.is_empty() {
-        bail!("{}: no test_data_set_* folders next to the model and none given", model.display());
+        bail!(
+            "{}: no test_data_set_* folders next to the model and none given",
+            model.display()
+        );
     }
     let mut all_ok = true;
     for set in &sets {
         let data = load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?;
-        let label = set.file_name().map_or(set.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let label = set.file_name().map_or(set.display().to_string(), |n| {
+            n.to_string_lossy().into_owned()
+        });
         let outcome = run_interp(cli, &imp, &data.inputs, cli.max_memory, model).map(|outs| {
             if outs.len() != data.outputs.len() {
-                return (f64::INFINITY, Some(format!("{} outputs, {} expected", outs.len(), data.outputs.len())));
+                return (
+                    f64::INFINITY,
+                    Some(format!(
+                        "{} outputs, {} expected",
+                        outs.len(),
+                        data.outputs.len()
+                    )),
+                );
             }
             let mut worst = 0f64;
             for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
@@ -248,11 +335,22 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
         .iter()
         .map(|&id| {
             let n = g.node(id);
-            let dims = n.outputs[0].shape.as_ref().and_then(|s| s.as_fixed()).ok_or_else(|| {
-                anyhow!("input '{}' has a non-static shape; give test data next to the model", n.name)
-            })?;
+            let dims = n.outputs[0]
+                .shape
+                .as_ref()
+                .and_then(|s| s.as_fixed())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "input '{}' has a non-static shape; give test data next to the model",
+                        n.name
+                    )
+                })?;
             let bytes = vec![0u8; dims.iter().product::<usize>() * n.outputs[0].dtype.size()];
-            Ok((n.name.clone(), Tensor::from_bytes(n.outputs[0].dtype, dims, bytes.into()).map_err(|e| anyhow!(e))?))
+            Ok((
+                n.name.clone(),
+                Tensor::from_bytes(n.outputs[0].dtype, dims, bytes.into())
+                    .map_err(|e| anyhow!(e))?,
+            ))
         })
         .collect()
 }
@@ -264,13 +362,20 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
     let t0 = Instant::now();
     let imp = load(model, cli.max_memory)?;
     let inputs = match datasets_next_to(model).first() {
-        Some(set) => load_dataset(set, cli.max_memory).map_err(|e| anyhow!(e))?.inputs,
+        Some(set) => {
+            load_dataset(set, cli.max_memory)
+                .map_err(|e| anyhow!(e))?
+                .inputs
+        }
         None => zeros_like_inputs(&imp)?,
     };
     let (g, bound) = prepare(cli, &imp, &inputs, model)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let ctx = shrink::interp::EvalCtx { max_bytes: cli.max_memory };
-    let once = || shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()));
+    let ctx = shrink::interp::EvalCtx {
+        max_bytes: cli.max_memory,
+    };
+    let once =
+        || shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()));
     once()?; // warm-up
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {
@@ -287,7 +392,13 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
             serde_json::json!({"engine": "interp", "iters": times.len(), "median_ns": median, "p99_ns": p99, "compile_ms": compile_ms})
         );
     } else {
-        println!("engine interp: {} iters, median {:.3} ms, p99 {:.3} ms (load {:.1} ms)", times.len(), median as f64 / 1e6, p99 as f64 / 1e6, compile_ms);
+        println!(
+            "engine interp: {} iters, median {:.3} ms, p99 {:.3} ms (load {:.1} ms)",
+            times.len(),
+            median as f64 / 1e6,
+            p99 as f64 / 1e6,
+            compile_ms
+        );
     }
     Ok(())
 }
@@ -295,8 +406,14 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
 fn main() {
     // Internal bugs still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("error: internal error{loc}: {}", info.payload_as_str().unwrap_or("panic"));
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{loc}: {}",
+            info.payload_as_str().unwrap_or("panic")
+        );
     }));
     // Per-pass timing and statistics: RUST_LOG=shrink::opt=debug (logs go to stderr).
     if std::env::var_os("RUST_LOG").is_some() {
@@ -307,16 +424,40 @@ fn main() {
     }
     let cli = Cli::parse();
     let result: Result<bool> = match &cli.cmd {
-        Cmd::Compile { .. } => Err(anyhow!("compile is not available yet: code generation is not implemented in this version")),
-        Cmd::Run { model, input_dir, input, output_dir, engine } => {
-            cmd_run(&cli, model, input_dir, input, output_dir, *engine).map(|_| true)
-        }
-        Cmd::Check { model, datasets, engine, target: _, rtol, atol } => {
-            cmd_check(&cli, model, datasets, *engine, Tolerance { rtol: *rtol, atol: *atol })
-        }
+        Cmd::Compile { .. } => Err(anyhow!(
+            "compile is not available yet: code generation is not implemented in this version"
+        )),
+        Cmd::Run {
+            model,
+            input_dir,
+            input,
+            output_dir,
+            engine,
+        } => cmd_run(&cli, model, input_dir, input, output_dir, *engine).map(|_| true),
+        Cmd::Check {
+            model,
+            datasets,
+            engine,
+            target: _,
+            rtol,
+            atol,
+        } => cmd_check(
+            &cli,
+            model,
+            datasets,
+            *engine,
+            Tolerance {
+                rtol: *rtol,
+                atol: *atol,
+            },
+        ),
         Cmd::Inspect { model, json } => load(model, cli.max_memory).and_then(|imp| {
             let opt = opt_options(&cli)?;
-            let staged = if opt.enabled { Some(shrink::optimize_staged(&imp.graph, &opt)) } else { None };
+            let staged = if opt.enabled {
+                Some(shrink::optimize_staged(&imp.graph, &opt))
+            } else {
+                None
+            };
             let r = match &staged {
                 Some(Ok(s)) => shrink::inspect::inspect(&imp.graph, Some(s), None),
                 Some(Err(e)) => shrink::inspect::inspect(&imp.graph, None, Some(e)),
@@ -329,9 +470,17 @@ fn main() {
             }
             Ok(true)
         }),
-        Cmd::Bench { model, engine, iters, threads, json } => {
+        Cmd::Bench {
+            model,
+            engine,
+            iters,
+            threads,
+            json,
+        } => {
             if *threads != 1 {
-                Err(anyhow!("--threads {threads}: kernels are single-threaded; only 1 is supported"))
+                Err(anyhow!(
+                    "--threads {threads}: kernels are single-threaded; only 1 is supported"
+                ))
             } else {
                 cmd_bench(&cli, model, *engine, *iters, *json).map(|_| true)
             }

@@ -56,13 +56,24 @@ pub fn parse_npy(data: &[u8], cap: usize) -> Result<Tensor, String> {
     }
     let (hlen, hstart) = match data[6] {
         1 => (u16::from_le_bytes([data[8], data[9]]) as usize, 10usize),
-        2 | 3 if data.len() >= 12 => (u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize, 12),
+        2 | 3 if data.len() >= 12 => (
+            u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let hend = hstart.checked_add(hlen).filter(|&e| e <= data.len()).ok_or("truncated .npy header")?;
-    let header = std::str::from_utf8(&data[hstart..hend]).map_err(|_| "the .npy header is not text")?;
-    let descr = header_field(header, "descr").ok_or("the .npy header has no descr")?.trim_matches(['\'', '"']);
-    let dtype = dtype_of(descr).filter(|_| !descr.starts_with('>')).ok_or_else(|| format!("unsupported .npy dtype '{descr}'"))?;
+    let hend = hstart
+        .checked_add(hlen)
+        .filter(|&e| e <= data.len())
+        .ok_or("truncated .npy header")?;
+    let header =
+        std::str::from_utf8(&data[hstart..hend]).map_err(|_| "the .npy header is not text")?;
+    let descr = header_field(header, "descr")
+        .ok_or("the .npy header has no descr")?
+        .trim_matches(['\'', '"']);
+    let dtype = dtype_of(descr)
+        .filter(|_| !descr.starts_with('>'))
+        .ok_or_else(|| format!("unsupported .npy dtype '{descr}'"))?;
     if header_field(header, "fortran_order") == Some("True") {
         return Err("Fortran-order .npy arrays are not supported".into());
     }
@@ -72,7 +83,10 @@ pub fn parse_npy(data: &[u8], cap: usize) -> Result<Tensor, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad .npy shape {shape}")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad .npy shape {shape}"))
+        })
         .collect::<Result<_, _>>()?;
     let bytes = dims
         .iter()
@@ -82,17 +96,27 @@ pub fn parse_npy(data: &[u8], cap: usize) -> Result<Tensor, String> {
         .ok_or_else(|| format!("the .npy shape {dims:?} exceeds the memory cap"))?;
     let body = &data[hend..];
     if body.len() != bytes {
-        return Err(format!("the .npy body has {} bytes, the shape needs {bytes}", body.len()));
+        return Err(format!(
+            "the .npy body has {} bytes, the shape needs {bytes}",
+            body.len()
+        ));
     }
     Tensor::from_bytes(dtype, dims, body.to_vec().into()).map_err(|e| e.to_string())
 }
 
 /// Serializes a tensor as `.npy` (version 1.0).
 pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, String> {
-    let descr = descr_of(t.dtype()).ok_or_else(|| format!("{} has no .npy equivalent", t.dtype()))?;
+    let descr =
+        descr_of(t.dtype()).ok_or_else(|| format!("{} has no .npy equivalent", t.dtype()))?;
     let shape = match t.dims() {
         [one] => format!("({one},)"),
-        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {

@@ -88,7 +88,11 @@ impl<T: AttrField> AttrField for Option<T> {
         }
     }
     fn parse(lx: &mut Lexer<'_>) -> Result<Self, ParseError> {
-        if lx.eat_word("none") { Ok(None) } else { Ok(Some(T::parse(lx)?)) }
+        if lx.eat_word("none") {
+            Ok(None)
+        } else {
+            Ok(Some(T::parse(lx)?))
+        }
     }
 }
 

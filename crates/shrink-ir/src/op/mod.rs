@@ -204,7 +204,8 @@ impl attr::AttrField for Unary {
     }
     fn parse(lx: &mut crate::text::lex::Lexer<'_>) -> Result<Self, crate::text::lex::ParseError> {
         let name = lx.ident()?;
-        Unary::parse(&name, lx)?.ok_or_else(|| lx.error(format!("`{name}` is not an elementwise activation")))
+        Unary::parse(&name, lx)?
+            .ok_or_else(|| lx.error(format!("`{name}` is not an elementwise activation")))
     }
 }
 
@@ -216,7 +217,9 @@ pub struct ConstId(pub u32);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Graph input number `index` (the node's name is the ONNX input name).
-    Input { index: usize },
+    Input {
+        index: usize,
+    },
     /// A constant (initializer or folded value).
     Const(ConstId),
     Unary(Unary),
@@ -284,7 +287,19 @@ impl Op {
             )*};
         }
         try_family!(
-            Unary, Binary, Variadic, Ternary, Linear, Quant, Conv, Pool, Norm, Reduce, Layout, Convert, Transformer,
+            Unary,
+            Binary,
+            Variadic,
+            Ternary,
+            Linear,
+            Quant,
+            Conv,
+            Pool,
+            Norm,
+            Reduce,
+            Layout,
+            Convert,
+            Transformer,
             Fused
         );
         Ok(None)

@@ -7,23 +7,39 @@ pub enum DTypeError {
     #[error("missing required input {0}")]
     MissingInput(usize),
     #[error("input {index} is {found}, expected {expected}")]
-    Mismatch { index: usize, found: DType, expected: String },
+    Mismatch {
+        index: usize,
+        found: DType,
+        expected: String,
+    },
 }
 
 fn req(inputs: &[Option<DType>], i: usize) -> Result<DType, DTypeError> {
-    inputs.get(i).copied().flatten().ok_or(DTypeError::MissingInput(i))
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or(DTypeError::MissingInput(i))
 }
 
 /// The dtype of each output of `op` given its input dtypes (`None` = absent optional input).
 /// `num_outputs` is how many outputs the node declares (for multi-output ops).
-pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Result<Vec<DType>, DTypeError> {
+pub fn infer_dtypes(
+    op: &Op,
+    inputs: &[Option<DType>],
+    num_outputs: usize,
+) -> Result<Vec<DType>, DTypeError> {
     let one = |d: DType| Ok(vec![d]);
     match op {
         Op::Input { .. } | Op::Const(_) => unreachable!("sources carry their own type"),
         Op::Unary(u) => {
             let x = req(inputs, 0)?;
             if matches!(u, Unary::Not) && x != DType::Bool {
-                return Err(DTypeError::Mismatch { index: 0, found: x, expected: "bool".into() });
+                return Err(DTypeError::Mismatch {
+                    index: 0,
+                    found: x,
+                    expected: "bool".into(),
+                });
             }
             one(x)
         }
@@ -33,12 +49,20 @@ pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Re
                 Binary::And | Binary::Or => {
                     for (i, d) in [(0, a), (1, c)] {
                         if d != DType::Bool {
-                            return Err(DTypeError::Mismatch { index: i, found: d, expected: "bool".into() });
+                            return Err(DTypeError::Mismatch {
+                                index: i,
+                                found: d,
+                                expected: "bool".into(),
+                            });
                         }
                     }
                     one(DType::Bool)
                 }
-                Binary::Equal | Binary::Less | Binary::Greater | Binary::LessOrEqual | Binary::GreaterOrEqual => {
+                Binary::Equal
+                | Binary::Less
+                | Binary::Greater
+                | Binary::LessOrEqual
+                | Binary::GreaterOrEqual => {
                     same(1, c, a)?;
                     one(DType::Bool)
                 }
@@ -61,26 +85,38 @@ pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Re
         Op::Ternary(Ternary::Where) => {
             let c = req(inputs, 0)?;
             if c != DType::Bool {
-                return Err(DTypeError::Mismatch { index: 0, found: c, expected: "bool".into() });
+                return Err(DTypeError::Mismatch {
+                    index: 0,
+                    found: c,
+                    expected: "bool".into(),
+                });
             }
             let x = req(inputs, 1)?;
             same(2, req(inputs, 2)?, x)?;
             one(x)
         }
-        Op::Linear(Linear::MatMul) | Op::Linear(Linear::Gemm { .. }) | Op::Fused(Fused::DenseAct { .. }) => {
+        Op::Linear(Linear::MatMul)
+        | Op::Linear(Linear::Gemm { .. })
+        | Op::Fused(Fused::DenseAct { .. }) => {
             let a = req(inputs, 0)?;
             same(1, req(inputs, 1)?, a)?;
             one(a)
         }
         Op::Linear(Linear::MatMulInteger) | Op::Conv(Conv::ConvInteger { .. }) => one(DType::I32),
-        Op::Linear(Linear::QLinearMatMul) | Op::Conv(Conv::QLinearConv { .. }) => one(req(inputs, 7)?),
-        Op::Quant(Quant::QuantizeLinear { output_dtype, .. }) => {
-            one(output_dtype.or(inputs.get(2).copied().flatten()).unwrap_or(DType::U8))
+        Op::Linear(Linear::QLinearMatMul) | Op::Conv(Conv::QLinearConv { .. }) => {
+            one(req(inputs, 7)?)
         }
-        Op::Quant(Quant::DequantizeLinear { output_dtype, .. }) => one(output_dtype.unwrap_or(req(inputs, 1)?)),
+        Op::Quant(Quant::QuantizeLinear { output_dtype, .. }) => one(output_dtype
+            .or(inputs.get(2).copied().flatten())
+            .unwrap_or(DType::U8)),
+        Op::Quant(Quant::DequantizeLinear { output_dtype, .. }) => {
+            one(output_dtype.unwrap_or(req(inputs, 1)?))
+        }
         Op::Quant(Quant::DynamicQuantizeLinear) => Ok(vec![DType::U8, DType::F32, DType::U8]),
         Op::Conv(Conv::Conv { .. }) => one(req(inputs, 0)?),
-        Op::Pool(Pool::MaxPool { .. }) => Ok([req(inputs, 0)?, DType::I64][..num_outputs.clamp(1, 2)].to_vec()),
+        Op::Pool(Pool::MaxPool { .. }) => {
+            Ok([req(inputs, 0)?, DType::I64][..num_outputs.clamp(1, 2)].to_vec())
+        }
         Op::Pool(_) => one(req(inputs, 0)?),
         Op::Norm(Norm::BatchNormalization { .. }) => {
             let x = req(inputs, 0)?;
@@ -105,7 +141,9 @@ pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Re
         }
         Op::Reduce(_) => one(req(inputs, 0)?),
         Op::Layout(Layout::Shape { .. }) => one(DType::I64),
-        Op::Layout(Layout::ConstantOfShape { value }) => one(value.as_ref().map_or(DType::F32, |t| t.dtype())),
+        Op::Layout(Layout::ConstantOfShape { value }) => {
+            one(value.as_ref().map_or(DType::F32, |t| t.dtype()))
+        }
         Op::Layout(Layout::Split { .. }) => Ok(vec![req(inputs, 0)?; num_outputs.max(1)]),
         Op::Layout(Layout::Concat { .. }) => {
             let a = req(inputs, 0)?;
@@ -119,7 +157,9 @@ pub fn infer_dtypes(op: &Op, inputs: &[Option<DType>], num_outputs: usize) -> Re
             req(inputs, 0)?;
             one(*to)
         }
-        Op::Convert(Convert::Dropout { .. }) => Ok([req(inputs, 0)?, DType::Bool][..num_outputs.clamp(1, 2)].to_vec()),
+        Op::Convert(Convert::Dropout { .. }) => {
+            Ok([req(inputs, 0)?, DType::Bool][..num_outputs.clamp(1, 2)].to_vec())
+        }
         Op::Transformer(_) => one(req(inputs, 0)?),
     }
 }
@@ -128,6 +168,10 @@ fn same(index: usize, found: DType, expected: DType) -> Result<(), DTypeError> {
     if found == expected {
         Ok(())
     } else {
-        Err(DTypeError::Mismatch { index, found, expected: expected.name().into() })
+        Err(DTypeError::Mismatch {
+            index,
+            found,
+            expected: expected.name().into(),
+        })
     }
 }

@@ -32,7 +32,10 @@ impl<'a> Lexer<'a> {
     }
 
     pub fn error(&self, msg: impl Into<String>) -> ParseError {
-        ParseError { line: self.line(), msg: msg.into() }
+        ParseError {
+            line: self.line(),
+            msg: msg.into(),
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -72,7 +75,9 @@ impl<'a> Lexer<'a> {
         if self.eat(c) {
             Ok(())
         } else {
-            let found = self.peek().map_or("end of input".to_string(), |f| format!("`{f}`"));
+            let found = self
+                .peek()
+                .map_or("end of input".to_string(), |f| format!("`{f}`"));
             Err(self.error(format!("expected `{c}`, found {found}")))
         }
     }
@@ -81,7 +86,9 @@ impl<'a> Lexer<'a> {
     pub fn eat_word(&mut self, w: &str) -> bool {
         self.skip_ws();
         let rest = &self.src[self.pos..];
-        if rest.starts_with(w) && !rest[w.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+        if rest.starts_with(w)
+            && !rest[w.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        {
             self.pos += w.len();
             true
         } else {
@@ -93,7 +100,9 @@ impl<'a> Lexer<'a> {
     pub fn ident(&mut self) -> Result<String, ParseError> {
         self.skip_ws();
         let rest = &self.src[self.pos..];
-        let len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
         if len == 0 || rest.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(self.error("expected an identifier"));
         }
@@ -122,19 +131,25 @@ impl<'a> Lexer<'a> {
     /// The raw text of a number-like token (digits, letters, `.`, exponent signs).
     pub fn float_token(&mut self) -> Result<String, ParseError> {
         let t = self.number_token();
-        if t.is_empty() { Err(self.error("expected a number")) } else { Ok(t.to_string()) }
+        if t.is_empty() {
+            Err(self.error("expected a number"))
+        } else {
+            Ok(t.to_string())
+        }
     }
 
     /// A decimal integer.
     pub fn int(&mut self) -> Result<i64, ParseError> {
         let t = self.number_token();
-        t.parse().map_err(|_| self.error(format!("expected an integer, found `{t}`")))
+        t.parse()
+            .map_err(|_| self.error(format!("expected an integer, found `{t}`")))
     }
 
     /// An unsigned decimal integer.
     pub fn uint(&mut self) -> Result<u64, ParseError> {
         let t = self.number_token();
-        t.parse().map_err(|_| self.error(format!("expected an unsigned integer, found `{t}`")))
+        t.parse()
+            .map_err(|_| self.error(format!("expected an unsigned integer, found `{t}`")))
     }
 
     /// A float (`1.5`, `-2e-3`, `inf`, `-inf`, `nan`).
@@ -144,7 +159,9 @@ impl<'a> Lexer<'a> {
             "nan" => Ok(f64::NAN),
             "inf" => Ok(f64::INFINITY),
             "-inf" => Ok(f64::NEG_INFINITY),
-            _ => t.parse().map_err(|_| self.error(format!("expected a number, found `{t}`"))),
+            _ => t
+                .parse()
+                .map_err(|_| self.error(format!("expected a number, found `{t}`"))),
         }
     }
 

@@ -28,7 +28,8 @@ fn parse_value(lx: &mut Lexer<'_>) -> Result<(usize, u32), ParseError> {
 
 pub fn parse_type(lx: &mut Lexer<'_>) -> Result<ValueType, ParseError> {
     let name = lx.ident()?;
-    let dtype = DType::from_name(&name).ok_or_else(|| lx.error(format!("unknown dtype `{name}`")))?;
+    let dtype =
+        DType::from_name(&name).ok_or_else(|| lx.error(format!("unknown dtype `{name}`")))?;
     lx.expect('[')?;
     if lx.eat('*') {
         lx.expect(']')?;
@@ -58,8 +59,11 @@ pub fn parse_type(lx: &mut Lexer<'_>) -> Result<ValueType, ParseError> {
 /// Parses `dtype[dims] [e0, e1, ...]`.
 pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
     let ty = parse_type(lx)?;
-    let dims =
-        ty.shape.as_ref().and_then(|s| s.as_fixed()).ok_or_else(|| lx.error("a tensor literal needs fixed dims"))?;
+    let dims = ty
+        .shape
+        .as_ref()
+        .and_then(|s| s.as_fixed())
+        .ok_or_else(|| lx.error("a tensor literal needs fixed dims"))?;
     let n: usize = dims.iter().product();
     lx.expect('[')?;
     let mut bytes = Vec::with_capacity(n * ty.dtype.size());
@@ -151,7 +155,8 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
                 (Op::Const(cid), 0)
             }
             name => {
-                let op = Op::parse_named(name, &mut lx)?.ok_or_else(|| lx.error(format!("unknown op `{name}`")))?;
+                let op = Op::parse_named(name, &mut lx)?
+                    .ok_or_else(|| lx.error(format!("unknown op `{name}`")))?;
                 lx.expect('(')?;
                 let mut ins = Vec::new();
                 if !lx.eat(')') {
@@ -168,7 +173,11 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
                     }
                 }
                 let n = ins.len();
-                pending.push(PendingEdges { to: id, inputs: ins, line });
+                pending.push(PendingEdges {
+                    to: id,
+                    inputs: ins,
+                    line,
+                });
                 (op, n)
             }
         };
@@ -178,7 +187,15 @@ pub fn parse_graph(src: &str) -> Result<Graph, ParseError> {
         while lx.eat(',') {
             outs.push(parse_type(&mut lx)?);
         }
-        nodes.insert(id, Node { op, name, num_inputs, outputs: outs });
+        nodes.insert(
+            id,
+            Node {
+                op,
+                name,
+                num_inputs,
+                outputs: outs,
+            },
+        );
     }
     if !lx.at_end() {
         return Err(lx.error("unexpected text after the graph"));
@@ -208,7 +225,12 @@ fn build(
             Some(n) => {
                 g.add_raw(n);
             }
-            None => holes.push(g.add_raw(Node { op: Op::Input { index: usize::MAX }, name: String::new(), num_inputs: 0, outputs: vec![] })),
+            None => holes.push(g.add_raw(Node {
+                op: Op::Input { index: usize::MAX },
+                name: String::new(),
+                num_inputs: 0,
+                outputs: vec![],
+            })),
         }
     }
     for h in holes {
@@ -236,7 +258,10 @@ fn build(
     }
     for (i, (index, id)) in inputs.into_iter().enumerate() {
         if index != i {
-            return Err(err(0, format!("graph inputs must be numbered 0.., input {i} is missing")));
+            return Err(err(
+                0,
+                format!("graph inputs must be numbered 0.., input {i} is missing"),
+            ));
         }
         g.inputs.push(NodeId(NodeIndex::new(id)));
     }

@@ -37,7 +37,13 @@ pub fn write_type(out: &mut String, t: &ValueType) {
 
 /// `dtype[dims] [e0, e1, ...]`. Narrow floats and sub-byte ints print as their stored byte.
 pub fn write_tensor(out: &mut String, t: &Tensor) {
-    write_type(out, &ValueType::new(t.dtype(), Some(Shape(t.dims().iter().map(|&d| Dim::Fixed(d)).collect()))));
+    write_type(
+        out,
+        &ValueType::new(
+            t.dtype(),
+            Some(Shape(t.dims().iter().map(|&d| Dim::Fixed(d)).collect())),
+        ),
+    );
     out.push_str(" [");
     let b = t.bytes();
     for i in 0..t.len() {
@@ -49,12 +55,23 @@ pub fn write_tensor(out: &mut String, t: &Tensor) {
         match t.dtype() {
             DType::F32 => write_f64(out, f32::from_le_bytes(e.try_into().unwrap()) as f64, true),
             DType::F64 => write_f64(out, f64::from_le_bytes(e.try_into().unwrap()), false),
-            DType::F16 => write_f64(out, f16::from_le_bytes(e.try_into().unwrap()).to_f64(), true),
-            DType::BF16 => write_f64(out, bf16::from_le_bytes(e.try_into().unwrap()).to_f64(), true),
+            DType::F16 => write_f64(
+                out,
+                f16::from_le_bytes(e.try_into().unwrap()).to_f64(),
+                true,
+            ),
+            DType::BF16 => write_f64(
+                out,
+                bf16::from_le_bytes(e.try_into().unwrap()).to_f64(),
+                true,
+            ),
             DType::U64 => {
                 let _ = write!(out, "{}", u64::from_le_bytes(e.try_into().unwrap()));
             }
-            d if d.is_narrow_float() || d.size() == 1 && d.is_unsigned_int() || d == DType::Bool => {
+            d if d.is_narrow_float()
+                || d.size() == 1 && d.is_unsigned_int()
+                || d == DType::Bool =>
+            {
                 let _ = write!(out, "{}", e[0]);
             }
             _ => {

@@ -13,16 +13,18 @@ fn unary(n: &NodeIn<'_>) -> Result<Built, String> {
             *alpha = a.float("alpha", 0.2)?;
             *beta = a.float("beta", 0.5)?;
         }
-        Unary::Elu { alpha } | Unary::Celu { alpha } | Unary::ThresholdedRelu { alpha } | Unary::Swish { alpha } => {
-            *alpha = a.float("alpha", 1.0)?
-        }
+        Unary::Elu { alpha }
+        | Unary::Celu { alpha }
+        | Unary::ThresholdedRelu { alpha }
+        | Unary::Swish { alpha } => *alpha = a.float("alpha", 1.0)?,
         Unary::Selu { alpha, gamma } => {
             *alpha = a.float("alpha", *alpha)?;
             *gamma = a.float("gamma", *gamma)?;
         }
         Unary::Gelu { approximate } => {
             let s = a.string("approximate")?.unwrap_or_else(|| "none".into());
-            *approximate = GeluApprox::from_str_opt(&s).ok_or_else(|| format!("unknown Gelu approximate '{s}'"))?;
+            *approximate = GeluApprox::from_str_opt(&s)
+                .ok_or_else(|| format!("unknown Gelu approximate '{s}'"))?;
         }
         _ => {}
     }
@@ -50,8 +52,15 @@ fn clip(n: &NodeIn<'_>) -> Result<Built, String> {
         let d = n.input_dtype(0)?;
         let lo = n.attrs.float("min", f32::NEG_INFINITY)? as f64;
         let hi = n.attrs.float("max", f32::INFINITY)? as f64;
-        let ins = vec![super::Input::Value(n.inputs[0].ok_or("input 0 missing")?), scalar_const(d, lo)?, scalar_const(d, hi)?];
-        return Ok(Built { op: Op::Ternary(Ternary::Clip), inputs: ins });
+        let ins = vec![
+            super::Input::Value(n.inputs[0].ok_or("input 0 missing")?),
+            scalar_const(d, lo)?,
+            scalar_const(d, hi)?,
+        ];
+        return Ok(Built {
+            op: Op::Ternary(Ternary::Clip),
+            inputs: ins,
+        });
     }
     n.keep(Op::Ternary(Ternary::Clip))
 }

@@ -11,52 +11,96 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
     let keep = |op: Layout| n.keep(Op::Layout(op));
     match n.proto.op_type.as_str() {
         "Reshape" => {
-            let op = Layout::Reshape { allowzero: a.flag("allowzero", false)? };
+            let op = Layout::Reshape {
+                allowzero: a.flag("allowzero", false)?,
+            };
             if v < 5 {
-                let shape = a.ints("shape")?.ok_or("attribute 'shape' is required before opset 5")?;
-                return Ok(Built { op: Op::Layout(op), inputs: n.with_input_at(1, ints_const(&shape)) });
+                let shape = a
+                    .ints("shape")?
+                    .ok_or("attribute 'shape' is required before opset 5")?;
+                return Ok(Built {
+                    op: Op::Layout(op),
+                    inputs: n.with_input_at(1, ints_const(&shape)),
+                });
             }
             keep(op)
         }
-        "Flatten" => keep(Layout::Flatten { axis: a.int("axis", 1)? }),
-        "Transpose" => keep(Layout::Transpose { perm: a.ints("perm")? }),
-        "Concat" => keep(Layout::Concat { axis: a.opt_int("axis")?.ok_or("attribute 'axis' is required")? }),
+        "Flatten" => keep(Layout::Flatten {
+            axis: a.int("axis", 1)?,
+        }),
+        "Transpose" => keep(Layout::Transpose {
+            perm: a.ints("perm")?,
+        }),
+        "Concat" => keep(Layout::Concat {
+            axis: a.opt_int("axis")?.ok_or("attribute 'axis' is required")?,
+        }),
         op @ ("Squeeze" | "Unsqueeze") => {
-            let lop = if op == "Squeeze" { Layout::Squeeze } else { Layout::Unsqueeze };
+            let lop = if op == "Squeeze" {
+                Layout::Squeeze
+            } else {
+                Layout::Unsqueeze
+            };
             if v < 13 {
                 let inputs = match a.ints("axes")? {
                     Some(axes) => n.with_input_at(1, ints_const(&axes)),
                     None if op == "Unsqueeze" => return Err("attribute 'axes' is required".into()),
                     None => n.with_input_at(1, Input::Absent),
                 };
-                return Ok(Built { op: Op::Layout(lop), inputs });
+                return Ok(Built {
+                    op: Op::Layout(lop),
+                    inputs,
+                });
             }
             keep(lop)
         }
-        "Shape" => keep(Layout::Shape { start: a.int("start", 0)?, end: a.opt_int("end")? }),
-        "Gather" => keep(Layout::Gather { axis: a.int("axis", 0)? }),
+        "Shape" => keep(Layout::Shape {
+            start: a.int("start", 0)?,
+            end: a.opt_int("end")?,
+        }),
+        "Gather" => keep(Layout::Gather {
+            axis: a.int("axis", 0)?,
+        }),
         "Slice" => {
             if v < 10 {
-                let data = n.inputs.first().copied().flatten().ok_or("input 0 missing")?;
+                let data = n
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or("input 0 missing")?;
                 let starts = a.ints("starts")?.ok_or("attribute 'starts' is required")?;
                 let ends = a.ints("ends")?.ok_or("attribute 'ends' is required")?;
                 let axes = match a.ints("axes")? {
                     Some(ax) => ints_const(&ax),
                     None => Input::Absent,
                 };
-                let inputs = vec![Input::Value(data), ints_const(&starts), ints_const(&ends), axes];
-                return Ok(Built { op: Op::Layout(Layout::Slice), inputs });
+                let inputs = vec![
+                    Input::Value(data),
+                    ints_const(&starts),
+                    ints_const(&ends),
+                    axes,
+                ];
+                return Ok(Built {
+                    op: Op::Layout(Layout::Slice),
+                    inputs,
+                });
             }
             keep(Layout::Slice)
         }
         "Split" => {
-            let op = Layout::Split { axis: a.int("axis", 0)?, num_outputs: a.opt_int("num_outputs")? };
+            let op = Layout::Split {
+                axis: a.int("axis", 0)?,
+                num_outputs: a.opt_int("num_outputs")?,
+            };
             if v < 13 {
                 let inputs = match a.ints("split")? {
                     Some(s) => n.with_input_at(1, ints_const(&s)),
                     None => n.same_inputs(),
                 };
-                return Ok(Built { op: Op::Layout(op), inputs });
+                return Ok(Built {
+                    op: Op::Layout(op),
+                    inputs,
+                });
             }
             keep(op)
         }
@@ -64,14 +108,26 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
         "Tile" => keep(Layout::Tile),
         "Pad" => {
             let s = a.string("mode")?.unwrap_or_else(|| "constant".into());
-            let mode = PadMode::from_str_opt(&s).ok_or_else(|| format!("unknown pad mode '{s}'"))?;
+            let mode =
+                PadMode::from_str_opt(&s).ok_or_else(|| format!("unknown pad mode '{s}'"))?;
             if v < 11 {
-                let pads = a.ints("pads")?.or(a.ints("paddings")?).ok_or("attribute 'pads' is required")?;
+                let pads = a
+                    .ints("pads")?
+                    .or(a.ints("paddings")?)
+                    .ok_or("attribute 'pads' is required")?;
                 let d = n.input_dtype(0)?;
                 let value = scalar_const(d, a.float("value", 0.0)? as f64)?;
-                let data = n.inputs.first().copied().flatten().ok_or("input 0 missing")?;
+                let data = n
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or("input 0 missing")?;
                 let inputs = vec![Input::Value(data), ints_const(&pads), value];
-                return Ok(Built { op: Op::Layout(Layout::Pad { mode }), inputs });
+                return Ok(Built {
+                    op: Op::Layout(Layout::Pad { mode }),
+                    inputs,
+                });
             }
             keep(Layout::Pad { mode })
         }
@@ -80,7 +136,10 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             if let Some(t) = &value
                 && t.len() != 1
             {
-                return Err(format!("attribute 'value' must hold one element, found {}", t.len()));
+                return Err(format!(
+                    "attribute 'value' must hold one element, found {}",
+                    t.len()
+                ));
             }
             keep(Layout::ConstantOfShape { value })
         }
@@ -105,21 +164,50 @@ fn convert(n: &NodeIn<'_>) -> Result<Built, String> {
             };
             let to = to_dtype(code)?;
             let (saturate, round_mode) = cast_attrs(n)?;
-            n.keep(Op::Convert(Convert::Cast { to, saturate, round_mode }))
+            n.keep(Op::Convert(Convert::Cast {
+                to,
+                saturate,
+                round_mode,
+            }))
         }
         "CastLike" => {
             let to = n.input_dtype(1)?;
             let (saturate, round_mode) = cast_attrs(n)?;
-            let x = n.inputs.first().copied().flatten().ok_or("input 0 missing")?;
-            Ok(Built { op: Op::Convert(Convert::Cast { to, saturate, round_mode }), inputs: vec![Input::Value(x)] })
+            let x = n
+                .inputs
+                .first()
+                .copied()
+                .flatten()
+                .ok_or("input 0 missing")?;
+            Ok(Built {
+                op: Op::Convert(Convert::Cast {
+                    to,
+                    saturate,
+                    round_mode,
+                }),
+                inputs: vec![Input::Value(x)],
+            })
         }
         _ => {
-            let op = Convert::Dropout { seed: a.opt_int("seed")? };
+            let op = Convert::Dropout {
+                seed: a.opt_int("seed")?,
+            };
             if n.opset < 12 {
                 let ratio = a.float("ratio", 0.5)?;
-                let x = n.inputs.first().copied().flatten().ok_or("input 0 missing")?;
-                let inputs = vec![Input::Value(x), Input::Const(shrink_ir::Tensor::scalar(ratio))];
-                return Ok(Built { op: Op::Convert(op), inputs });
+                let x = n
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or("input 0 missing")?;
+                let inputs = vec![
+                    Input::Value(x),
+                    Input::Const(shrink_ir::Tensor::scalar(ratio)),
+                ];
+                return Ok(Built {
+                    op: Op::Convert(op),
+                    inputs,
+                });
             }
             n.keep(Op::Convert(op))
         }
@@ -153,5 +241,11 @@ fn legacy_type_name(s: &str) -> Result<i32, String> {
 }
 
 pub fn lookup(op_type: &str) -> Option<super::Builder> {
-    lookup_table(op_type, &[(Layout::NAMES, layout), (&["Cast", "CastLike", "Dropout"], convert)])
+    lookup_table(
+        op_type,
+        &[
+            (Layout::NAMES, layout),
+            (&["Cast", "CastLike", "Dropout"], convert),
+        ],
+    )
 }

@@ -40,12 +40,18 @@ pub struct Built {
 impl NodeIn<'_> {
     /// The node's inputs unchanged.
     pub fn same_inputs(&self) -> Vec<Input> {
-        self.inputs.iter().map(|v| v.map_or(Input::Absent, Input::Value)).collect()
+        self.inputs
+            .iter()
+            .map(|v| v.map_or(Input::Absent, Input::Value))
+            .collect()
     }
 
     /// The op with the node's inputs unchanged.
     pub fn keep(&self, op: Op) -> Result<Built, String> {
-        Ok(Built { op, inputs: self.same_inputs() })
+        Ok(Built {
+            op,
+            inputs: self.same_inputs(),
+        })
     }
 
     /// Inputs with `extra` appended at `slot` (padding with absent slots), used when an older
@@ -61,7 +67,11 @@ impl NodeIn<'_> {
     }
 
     pub fn input_dtype(&self, i: usize) -> Result<DType, String> {
-        self.input_types.get(i).copied().flatten().ok_or_else(|| format!("required input {i} is missing"))
+        self.input_types
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("required input {i} is missing"))
     }
 }
 
@@ -103,5 +113,8 @@ pub fn lookup(op_type: &str) -> Option<Builder> {
 
 /// Finds `op_type` in a family's table of (names, builder).
 pub fn lookup_table(op_type: &str, table: &[(&[&str], Builder)]) -> Option<Builder> {
-    table.iter().find(|(names, _)| names.contains(&op_type)).map(|(_, b)| *b)
+    table
+        .iter()
+        .find(|(names, _)| names.contains(&op_type))
+        .map(|(_, b)| *b)
 }

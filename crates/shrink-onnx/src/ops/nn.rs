@@ -8,7 +8,9 @@ use shrink_ir::{DType, Op};
 fn dtype_attr(a: &Attrs<'_>, name: &str) -> Result<Option<DType>, String> {
     match a.int(name, 0)? {
         0 => Ok(None),
-        c => DType::from_onnx(c as i32).map(Some).ok_or_else(|| format!("attribute '{name}': unsupported data type {c}")),
+        c => DType::from_onnx(c as i32)
+            .map(Some)
+            .ok_or_else(|| format!("attribute '{name}': unsupported data type {c}")),
     }
 }
 
@@ -26,14 +28,12 @@ fn linear(n: &NodeIn<'_>) -> Result<Built, String> {
     let op = match n.proto.op_type.as_str() {
         "MatMul" => Linear::MatMul,
         // Before opset 7 Gemm's C either matched exactly or set `broadcast`; broadcasting covers both.
-        "Gemm" => {
-            Linear::Gemm {
-                alpha: a.float("alpha", 1.0)?,
-                beta: a.float("beta", 1.0)?,
-                trans_a: a.flag("transA", false)?,
-                trans_b: a.flag("transB", false)?,
-            }
-        }
+        "Gemm" => Linear::Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.flag("transA", false)?,
+            trans_b: a.flag("transB", false)?,
+        },
         "MatMulInteger" => Linear::MatMulInteger,
         _ => Linear::QLinearMatMul,
     };
@@ -63,14 +63,39 @@ fn quant(n: &NodeIn<'_>) -> Result<Built, String> {
 fn conv(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
     let (auto_pad, dilations, group) = (auto_pad(a)?, ints(a, "dilations")?, a.int("group", 1)?);
-    let (kernel_shape, pads, strides) = (ints(a, "kernel_shape")?, ints(a, "pads")?, ints(a, "strides")?);
+    let (kernel_shape, pads, strides) = (
+        ints(a, "kernel_shape")?,
+        ints(a, "pads")?,
+        ints(a, "strides")?,
+    );
     if group < 1 {
         return Err(format!("group must be positive, found {group}"));
     }
     let op = match n.proto.op_type.as_str() {
-        "Conv" => Conv::Conv { auto_pad, dilations, group, kernel_shape, pads, strides },
-        "ConvInteger" => Conv::ConvInteger { auto_pad, dilations, group, kernel_shape, pads, strides },
-        _ => Conv::QLinearConv { auto_pad, dilations, group, kernel_shape, pads, strides },
+        "Conv" => Conv::Conv {
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        },
+        "ConvInteger" => Conv::ConvInteger {
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        },
+        _ => Conv::QLinearConv {
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        },
     };
     n.keep(Op::Conv(op))
 }
@@ -82,7 +107,9 @@ fn pool(n: &NodeIn<'_>) -> Result<Built, String> {
             auto_pad: auto_pad(a)?,
             ceil_mode: a.flag("ceil_mode", false)?,
             dilations: ints(a, "dilations")?,
-            kernel_shape: a.ints("kernel_shape")?.ok_or("attribute 'kernel_shape' is required")?,
+            kernel_shape: a
+                .ints("kernel_shape")?
+                .ok_or("attribute 'kernel_shape' is required")?,
             pads: ints(a, "pads")?,
             storage_order: a.int("storage_order", 0)?,
             strides: ints(a, "strides")?,
@@ -92,7 +119,9 @@ fn pool(n: &NodeIn<'_>) -> Result<Built, String> {
             ceil_mode: a.flag("ceil_mode", false)?,
             count_include_pad: a.flag("count_include_pad", false)?,
             dilations: ints(a, "dilations")?,
-            kernel_shape: a.ints("kernel_shape")?.ok_or("attribute 'kernel_shape' is required")?,
+            kernel_shape: a
+                .ints("kernel_shape")?
+                .ok_or("attribute 'kernel_shape' is required")?,
             pads: ints(a, "pads")?,
             strides: ints(a, "strides")?,
         },
@@ -125,15 +154,23 @@ fn norm(n: &NodeIn<'_>) -> Result<Built, String> {
             epsilon: a.float("epsilon", 1e-5)?,
             stash_type: a.int("stash_type", 1)?,
         },
-        "InstanceNormalization" => Norm::InstanceNormalization { epsilon: a.float("epsilon", 1e-5)? },
+        "InstanceNormalization" => Norm::InstanceNormalization {
+            epsilon: a.float("epsilon", 1e-5)?,
+        },
         kind => {
             // Before opset 13 softmax flattened the input to 2-D at `axis` (default 1).
             let legacy = n.opset < 13;
             let axis = a.int("axis", if legacy { 1 } else { -1 })?;
             if kind == "Softmax" {
-                Norm::Softmax { axis, coerce_2d: legacy }
+                Norm::Softmax {
+                    axis,
+                    coerce_2d: legacy,
+                }
             } else {
-                Norm::LogSoftmax { axis, coerce_2d: legacy }
+                Norm::LogSoftmax {
+                    axis,
+                    coerce_2d: legacy,
+                }
             }
         }
     };
@@ -148,7 +185,9 @@ fn transformer(n: &NodeIn<'_>) -> Result<Built, String> {
             num_heads: a.opt_int("num_heads")?,
             rotary_embedding_dim: a.int("rotary_embedding_dim", 0)?,
         },
-        _ => Transformer::SwiGLU { alpha: a.float("alpha", 1.0)? },
+        _ => Transformer::SwiGLU {
+            alpha: a.float("alpha", 1.0)?,
+        },
     };
     n.keep(Op::Transformer(op))
 }

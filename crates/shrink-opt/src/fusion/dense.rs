@@ -16,15 +16,20 @@ fn sole_user(g: &Graph, id: NodeId) -> Option<(NodeId, usize)> {
 
 /// A constant bias of width `n` along the last axis (all other dims 1).
 fn is_bias(g: &Graph, v: Value, n: usize) -> bool {
-    g.const_value(v).is_some_and(|t| t.dims().last() == Some(&n) && t.dims().iter().rev().skip(1).all(|&d| d == 1))
+    g.const_value(v).is_some_and(|t| {
+        t.dims().last() == Some(&n) && t.dims().iter().rev().skip(1).all(|&d| d == 1)
+    })
 }
 
 pub fn fuse_at(g: &mut Graph, id: NodeId) -> Option<&'static str> {
     let (trans_b, gemm_bias) = match &g.node(id).op {
         Op::Linear(Linear::MatMul) => (false, None),
-        Op::Linear(Linear::Gemm { alpha, beta, trans_a: false, trans_b }) if *alpha == 1.0 && *beta == 1.0 => {
-            (*trans_b, Some(input(g, id, 2)))
-        }
+        Op::Linear(Linear::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b,
+        }) if *alpha == 1.0 && *beta == 1.0 => (*trans_b, Some(input(g, id, 2))),
         _ => return None,
     };
     let (x, w) = (input(g, id, 0)?, input(g, id, 1)?);
@@ -73,7 +78,10 @@ pub fn fuse_at(g: &mut Graph, id: NodeId) -> Option<&'static str> {
     }
     let name = g.node(id).name.clone();
     let fused = g.add_node(
-        Op::Fused(Fused::DenseAct { trans_b, activation }),
+        Op::Fused(Fused::DenseAct {
+            trans_b,
+            activation,
+        }),
         &name,
         &[Some(x), Some(w), bias],
         vec![out_ty],

@@ -4,14 +4,24 @@ use crate::{EvalCtx, EvalError};
 use shrink_ir::op::{Binary, Fused, Layout, Linear};
 use shrink_ir::{Tensor, ValueType};
 
-pub fn eval(op: &Fused, ins: &[Option<&Tensor>], outs: &[ValueType], ctx: &EvalCtx) -> Result<Vec<Tensor>, EvalError> {
-    let Fused::DenseAct { trans_b, activation } = op;
+pub fn eval(
+    op: &Fused,
+    ins: &[Option<&Tensor>],
+    outs: &[ValueType],
+    ctx: &EvalCtx,
+) -> Result<Vec<Tensor>, EvalError> {
+    let Fused::DenseAct {
+        trans_b,
+        activation,
+    } = op;
     let x = super::required(ins, 0)?;
     let w = super::required(ins, 1)?;
     let any = |t: &Tensor| vec![ValueType::unknown_shape(t.dtype())];
     let wt;
     let w = if *trans_b {
-        let perm = Layout::Transpose { perm: Some(vec![1, 0]) };
+        let perm = Layout::Transpose {
+            perm: Some(vec![1, 0]),
+        };
         wt = super::layout::eval(&perm, &[Some(w)], &any(w), ctx)?.remove(0);
         &wt
     } else {

@@ -20,7 +20,10 @@ use shrink_ir::Tensor;
 
 /// Required input `i`, or an error naming it.
 pub fn required<'a>(ins: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, EvalError> {
-    ins.get(i).copied().flatten().ok_or_else(|| EvalError::invalid(format!("required input {i} is missing")))
+    ins.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| EvalError::invalid(format!("required input {i} is missing")))
 }
 
 /// Optional input `i`.
@@ -31,7 +34,10 @@ pub fn optional<'a>(ins: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> 
 /// The values of a 1-D (or scalar) integer tensor as i64 (shape, axes, pads, ...).
 pub fn int_list(t: &Tensor) -> Result<Vec<i64>, EvalError> {
     if !t.dtype().is_int() {
-        return Err(EvalError::invalid(format!("expected an integer tensor, got {}", t.dtype())));
+        return Err(EvalError::invalid(format!(
+            "expected an integer tensor, got {}",
+            t.dtype()
+        )));
     }
     Ok(t.to_i64_vec())
 }

@@ -39,12 +39,21 @@ impl ShapeError {
 }
 
 /// The inferred shape of each of the node's `num_outputs` outputs (`None` = unknown rank).
-pub fn infer_shapes(op: &Op, inputs: &[Option<InputInfo<'_>>], num_outputs: usize) -> Result<Vec<Option<Shape>>, ShapeError> {
+pub fn infer_shapes(
+    op: &Op,
+    inputs: &[Option<InputInfo<'_>>],
+    num_outputs: usize,
+) -> Result<Vec<Option<Shape>>, ShapeError> {
     let mut out = match op {
-        Op::Input { .. } | Op::Const(_) => return Err(ShapeError::new("sources carry their own shape")),
-        Op::Unary(_) | Op::Binary(_) | Op::Variadic(_) | Op::Ternary(_) | Op::Convert(_) | Op::Quant(_) => {
-            elementwise::infer(op, inputs, num_outputs)?
+        Op::Input { .. } | Op::Const(_) => {
+            return Err(ShapeError::new("sources carry their own shape"));
         }
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Variadic(_)
+        | Op::Ternary(_)
+        | Op::Convert(_)
+        | Op::Quant(_) => elementwise::infer(op, inputs, num_outputs)?,
         Op::Linear(l) => linear::infer(l, inputs, num_outputs)?,
         Op::Conv(_) | Op::Pool(_) => conv::infer(op, inputs, num_outputs)?,
         Op::Norm(_) | Op::Transformer(_) => norm::infer(op, inputs, num_outputs)?,
@@ -58,7 +67,11 @@ pub fn infer_shapes(op: &Op, inputs: &[Option<InputInfo<'_>>], num_outputs: usiz
 
 /// Helper for rules: input `i`'s shape, `None` if absent or of unknown rank.
 pub fn shape_of<'a>(inputs: &[Option<InputInfo<'a>>], i: usize) -> Option<&'a Shape> {
-    inputs.get(i).copied().flatten().and_then(|x| x.ty.shape.as_ref())
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .and_then(|x| x.ty.shape.as_ref())
 }
 
 /// Helper for rules: input `i`'s constant value as i64s (shape/axes inputs).
@@ -74,26 +87,32 @@ pub fn unknown_dims(rank: usize) -> Shape {
 
 /// Merges a declared shape with an inferred one: fixed dims win over symbolic or unknown ones,
 /// and two different fixed dims (or ranks) are an error.
-pub fn merge_shapes(declared: Option<&Shape>, inferred: Option<&Shape>) -> Result<Option<Shape>, ShapeError> {
+pub fn merge_shapes(
+    declared: Option<&Shape>,
+    inferred: Option<&Shape>,
+) -> Result<Option<Shape>, ShapeError> {
     match (declared, inferred) {
         (None, x) | (x, None) => Ok(x.cloned()),
         (Some(d), Some(i)) => {
             if d.rank() != i.rank() {
-                return Err(ShapeError::new(format!("declared shape {d} has rank {}, inferred {i} has rank {}", d.rank(), i.rank())));
+                return Err(ShapeError::new(format!(
+                    "declared shape {d} has rank {}, inferred {i} has rank {}",
+                    d.rank(),
+                    i.rank()
+                )));
             }
-            let dims = d
-                .0
-                .iter()
-                .zip(&i.0)
-                .map(|(a, b)| match (a, b) {
-                    (Dim::Fixed(x), Dim::Fixed(y)) if x != y => {
-                        Err(ShapeError::new(format!("declared shape {d} contradicts inferred {i}")))
-                    }
-                    (Dim::Fixed(x), _) | (_, Dim::Fixed(x)) => Ok(Dim::Fixed(*x)),
-                    (Dim::Sym(s), _) | (_, Dim::Sym(s)) => Ok(Dim::Sym(s.clone())),
-                    _ => Ok(Dim::Unknown),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let dims =
+                d.0.iter()
+                    .zip(&i.0)
+                    .map(|(a, b)| match (a, b) {
+                        (Dim::Fixed(x), Dim::Fixed(y)) if x != y => Err(ShapeError::new(format!(
+                            "declared shape {d} contradicts inferred {i}"
+                        ))),
+                        (Dim::Fixed(x), _) | (_, Dim::Fixed(x)) => Ok(Dim::Fixed(*x)),
+                        (Dim::Sym(s), _) | (_, Dim::Sym(s)) => Ok(Dim::Sym(s.clone())),
+                        _ => Ok(Dim::Unknown),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(Shape(dims)))
         }
     }
@@ -102,7 +121,9 @@ pub fn merge_shapes(declared: Option<&Shape>, inferred: Option<&Shape>) -> Resul
 /// Infers every node's output shapes in topological order, merging with what the node already
 /// declares. Errors name the node.
 pub fn infer_graph(g: &mut crate::Graph) -> Result<(), (crate::NodeId, ShapeError)> {
-    let order = g.topo_order().map_err(|n| (n, ShapeError::new("the graph has a cycle")))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| (n, ShapeError::new("the graph has a cycle")))?;
     for id in order {
         if g.node(id).op.is_source() {
             continue;
@@ -110,7 +131,12 @@ pub fn infer_graph(g: &mut crate::Graph) -> Result<(), (crate::NodeId, ShapeErro
         let ins = g.inputs_of(id);
         let infos: Vec<Option<InputInfo<'_>>> = ins
             .iter()
-            .map(|v| v.map(|v| InputInfo { ty: g.value_type(v), value: g.const_value(v).map(|t| &**t) }))
+            .map(|v| {
+                v.map(|v| InputInfo {
+                    ty: g.value_type(v),
+                    value: g.const_value(v).map(|t| &**t),
+                })
+            })
             .collect();
         let node = g.node(id);
         let inferred = infer_shapes(&node.op, &infos, node.outputs.len()).map_err(|e| (id, e))?;
