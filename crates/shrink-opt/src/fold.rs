@@ -116,3 +116,44 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     }
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shrink_ir::ValueType;
+    use shrink_ir::op::Unary;
+
+    fn neg_of_const(n: usize) -> Graph {
+        let mut g = Graph::new();
+        let c = g.add_const("c", Arc::new(Tensor::from_vec(vec![n], vec![1f32; n])));
+        let neg = g.add_node(
+            Op::Unary(Unary::Neg),
+            "neg",
+            &[Some(c.into())],
+            vec![ValueType::fixed(shrink_ir::DType::F32, &[n])],
+        );
+        g.outputs.push(("y".into(), neg.into()));
+        g
+    }
+
+    #[test]
+    fn folding_respects_the_budget() {
+        let mut g = neg_of_const(256);
+        let tight = Ctx {
+            fold_budget: 1023,
+            ..Default::default()
+        };
+        let s = fold_constants(&mut g, &tight).unwrap();
+        assert_eq!((s.get("nodes_folded"), s.get("over_budget")), (0, 1));
+        let enough = Ctx {
+            fold_budget: 1024,
+            ..Default::default()
+        };
+        let s = fold_constants(&mut g, &enough).unwrap();
+        assert_eq!((s.get("nodes_folded"), s.get("bytes_created")), (1, 1024));
+        let y = g
+            .const_value(g.outputs[0].1)
+            .expect("output is now a constant");
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![-1f32; 256]);
+    }
+}
