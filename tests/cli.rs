@@ -461,31 +461,14 @@ fn inspect_reports_what_the_optimizer_removed() {
     let o = shrink(&["inspect", "--json", &shipped_model()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    // Independent expectations from the generator's weights (see tests/opt.rs for the counts).
-    let demo = shrink::demo::ternary_mlp();
-    let imp = shrink::onnx::load_model_bytes("d", demo.model.into(), &Default::default()).unwrap();
-    let g = imp.graph;
-    let w = |name: &str| {
-        let id = g
-            .node_ids()
-            .into_iter()
-            .find(|&id| g.node(id).name == name)
-            .unwrap();
-        g.const_value(shrink::ir::Value::from(id))
-            .unwrap()
-            .to_f64_vec()
-    };
-    let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
-    let dead: Vec<usize> = (0..32)
-        .filter(|&h| {
-            (0..8).all(|o| w2[h * 8 + o] == 0.0)
-                || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0)
-        })
-        .collect();
-    let live: Vec<usize> = (0..32).filter(|h| !dead.contains(h)).collect();
-    let dead_in = (0..16)
-        .filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0))
-        .count();
+    // Independent expectations from the generator's weights.
+    let shrink::demo::MlpSparsity {
+        w1,
+        w2,
+        dead,
+        live,
+        dead_inputs: dead_in,
+    } = shrink::demo::ternary_mlp_sparsity();
     let layers = v["layers"].as_array().unwrap();
     let fc1 = layers.iter().find(|l| l["name"] == "fc1").unwrap();
     let fc2 = layers.iter().find(|l| l["name"] == "fc2").unwrap();

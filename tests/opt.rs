@@ -48,28 +48,12 @@ fn ternary_mlp_stats_are_exact() {
     let imp = shrink::onnx::load_model_bytes("mlp", demo.model.clone().into(), &Default::default())
         .unwrap();
     let g = imp.graph;
-    // Independent counts from the weights: W1 is [16 in, 32 hidden], W2 [32 hidden, 8 out].
-    let w = |name: &str| {
-        let id = g
-            .node_ids()
-            .into_iter()
-            .find(|&id| g.node(id).name == name)
-            .unwrap();
-        g.const_value(shrink::ir::Value::from(id))
-            .unwrap()
-            .to_f64_vec()
-    };
-    let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
-    let dead: Vec<usize> = (0..32)
-        .filter(|&h| {
-            (0..8).all(|o| w2[h * 8 + o] == 0.0)
-                || ((0..16).all(|i| w1[i * 32 + h] == 0.0) && b1[h] <= 0.0)
-        })
-        .collect();
-    let live: Vec<usize> = (0..32).filter(|h| !dead.contains(h)).collect();
-    let dead_inputs = (0..16)
-        .filter(|&i| live.iter().all(|&h| w1[i * 32 + h] == 0.0))
-        .count();
+    let shrink::demo::MlpSparsity {
+        dead,
+        live,
+        dead_inputs,
+        ..
+    } = shrink::demo::ternary_mlp_sparsity();
     assert!(
         dead.contains(&3) && dead.contains(&9) && dead.contains(&17),
         "the generator's dead units"

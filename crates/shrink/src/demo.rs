@@ -305,3 +305,54 @@ pub fn bitnet_block() -> DemoModel {
         outputs,
     }
 }
+
+/// What sparsity elimination must find in [`ternary_mlp`], counted by plain loops over its
+/// weights (the oracle for the optimizer's statistics in tests).
+pub struct MlpSparsity {
+    /// W1 as `[IN][HIDDEN]` and W2 as `[HIDDEN][OUT]`, row-major.
+    pub w1: Vec<f64>,
+    pub w2: Vec<f64>,
+    /// Hidden units with no effect: all-zero outgoing weights, or all-zero incoming weights and
+    /// a bias that relu maps to 0.
+    pub dead: Vec<usize>,
+    pub live: Vec<usize>,
+    /// Inputs no live unit reads.
+    pub dead_inputs: usize,
+}
+
+/// Counts [`MlpSparsity`] for the shipped ternary MLP.
+pub fn ternary_mlp_sparsity() -> MlpSparsity {
+    let m = shrink_onnx::load_model_bytes(
+        "ternary_mlp",
+        ternary_mlp().model.into(),
+        &Default::default(),
+    )
+    .expect("the generated model imports");
+    let g = m.graph;
+    let w = |name: &str| {
+        let id = g
+            .node_ids()
+            .into_iter()
+            .find(|&id| g.node(id).name == name)
+            .expect("initializer");
+        g.const_value(id.into()).expect("constant").to_f64_vec()
+    };
+    let (w1, b1, w2) = (w("w1"), w("b1"), w("w2"));
+    let dead: Vec<usize> = (0..HIDDEN)
+        .filter(|&h| {
+            (0..OUT).all(|o| w2[h * OUT + o] == 0.0)
+                || ((0..IN).all(|i| w1[i * HIDDEN + h] == 0.0) && b1[h] <= 0.0)
+        })
+        .collect();
+    let live: Vec<usize> = (0..HIDDEN).filter(|h| !dead.contains(h)).collect();
+    let dead_inputs = (0..IN)
+        .filter(|&i| live.iter().all(|&h| w1[i * HIDDEN + h] == 0.0))
+        .count();
+    MlpSparsity {
+        w1,
+        w2,
+        dead,
+        live,
+        dead_inputs,
+    }
+}
