@@ -161,3 +161,35 @@ fn attributes_and_constants_round_trip() {
     verify(&g).unwrap();
     assert_eq!(shrink_ir::text::print_graph(&g), text);
 }
+
+#[test]
+fn invariant_7_shapes() {
+    let (mut g, _, r) = base();
+    g.node_mut(r).outputs[0] = f32s(5);
+    let err = verify(&g).unwrap_err();
+    assert!(err.msg.contains("contradicts"), "{err}");
+}
+
+#[test]
+fn invariant_8_ternary_annotation() {
+    use shrink_ir::{TernaryWeights, WeightLayout};
+    let (mut g, _, _) = base();
+    let t = Tensor::from_vec(vec![2, 2], vec![0.5f32, -0.5, 0.0, 0.5]);
+    let c = g.add_const("w", Arc::new(t.clone()));
+    let shrink_ir::Op::Const(cid) = g.node(c).op else {
+        unreachable!()
+    };
+    let w = TernaryWeights::detect(&t, WeightLayout::RowsFirst, 0).unwrap();
+    g.ternary.insert(cid, Arc::new(w.clone()));
+    verify(&g).unwrap();
+    g.consts[cid.0 as usize] = Arc::new(Tensor::from_vec(vec![2, 2], vec![0.5f32, 0.5, 0.0, 0.5]));
+    assert!(
+        verify(&g)
+            .unwrap_err()
+            .msg
+            .contains("differs from its value")
+    );
+    g.ternary.insert(shrink_ir::op::ConstId(99), Arc::new(w));
+    g.consts[cid.0 as usize] = Arc::new(t);
+    assert!(verify(&g).unwrap_err().msg.contains("missing constant"));
+}
