@@ -144,6 +144,45 @@ crate::op_family! {
     }
 }
 
+impl Reduce {
+    /// `(keepdims, noop_with_empty_axes)` of the axes-input reductions (ReduceMean … ReduceL2);
+    /// `None` for ArgMax/ArgMin, whose single axis is an attribute.
+    pub fn axes_flags_mut(&mut self) -> Option<(&mut bool, &mut bool)> {
+        match self {
+            Reduce::ReduceMean {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceSum {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceMax {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceMin {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceSumSquare {
+                keepdims,
+                noop_with_empty_axes,
+            }
+            | Reduce::ReduceL2 {
+                keepdims,
+                noop_with_empty_axes,
+            } => Some((keepdims, noop_with_empty_axes)),
+            Reduce::ArgMax { .. } | Reduce::ArgMin { .. } => None,
+        }
+    }
+
+    /// Read-only form of [`Reduce::axes_flags_mut`].
+    pub fn axes_flags(&self) -> Option<(bool, bool)> {
+        self.clone().axes_flags_mut().map(|(k, n)| (*k, *n))
+    }
+}
+
 crate::op_family! {
     /// Data movement and shape computation. Shape-like inputs are i64 tensors:
     /// Reshape(data, shape), Squeeze/Unsqueeze(data, axes?), Slice(data, starts, ends, axes?, steps?),

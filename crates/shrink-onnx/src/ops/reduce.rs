@@ -24,30 +24,10 @@ fn reduce(n: &NodeIn<'_>) -> Result<Built, String> {
             *select_last_index = a.flag("select_last_index", false)?;
             return n.keep(Op::Reduce(op));
         }
-        Reduce::ReduceMean {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceSum {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceMax {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceMin {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceSumSquare {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceL2 {
-            keepdims,
-            noop_with_empty_axes,
-        } => {
+        reduction => {
+            let (keepdims, noop_with_empty_axes) = reduction
+                .axes_flags_mut()
+                .expect("ArgMax/ArgMin handled above");
             *keepdims = a.flag("keepdims", true)?;
             *noop_with_empty_axes = a.flag("noop_with_empty_axes", false)?;
         }

@@ -19,30 +19,9 @@ pub fn infer(
         Reduce::ArgMax { axis, keepdims, .. } | Reduce::ArgMin { axis, keepdims, .. } => {
             Some(reduce(x, &[norm_axis(*axis, x.rank())?], *keepdims))
         }
-        Reduce::ReduceMean {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceSum {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceMax {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceMin {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceSumSquare {
-            keepdims,
-            noop_with_empty_axes,
-        }
-        | Reduce::ReduceL2 {
-            keepdims,
-            noop_with_empty_axes,
-        } => {
+        reduction => {
+            let (keepdims, noop_with_empty_axes) =
+                reduction.axes_flags().expect("ArgMax/ArgMin handled above");
             let present = matches!(inputs.get(1), Some(Some(_)));
             // A present axes input whose length is statically 0 is the same as an absent one.
             let statically_empty = matches!(
@@ -51,14 +30,14 @@ pub fn infer(
             );
             match const_ints(inputs, 1) {
                 Some(axes) if !axes.is_empty() => {
-                    Some(reduce(x, &norm_axes(&axes, x.rank())?, *keepdims))
+                    Some(reduce(x, &norm_axes(&axes, x.rank())?, keepdims))
                 }
                 axes if !present || axes.is_some() || statically_empty => {
-                    if *noop_with_empty_axes {
+                    if noop_with_empty_axes {
                         Some(x.clone())
                     } else {
                         let all: Vec<usize> = (0..x.rank()).collect();
-                        Some(reduce(x, &all, *keepdims))
+                        Some(reduce(x, &all, keepdims))
                     }
                 }
                 // Axes only known at run time: with keepdims the rank survives.
