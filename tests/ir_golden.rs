@@ -6,7 +6,8 @@
 //! - `opt <pass,pass,...>`: the passes run (verifier after each), then the printed result must
 //!   contain the `; check: <text>` lines in order, each `; nextln: <text>` on the line right after
 //!   the previous match, and no `; not: <text>` anywhere; `; stat: <pass>.<counter>=<n>` lines pin
-//!   pass statistics exactly.
+//!   pass statistics exactly. The graph before and after the passes must also compute the same
+//!   outputs on the interpreter for deterministic inputs (float inputs with static shapes).
 //!
 //! `SHRINK_BLESS=1` rewrites a `roundtrip` file with the printer's output (review the diff);
 //! without it a mismatch fails with both texts.
@@ -94,7 +95,9 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
         verify: true,
         ..Default::default()
     };
+    let before = g.clone();
     let stats = shrink::opt::run_passes(&mut g, &names, &ctx).map_err(|e| e.to_string())?;
+    same_outputs(&before, &g)?;
     let printed = print_graph(&g);
     let lines: Vec<&str> = printed.lines().collect();
     let mut at = 0usize;
@@ -137,6 +140,46 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
                     "stat {pass}.{counter} = {got}, expected {n}; stats: {stats:?}"
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic inputs for `g` (values spread over [-2, 2], some exact zeros), or `None` when an
+/// input is not a float tensor of static shape.
+fn sample_inputs(g: &shrink::ir::Graph) -> Option<Vec<shrink::ir::Tensor>> {
+    g.inputs
+        .iter()
+        .map(|&id| {
+            let ty = &g.node(id).outputs[0];
+            let dims = ty.shape.as_ref()?.as_fixed()?;
+            let n: usize = dims.iter().product();
+            let v: Vec<f64> = (0..n)
+                .map(|i| ((i * 37 + 11) % 41) as f64 / 10.0 - 2.0)
+                .collect();
+            let t = shrink::ir::Tensor::from_vec(dims, v);
+            ty.dtype.is_float().then(|| {
+                shrink::interp::ops::convert::cast(
+                    &t,
+                    ty.dtype,
+                    true,
+                    shrink::ir::op::RoundMode::Up,
+                )
+            })
+        })
+        .collect()
+}
+
+fn same_outputs(a: &shrink::ir::Graph, b: &shrink::ir::Graph) -> Result<(), String> {
+    let Some(ins) = sample_inputs(a) else {
+        return Ok(());
+    };
+    let ra = shrink::interp::run(a, &ins, &Default::default()).map_err(|e| e.to_string())?;
+    let rb = shrink::interp::run(b, &ins, &Default::default()).map_err(|e| e.to_string())?;
+    for (k, (x, y)) in ra.iter().zip(&rb).enumerate() {
+        let c = shrink::compare::compare(x, y, shrink::compare::Tolerance::INTERP);
+        if let Some(m) = c.mismatch {
+            return Err(format!("output {k} changed by the passes: {m:?}"));
         }
     }
     Ok(())

@@ -8,7 +8,7 @@
 //!   weights compute the same outputs before and after the default pipeline.
 use proptest::prelude::*;
 use shrink::compare::{Tolerance, compare};
-use shrink::ir::op::{Binary, Conv, Layout, Linear, Norm, Unary};
+use shrink::ir::op::{Binary, Conv, Layout, Linear, Norm, Pool, Unary};
 use shrink::ir::{DType, Graph, Op, Tensor, ValueType};
 use std::sync::Arc;
 
@@ -171,49 +171,200 @@ fn ternary_weight(r: &mut Rng, k: usize, n: usize, rows_first: bool) -> Tensor {
     Tensor::from_vec(if rows_first { vec![n, k] } else { vec![k, n] }, v)
 }
 
-/// Builds a random graph: optional conv front end, then dense layers with biases, activations and
-/// norms. Returns the graph and one input tensor.
+/// A random ternary conv weight [m, c, k, k] with zeros, one dead output channel and one dead
+/// input channel (each possibly out of range, i.e. none).
+fn conv_weight(r: &mut Rng, m: usize, c: usize, k: usize) -> Tensor {
+    let zero_pct = [0, 30, 70][r.below(3)];
+    let dead_out = r.below(m as u64 + 1);
+    let dead_in = r.below(c as u64 + 1);
+    let scale = [0.1f32, 0.25][r.below(2)];
+    let mut v = Vec::with_capacity(m * c * k * k);
+    for o in 0..m {
+        for i in 0..c {
+            for _ in 0..k * k {
+                let t = if o == dead_out || i == dead_in || r.below(100) < zero_pct {
+                    0.0
+                } else if r.below(2) == 0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                v.push(t * scale);
+            }
+        }
+    }
+    Tensor::from_vec(vec![m, c, k, k], v)
+}
+
+/// Per-channel values: mostly small random, some strongly negative (so Relu of a channel with
+/// all-zero weights is provably zero).
+fn channel_values(r: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            if r.below(3) == 0 {
+                -0.5
+            } else {
+                0.2 * r.uniform()
+            }
+        })
+        .collect()
+}
+
+/// One conv layer on `x` [batch, c, hw, hw]: random kernel/padding, bias as Conv `B` or a
+/// separate Add, activation, BatchNormalization and pool. Returns the output, its channels and
+/// spatial size.
+fn conv_layer(
+    g: &mut Graph,
+    r: &mut Rng,
+    l: usize,
+    x: shrink::ir::Value,
+    (batch, c, hw): (usize, usize, usize),
+) -> (shrink::ir::Value, usize, usize) {
+    let m = 1 + r.below(4);
+    let k = if hw >= 3 { [1, 3][r.below(2)] } else { 1 };
+    let pad = if k == 3 { r.below(2) } else { 0 };
+    let out_hw = hw + 2 * pad + 1 - k;
+    let wc = g.add_const(&format!("wconv{l}"), Arc::new(conv_weight(r, m, c, k)));
+    let bias = Arc::new(Tensor::from_vec(vec![m], channel_values(r, m)));
+    let bias_kind = r.below(3);
+    let b_in = (bias_kind == 1).then(|| g.add_const(&format!("bconv{l}"), bias.clone()).into());
+    let op = Op::Conv(Conv::Conv {
+        auto_pad: shrink::ir::op::AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        pads: vec![pad as i64; 4],
+        strides: vec![],
+    });
+    let ty = f32t(&[batch, m, out_hw, out_hw]);
+    let mut y: shrink::ir::Value = g
+        .add_node(
+            op,
+            &format!("conv{l}"),
+            &[Some(x), Some(wc.into()), b_in],
+            vec![ty.clone()],
+        )
+        .into();
+    if bias_kind == 2 {
+        let b = g.add_const(
+            &format!("bconv{l}"),
+            Arc::new(bias.reshaped(vec![m, 1, 1]).unwrap()),
+        );
+        y = g
+            .add_node(
+                Op::Binary(Binary::Add),
+                &format!("conv{l}_bias"),
+                &[Some(y), Some(b.into())],
+                vec![ty.clone()],
+            )
+            .into();
+    }
+    if r.below(3) != 0 {
+        let act = [Unary::Relu, Unary::LeakyRelu { alpha: 0.1 }][r.below(2)].clone();
+        y = g
+            .add_node(
+                Op::Unary(act),
+                &format!("conv{l}_act"),
+                &[Some(y)],
+                vec![ty.clone()],
+            )
+            .into();
+    }
+    if r.below(3) == 0 {
+        let mut param = |name: &str, lo: f32| {
+            let v: Vec<f32> = (0..m).map(|_| lo + 0.5 * r.uniform().abs()).collect();
+            Some(
+                g.add_const(
+                    &format!("{name}{l}"),
+                    Arc::new(Tensor::from_vec(vec![m], v)),
+                )
+                .into(),
+            )
+        };
+        let (scale, shift, mean, var) = (
+            param("bn_s", 0.5),
+            param("bn_b", -0.2),
+            param("bn_m", -0.1),
+            param("bn_v", 0.5),
+        );
+        let op = Op::Norm(Norm::BatchNormalization {
+            epsilon: 1e-5,
+            momentum: 0.9,
+            training_mode: false,
+        });
+        y = g
+            .add_node(
+                op,
+                &format!("bn{l}"),
+                &[Some(y), scale, shift, mean, var],
+                vec![ty.clone()],
+            )
+            .into();
+    }
+    if out_hw >= 2 && r.below(3) == 0 {
+        let op = Op::Pool(Pool::MaxPool {
+            auto_pad: shrink::ir::op::AutoPad::NotSet,
+            ceil_mode: false,
+            dilations: vec![],
+            kernel_shape: vec![2, 2],
+            pads: vec![],
+            storage_order: 0,
+            strides: vec![],
+        });
+        let pty = f32t(&[batch, m, out_hw - 1, out_hw - 1]);
+        y = g
+            .add_node(op, &format!("pool{l}"), &[Some(y)], vec![pty])
+            .into();
+        return (y, m, out_hw - 1);
+    }
+    (y, m, out_hw)
+}
+
+/// Builds a random graph: optional conv front end (1–2 conv layers, flattened by Flatten or
+/// Reshape), then dense layers with biases (Gemm with random alpha/beta and per-unit or scalar
+/// `C`, or MatMul + Add), activations and norms. Returns the graph and one input tensor.
 fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
     let mut r = Rng(seed | 1);
     let mut g = Graph::new();
     let batch = 1 + r.below(3);
     let (mut x, mut width, input) = if conv {
-        let (c, m, hw) = (1 + r.below(3), 1 + r.below(4), 3 + r.below(3));
+        let (c, hw) = (1 + r.below(3), 3 + r.below(3));
         let inp = g.add_input("x", f32t(&[batch, c, hw, hw]));
-        let w = ternary_weight(&mut r, c * 9, m, true)
-            .reshaped(vec![m, c, 3, 3])
-            .unwrap();
-        let wc = g.add_const("wconv", Arc::new(w));
-        let op = Op::Conv(Conv::Conv {
-            auto_pad: shrink::ir::op::AutoPad::NotSet,
-            dilations: vec![],
-            group: 1,
-            kernel_shape: vec![],
-            pads: vec![1, 1, 1, 1],
-            strides: vec![],
-        });
-        let cv = g.add_node(
-            op,
-            "conv",
-            &[Some(inp.into()), Some(wc.into()), None],
-            vec![f32t(&[batch, m, hw, hw])],
-        );
-        let act = g.add_node(
-            Op::Unary(Unary::Relu),
-            "conv_relu",
-            &[Some(cv.into())],
-            vec![f32t(&[batch, m, hw, hw])],
-        );
-        let fl = g.add_node(
-            Op::Layout(Layout::Flatten { axis: 1 }),
-            "flatten",
-            &[Some(act.into())],
-            vec![f32t(&[batch, m * hw * hw])],
-        );
         let data: Vec<f32> = (0..batch * c * hw * hw).map(|_| r.uniform()).collect();
+        let mut v: shrink::ir::Value = inp.into();
+        let mut shape = (c, hw);
+        for l in 0..1 + r.below(2) {
+            let (y, m, h) = conv_layer(&mut g, &mut r, l, v, (batch, shape.0, shape.1));
+            v = y;
+            shape = (m, h);
+        }
+        let (m, s) = shape;
+        let flat = f32t(&[batch, m * s * s]);
+        let fl = if r.below(2) == 0 {
+            g.add_node(
+                Op::Layout(Layout::Flatten { axis: 1 }),
+                "flatten",
+                &[Some(v)],
+                vec![flat],
+            )
+        } else {
+            let s = g.add_const(
+                "flat_shape",
+                Arc::new(Tensor::from_vec(
+                    vec![2],
+                    vec![batch as i64, (m * s * s) as i64],
+                )),
+            );
+            g.add_node(
+                Op::Layout(Layout::Reshape { allowzero: false }),
+                "flatten",
+                &[Some(v), Some(s.into())],
+                vec![flat],
+            )
+        };
         (
             shrink::ir::Value::from(fl),
-            m * hw * hw,
+            m * s * s,
             Tensor::from_vec(vec![batch, c, hw, hw], data),
         )
     } else {
@@ -226,7 +377,6 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
             Tensor::from_vec(vec![batch, d0], data),
         )
     };
-    let _ = &input;
     for l in 0..layers {
         let out = 1 + r.below(10);
         let gemm = r.below(2) == 0;
@@ -235,24 +385,20 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
             &format!("w{l}"),
             Arc::new(ternary_weight(&mut r, width, out, trans_b)),
         );
-        let bias_vals: Vec<f32> = (0..out)
-            .map(|_| {
-                if r.below(3) == 0 {
-                    -0.5
-                } else {
-                    0.2 * r.uniform()
-                }
-            })
-            .collect();
-        let b = g.add_const(
-            &format!("b{l}"),
-            Arc::new(Tensor::from_vec(vec![out], bias_vals)),
-        );
+        let bias_vals = channel_values(&mut r, out);
         let ty = f32t(&[batch, out]);
         let y = if gemm {
+            let alpha = [1.0, 0.5][r.below(2)];
+            let beta = [1.0, 2.0][r.below(2)];
+            let c = if r.below(4) == 0 {
+                Tensor::from_vec(vec![1], vec![bias_vals[0]])
+            } else {
+                Tensor::from_vec(vec![out], bias_vals)
+            };
+            let b = g.add_const(&format!("b{l}"), Arc::new(c));
             let op = Op::Linear(Linear::Gemm {
-                alpha: 1.0,
-                beta: 1.0,
+                alpha,
+                beta,
                 trans_a: false,
                 trans_b,
             });
@@ -263,6 +409,10 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
                 vec![ty.clone()],
             )
         } else {
+            let b = g.add_const(
+                &format!("b{l}"),
+                Arc::new(Tensor::from_vec(vec![out], bias_vals)),
+            );
             let mm = g.add_node(
                 Op::Linear(Linear::MatMul),
                 &format!("fc{l}"),
@@ -323,7 +473,7 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn optimization_preserves_random_graphs(seed in any::<u64>(), layers in 1usize..4, conv in any::<bool>()) {
         let (g, x) = random_graph(seed, layers, conv);
@@ -332,5 +482,39 @@ proptest! {
         let a = shrink::interp::run(&g, std::slice::from_ref(&x), &Default::default()).unwrap();
         let b = shrink::interp::run(&o, std::slice::from_ref(&x), &Default::default()).unwrap();
         assert_same(&a, &b, Tolerance { rtol: 1e-4, atol: 1e-5 }, "random graph");
+    }
+}
+
+/// The random graphs reach every way sparsity elimination deletes something (so the property
+/// test above checks each of them), and every deletion keeps the outputs.
+#[test]
+fn random_graphs_exercise_every_sparsity_path() {
+    let counters = [
+        "dead_units",
+        "units_folded_into_bias",
+        "dead_input_cols",
+        "dead_input_channels",
+    ];
+    let mut seen = vec![0usize; counters.len()];
+    for seed in 0..300u64 {
+        let (g, x) = random_graph(seed * 7919, 1 + (seed % 3) as usize, seed % 2 == 0);
+        let (o, stats) = optimized(&g);
+        for (k, c) in counters.iter().enumerate() {
+            seen[k] += stat(&stats, "sparsity", c);
+        }
+        let a = shrink::interp::run(&g, std::slice::from_ref(&x), &Default::default()).unwrap();
+        let b = shrink::interp::run(&o, std::slice::from_ref(&x), &Default::default()).unwrap();
+        assert_same(
+            &a,
+            &b,
+            Tolerance {
+                rtol: 1e-4,
+                atol: 1e-5,
+            },
+            "random graph",
+        );
+    }
+    for (c, n) in counters.iter().zip(&seen) {
+        assert!(*n > 0, "no random graph exercised sparsity.{c}: {seen:?}");
     }
 }
