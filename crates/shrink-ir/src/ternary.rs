@@ -108,6 +108,8 @@ impl TernaryWeights {
             WeightLayout::RowsFirst => vals[r * cols + c],
             WeightLayout::ColsFirst => vals[c * rows + r],
         };
+        // Distance from `x` to the next representable value above it in the weight's dtype
+        // (integers must match exactly).
         let ulp = |x: f64| -> f64 {
             match dtype {
                 DType::F32 => {
@@ -115,13 +117,22 @@ impl TernaryWeights {
                     (f32::from_bits(f.to_bits() + 1) - f) as f64
                 }
                 DType::F64 => f64::from_bits(x.to_bits() + 1) - x,
+                DType::F16 => {
+                    let f = half::f16::from_f64(x);
+                    half::f16::from_bits(f.to_bits() + 1).to_f64() - f.to_f64()
+                }
+                DType::BF16 => {
+                    let f = half::bf16::from_f64(x);
+                    half::bf16::from_bits(f.to_bits() + 1).to_f64() - f.to_f64()
+                }
                 _ => 0.0,
             }
         };
-        // The magnitude of a group: the most common nonzero |value|, accepted when every nonzero
-        // is within `ulps` of it.
+        // The magnitude of a group: the most common nonzero |value| (the smallest of equally
+        // common ones), accepted when every nonzero is within `ulps` of it. Taking the mode
+        // rather than the first value keeps one rounded outlier from deciding the scale.
         let magnitude = |it: &mut dyn Iterator<Item = f64>| -> Option<Option<f64>> {
-            let mut first: Option<f64> = None;
+            let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
             for v in it {
                 if v == 0.0 {
                     continue;
@@ -129,14 +140,27 @@ impl TernaryWeights {
                 if !v.is_finite() {
                     return None;
                 }
-                let a = v.abs();
-                match first {
-                    None => first = Some(a),
-                    Some(m) if (a - m).abs() <= ulps as f64 * ulp(m) => {}
-                    Some(_) => return None,
+                *counts.entry(v.abs().to_bits()).or_default() += 1;
+                // More than a few distinct magnitudes cannot be within an ulp or two of one.
+                if counts.len() > 2 * ulps as usize + 1 {
+                    return None;
                 }
             }
-            Some(first)
+            let mut best: Option<(u64, usize)> = None;
+            for (&bits, &n) in &counts {
+                if best.is_none_or(|(_, bn)| n > bn) {
+                    best = Some((bits, n));
+                }
+            }
+            let Some((bits, _)) = best else {
+                return Some(None);
+            };
+            let m = f64::from_bits(bits);
+            let tol = ulps as f64 * ulp(m);
+            counts
+                .keys()
+                .all(|&b| (f64::from_bits(b) - m).abs() <= tol)
+                .then_some(Some(m))
         };
         let whole = magnitude(&mut vals.iter().copied());
         let scale = match whole {
