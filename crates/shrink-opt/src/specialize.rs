@@ -36,8 +36,6 @@ pub fn freeze(g: &mut Graph, name: &str, value: Tensor) -> Result<(), String> {
     g.freeze_input(index, Arc::new(value)).map(|_| ())
 }
 
-/// Infers all shapes; with `Ctx::require_static` fails on the first value that is not fully
-/// static, naming it.
 /// Largest value the shape pass folds on its own (shape computations are tiny; weights are left
 /// to `const-fold` and its budget).
 const SHAPE_FOLD_LIMIT: usize = 64 << 10;
@@ -87,6 +85,8 @@ fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), Opt
     Ok(())
 }
 
+/// Infers all shapes; with `Ctx::require_static` fails on the first value that is not fully
+/// static, naming it.
 pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
     if !ctx.require_static {
