@@ -3,6 +3,10 @@
 use crate::DType;
 use std::fmt;
 
+/// Largest rank shape inference will derive from a tensor's length (a Reshape target, Unsqueeze
+/// axes): far beyond real models, small enough that a lying length is never allocated as a rank.
+pub const MAX_RANK: usize = 1024;
+
 /// One dimension of a shape.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Dim {

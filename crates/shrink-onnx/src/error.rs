@@ -28,11 +28,32 @@ impl ImportError {
     }
 }
 
+/// `s` with control characters escaped: names and strings come from the file, and a newline in
+/// one must not break the message over lines.
+fn escaped(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (file, msg) = (escaped(&self.file), escaped(&self.msg));
         match &self.node {
-            Some((n, op)) => write!(f, "{}: node '{}' (op {}): {}", self.file, n, op, self.msg),
-            None => write!(f, "{}: {}", self.file, self.msg),
+            Some((n, op)) => write!(
+                f,
+                "{file}: node '{}' (op {}): {msg}",
+                escaped(n),
+                escaped(op)
+            ),
+            None => write!(f, "{file}: {msg}"),
         }
     }
 }

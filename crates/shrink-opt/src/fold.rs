@@ -33,8 +33,11 @@ fn evaluate(g: &Graph, id: NodeId, ctx: &Ctx) -> Option<Result<Vec<Tensor>, ()>>
     let node = g.node(id);
     let ins = g.inputs_of(id);
     if let Op::Layout(Layout::Shape { start, end }) = &node.op {
-        let dims =
-            ins[0].and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed()))?;
+        let dims = ins
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|v| g.value_type(v).shape.as_ref().and_then(|s| s.as_fixed()))?;
         return Some(Ok(vec![shape_value(&dims, *start, *end)]));
     }
     if ins.iter().flatten().any(|v| g.const_value(*v).is_none()) || ins.iter().all(|v| v.is_none())

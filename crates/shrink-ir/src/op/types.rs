@@ -30,6 +30,9 @@ pub fn infer_dtypes(
     num_outputs: usize,
 ) -> Result<Vec<DType>, DTypeError> {
     let one = |d: DType| Ok(vec![d]);
+    for &i in required_inputs(op) {
+        req(inputs, i)?;
+    }
     match op {
         Op::Input { .. } | Op::Const(_) => unreachable!("sources carry their own type"),
         Op::Unary(u) => {
@@ -161,6 +164,43 @@ pub fn infer_dtypes(
             Ok([req(inputs, 0)?, DType::Bool][..num_outputs.clamp(1, 2)].to_vec())
         }
         Op::Transformer(_) => one(req(inputs, 0)?),
+    }
+}
+
+/// Input slots an op cannot run without (ONNX marks them required; the importer has already
+/// turned older opsets' attributes into these inputs). Checked before any dtype rule, so every
+/// later stage can rely on them being present.
+pub fn required_inputs(op: &Op) -> &'static [usize] {
+    const X: &[usize] = &[0];
+    const XY: &[usize] = &[0, 1];
+    const XYZ: &[usize] = &[0, 1, 2];
+    const QLINEAR: &[usize] = &[0, 1, 2, 3, 4, 5, 6, 7];
+    match op {
+        Op::Input { .. } | Op::Const(_) => &[],
+        Op::Unary(_) | Op::Variadic(_) | Op::Pool(_) | Op::Reduce(_) | Op::Convert(_) => X,
+        Op::Binary(_) => XY,
+        Op::Ternary(Ternary::Clip) => X,
+        Op::Ternary(Ternary::Where) => XYZ,
+        Op::Linear(Linear::QLinearMatMul) | Op::Conv(Conv::QLinearConv { .. }) => QLINEAR,
+        Op::Linear(_) | Op::Fused(_) | Op::Conv(_) => XY,
+        Op::Quant(Quant::DynamicQuantizeLinear) => X,
+        Op::Quant(_) => XY,
+        Op::Norm(Norm::BatchNormalization { .. }) => &[0, 1, 2, 3, 4],
+        Op::Norm(Norm::LayerNormalization { .. } | Norm::RMSNormalization { .. }) => XY,
+        Op::Norm(Norm::InstanceNormalization { .. }) => XYZ,
+        Op::Norm(_) => X,
+        Op::Layout(l) => match l {
+            Layout::Reshape { .. }
+            | Layout::Unsqueeze
+            | Layout::Gather { .. }
+            | Layout::Expand
+            | Layout::Tile
+            | Layout::Pad { .. } => XY,
+            Layout::Slice | Layout::Range => XYZ,
+            _ => X,
+        },
+        Op::Transformer(Transformer::RotaryEmbedding { .. }) => XYZ,
+        Op::Transformer(_) => X,
     }
 }
 

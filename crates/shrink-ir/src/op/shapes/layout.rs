@@ -43,7 +43,9 @@ pub fn infer(
 /// The statically known length of a 1-D shape-like input (`None` if not known).
 fn len_of(inputs: &[Option<InputInfo<'_>>], i: usize) -> Option<usize> {
     match shape_of(inputs, i).map(|s| s.0.as_slice()) {
-        Some([Dim::Fixed(n)]) => Some(*n),
+        // A declared length beyond any real rank says nothing usable (and must not be
+        // allocated as a rank).
+        Some([Dim::Fixed(n)]) => (*n <= crate::shape::MAX_RANK).then_some(*n),
         Some([]) => Some(1),
         _ => None,
     }
