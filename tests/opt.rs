@@ -118,6 +118,46 @@ fn bitnet_block_projections_are_ternary_after_folding() {
     );
 }
 
+#[test]
+fn ternary_cnn_channel_pruning_is_exact() {
+    let demo = shrink::demo::ternary_cnn();
+    let imp = shrink::onnx::load_model_bytes("cnn", demo.model.clone().into(), &Default::default())
+        .unwrap();
+    let staged = shrink::optimize_staged(&imp.graph, &Default::default()).unwrap();
+    let dead1 = shrink::demo::CNN_DEAD_CONV1.len();
+    let dead2 = shrink::demo::CNN_DEAD_CONV2.len();
+    assert_eq!(stat(&staged.stats, "sparsity", "dead_units"), dead1 + dead2);
+    let report = shrink::inspect::inspect(&imp.graph, Some(&staged), None);
+    let layer = |n: &str| report.layers.iter().find(|l| l.name == n).unwrap();
+    // [outputs × inputs] views: conv1 [8 × 3·3·3], conv2 [8 × 8·3·3], classifier [4 × 8].
+    assert_eq!(
+        (layer("conv1").dead_rows, layer("conv1").dead_cols),
+        (Some(dead1), Some(0))
+    );
+    assert_eq!(
+        (layer("conv2").dead_rows, layer("conv2").dead_cols),
+        (Some(dead2), Some(dead1 * 9))
+    );
+    assert_eq!(
+        (layer("classifier").dead_rows, layer("classifier").dead_cols),
+        (Some(0), Some(dead2))
+    );
+    assert!(report.layers.iter().all(|l| l.ternary));
+    assert_eq!(layer("conv1").scale_kind.as_deref(), Some("per_row"));
+    let got = shrink::interp::run(
+        &staged.optimized,
+        &[demo.inputs[0].1.clone()],
+        &Default::default(),
+    )
+    .unwrap();
+    assert_same(
+        &got,
+        &[demo.outputs[0].1.clone()],
+        Tolerance::INTERP,
+        "optimized cnn vs shipped output",
+    );
+}
+
 /// Deterministic generator for test weights.
 struct Rng(u64);
 impl Rng {

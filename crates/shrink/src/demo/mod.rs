@@ -6,6 +6,9 @@
 use shrink_ir::{DType, Tensor};
 use shrink_onnx::writer::{Attr, ModelBuilder, WDim};
 
+mod cnn;
+pub use cnn::{CNN_DEAD_CONV1, CNN_DEAD_CONV2, ternary_cnn};
+
 /// A model with one test data set.
 pub struct DemoModel {
     pub name: &'static str,
@@ -124,7 +127,7 @@ pub fn ternary_mlp() -> DemoModel {
 
 /// Every shipped model.
 pub fn all() -> Vec<DemoModel> {
-    vec![ternary_mlp(), bitnet_block()]
+    vec![ternary_mlp(), bitnet_block(), ternary_cnn()]
 }
 
 /// Writes `dir/<name>/model.onnx` and `dir/<name>/test_data_set_0/{input,output}_<j>.pb`.
