@@ -8,6 +8,7 @@
 //!   weights compute the same outputs before and after the default pipeline.
 use proptest::prelude::*;
 use shrink::compare::{Tolerance, compare};
+use shrink::demo::Rng;
 use shrink::ir::op::{Binary, Conv, Layout, Linear, Norm, Pool, Unary};
 use shrink::ir::{DType, Graph, Op, Tensor, ValueType};
 use std::sync::Arc;
@@ -156,23 +157,6 @@ fn ternary_cnn_channel_pruning_is_exact() {
         Tolerance::INTERP,
         "optimized cnn vs shipped output",
     );
-}
-
-/// Deterministic generator for test weights.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next() % 2001) as f32 / 1000.0 - 1.0
-    }
 }
 
 fn f32t(dims: &[usize]) -> ValueType {

@@ -17,11 +17,12 @@ pub struct DemoModel {
     pub outputs: Vec<(String, Tensor)>,
 }
 
-/// Deterministic xorshift generator (no dependency, same sequence on every platform).
-struct Rng(u64);
+/// Deterministic xorshift generator (no dependency, same sequence on every platform); also used
+/// by tests that build random graphs. The seed must be nonzero.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -29,8 +30,8 @@ impl Rng {
     }
 
     /// A ternary digit: -1, 0 or +1, zero with probability `zero_pct`/100.
-    fn trit(&mut self, zero_pct: u64) -> f32 {
-        let r = self.next() % 100;
+    pub fn trit(&mut self, zero_pct: u64) -> f32 {
+        let r = self.next_u64() % 100;
         if r < zero_pct {
             0.0
         } else if r.is_multiple_of(2) {
@@ -40,8 +41,14 @@ impl Rng {
         }
     }
 
-    fn uniform(&mut self) -> f32 {
-        (self.next() % 2001) as f32 / 1000.0 - 1.0
+    /// Uniform in [-1, 1] on a grid of 0.001.
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() % 2001) as f32 / 1000.0 - 1.0
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> usize {
+        (self.next_u64() % n) as usize
     }
 }
 
