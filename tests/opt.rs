@@ -542,3 +542,33 @@ fn random_graphs_exercise_every_sparsity_path() {
         assert!(*n > 0, "no random graph exercised sparsity.{c}: {seen:?}");
     }
 }
+
+/// Same model and options ⇒ the same optimized graph, to the byte (codegen's byte-identical
+/// objects rest on it): every suite model and shipped example, imported and optimized twice.
+#[test]
+fn optimization_is_deterministic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut models: Vec<_> = std::fs::read_dir(root.join("../shared/onnx-node"))
+        .expect("../shared/onnx-node")
+        .map(|e| e.unwrap().path().join("model.onnx"))
+        .collect();
+    models.sort();
+    models.extend(
+        shrink::demo::all()
+            .iter()
+            .map(|m| root.join("examples/models").join(m.name).join("model.onnx")),
+    );
+    let once = |p: &std::path::Path| -> Option<(String, Vec<Vec<u8>>)> {
+        let mut g = shrink::onnx::load_model(p, &Default::default()).ok()?.graph;
+        shrink::optimize(&mut g, &Default::default()).ok()?;
+        let consts = g.consts.iter().map(|t| t.bytes().to_vec()).collect();
+        Some((shrink::ir::text::print_graph(&g), consts))
+    };
+    let mut compared = 0;
+    for p in &models {
+        let a = once(p);
+        assert!(a == once(p), "{}: two optimizations differ", p.display());
+        compared += a.is_some() as usize;
+    }
+    assert!(compared >= 950, "only {compared} models optimized");
+}
