@@ -134,7 +134,24 @@ fn import_bytes(
     let order = node_order(file, &graph.node, &imp.names)?;
     let mut unsupported = Vec::new();
     for i in order {
-        let node = &graph.node[i];
+        // Unnamed nodes (common in exported models) are known by their first output, which is
+        // unique in the graph, so errors and `inspect` rows can tell them apart.
+        let renamed;
+        let node = if graph.node[i].name.is_empty() {
+            let label = graph.node[i]
+                .output
+                .iter()
+                .find(|o| !o.is_empty())
+                .cloned()
+                .unwrap_or_else(|| format!("#{i}"));
+            renamed = NodeProto {
+                name: label,
+                ..graph.node[i].clone()
+            };
+            &renamed
+        } else {
+            &graph.node[i]
+        };
         if !(node.domain.is_empty() || node.domain == "ai.onnx")
             || ops::lookup(&node.op_type).is_none() && node.op_type != "Constant"
         {
