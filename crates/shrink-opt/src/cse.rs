@@ -26,7 +26,8 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
                 h.finish()
             ));
         }
-        // Dropout with a seed is still deterministic in inference; everything in the op set is pure.
+        // Everything in the op set is pure: even training-mode Dropout draws its mask from its seed
+        // attribute (0 when absent), so identical Dropout nodes compute identical outputs.
         op => {
             k.push_str(op.name());
             op.print_attrs(&mut k);

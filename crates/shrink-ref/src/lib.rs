@@ -6,6 +6,7 @@
 pub mod broadcast;
 pub mod num;
 pub mod ops;
+pub mod rng;
 
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, ValueType};
 use std::collections::HashMap;

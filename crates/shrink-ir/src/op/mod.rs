@@ -208,7 +208,8 @@ crate::op_family! {
 }
 
 crate::op_family! {
-    /// Type conversion and inference-time no-ops. Dropout(data, ratio?, training_mode?) -> (output, mask?).
+    /// Type conversion and Dropout(data, ratio?, training_mode?) -> (output, mask?): identity in
+    /// inference; in training a mask drawn deterministically from `seed` (0 when absent).
     pub enum Convert {
         Cast { to: DType = DType::F32, saturate: bool = true, round_mode: RoundMode = RoundMode::Up },
         Dropout { seed: Option<i64> = None },
