@@ -370,4 +370,16 @@ impl Op {
     pub fn is_source(&self) -> bool {
         matches!(self, Op::Input { .. } | Op::Const(_))
     }
+
+    /// Whether the op accepts and produces `String` tensors: Equal (strings in, bool out) and
+    /// Identity, plus the sources. Every other op's type rule rejects strings.
+    pub fn takes_strings(&self) -> bool {
+        matches!(
+            self,
+            Op::Input { .. }
+                | Op::Const(_)
+                | Op::Binary(Binary::Equal)
+                | Op::Unary(Unary::Identity)
+        )
+    }
 }

@@ -14,7 +14,8 @@
 //!   it saturates and NaN gives 0;
 //! - to bool: zero (either sign) is false, everything else (NaN included) true.
 //!
-//! String tensors are not supported by design (shrink has no string dtype; the importer rejects them).
+//! Casts to or from strings are not supported: the type rules reject them (only Equal and Identity
+//! take string tensors), and the importer names `to = STRING` as unsupported.
 use super::{optional, required};
 use crate::num::Num;
 use crate::rng::Mt19937;
