@@ -3,6 +3,11 @@
 //!
 //! Sub-byte types (int4, uint4, float4e2m1, int2, uint2) are stored unpacked, one element per byte,
 //! everywhere inside shrink; packing is an ONNX wire detail handled by the importer and writer.
+//!
+//! `String` is the one non-numeric type: its elements are byte strings kept outside a tensor's
+//! byte buffer (see [`crate::Tensor::strings`]), so its [`DType::size`] is 0. The interpreter
+//! supports it only where strings are meaningful (Equal, Identity); every other op's type rule
+//! rejects it.
 use std::fmt;
 
 /// A tensor element type. Discriminants are the ONNX `TensorProto.DataType` codes.
@@ -16,6 +21,7 @@ pub enum DType {
     I16 = 5,
     I32 = 6,
     I64 = 7,
+    String = 8,
     Bool = 9,
     F16 = 10,
     F64 = 11,
@@ -35,7 +41,7 @@ pub enum DType {
 }
 
 /// Every dtype, in ONNX code order (used by the text parser and by tests).
-pub const ALL_DTYPES: [DType; 23] = [
+pub const ALL_DTYPES: [DType; 24] = [
     DType::F32,
     DType::U8,
     DType::I8,
@@ -43,6 +49,7 @@ pub const ALL_DTYPES: [DType; 23] = [
     DType::I16,
     DType::I32,
     DType::I64,
+    DType::String,
     DType::Bool,
     DType::F16,
     DType::F64,
@@ -72,17 +79,19 @@ impl DType {
         self as i32
     }
 
-    /// Bytes per element in shrink's (unpacked) storage.
+    /// Bytes per element in shrink's (unpacked) storage; 0 for `String`, whose elements are not
+    /// stored in the byte buffer.
     pub fn size(self) -> usize {
         match self {
             DType::F64 | DType::I64 | DType::U64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::String => 0,
             _ => 1,
         }
     }
 
-    /// Bits per element on the ONNX wire (raw_data packing).
+    /// Bits per element on the ONNX wire (raw_data packing; 0 for `String`, which has none).
     pub fn wire_bits(self) -> usize {
         match self {
             DType::U4 | DType::I4 | DType::F4E2M1 => 4,
@@ -136,6 +145,7 @@ impl DType {
             DType::I16 => "i16",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::String => "string",
             DType::Bool => "bool",
             DType::F16 => "f16",
             DType::F64 => "f64",

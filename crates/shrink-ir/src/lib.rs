@@ -16,6 +16,8 @@ pub mod ternary;
 pub mod text;
 pub mod verify;
 
+/// The byte buffer type of tensor data and string elements.
+pub use bytes::Bytes;
 pub use dtype::{ALL_DTYPES, DType};
 pub use graph::{Edge, Graph, Node, NodeId, Value};
 pub use op::Op;

@@ -1,44 +1,93 @@
 //! Dense tensors: dtype + dims + little-endian bytes. Constants imported from a model keep their
 //! bytes as a zero-copy `Bytes` slice of the memory-mapped file; computed tensors own theirs.
+//!
+//! String tensors keep their elements (arbitrary byte strings, as ONNX allows) in a separate
+//! shared list and have an empty byte buffer, so code that reads elements from the bytes sees
+//! no data rather than misreading string contents as numbers. Their numeric accessors are
+//! well-defined but meaningless (`get_f64` is NaN, `get_i64` is 0, `to_vec` is `None`): callers
+//! that may see strings check [`Tensor::strings`] first.
 use crate::DType;
 use bytes::Bytes;
 use half::{bf16, f16};
 use std::fmt;
+use std::sync::Arc;
 
 /// A dense row-major tensor. Sub-byte dtypes hold one element per byte (see [`DType`]).
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     dtype: DType,
     dims: Vec<usize>,
+    /// The elements of every numeric dtype; empty for `String`.
     bytes: Bytes,
+    /// The elements of a `String` tensor (`Some` exactly when the dtype is `String`).
+    strings: Option<Arc<[Bytes]>>,
 }
 
-/// Raised when a tensor's byte length does not match its dtype and dims.
+/// Raised when a tensor's data does not match its dtype and dims.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("tensor of {dtype}{dims:?} needs {expected} bytes, got {got}")]
-pub struct TensorSizeError {
-    pub dtype: DType,
-    pub dims: Vec<usize>,
-    pub expected: usize,
-    pub got: usize,
+pub enum TensorSizeError {
+    #[error("tensor of {dtype}{dims:?} needs {expected} bytes, got {got}")]
+    Bytes {
+        dtype: DType,
+        dims: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("string tensor of shape {dims:?} needs {expected} strings, got {got}")]
+    Strings {
+        dims: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("string tensors are built from strings, not bytes")]
+    StringFromBytes,
+}
+
+fn numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 impl Tensor {
-    /// Wraps bytes (unpacked little-endian layout) as a tensor, checking the length.
+    /// Wraps bytes (unpacked little-endian layout) as a tensor, checking the length. Not for
+    /// `String` (see [`Tensor::from_strings`]).
     pub fn from_bytes(
         dtype: DType,
         dims: Vec<usize>,
         bytes: Bytes,
     ) -> Result<Tensor, TensorSizeError> {
-        let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let expected = numel.and_then(|n| n.checked_mul(dtype.size()));
+        if dtype == DType::String {
+            return Err(TensorSizeError::StringFromBytes);
+        }
+        let expected = numel(&dims).and_then(|n| n.checked_mul(dtype.size()));
         match expected {
-            Some(e) if e == bytes.len() => Ok(Tensor { dtype, dims, bytes }),
-            _ => Err(TensorSizeError {
+            Some(e) if e == bytes.len() => Ok(Tensor {
+                dtype,
+                dims,
+                bytes,
+                strings: None,
+            }),
+            _ => Err(TensorSizeError::Bytes {
                 dtype,
                 dims,
                 expected: expected.unwrap_or(usize::MAX),
                 got: bytes.len(),
+            }),
+        }
+    }
+
+    /// A `String` tensor of the given elements (row-major), checking their count.
+    pub fn from_strings(dims: Vec<usize>, strings: Vec<Bytes>) -> Result<Tensor, TensorSizeError> {
+        match numel(&dims) {
+            Some(n) if n == strings.len() => Ok(Tensor {
+                dtype: DType::String,
+                dims,
+                bytes: Bytes::new(),
+                strings: Some(strings.into()),
+            }),
+            n => Err(TensorSizeError::Strings {
+                dims,
+                expected: n.unwrap_or(usize::MAX),
+                got: strings.len(),
             }),
         }
     }
@@ -60,6 +109,7 @@ impl Tensor {
             dtype: T::DTYPE,
             dims,
             bytes: Bytes::from(bytes),
+            strings: None,
         }
     }
 
@@ -84,6 +134,7 @@ impl Tensor {
             dtype,
             dims,
             bytes: Bytes::from(bits),
+            strings: None,
         }
     }
 
@@ -103,21 +154,34 @@ impl Tensor {
         self.dims.len()
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
-        self.bytes.len() / self.dtype.size()
+        match &self.strings {
+            Some(s) => s.len(),
+            None => self.bytes.len() / self.dtype.size(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len() == 0
     }
 
+    /// The element bytes (empty for a `String` tensor).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
 
-    /// Same data, new dims (caller guarantees the element count matches).
+    /// The elements of a `String` tensor; `None` for every other dtype.
+    pub fn strings(&self) -> Option<&[Bytes]> {
+        self.strings.as_deref()
+    }
+
+    /// Same data, new dims (an error if the element count differs).
     pub fn reshaped(&self, dims: Vec<usize>) -> Result<Tensor, TensorSizeError> {
-        Tensor::from_bytes(self.dtype, dims, self.bytes.clone())
+        match &self.strings {
+            Some(s) => Tensor::from_strings(dims, s.to_vec()),
+            None => Tensor::from_bytes(self.dtype, dims, self.bytes.clone()),
+        }
     }
 
     /// Copies the elements out as `T`; `None` if `T` is not this tensor's dtype.
@@ -148,10 +212,11 @@ impl Tensor {
         &self.bytes[i * s..(i + 1) * s]
     }
 
-    /// Element `i` widened to f64.
+    /// Element `i` widened to f64 (NaN for a string, which has no numeric value).
     pub fn get_f64(&self, i: usize) -> f64 {
         let b = self.elem(i);
         match self.dtype {
+            DType::String => f64::NAN,
             DType::F32 => f32::read_le(b) as f64,
             DType::F64 => f64::read_le(b),
             DType::F16 => f16::read_le(b).to_f64(),
@@ -171,7 +236,7 @@ impl Tensor {
         }
     }
 
-    /// Element `i` as i64 (for index and shape tensors).
+    /// Element `i` as i64 (for index and shape tensors; 0 for a string).
     pub fn get_i64(&self, i: usize) -> i64 {
         let b = self.elem(i);
         match self.dtype {
@@ -190,13 +255,22 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tensor({}{:?}, {} bytes)",
-            self.dtype,
-            self.dims,
-            self.bytes.len()
-        )
+        match &self.strings {
+            Some(s) => write!(
+                f,
+                "Tensor({}{:?}, {} strings)",
+                self.dtype,
+                self.dims,
+                s.len()
+            ),
+            None => write!(
+                f,
+                "Tensor({}{:?}, {} bytes)",
+                self.dtype,
+                self.dims,
+                self.bytes.len()
+            ),
+        }
     }
 }
 
@@ -230,5 +304,40 @@ impl Element for bool {
     }
     fn write_le(&self, out: &mut Vec<u8>) {
         out.push(*self as u8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_tensors_keep_their_elements_apart_from_bytes() {
+        let s = vec![
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            Bytes::from_static(b"\xff"),
+        ];
+        let t = Tensor::from_strings(vec![3, 1], s.clone()).unwrap();
+        assert_eq!(
+            (t.len(), t.is_empty(), t.dtype()),
+            (3, false, DType::String)
+        );
+        assert_eq!(t.strings(), Some(&s[..]));
+        assert!(t.bytes().is_empty());
+        // Numeric accessors are defined but carry no value.
+        assert!(t.get_f64(2).is_nan());
+        assert_eq!(t.get_i64(0), 0);
+        assert_eq!(t.to_vec::<u8>(), None);
+        assert_eq!(t.reshaped(vec![3]).unwrap().strings(), Some(&s[..]));
+        assert!(t.reshaped(vec![2]).is_err());
+        assert!(Tensor::from_strings(vec![2], s).is_err());
+        assert_eq!(
+            Tensor::from_bytes(DType::String, vec![0], Bytes::new()),
+            Err(TensorSizeError::StringFromBytes)
+        );
+        assert!(Tensor::from_strings(vec![0], vec![]).unwrap().is_empty());
+        assert_eq!(Tensor::scalar(1.0f32).strings(), None);
+        assert_eq!(format!("{t:?}"), "Tensor(string[3, 1], 3 strings)");
     }
 }

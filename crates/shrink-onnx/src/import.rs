@@ -354,12 +354,6 @@ fn value_type(vi: &ValueInfoProto) -> Result<Option<ValueType>, String> {
     };
     let dtype = match t.elem_type {
         0 => return Ok(None),
-        8 => {
-            return Err(format!(
-                "value '{}' is a string tensor, which is not supported",
-                vi.name
-            ));
-        }
         c => DType::from_onnx(c)
             .ok_or_else(|| format!("value '{}' has unsupported element type {c}", vi.name))?,
     };

@@ -1,5 +1,6 @@
 //! TensorProto ⇄ [`Tensor`]: raw_data (zero-copy), the typed repeated fields, external data files
-//! (confined to the model's folder), and the packing of sub-byte types.
+//! (confined to the model's folder), the packing of sub-byte types, and string tensors (always in
+//! `string_data`, one byte string per element).
 use crate::proto::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 use bytes::Bytes;
 use prost::Message;
@@ -73,7 +74,6 @@ pub fn tensor_from_proto(
     cap: usize,
 ) -> Result<Tensor, String> {
     let dtype = match t.data_type {
-        8 => return Err("string tensors are not supported".into()),
         14 | 15 => return Err("complex tensors are not supported".into()),
         c => DType::from_onnx(c).ok_or_else(|| format!("unknown tensor data type {c}"))?,
     };
@@ -86,6 +86,9 @@ pub fn tensor_from_proto(
             return Err(format!("negative dimension {d} in {:?}", t.dims));
         }
         dims.push(usize::try_from(d).map_err(|_| format!("dimension {d} is too large"))?);
+    }
+    if dtype == DType::String {
+        return string_tensor(t, dims, cap);
     }
     let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let numel = match numel.filter(|n| n.checked_mul(dtype.size()).is_some_and(|b| b <= cap)) {
@@ -149,6 +152,24 @@ pub fn tensor_from_proto(
         None => typed_fields(t, dtype, numel)?,
     };
     Tensor::from_bytes(dtype, dims, bytes).map_err(|e| e.to_string())
+}
+
+/// A string tensor from `string_data` (ONNX stores strings nowhere else). The strings are already
+/// in memory; `cap` bounds their total length.
+fn string_tensor(t: &TensorProto, dims: Vec<usize>, cap: usize) -> Result<Tensor, String> {
+    if t.data_location == DataLocation::External as i32 || !t.raw_data.is_empty() {
+        return Err("string tensors must keep their elements in string_data".into());
+    }
+    let total = t
+        .string_data
+        .iter()
+        .try_fold(0usize, |a, s| a.checked_add(s.len()));
+    if total.is_none_or(|b| b > cap) {
+        return Err(format!(
+            "string tensor of shape {dims:?} exceeds the memory cap of {cap} bytes"
+        ));
+    }
+    Tensor::from_strings(dims, t.string_data.clone()).map_err(|e| e.to_string())
 }
 
 fn unpack_bits(packed: &[u8], bits: usize, numel: usize) -> Vec<u8> {
@@ -236,19 +257,21 @@ fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, St
     Ok(Bytes::from(out))
 }
 
-/// Encodes a tensor as a TensorProto with raw_data (sub-byte types packed as ONNX expects).
+/// Encodes a tensor as a TensorProto with raw_data (sub-byte types packed as ONNX expects), or
+/// string_data for strings.
 pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
-    let raw = match t.dtype().wire_bits() {
-        b if b >= 8 => t.bytes().clone(),
-        b => Bytes::from(pack_bits(t.bytes(), b)),
-    };
-    TensorProto {
+    let mut p = TensorProto {
         dims: t.dims().iter().map(|&d| d as i64).collect(),
         data_type: t.dtype().onnx_code(),
         name: name.to_string(),
-        raw_data: raw,
         ..Default::default()
+    };
+    match (t.strings(), t.dtype().wire_bits()) {
+        (Some(s), _) => p.string_data = s.to_vec(),
+        (None, b) if b >= 8 => p.raw_data = t.bytes().clone(),
+        (None, b) => p.raw_data = Bytes::from(pack_bits(t.bytes(), b)),
     }
+    p
 }
 
 /// Reads a serialized TensorProto file (`input_0.pb`), returning its name and tensor.
@@ -274,5 +297,22 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(back.get_i64(0), -8);
         assert_eq!(back.get_i64(2), -1);
+    }
+
+    #[test]
+    fn strings_round_trip_through_string_data() {
+        let s: Vec<Bytes> = vec![Bytes::from_static(b"a\xff"), Bytes::new()];
+        let t = Tensor::from_strings(vec![2, 1], s).unwrap();
+        let p = tensor_to_proto(&t, "s");
+        assert!(p.raw_data.is_empty());
+        assert_eq!(tensor_from_proto(&p, None, 1 << 20).unwrap(), t);
+        assert!(
+            tensor_from_proto(&p, None, 1)
+                .unwrap_err()
+                .contains("memory cap")
+        );
+        let mut short = p.clone();
+        short.string_data.pop();
+        assert!(tensor_from_proto(&short, None, 1 << 20).is_err());
     }
 }

@@ -21,7 +21,7 @@ fn suite() -> Vec<PathBuf> {
 /// A parser-neutral summary of a tensor: everything that determines its value.
 fn tensor_summary_prost(t: &p::TensorProto) -> String {
     format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         t.name,
         t.dims,
         t.data_type,
@@ -30,13 +30,17 @@ fn tensor_summary_prost(t: &p::TensorProto) -> String {
         t.int32_data,
         t.int64_data,
         t.double_data,
-        t.uint64_data
+        t.uint64_data,
+        t.string_data
+            .iter()
+            .map(|s| s.as_ref())
+            .collect::<Vec<&[u8]>>()
     )
 }
 
 fn tensor_summary_rp(t: &onnx_protobuf::TensorProto) -> String {
     format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         t.name,
         t.dims,
         t.data_type,
@@ -45,7 +49,8 @@ fn tensor_summary_rp(t: &onnx_protobuf::TensorProto) -> String {
         t.int32_data,
         t.int64_data,
         t.double_data,
-        t.uint64_data
+        t.uint64_data,
+        t.string_data
     )
 }
 

@@ -1,7 +1,7 @@
 //! Common subexpression elimination: two nodes with the same op (attributes included), the same
 //! inputs and the same output types compute the same values, so the later one's uses move to the
-//! earlier one; identical constants (dtype, dims and bytes) are merged the same way. Runs in
-//! topological order so chains of duplicates collapse in one pass.
+//! earlier one; identical constants (dtype, dims and bytes or strings) are merged the same way.
+//! Runs in topological order so chains of duplicates collapse in one pass.
 use crate::{Ctx, OptError, Stats};
 use shrink_ir::{Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             t.bytes().hash(&mut h);
+            t.strings().hash(&mut h);
             k.push_str(&format!(
                 "const {}{:?} {} {:x}",
                 t.dtype(),
@@ -26,7 +27,8 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
                 h.finish()
             ));
         }
-        // Dropout with a seed is still deterministic in inference; everything in the op set is pure.
+        // Everything in the op set is pure: even training-mode Dropout draws its mask from its seed
+        // attribute (0 when absent), so identical Dropout nodes compute identical outputs.
         op => {
             k.push_str(op.name());
             op.print_attrs(&mut k);

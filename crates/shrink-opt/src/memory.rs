@@ -1,9 +1,10 @@
 //! Memory planning: every intermediate value (not a graph input, constant or graph output — those
 //! live in caller buffers or `.rodata`) gets an offset in one scratch arena. Offsets come from
 //! liveness over the topological order with first-fit reuse of freed blocks, aligned to
-//! [`ALIGN`]; an elementwise op whose input dies at that op writes its output in place.
+//! [`ALIGN`]; an elementwise op whose input dies at that op writes its output in place. String
+//! values (interpreter-only, with no fixed-size layout) get no slot.
 use crate::{Ctx, OptError, Stats};
-use shrink_ir::{Graph, Op, Value};
+use shrink_ir::{DType, Graph, Op, Value};
 use std::collections::{BTreeMap, HashMap};
 
 /// Alignment of every scratch offset (a cache line; also enough for 512-bit vectors).
@@ -63,7 +64,10 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, String> {
         let ins = g.inputs_of(id);
         for k in 0..node.outputs.len() {
             let v = Value::new(id, k as u32);
-            if outputs.contains(&v) || !last_use.contains_key(&v) {
+            if outputs.contains(&v)
+                || !last_use.contains_key(&v)
+                || node.outputs[k].dtype == DType::String
+            {
                 continue;
             }
             let size = bytes_of(v)?;

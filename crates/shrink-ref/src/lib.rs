@@ -2,10 +2,13 @@
 //! topological order. It is the oracle every other stage is checked against, so it is written to
 //! be obviously correct (straight loops over typed vectors), not fast.
 //!
-//! Each op family lives in its own module under `ops/` with one `eval` entry point.
+//! Each op family lives in its own module under `ops/` with one `eval` entry point. String
+//! tensors reach only Equal and Identity ([`Op::takes_strings`]); [`eval_op`] rejects them
+//! elsewhere, so the numeric kernels never see one.
 pub mod broadcast;
 pub mod num;
 pub mod ops;
+pub mod rng;
 
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, ValueType};
 use std::collections::HashMap;
@@ -80,6 +83,16 @@ pub fn eval_op(
     outs: &[ValueType],
     ctx: &EvalCtx,
 ) -> Result<Vec<Tensor>, EvalError> {
+    // Kernels read numbers from a tensor's bytes; strings (which keep none there) may only reach
+    // the ops that handle them, whatever graph the caller built.
+    let strings = ins.iter().flatten().any(|t| t.dtype() == DType::String)
+        || outs.iter().any(|t| t.dtype == DType::String);
+    if strings && !op.takes_strings() {
+        return Err(EvalError::unsupported(format!(
+            "{} on string tensors (only Equal and Identity take strings)",
+            op.name()
+        )));
+    }
     match op {
         Op::Input { .. } | Op::Const(_) => Err(EvalError::invalid("sources are not evaluated")),
         Op::Unary(o) => ops::unary::eval(o, ins, outs, ctx),

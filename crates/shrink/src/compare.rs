@@ -1,5 +1,5 @@
-//! Output comparison with explicit tolerances: integers, bools and bit-pattern types exactly,
-//! floats within `atol + rtol·|expected|` with NaN equal to NaN.
+//! Output comparison with explicit tolerances: integers, bools, bit-pattern types and strings
+//! exactly, floats within `atol + rtol·|expected|` with NaN equal to NaN.
 use shrink_ir::Tensor;
 
 /// Float tolerance: `|a - e| <= atol + rtol * |e|`.
@@ -48,6 +48,19 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
             )),
         };
     }
+    if let (Some(a), Some(e)) = (actual.strings(), expected.strings()) {
+        let first = a.iter().zip(e).position(|(x, y)| x != y);
+        return Comparison {
+            max_abs_err: if first.is_some() { f64::INFINITY } else { 0.0 },
+            mismatch: first.map(|i| {
+                format!(
+                    "element {i}: got {:?}, expected {:?}",
+                    String::from_utf8_lossy(&a[i]),
+                    String::from_utf8_lossy(&e[i])
+                )
+            }),
+        };
+    }
     let d = actual.dtype();
     let exact = !d.is_float() || d.is_narrow_float();
     let mut max_err = 0f64;
@@ -83,5 +96,32 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
     Comparison {
         max_abs_err: max_err,
         mismatch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shrink_ir::Bytes;
+
+    #[test]
+    fn strings_compare_exactly() {
+        let s = |v: &[&'static str]| {
+            let b = v.iter().map(|s| Bytes::from_static(s.as_bytes())).collect();
+            Tensor::from_strings(vec![v.len()], b).unwrap()
+        };
+        let c = compare(&s(&["a", "b"]), &s(&["a", "b"]), Tolerance::INTERP);
+        assert_eq!((c.max_abs_err, c.mismatch), (0.0, None));
+        let c = compare(&s(&["a", "b"]), &s(&["a", "b "]), Tolerance::INTERP);
+        assert_eq!(
+            c.mismatch.as_deref(),
+            Some("element 1: got \"b\", expected \"b \"")
+        );
+        let n = Tensor::from_vec(vec![2], vec![0u8, 0]);
+        assert!(
+            compare(&s(&["a", "b"]), &n, Tolerance::INTERP)
+                .mismatch
+                .is_some()
+        );
     }
 }

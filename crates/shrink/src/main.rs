@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use shrink::compare::{Tolerance, compare};
 use shrink::dataset::{datasets_next_to, load_dataset};
-use shrink::ir::Tensor;
+use shrink::ir::{DType, Tensor};
 use shrink::onnx::{ImportOptions, Imported, load_model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -246,7 +246,10 @@ fn cmd_run(
     let outs = run_interp(cli, &imp, &inputs, cli.max_memory, model)?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
         let preview: Vec<String> = (0..t.len().min(8))
-            .map(|i| format!("{}", t.get_f64(i)))
+            .map(|i| match t.strings() {
+                Some(s) => format!("{:?}", String::from_utf8_lossy(&s[i])),
+                None => format!("{}", t.get_f64(i)),
+            })
             .collect();
         let more = if t.len() > 8 { ", ..." } else { "" };
         println!(
@@ -329,6 +332,7 @@ fn cmd_check(
     Ok(all_ok)
 }
 
+/// Zero-filled inputs (empty strings for string inputs) of the model's static input shapes.
 fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
     let g = &imp.graph;
     g.inputs
@@ -345,12 +349,13 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
                         n.name
                     )
                 })?;
-            let bytes = vec![0u8; dims.iter().product::<usize>() * n.outputs[0].dtype.size()];
-            Ok((
-                n.name.clone(),
-                Tensor::from_bytes(n.outputs[0].dtype, dims, bytes.into())
-                    .map_err(|e| anyhow!(e))?,
-            ))
+            let (dtype, numel) = (n.outputs[0].dtype, dims.iter().product::<usize>());
+            let t = if dtype == DType::String {
+                Tensor::from_strings(dims, vec![Default::default(); numel])
+            } else {
+                Tensor::from_bytes(dtype, dims, vec![0u8; numel * dtype.size()].into())
+            };
+            Ok((n.name.clone(), t.map_err(|e| anyhow!(e))?))
         })
         .collect()
 }

@@ -144,6 +144,12 @@ mod tests {
     }
 
     #[test]
+    fn string_tensors_have_no_npy_form() {
+        let t = Tensor::from_strings(vec![1], vec!["a".into()]).unwrap();
+        assert_eq!(write_npy(&t).unwrap_err(), "string has no .npy equivalent");
+    }
+
+    #[test]
     fn npy_rejects_truncated_body() {
         let t = Tensor::from_vec(vec![4], vec![1i32, 2, 3, 4]);
         let mut b = write_npy(&t).unwrap();

@@ -208,7 +208,8 @@ crate::op_family! {
 }
 
 crate::op_family! {
-    /// Type conversion and inference-time no-ops. Dropout(data, ratio?, training_mode?) -> (output, mask?).
+    /// Type conversion and Dropout(data, ratio?, training_mode?) -> (output, mask?): identity in
+    /// inference; in training a mask drawn deterministically from `seed` (0 when absent).
     pub enum Convert {
         Cast { to: DType = DType::F32, saturate: bool = true, round_mode: RoundMode = RoundMode::Up },
         Dropout { seed: Option<i64> = None },
@@ -368,5 +369,17 @@ impl Op {
     /// Whether the op is a source (graph input or constant).
     pub fn is_source(&self) -> bool {
         matches!(self, Op::Input { .. } | Op::Const(_))
+    }
+
+    /// Whether the op accepts and produces `String` tensors: Equal (strings in, bool out) and
+    /// Identity, plus the sources. Every other op's type rule rejects strings.
+    pub fn takes_strings(&self) -> bool {
+        matches!(
+            self,
+            Op::Input { .. }
+                | Op::Const(_)
+                | Op::Binary(Binary::Equal)
+                | Op::Unary(Unary::Identity)
+        )
     }
 }

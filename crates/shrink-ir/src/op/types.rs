@@ -12,6 +12,9 @@ pub enum DTypeError {
         found: DType,
         expected: String,
     },
+    /// A string input or output on an op that only works on numbers.
+    #[error("{op} does not support string tensors (only Equal and Identity do)")]
+    Strings { op: &'static str },
 }
 
 fn req(inputs: &[Option<DType>], i: usize) -> Result<DType, DTypeError> {
@@ -23,8 +26,27 @@ fn req(inputs: &[Option<DType>], i: usize) -> Result<DType, DTypeError> {
 }
 
 /// The dtype of each output of `op` given its input dtypes (`None` = absent optional input).
-/// `num_outputs` is how many outputs the node declares (for multi-output ops).
+/// `num_outputs` is how many outputs the node declares (for multi-output ops). Strings are
+/// rejected, as input or output (e.g. a Cast `to` or a ConstantOfShape value of type string),
+/// except by the ops of [`Op::takes_strings`].
 pub fn infer_dtypes(
+    op: &Op,
+    inputs: &[Option<DType>],
+    num_outputs: usize,
+) -> Result<Vec<DType>, DTypeError> {
+    let strings = DTypeError::Strings { op: op.name() };
+    if !op.takes_strings() && inputs.contains(&Some(DType::String)) {
+        return Err(strings);
+    }
+    let out = numeric_dtypes(op, inputs, num_outputs)?;
+    if !op.takes_strings() && out.contains(&DType::String) {
+        return Err(strings);
+    }
+    Ok(out)
+}
+
+/// [`infer_dtypes`] before the string check.
+fn numeric_dtypes(
     op: &Op,
     inputs: &[Option<DType>],
     num_outputs: usize,
@@ -213,5 +235,29 @@ fn same(index: usize, found: DType, expected: DType) -> Result<(), DTypeError> {
             found,
             expected: expected.name().into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_only_reach_equal_and_identity() {
+        let s = Some(DType::String);
+        let eq = Op::Binary(Binary::Equal);
+        assert_eq!(infer_dtypes(&eq, &[s, s], 1), Ok(vec![DType::Bool]));
+        let id = Op::Unary(Unary::Identity);
+        assert_eq!(infer_dtypes(&id, &[s], 1), Ok(vec![DType::String]));
+        let strings = |op: &'static str| Err(DTypeError::Strings { op });
+        let less = Op::Binary(Binary::Less);
+        assert_eq!(infer_dtypes(&less, &[s, s], 1), strings("Less"));
+        // A string output is refused too (Cast to string, a string ConstantOfShape value).
+        let cast = Op::Convert(Convert::Cast {
+            to: DType::String,
+            saturate: true,
+            round_mode: RoundMode::Up,
+        });
+        assert_eq!(infer_dtypes(&cast, &[Some(DType::F32)], 1), strings("Cast"));
     }
 }

@@ -165,10 +165,16 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// A double-quoted string with `\"` and `\\` escapes.
+    /// A double-quoted string with `\"`, `\\`, `\n` and `\xHH` escapes that must be UTF-8.
     pub fn string(&mut self) -> Result<String, ParseError> {
+        let b = self.byte_string()?;
+        String::from_utf8(b).map_err(|_| self.error("the string is not UTF-8"))
+    }
+
+    /// A double-quoted byte string: text as UTF-8, `\"`, `\\`, `\n`, and `\xHH` for any byte.
+    pub fn byte_string(&mut self) -> Result<Vec<u8>, ParseError> {
         self.expect('"')?;
-        let mut out = String::new();
+        let mut out = Vec::new();
         let mut chars = self.src[self.pos..].char_indices();
         while let Some((i, c)) = chars.next() {
             match c {
@@ -177,11 +183,18 @@ impl<'a> Lexer<'a> {
                     return Ok(out);
                 }
                 '\\' => match chars.next() {
-                    Some((_, e @ ('"' | '\\'))) => out.push(e),
-                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, e @ ('"' | '\\'))) => out.push(e as u8),
+                    Some((_, 'n')) => out.push(b'\n'),
+                    Some((_, 'x')) => {
+                        let hex: String = chars.by_ref().take(2).map(|(_, h)| h).collect();
+                        if hex.len() != 2 || !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                            return Err(self.error("bad \\x escape in string"));
+                        }
+                        out.push(u8::from_str_radix(&hex, 16).expect("two hex digits"));
+                    }
                     _ => return Err(self.error("bad escape in string")),
                 },
-                c => out.push(c),
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
         Err(self.error("unterminated string"))

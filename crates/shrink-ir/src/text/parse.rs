@@ -56,7 +56,7 @@ pub fn parse_type(lx: &mut Lexer<'_>) -> Result<ValueType, ParseError> {
     Ok(ValueType::new(dtype, Some(Shape(dims))))
 }
 
-/// Parses `dtype[dims] [e0, e1, ...]`.
+/// Parses `dtype[dims] [e0, e1, ...]` (string elements as quoted literals).
 pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
     let ty = parse_type(lx)?;
     let dims = ty
@@ -66,6 +66,17 @@ pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
         .ok_or_else(|| lx.error("a tensor literal needs fixed dims"))?;
     let n: usize = dims.iter().product();
     lx.expect('[')?;
+    if ty.dtype == DType::String {
+        let mut strings = Vec::with_capacity(n);
+        for i in 0..n {
+            if i > 0 {
+                lx.expect(',')?;
+            }
+            strings.push(lx.byte_string()?.into());
+        }
+        lx.expect(']')?;
+        return Tensor::from_strings(dims, strings).map_err(|e| lx.error(e.to_string()));
+    }
     let mut bytes = Vec::with_capacity(n * ty.dtype.size());
     for i in 0..n {
         if i > 0 {

@@ -18,14 +18,32 @@ pub fn write_f64(out: &mut String, v: f64, as_f32: bool) {
     }
 }
 
+/// Writes a name as a quoted literal (see [`write_bytes`]).
 pub fn write_string(out: &mut String, s: &str) {
+    write_bytes(out, s.as_bytes());
+}
+
+/// Writes a byte string as a quoted literal that [`crate::text::lex::Lexer::byte_string`] reads
+/// back exactly: UTF-8 text as is except `"`, `\`, newlines and other control characters
+/// (escaped), and bytes that are not UTF-8 as `\xHH`.
+pub fn write_bytes(out: &mut String, b: &[u8]) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c if c.is_control() => {
+                    for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                        let _ = write!(out, "\\x{byte:02x}");
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
         }
     }
     out.push('"');
@@ -35,7 +53,8 @@ pub fn write_type(out: &mut String, t: &ValueType) {
     let _ = write!(out, "{t}");
 }
 
-/// `dtype[dims] [e0, e1, ...]`. Narrow floats and sub-byte ints print as their stored byte.
+/// `dtype[dims] [e0, e1, ...]`. Narrow floats and sub-byte ints print as their stored byte,
+/// strings as quoted literals ([`write_bytes`]).
 pub fn write_tensor(out: &mut String, t: &Tensor) {
     write_type(
         out,
@@ -45,6 +64,16 @@ pub fn write_tensor(out: &mut String, t: &Tensor) {
         ),
     );
     out.push_str(" [");
+    if let Some(strings) = t.strings() {
+        for (i, s) in strings.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            write_bytes(out, s);
+        }
+        out.push(']');
+        return;
+    }
     let b = t.bytes();
     for i in 0..t.len() {
         if i > 0 {

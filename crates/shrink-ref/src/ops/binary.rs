@@ -1,5 +1,6 @@
 //! Interpreter for the `Binary` family: arithmetic (Add Sub Mul Div Pow PRelu), logic (And Or)
-//! and comparisons, all with numpy broadcasting. Also owns the broadcasting and output-type
+//! and comparisons, all with numpy broadcasting. Equal also compares string tensors (byte for
+//! byte). Also owns the broadcasting and output-type
 //! helpers the other elementwise families (`variadic`, `ternary`) share.
 //!
 //! Integer arithmetic wraps; integer Div truncates toward zero (C semantics, as the ONNX
@@ -10,7 +11,7 @@ use crate::broadcast::{broadcast_shapes, strides};
 use crate::num::Num;
 use crate::{EvalCtx, EvalError, dispatch_num};
 use shrink_ir::op::Binary;
-use shrink_ir::{DType, Element, Tensor, ValueType};
+use shrink_ir::{Bytes, DType, Element, Tensor, ValueType};
 
 pub fn eval(
     op: &Binary,
@@ -223,6 +224,9 @@ fn logic(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, E
 
 fn compare(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, EvalError> {
     same_dtype(op.name(), a, b)?;
+    if let (Binary::Equal, Some(x), Some(y)) = (op, a.strings(), b.strings()) {
+        return equal_strings(a.dims(), x, b.dims(), y, ctx);
+    }
     // IEEE comparisons: anything involving NaN is false (Equal too), and -0 == +0.
     fn run<T: PartialOrd + Element>(
         op: &Binary,
@@ -247,6 +251,22 @@ fn compare(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor,
             Err(unsupported(op.name(), dt))
         }
     })
+}
+
+/// Equal on two string tensors: elements are equal when their bytes are.
+fn equal_strings(
+    a_dims: &[usize],
+    a: &[Bytes],
+    b_dims: &[usize],
+    b: &[Bytes],
+    ctx: &EvalCtx,
+) -> Result<Tensor, EvalError> {
+    let dims = broadcast_out(&[a_dims, b_dims], DType::Bool, ctx)?;
+    let out = BroadcastIter::new(a_dims, &dims)
+        .zip(BroadcastIter::new(b_dims, &dims))
+        .map(|(i, j)| a[i] == b[j])
+        .collect();
+    Ok(Tensor::from_vec(dims, out))
 }
 
 /// Pow: the result has the base's dtype. A float base is raised in f64 and rounded once; an
@@ -334,6 +354,7 @@ fn int_pow(b: i64, signed: bool, e: i64) -> Result<i64, EvalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shrink_ir::Op;
 
     fn run(op: Binary, a: Tensor, b: Tensor) -> Result<Tensor, EvalError> {
         eval(&op, &[Some(&a), Some(&b)], &[], &EvalCtx::default()).map(|mut v| v.remove(0))
@@ -355,6 +376,38 @@ mod tests {
             );
         }
         assert_eq!(BroadcastIter::new(&[0], &[0]).count(), 0);
+    }
+
+    #[test]
+    fn equal_compares_strings_with_broadcasting() {
+        let s = |dims: Vec<usize>, v: &[&'static [u8]]| {
+            Tensor::from_strings(dims, v.iter().map(|b| Bytes::from_static(b)).collect()).unwrap()
+        };
+        let a = s(vec![2, 1], &[b"ab", b"\xff"]);
+        let b = s(vec![3], &[b"ab", b"\xff", b"ab "]);
+        let y = run(Binary::Equal, a.clone(), b).unwrap();
+        assert_eq!(y.dims(), &[2, 3]);
+        assert_eq!(
+            y.to_vec::<bool>().unwrap(),
+            [true, false, false, false, true, false]
+        );
+        // Only Equal (and Identity) take strings, whatever graph the caller built.
+        let outs = [ValueType::unknown_shape(DType::Bool)];
+        for op in [Binary::Less, Binary::Add] {
+            let e = crate::eval_op(
+                &Op::Binary(op),
+                &[Some(&a), Some(&a)],
+                &outs,
+                &EvalCtx::default(),
+            );
+            assert!(matches!(e, Err(EvalError::Unsupported(_))), "{e:?}");
+        }
+        let id = Op::Unary(shrink_ir::op::Unary::Identity);
+        let outs = [ValueType::unknown_shape(DType::String)];
+        assert_eq!(
+            crate::eval_op(&id, &[Some(&a)], &outs, &EvalCtx::default()),
+            Ok(vec![a])
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Interpreter for the `Convert` family: Cast between every pair of supported dtypes, and Dropout
-//! with inference semantics. Also the element conversion ([`Scalar`], [`build`]) that the `Quant`
-//! family reuses to write its outputs.
+//! (inference: identity; training: the seeded mask of the ONNX reference runtime, see
+//! [`crate::rng`]). Also the element conversion ([`Scalar`], [`build`]) that the `Quant` family
+//! reuses to write its outputs.
 //!
 //! Every element is read exactly (integers as i128, floats as f64) and rounded once to the target:
 //! - to floats: round to nearest even, computed from the exact value (no double rounding through
@@ -13,8 +14,11 @@
 //!   it saturates and NaN gives 0;
 //! - to bool: zero (either sign) is false, everything else (NaN included) true.
 //!
-//! String tensors are not supported by design (shrink has no string dtype; the importer rejects them).
+//! Casts to or from strings are not supported: the type rules reject them (only Equal and Identity
+//! take string tensors), and the importer names `to = STRING` as unsupported.
 use super::{optional, required};
+use crate::num::Num;
+use crate::rng::Mt19937;
 use crate::{EvalCtx, EvalError};
 use half::{bf16, f16};
 use shrink_ir::narrow::{self, round_to_precision};
@@ -45,7 +49,7 @@ pub fn eval(
             ctx.check_alloc(*to, x.dims())?;
             Ok(vec![cast(x, *to, *saturate, *round_mode)])
         }
-        Convert::Dropout { .. } => dropout(ins, outs, ctx),
+        Convert::Dropout { seed } => dropout(*seed, ins, outs, ctx),
     }
 }
 
@@ -64,10 +68,14 @@ pub fn cast(x: &Tensor, to: DType, saturate: bool, round_mode: RoundMode) -> Ten
     )
 }
 
-/// Dropout(data, ratio?, training_mode?) -> (output, mask?). Only the deterministic cases are
-/// evaluated: inference (training_mode absent or false) or a zero ratio, where the output is the
-/// input and the mask is all true.
+/// Dropout(data, ratio?, training_mode?) -> (output, mask?). In inference (or with ratio 0) the
+/// data passes through and the mask is all true. In training mode element `i` is kept where the
+/// `i`-th uniform draw of numpy's `RandomState(seed)` is `>= ratio` (see [`crate::rng`]); kept
+/// elements are scaled by `1 / (1 - ratio)`, computed in the data's type, as
+/// `mask * x * scale` (so a dropped NaN or infinity gives NaN, as in the ONNX reference runtime).
+/// Without a `seed` attribute the seed is 0: the interpreter is an oracle and stays deterministic.
 fn dropout(
+    seed: Option<i64>,
     ins: &[Option<&Tensor>],
     outs: &[ValueType],
     ctx: &EvalCtx,
@@ -87,11 +95,6 @@ fn dropout(
         .map(|t| first(t, "training_mode"))
         .transpose()?
         .is_some_and(|v| v != 0.0);
-    if training && ratio != 0.0 {
-        return Err(EvalError::unsupported(
-            "Dropout in training mode with a non-zero ratio is random",
-        ));
-    }
     if let Some(ty) = outs.first()
         && ty.dtype != x.dtype()
     {
@@ -101,7 +104,21 @@ fn dropout(
             x.dtype()
         )));
     }
-    let mut res = vec![x.clone()];
+    let keep: Option<Vec<bool>> = if training && ratio != 0.0 {
+        Some(draw_mask(seed, ratio, x.len())?)
+    } else {
+        None
+    };
+    let dtype = x.dtype();
+    let unsupported = || EvalError::unsupported(format!("training-mode Dropout on {dtype}"));
+    let y = match &keep {
+        None => x.clone(),
+        Some(keep) => {
+            crate::dispatch_float!(dtype, T => scale_kept::<T>(x, keep, ratio),
+                else return Err(unsupported()))
+        }
+    };
+    let mut res = vec![y];
     if let Some(ty) = outs.get(1) {
         // Before opset 10 the mask had the data's type, so the declared type decides.
         ctx.check_alloc(ty.dtype, x.dims())?;
@@ -109,12 +126,41 @@ fn dropout(
             ty.dtype,
             x.dims().to_vec(),
             x.len(),
-            |_| Scalar::Int(1),
+            |i| Scalar::Int(keep.as_ref().is_none_or(|k| k[i]) as i128),
             true,
             RoundMode::Up,
         ));
     }
     Ok(res)
+}
+
+/// The training-mode keep mask: `n` draws of `RandomState(seed).uniform(0, 1)` compared with
+/// `ratio` (which must lie in [0, 1); the seed in 0..2^32, as numpy requires).
+fn draw_mask(seed: Option<i64>, ratio: f64, n: usize) -> Result<Vec<bool>, EvalError> {
+    if !(0.0..1.0).contains(&ratio) {
+        return Err(EvalError::invalid(format!(
+            "Dropout ratio {ratio} is outside [0, 1)"
+        )));
+    }
+    let seed = seed.unwrap_or(0);
+    let seed = u32::try_from(seed)
+        .map_err(|_| EvalError::invalid(format!("Dropout seed {seed} is outside 0..2^32")))?;
+    let mut rng = Mt19937::new(seed);
+    Ok((0..n).map(|_| rng.next_f64() >= ratio).collect())
+}
+
+/// `mask * x * scale` elementwise in `T`, with `scale = 1 / (1 - ratio)` rounded to `T`.
+fn scale_kept<T: Num>(x: &Tensor, keep: &[bool], ratio: f64) -> Tensor {
+    let xs = x.to_vec::<T>().expect("dispatched on the tensor's dtype");
+    let scale = T::one()
+        .div(T::one().sub(T::from_f64(ratio)))
+        .expect("float division");
+    let ys = xs
+        .iter()
+        .zip(keep)
+        .map(|(&v, &k)| if k { T::one() } else { T::zero() }.mul(v).mul(scale))
+        .collect();
+    Tensor::from_vec(x.dims().to_vec(), ys)
 }
 
 /// One element held exactly: every integer dtype (and bool) fits i128, every float dtype f64.
@@ -451,13 +497,44 @@ mod tests {
         .unwrap();
         assert_eq!(y[0], x);
         assert_eq!(y[1].to_vec::<bool>().unwrap(), [true, true]);
-        let t = Tensor::scalar(true);
-        let e = eval(
-            &Convert::Dropout { seed: None },
-            &[Some(&x), Some(&r), Some(&t)],
-            &outs,
-            &EvalCtx::default(),
-        );
-        assert!(matches!(e, Err(EvalError::Unsupported(_))));
+    }
+
+    #[test]
+    fn dropout_training_follows_numpy_random_state() {
+        // RandomState(0).random_sample(3) = [0.5488…, 0.7152…, 0.6028…]: with ratio 0.6 the
+        // first draw drops, the other two keep and scale by 1 / 0.4 (rounded to f32).
+        let x = Tensor::from_vec(vec![3], vec![f32::NAN, 2.0, -1.0]);
+        let outs = [
+            ValueType::unknown_shape(DType::F32),
+            ValueType::unknown_shape(DType::Bool),
+        ];
+        let run = |seed: Option<i64>, r: f32| {
+            let (r, t) = (Tensor::scalar(r), Tensor::scalar(true));
+            eval(
+                &Convert::Dropout { seed },
+                &[Some(&x), Some(&r), Some(&t)],
+                &outs,
+                &EvalCtx::default(),
+            )
+        };
+        let y = run(None, 0.6).unwrap();
+        let scale = 1.0f32 / (1.0f32 - 0.6f32);
+        let v = y[0].to_vec::<f32>().unwrap();
+        // A dropped NaN stays NaN (0 * NaN), as in the reference runtime.
+        assert!(v[0].is_nan());
+        assert_eq!(v[1..], [2.0 * scale, -scale]);
+        assert_eq!(y[1].to_vec::<bool>().unwrap(), [false, true, true]);
+        assert_eq!(run(Some(0), 0.6).unwrap(), y);
+        for bad in [1.0, -0.1, f32::NAN] {
+            assert!(matches!(run(Some(0), bad), Err(EvalError::Invalid(_))));
+        }
+        assert!(matches!(run(Some(-1), 0.5), Err(EvalError::Invalid(_))));
+        assert!(matches!(
+            run(Some(1 << 32), 0.5),
+            Err(EvalError::Invalid(_))
+        ));
+        // Ratio 0 keeps everything without drawing.
+        let y = run(Some(-1), 0.0).unwrap();
+        assert_eq!(y[1].to_vec::<bool>().unwrap(), [true; 3]);
     }
 }
