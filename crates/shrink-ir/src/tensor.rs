@@ -101,9 +101,10 @@ impl Tensor {
             "dims {dims:?} vs {} elements",
             data.len()
         );
-        let mut bytes = Vec::with_capacity(data.len() * T::DTYPE.size());
-        for v in &data {
-            v.write_le(&mut bytes);
+        let size = T::DTYPE.size();
+        let mut bytes = vec![0u8; data.len() * size];
+        for (out, v) in bytes.chunks_exact_mut(size).zip(&data) {
+            v.write_le(out);
         }
         Tensor {
             dtype: T::DTYPE,
@@ -199,7 +200,30 @@ impl Tensor {
 
     /// Every element widened to f64 (integers exactly up to 2^53; narrow floats are decoded).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        (0..self.len()).map(|i| self.get_f64(i)).collect()
+        // The common float dtypes decode in one tight loop; the rest go element by element.
+        let b = &self.bytes[..];
+        match self.dtype {
+            DType::F32 => b.chunks_exact(4).map(|c| f32::read_le(c) as f64).collect(),
+            DType::F64 => b.chunks_exact(8).map(f64::read_le).collect(),
+            DType::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::read_le(c).to_f64())
+                .collect(),
+            DType::BF16 => b
+                .chunks_exact(2)
+                .map(|c| bf16::read_le(c).to_f64())
+                .collect(),
+            _ => (0..self.len()).map(|i| self.get_f64(i)).collect(),
+        }
+    }
+
+    /// How many elements are zero (of either sign).
+    pub fn count_zeros(&self) -> usize {
+        let b = &self.bytes[..];
+        match self.dtype {
+            DType::F32 => b.chunks_exact(4).filter(|c| f32::read_le(c) == 0.0).count(),
+            _ => self.to_f64_vec().iter().filter(|&&v| v == 0.0).count(),
+        }
     }
 
     /// Every element as i64 (floats truncated toward zero, saturating; u64 wraps).
@@ -278,7 +302,8 @@ impl fmt::Debug for Tensor {
 pub trait Element: Copy + Send + Sync + 'static {
     const DTYPE: DType;
     fn read_le(b: &[u8]) -> Self;
-    fn write_le(&self, out: &mut Vec<u8>);
+    /// Writes the element into `out`, which is exactly its size.
+    fn write_le(&self, out: &mut [u8]);
 }
 
 macro_rules! le_element {
@@ -288,8 +313,8 @@ macro_rules! le_element {
             fn read_le(b: &[u8]) -> Self {
                 <$t>::from_le_bytes(b.try_into().expect("chunk of element size"))
             }
-            fn write_le(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
+            fn write_le(&self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
             }
         }
     )*};
@@ -302,8 +327,8 @@ impl Element for bool {
     fn read_le(b: &[u8]) -> Self {
         b[0] != 0
     }
-    fn write_le(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
+    fn write_le(&self, out: &mut [u8]) {
+        out[0] = *self as u8;
     }
 }
 

@@ -132,7 +132,9 @@ impl TernaryWeights {
         // common ones), accepted when every nonzero is within `ulps` of it. Taking the mode
         // rather than the first value keeps one rounded outlier from deciding the scale.
         let magnitude = |it: &mut dyn Iterator<Item = f64>| -> Option<Option<f64>> {
-            let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
+            // (|value|, count) of the distinct nonzero magnitudes, in order of first appearance;
+            // more than a few cannot all be within an ulp or two of one.
+            let mut counts: Vec<(f64, usize)> = Vec::with_capacity(4);
             for v in it {
                 if v == 0.0 {
                     continue;
@@ -140,26 +142,29 @@ impl TernaryWeights {
                 if !v.is_finite() {
                     return None;
                 }
-                *counts.entry(v.abs().to_bits()).or_default() += 1;
-                // More than a few distinct magnitudes cannot be within an ulp or two of one.
-                if counts.len() > 2 * ulps as usize + 1 {
+                let a = v.abs();
+                if let Some((_, n)) = counts.iter_mut().find(|(m, _)| *m == a) {
+                    *n += 1;
+                } else if counts.len() > 2 * ulps as usize {
                     return None;
+                } else {
+                    counts.push((a, 1));
                 }
             }
-            let mut best: Option<(u64, usize)> = None;
-            for (&bits, &n) in &counts {
-                if best.is_none_or(|(_, bn)| n > bn) {
-                    best = Some((bits, n));
-                }
-            }
-            let Some((bits, _)) = best else {
+            let m = counts
+                .iter()
+                .fold(None, |best: Option<(f64, usize)>, &(a, n)| match best {
+                    Some((b, bn)) if bn > n || (bn == n && b < a) => Some((b, bn)),
+                    _ => Some((a, n)),
+                })
+                .map(|(a, _)| a);
+            let Some(m) = m else {
                 return Some(None);
             };
-            let m = f64::from_bits(bits);
             let tol = ulps as f64 * ulp(m);
             counts
-                .keys()
-                .all(|&b| (f64::from_bits(b) - m).abs() <= tol)
+                .iter()
+                .all(|&(a, _)| (a - m).abs() <= tol)
                 .then_some(Some(m))
         };
         let whole = magnitude(&mut vals.iter().copied());

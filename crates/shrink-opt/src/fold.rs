@@ -3,10 +3,12 @@
 //! become constants; `Shape` of a value with a fully fixed shape folds without evaluation.
 //! Folding runs in topological order, so whole constant subgraphs — in-graph weight quantizers
 //! (absmean → Round → Clip → Mul), Cast·Mul and DequantizeLinear expansions of int8 weights,
-//! weight transposes and reshapes — collapse in one pass. A byte budget bounds what it creates.
+//! weight transposes and reshapes — collapse in one pass. A byte budget bounds the folded data
+//! alive at once (intermediates of a chain are released as soon as the next step has used them).
 use crate::{Ctx, OptError, Stats};
-use shrink_ir::op::Layout;
+use shrink_ir::op::{ConstId, Layout};
 use shrink_ir::{Graph, NodeId, Op, Tensor, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const PASS: &str = "const-fold";
@@ -84,13 +86,43 @@ pub fn fold_node(g: &mut Graph, id: NodeId, ctx: &Ctx) -> bool {
     }
 }
 
+/// Removes `id` (its outputs all replaced) and every constant it read that nothing else reads.
+/// Constants this pass created (`charged`) have their data released and their bytes returned to
+/// the budget, so a chain of folds (an in-graph weight quantizer: Abs → ReduceMean → … → Mul)
+/// holds one intermediate at a time and the budget bounds live memory, not the sum of all steps.
+fn release_inputs(g: &mut Graph, id: NodeId, charged: &mut BTreeMap<ConstId, usize>) -> usize {
+    let ins = g.inputs_of(id);
+    g.remove_node(id);
+    let mut freed = 0;
+    for v in ins.into_iter().flatten() {
+        if !g.contains(v.node) || g.is_used(Value::new(v.node, 0)) {
+            continue;
+        }
+        let Some(c) = g.const_id(v) else { continue };
+        g.remove_node(v.node);
+        if let Some(bytes) = charged.remove(&c) {
+            // No node refers to it any more; `dce` drops the slot.
+            g.consts[c.0 as usize] = Arc::new(Tensor::from_vec::<u8>(vec![0], vec![]));
+            g.ternary.remove(&c);
+            freed += bytes;
+        }
+    }
+    freed
+}
+
 pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let mut budget = ctx.fold_budget;
+    // Bytes of folded constants currently alive, by constant.
+    let mut charged: BTreeMap<ConstId, usize> = BTreeMap::new();
+    let mut live = 0usize;
+    let mut peak = 0usize;
     let order = g
         .topo_order()
         .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
     for id in order {
+        if !g.contains(id) {
+            continue;
+        }
         let node = g.node(id);
         if node.op.is_source()
             || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
@@ -108,15 +140,22 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
             }
         };
         let bytes: usize = results.iter().map(|t| t.bytes().len()).sum();
-        if bytes > budget {
+        if live.saturating_add(bytes) > ctx.fold_budget {
             stats.add("over_budget", 1);
             continue;
         }
-        budget -= bytes;
+        let before = g.consts.len();
         install(g, id, results);
+        for k in before..g.consts.len() {
+            charged.insert(ConstId(k as u32), g.consts[k].bytes().len());
+        }
+        live += bytes;
+        peak = peak.max(live);
+        live -= release_inputs(g, id, &mut charged);
         stats.add("nodes_folded", 1);
         stats.add("bytes_created", bytes);
     }
+    stats.add("peak_bytes", peak);
     Ok(stats)
 }
 
@@ -158,5 +197,29 @@ mod tests {
             .const_value(g.outputs[0].1)
             .expect("output is now a constant");
         assert_eq!(y.to_vec::<f32>().unwrap(), vec![-1f32; 256]);
+    }
+
+    /// A chain of folds holds one intermediate at a time: three 1 KiB steps fit a 2 KiB budget
+    /// (the step being created plus the one it reads), and the intermediates are released.
+    #[test]
+    fn budget_bounds_live_bytes_not_the_sum_of_steps() {
+        let mut g = neg_of_const(256);
+        let y = g.outputs[0].1;
+        let ty = vec![ValueType::fixed(shrink_ir::DType::F32, &[256])];
+        let abs = g.add_node(Op::Unary(Unary::Abs), "abs", &[Some(y)], ty.clone());
+        let neg = g.add_node(Op::Unary(Unary::Neg), "neg2", &[Some(abs.into())], ty);
+        g.outputs[0].1 = neg.into();
+        let ctx = Ctx {
+            fold_budget: 2048,
+            ..Default::default()
+        };
+        let s = fold_constants(&mut g, &ctx).unwrap();
+        assert_eq!(s.get("nodes_folded"), 3);
+        assert_eq!(s.get("bytes_created"), 3072);
+        assert_eq!(s.get("peak_bytes"), 2048);
+        let out = g.const_value(g.outputs[0].1).expect("folded");
+        assert_eq!(out.to_vec::<f32>().unwrap(), vec![-1f32; 256]);
+        // Every step and the original constant are gone; only the result remains.
+        assert_eq!(g.node_ids().len(), 1);
     }
 }

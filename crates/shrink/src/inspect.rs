@@ -97,7 +97,7 @@ fn view_dims(t: &Tensor, layout: shrink_ir::WeightLayout) -> (usize, usize) {
 }
 
 fn zeros_of(t: &Tensor) -> usize {
-    (0..t.len()).filter(|&i| t.get_f64(i) == 0.0).count()
+    t.count_zeros()
 }
 
 fn op_count(g: &Graph) -> usize {
