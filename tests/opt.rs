@@ -344,6 +344,91 @@ fn conv_layer(
     (y, m, out_hw)
 }
 
+/// A gated FFN layer `act(x·Wg [+ b]) · (x·Wu)` with `wg` as the gate weight; the activation is
+/// SiLU written out (x·sigmoid(x)), a squared Relu (r·r) or none, and the product's operand
+/// order is random.
+fn gated_layer(
+    g: &mut Graph,
+    r: &mut Rng,
+    l: usize,
+    x: shrink::ir::Value,
+    wg: shrink::ir::Value,
+    (batch, width, out): (usize, usize, usize),
+) -> shrink::ir::Value {
+    let ty = f32t(&[batch, out]);
+    let mut gate: shrink::ir::Value = g
+        .add_node(
+            Op::Linear(Linear::MatMul),
+            &format!("gate{l}"),
+            &[Some(x), Some(wg)],
+            vec![ty.clone()],
+        )
+        .into();
+    if r.below(2) == 0 {
+        let b = g.add_const(
+            &format!("gate_b{l}"),
+            Arc::new(Tensor::from_vec(vec![out], channel_values(r, out))),
+        );
+        gate = g
+            .add_node(
+                Op::Binary(Binary::Add),
+                &format!("gate_bias{l}"),
+                &[Some(gate), Some(b.into())],
+                vec![ty.clone()],
+            )
+            .into();
+    }
+    let mul = |g: &mut Graph, name: String, a, b| -> shrink::ir::Value {
+        g.add_node(
+            Op::Binary(Binary::Mul),
+            &name,
+            &[Some(a), Some(b)],
+            vec![ty.clone()],
+        )
+        .into()
+    };
+    let act = match r.below(3) {
+        0 => {
+            let s = g.add_node(
+                Op::Unary(Unary::Sigmoid),
+                &format!("gate_sigmoid{l}"),
+                &[Some(gate)],
+                vec![ty.clone()],
+            );
+            mul(g, format!("silu{l}"), gate, s.into())
+        }
+        1 => {
+            let relu = g
+                .add_node(
+                    Op::Unary(Unary::Relu),
+                    &format!("gate_relu{l}"),
+                    &[Some(gate)],
+                    vec![ty.clone()],
+                )
+                .into();
+            mul(g, format!("relu_sq{l}"), relu, relu)
+        }
+        _ => gate,
+    };
+    let wu = g.add_const(
+        &format!("w_up{l}"),
+        Arc::new(ternary_weight(r, width, out, false)),
+    );
+    let up = g
+        .add_node(
+            Op::Linear(Linear::MatMul),
+            &format!("up{l}"),
+            &[Some(x), Some(wu.into())],
+            vec![ty.clone()],
+        )
+        .into();
+    if r.below(2) == 0 {
+        mul(g, format!("gated{l}"), act, up)
+    } else {
+        mul(g, format!("gated{l}"), up, act)
+    }
+}
+
 /// Builds a random graph: optional conv front end (1–2 conv layers, flattened by Flatten or
 /// Reshape), then dense layers with biases (Gemm with random alpha/beta and per-unit or scalar
 /// `C`, or MatMul + Add), activations and norms. Returns the graph and one input tensor.
@@ -411,6 +496,11 @@ fn random_graph(seed: u64, layers: usize, conv: bool) -> (Graph, Tensor) {
         );
         let bias_vals = channel_values(&mut r, out);
         let ty = f32t(&[batch, out]);
+        if !trans_b && r.below(4) == 0 {
+            x = gated_layer(&mut g, &mut r, l, x, w.into(), (batch, width, out));
+            width = out;
+            continue;
+        }
         let y = if gemm {
             let alpha = [1.0, 0.5][r.below(2)];
             let beta = [1.0, 2.0][r.below(2)];
@@ -518,6 +608,7 @@ fn random_graphs_exercise_every_sparsity_path() {
         "units_folded_into_bias",
         "dead_input_cols",
         "dead_input_channels",
+        "dead_gated_units",
     ];
     let mut seen = vec![0usize; counters.len()];
     for seed in 0..300u64 {

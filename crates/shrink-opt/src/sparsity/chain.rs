@@ -4,12 +4,17 @@
 //!
 //! Producers: MatMul with a 2-D constant weight, Gemm (any `trans_a`; `C` per unit or uniform),
 //! Conv with `group = 1`. Links: elementwise unary ops; Add/Sub/Mul/Div/Pow/PRelu and Clip whose
-//! other inputs are constants that are per unit or uniform; inference BatchNormalization and
-//! pools (conv channels); a Flatten or 2-D Reshape that merges the channel axis into the features
-//! of a dense consumer. Consumers: MatMul/Gemm reading the units as input features, or a
-//! `group = 1` Conv reading them as input channels.
+//! other inputs are constants that are per unit or uniform; self-gating `x·x` and
+//! `x·sigmoid(x)` (SiLU written out); inference BatchNormalization and pools (conv channels); a
+//! Flatten or 2-D Reshape that merges the channel axis into the features of a dense consumer.
+//! Consumers: MatMul/Gemm reading the units as input features, or a `group = 1` Conv reading them
+//! as input channels.
+//!
+//! Two producers of the same units may meet in one elementwise Mul/Add/Sub (a gated FFN:
+//! `down(silu(gate(x)) · up(x))`); the chain then has two branches and a unit is deleted from
+//! both producers at once.
 use super::sole_user;
-use shrink_ir::op::{AutoPad, Binary, Conv, Layout, Linear, Norm, Pool, Ternary};
+use shrink_ir::op::{AutoPad, Binary, Conv, Layout, Linear, Norm, Pool, Ternary, Unary};
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::sync::Arc;
 
@@ -34,6 +39,8 @@ impl Operand {
 pub(super) enum LinkKind {
     /// Output = f(unit value, operands), elementwise.
     Elementwise(Vec<Operand>),
+    /// A Mul of the unit value with itself, or with `sigmoid` of itself (the Sigmoid node given).
+    SelfGate { sigmoid: Option<NodeId> },
     /// A per-channel pool: a channel of zeros stays zero (other constants are not tracked, since
     /// padding makes pooled constants vary at the borders).
     Pool,
@@ -82,13 +89,23 @@ pub(super) struct Consumer {
     pub target: Option<BiasTarget>,
 }
 
-pub(super) struct Chain {
+/// A producer and the links from it to the join (or to the consumer when there is no join).
+pub(super) struct Branch {
     pub producer: Producer,
+    pub links: Vec<Link>,
+}
+
+pub(super) struct Chain {
+    /// One branch, or two meeting at `join` (in the join's input order).
+    pub branches: Vec<Branch>,
+    /// The elementwise Mul/Add/Sub where two branches meet.
+    pub join: Option<Link>,
+    /// Links after the join.
     pub links: Vec<Link>,
     pub consumer: Consumer,
     /// Number of units.
     pub h: usize,
-    /// Unit axis of the producer's output (and of every link before a merge).
+    /// Unit axis of the producers' outputs (and of every link before a merge).
     pub unit_axis: usize,
     /// Consumer feature of unit `u`: `(o·h + u)·block + s` for `o < outer`, `s < block`.
     pub outer: usize,
@@ -356,33 +373,186 @@ fn consumer(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &Walk) -> 
     })
 }
 
-/// The chain starting at producer `id`, if there is one.
-pub(super) fn find(g: &Graph, id: NodeId) -> Option<Chain> {
-    let (producer, unit_axis) = producer(g, id)?;
-    let h = producer.weight.dims()[producer.row_axis];
-    let mut w = Walk {
+/// `v · v` or `v · sigmoid(v)` starting at `v`: a link whose node is the Mul.
+fn self_gate(g: &Graph, v: Value, w: &Walk) -> Option<Link> {
+    if g.outputs.iter().any(|(_, o)| *o == v) {
+        return None;
+    }
+    let users: Vec<_> = g
+        .users_of(v.node)
+        .into_iter()
+        .filter(|(_, _, s)| *s == v.slot)
+        .collect();
+    let is_mul = |n: NodeId| {
+        matches!(g.node(n).op, Op::Binary(Binary::Mul)) && g.node(n).outputs[0] == *g.value_type(v)
+    };
+    let gate = |id, sigmoid| Link {
+        id,
+        slot: 0,
+        kind: LinkKind::SelfGate { sigmoid },
+        rank: w.rank,
+    };
+    match users[..] {
+        [(a, 0, _), (b, 1, _)] if a == b && is_mul(a) => Some(gate(a, None)),
+        [(x, xs, _), (y, ys, _)] => {
+            // One user is Sigmoid(v), the other Mul(v, that sigmoid).
+            let (s, (m, k)) = if matches!(g.node(x).op, Op::Unary(Unary::Sigmoid)) {
+                (x, (y, ys))
+            } else {
+                (y, (x, xs))
+            };
+            let sig_ok = matches!(g.node(s).op, Op::Unary(Unary::Sigmoid))
+                && g.node(s).outputs[0] == *g.value_type(v);
+            (sig_ok && is_mul(m) && sole_user(g, Value::new(s, 0)) == Some((m, 1 - k))).then(|| {
+                Link {
+                    slot: k,
+                    ..gate(m, Some(s))
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Where a walk along the units ends.
+enum End {
+    Consumer(Consumer),
+    /// An elementwise Mul/Add/Sub whose other operand is another computed value (slot given).
+    Join(NodeId, usize),
+}
+
+/// Follows the units from `v` through links, collecting them, to a consumer or a join.
+fn walk(g: &Graph, mut v: Value, h: usize, w: &mut Walk, links: &mut Vec<Link>) -> Option<End> {
+    loop {
+        if let Some(l) = self_gate(g, v, w) {
+            v = Value::new(l.id, 0);
+            links.push(l);
+            continue;
+        }
+        let (n, slot) = sole_user(g, v)?;
+        if let Some(c) = consumer(g, n, slot, v, h, w) {
+            return Some(End::Consumer(c));
+        }
+        let node = g.node(n);
+        let other = g.inputs_of(n).get(1 - slot.min(1)).copied().flatten();
+        if matches!(node.op, Op::Binary(Binary::Add | Binary::Sub | Binary::Mul))
+            && let Some(o) = other
+            && g.const_value(o).is_none()
+        {
+            let same = node.outputs[0] == *g.value_type(v) && g.value_type(o) == g.value_type(v);
+            return (same && !w.merged).then_some(End::Join(n, slot));
+        }
+        links.push(link(g, n, slot, v, h, w)?);
+        v = Value::new(n, 0);
+    }
+}
+
+/// The producer a value comes from through single-input elementwise steps (and SiLU's
+/// `x·sigmoid(x)`), if any; the forward walk from it then checks the path link by link.
+fn producer_behind(g: &Graph, mut v: Value) -> Option<NodeId> {
+    for _ in 0..64 {
+        if producer(g, v.node).is_some() {
+            return Some(v.node);
+        }
+        let mut ins: Vec<Value> = g
+            .inputs_of(v.node)
+            .into_iter()
+            .flatten()
+            .filter(|&i| g.const_value(i).is_none())
+            .collect();
+        ins.dedup();
+        v = match ins[..] {
+            [x] => x,
+            [a, b]
+                if matches!(g.node(b.node).op, Op::Unary(Unary::Sigmoid))
+                    && g.inputs_of(b.node).first() == Some(&Some(a)) =>
+            {
+                a
+            }
+            [a, b]
+                if matches!(g.node(a.node).op, Op::Unary(Unary::Sigmoid))
+                    && g.inputs_of(a.node).first() == Some(&Some(b)) =>
+            {
+                b
+            }
+            _ => return None,
+        };
+    }
+    None
+}
+
+fn walk_start(g: &Graph, id: NodeId, unit_axis: usize) -> Option<Walk> {
+    Some(Walk {
         rank: g.value_type(Value::new(id, 0)).shape.as_ref()?.rank(),
         axis: unit_axis,
         merged: false,
         outer: 1,
         block: 1,
-    };
+    })
+}
+
+/// The chain starting at producer `id`, if there is one.
+pub(super) fn find(g: &Graph, id: NodeId) -> Option<Chain> {
+    let (producer1, unit_axis) = producer(g, id)?;
+    let h = producer1.weight.dims()[producer1.row_axis];
+    let mut w = walk_start(g, id, unit_axis)?;
     let mut links = Vec::new();
-    let mut v = Value::new(id, 0);
-    loop {
-        let (n, slot) = sole_user(g, v)?;
-        if let Some(consumer) = consumer(g, n, slot, v, h, &w) {
-            return Some(Chain {
-                producer,
+    let (branches, join, links, consumer) = match walk(g, Value::new(id, 0), h, &mut w, &mut links)?
+    {
+        End::Consumer(c) => {
+            let b = Branch {
+                producer: producer1,
                 links,
-                consumer,
-                h,
-                unit_axis,
-                outer: w.outer,
-                block: w.block,
-            });
+            };
+            (vec![b], None, vec![], c)
         }
-        links.push(link(g, n, slot, v, h, &mut w)?);
-        v = Value::new(n, 0);
-    }
+        End::Join(n, slot) => {
+            let other = g.inputs_of(n).get(1 - slot).copied().flatten()?;
+            let id2 = producer_behind(g, other)?;
+            let (producer2, axis2) = producer(g, id2)?;
+            if id2 == id || axis2 != unit_axis || producer2.weight.dims()[producer2.row_axis] != h {
+                return None;
+            }
+            let mut w2 = walk_start(g, id2, axis2)?;
+            let mut links2 = Vec::new();
+            match walk(g, Value::new(id2, 0), h, &mut w2, &mut links2)? {
+                End::Join(n2, s2) if n2 == n && s2 == 1 - slot => {}
+                _ => return None,
+            }
+            let join = Link {
+                id: n,
+                slot,
+                kind: LinkKind::Elementwise(vec![]),
+                rank: w.rank,
+            };
+            let mut after = Vec::new();
+            let End::Consumer(c) = walk(g, Value::new(n, 0), h, &mut w, &mut after)? else {
+                return None;
+            };
+            let b1 = Branch {
+                producer: producer1,
+                links,
+            };
+            let b2 = Branch {
+                producer: producer2,
+                links: links2,
+            };
+            let branches = if slot == 0 {
+                vec![b1, b2]
+            } else {
+                vec![b2, b1]
+            };
+            (branches, Some(join), after, c)
+        }
+    };
+    Some(Chain {
+        branches,
+        join,
+        links,
+        consumer,
+        h,
+        unit_axis,
+        outer: w.outer,
+        block: w.block,
+    })
 }

@@ -3,7 +3,7 @@
 //! - **Dead hidden units** (dense units or conv channels, [`chain`]) between a producer layer and
 //!   a consumer layer joined by a residual-free chain of per-unit ops (elementwise activations,
 //!   bias Add/Mul by per-unit constants, Clip, BatchNormalization, pools, a Flatten into a dense
-//!   layer): a unit is dead when its outgoing weights are all zero, or when its incoming weights
+//!   layer), or two producers joined elementwise (a gated FFN): a unit is dead when its outgoing weights are all zero, or when its incoming weights
 //!   are all zero so it carries the constant `chain(bias)` — zero (deleted) or nonzero (its
 //!   contribution moves into the consumer's bias, then deleted; see [`units`]). The unit's weight
 //!   row, bias entry, per-unit parameters and consumer columns disappear together; the pass

@@ -1,42 +1,115 @@
 //! Deleting dead units of one [`Chain`]: deciding which units are dead, moving constant units
 //! into the consumer's bias, and narrowing every tensor and shape along the chain.
-use super::chain::{Chain, LinkKind};
+use super::chain::{Branch, Chain, Link, LinkKind};
 use super::{float_scalar, float_tensor, rewire_const, set_dim, slice_indices, slice_is_zero};
 use crate::{Ctx, Stats};
-use shrink_ir::{Graph, Tensor, ValueType};
+use shrink_ir::op::{Binary, Unary};
+use shrink_ir::{DType, Graph, Op, Tensor, ValueType};
 
-/// The constant a unit with all-zero incoming weights carries at the end of the chain, if it is
-/// known exactly: the producer's bias pushed through the links by the interpreter.
-fn unit_value(g: &Graph, c: &Chain, u: usize, ctx: &Ctx) -> Option<f64> {
-    let p = &c.producer;
-    let mut x = match &p.bias {
-        Some(b) => p.bias_scale * b.at(u).get_f64(0),
-        None => 0.0,
-    };
-    let mut rank = g.node(p.id).outputs[0].shape.as_ref()?.rank();
-    for l in &c.links {
-        match &l.kind {
-            LinkKind::Merge { .. } => {}
-            LinkKind::Pool if x == 0.0 => {}
+/// Evaluates `op` on 1-element tensors of `dtype` and `rank` (inputs in slot order).
+fn eval_scalar(
+    op: &Op,
+    ins: &[Option<&Tensor>],
+    dtype: DType,
+    rank: usize,
+    ctx: &Ctx,
+) -> Option<f64> {
+    let ty = vec![ValueType::fixed(dtype, &vec![1; rank])];
+    let out = shrink_ref::eval_op(op, ins, &ty, &ctx.eval).ok()?;
+    Some(out.first()?.get_f64(0))
+}
+
+/// Pushes the unit's value `x` (of `rank`) through `links`; `None` when it stops being known.
+fn through(
+    g: &Graph,
+    links: &[Link],
+    mut x: f64,
+    mut rank: usize,
+    u: usize,
+    dtype: DType,
+    ctx: &Ctx,
+) -> Option<f64> {
+    for l in links {
+        let xt = float_scalar(dtype, rank, x)?;
+        x = match &l.kind {
+            LinkKind::Merge { .. } => x,
+            LinkKind::Pool if x == 0.0 => 0.0,
             LinkKind::Pool => return None,
+            LinkKind::SelfGate { sigmoid: None } => eval_scalar(
+                &g.node(l.id).op,
+                &[Some(&xt), Some(&xt)],
+                dtype,
+                l.rank,
+                ctx,
+            )?,
+            LinkKind::SelfGate { sigmoid: Some(_) } => {
+                let s = eval_scalar(&Op::Unary(Unary::Sigmoid), &[Some(&xt)], dtype, rank, ctx)?;
+                let st = float_scalar(dtype, rank, s)?;
+                let mut ins = [Some(&xt), Some(&xt)];
+                ins[1 - l.slot] = Some(&st);
+                eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)?
+            }
             LinkKind::Elementwise(ops) => {
-                let node = g.node(l.id);
-                let n_in = g.inputs_of(l.id).len();
-                let xt = float_scalar(p.dtype, rank, x)?;
                 let vals: Vec<Tensor> = ops.iter().map(|o| o.at(u)).collect();
-                let mut ins: Vec<Option<&Tensor>> = vec![None; n_in];
+                let mut ins: Vec<Option<&Tensor>> = vec![None; g.inputs_of(l.id).len()];
                 ins[l.slot] = Some(&xt);
                 for (o, t) in ops.iter().zip(&vals) {
                     ins[o.slot] = Some(t);
                 }
-                let ty = vec![ValueType::fixed(p.dtype, &vec![1; l.rank])];
-                let out = shrink_ref::eval_op(&node.op, &ins, &ty, &ctx.eval).ok()?;
-                x = out.first()?.get_f64(0);
+                eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)?
             }
-        }
+        };
         rank = l.rank;
     }
     x.is_finite().then_some(x)
+}
+
+/// The constant a branch carries for unit `u` at its end, when its incoming weights are all
+/// zero: the producer's bias pushed through the branch's links.
+fn branch_value(g: &Graph, b: &Branch, u: usize, ctx: &Ctx) -> Option<f64> {
+    let p = &b.producer;
+    if !slice_is_zero(&p.weight, p.row_axis, u..u + 1) {
+        return None;
+    }
+    let x = match &p.bias {
+        Some(bias) => p.bias_scale * bias.at(u).get_f64(0),
+        None => 0.0,
+    };
+    let rank = g.node(p.id).outputs[0].shape.as_ref()?.rank();
+    through(g, &b.links, x, rank, u, p.dtype, ctx)
+}
+
+/// The constant unit `u` carries into the consumer, if it is known exactly.
+fn unit_value(g: &Graph, c: &Chain, u: usize, ctx: &Ctx) -> Option<f64> {
+    let dtype = c.branches[0].producer.dtype;
+    let Some(join) = &c.join else {
+        return branch_value(g, &c.branches[0], u, ctx);
+    };
+    let vals: Vec<Option<f64>> = c
+        .branches
+        .iter()
+        .map(|b| branch_value(g, b, u, ctx))
+        .collect();
+    let op = &g.node(join.id).op;
+    // A zero factor zeroes the product whatever the other branch holds.
+    let x = if matches!(op, Op::Binary(Binary::Mul)) && vals.contains(&Some(0.0)) {
+        0.0
+    } else if let [Some(a), Some(b)] = vals[..] {
+        let (at, bt) = (
+            float_scalar(dtype, join.rank, a)?,
+            float_scalar(dtype, join.rank, b)?,
+        );
+        eval_scalar(op, &[Some(&at), Some(&bt)], dtype, join.rank, ctx)?
+    } else {
+        return None;
+    };
+    through(g, &c.links, x, join.rank, u, dtype, ctx)
+}
+
+/// Consumer input features of unit `u` in outer block `o`.
+fn features_at(c: &Chain, o: usize, u: usize) -> std::ops::Range<usize> {
+    let start = (o * c.h + u) * c.block;
+    start..start + c.block
 }
 
 /// Consumer input features of unit `u`, in increasing order.
@@ -62,9 +135,53 @@ fn bias_delta(c: &Chain, absorbed: &[(usize, f64)], factor: f64) -> Vec<f64> {
     delta
 }
 
+/// Narrows the per-unit parameters and shapes of `links` to the kept units; `merged` says
+/// whether the units were already merged into a flat feature axis.
+fn narrow_links(g: &mut Graph, c: &Chain, links: &[Link], keep: &[usize], mut merged: bool) {
+    let k = keep.len();
+    for l in links {
+        match &l.kind {
+            LinkKind::Elementwise(ops) => {
+                for o in ops {
+                    if let Some(a) = o.axis {
+                        rewire_const(g, l.id, o.slot, super::take_axis(&o.t, a, keep));
+                    }
+                }
+            }
+            LinkKind::SelfGate { sigmoid } => {
+                if let Some(s) = sigmoid {
+                    let (axis, n) = if merged {
+                        (1, c.outer * k * c.block)
+                    } else {
+                        (c.unit_axis, k)
+                    };
+                    set_dim(g, *s, axis, n);
+                }
+            }
+            LinkKind::Pool => {}
+            LinkKind::Merge { reshape } => {
+                merged = true;
+                let out = g.node(l.id).outputs[0]
+                    .shape
+                    .as_ref()
+                    .and_then(|s| s.as_fixed());
+                if let (true, Some(mut dims)) = (*reshape, out) {
+                    dims[1] = c.outer * k * c.block;
+                    let shape = dims.iter().map(|&d| d as i64).collect();
+                    rewire_const(g, l.id, 1, Tensor::from_vec(vec![2], shape));
+                }
+            }
+        }
+        if merged {
+            set_dim(g, l.id, 1, c.outer * k * c.block);
+        } else {
+            set_dim(g, l.id, c.unit_axis, k);
+        }
+    }
+}
+
 /// Removes dead units of one chain; returns how many.
 pub(super) fn prune(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> usize {
-    let p = &c.producer;
     let w2 = &c.consumer.weight;
     let mut keep = Vec::new();
     let mut absorbed: Vec<(usize, f64)> = Vec::new();
@@ -72,15 +189,13 @@ pub(super) fn prune(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> u
         if features(c, u).all(|r| slice_is_zero(w2, c.consumer.col_axis, r)) {
             continue;
         }
-        if slice_is_zero(&p.weight, p.row_axis, u..u + 1) {
-            match unit_value(g, c, u, ctx) {
-                Some(0.0) => continue,
-                Some(a) if c.consumer.target.is_some() => {
-                    absorbed.push((u, a));
-                    continue;
-                }
-                _ => {}
+        match unit_value(g, c, u, ctx) {
+            Some(0.0) => continue,
+            Some(a) if c.consumer.target.is_some() => {
+                absorbed.push((u, a));
+                continue;
             }
+            _ => {}
         }
         keep.push(u);
     }
@@ -106,62 +221,36 @@ pub(super) fn prune(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> u
         stats.add("units_folded_into_bias", absorbed.len());
     }
     let k = keep.len();
-    // Producer rows and bias entries.
-    let w1 = super::take_axis(&p.weight, p.row_axis, &keep);
-    let removed_w1 = p.weight.len() - w1.len();
-    rewire_const(g, p.id, p.weight_slot, w1);
-    if let Some(b) = &p.bias
-        && let Some(a) = b.axis
-    {
-        rewire_const(g, p.id, b.slot, super::take_axis(&b.t, a, &keep));
-    }
-    set_dim(g, p.id, c.unit_axis, k);
-    // Per-unit link parameters and shapes.
-    let mut merged = false;
-    for l in &c.links {
-        match &l.kind {
-            LinkKind::Elementwise(ops) => {
-                for o in ops {
-                    if let Some(a) = o.axis {
-                        rewire_const(g, l.id, o.slot, super::take_axis(&o.t, a, &keep));
-                    }
-                }
-            }
-            LinkKind::Pool => {}
-            LinkKind::Merge { reshape } => {
-                merged = true;
-                let out = g.node(l.id).outputs[0]
-                    .shape
-                    .as_ref()
-                    .and_then(|s| s.as_fixed());
-                if let (true, Some(mut dims)) = (*reshape, out) {
-                    dims[1] = c.outer * k * c.block;
-                    let shape = dims.iter().map(|&d| d as i64).collect();
-                    rewire_const(g, l.id, 1, Tensor::from_vec(vec![2], shape));
-                }
-            }
+    let mut removed_weights = 0;
+    for b in &c.branches {
+        let p = &b.producer;
+        let w1 = super::take_axis(&p.weight, p.row_axis, &keep);
+        removed_weights += p.weight.len() - w1.len();
+        rewire_const(g, p.id, p.weight_slot, w1);
+        if let Some(bias) = &p.bias
+            && let Some(a) = bias.axis
+        {
+            rewire_const(g, p.id, bias.slot, super::take_axis(&bias.t, a, &keep));
         }
-        if merged {
-            set_dim(g, l.id, 1, c.outer * k * c.block);
-        } else {
-            set_dim(g, l.id, c.unit_axis, k);
-        }
+        set_dim(g, p.id, c.unit_axis, k);
+        narrow_links(g, c, &b.links, &keep, false);
     }
+    if let Some(j) = &c.join {
+        set_dim(g, j.id, c.unit_axis, k);
+    }
+    narrow_links(g, c, &c.links, &keep, false);
     // Consumer columns.
     let cols: Vec<usize> = (0..c.outer)
         .flat_map(|o| keep.iter().flat_map(move |&u| features_at(c, o, u)))
         .collect();
     let w2n = super::take_axis(w2, c.consumer.col_axis, &cols);
-    let removed_w2 = w2.len() - w2n.len();
+    removed_weights += w2.len() - w2n.len();
     rewire_const(g, c.consumer.id, c.consumer.weight_slot, w2n);
     let removed = c.h - k;
     stats.add("dead_units", removed);
-    stats.add("weights_removed", removed_w1 + removed_w2);
+    if c.join.is_some() {
+        stats.add("dead_gated_units", removed);
+    }
+    stats.add("weights_removed", removed_weights);
     removed
-}
-
-/// Consumer input features of unit `u` in outer block `o`.
-fn features_at(c: &Chain, o: usize, u: usize) -> std::ops::Range<usize> {
-    let start = (o * c.h + u) * c.block;
-    start..start + c.block
 }
