@@ -119,6 +119,58 @@ fn bitnet_block_projections_are_ternary_after_folding() {
     );
 }
 
+/// The BitNet-style block with dead FFN units planted in its latent weights: units 5 and 17 have
+/// all-zero `w_down` rows, unit 40 an all-zero `w_gate` column (silu(0) = 0). After folding the
+/// absmean quantizers the three units leave gate, up and down together, and the block computes
+/// what it did before.
+#[test]
+fn bitnet_block_dead_ffn_units_are_removed_after_folding() {
+    let demo = shrink::demo::bitnet_block();
+    let mut g =
+        shrink::onnx::load_model_bytes("bitnet", demo.model.clone().into(), &Default::default())
+            .unwrap()
+            .graph;
+    let mut edit = |name: &str, zero: &dyn Fn(usize, usize) -> bool| {
+        let id = g
+            .node_ids()
+            .into_iter()
+            .find(|&id| g.node(id).name == name)
+            .unwrap();
+        let shrink::ir::Op::Const(c) = g.node(id).op else {
+            panic!("{name} is not a constant")
+        };
+        let t = &g.consts[c.0 as usize];
+        let (rows, cols) = (t.dims()[0], t.dims()[1]);
+        let mut v = t.to_vec::<f32>().unwrap();
+        for r in 0..rows {
+            for k in 0..cols {
+                if zero(r, k) {
+                    v[r * cols + k] = 0.0;
+                }
+            }
+        }
+        g.consts[c.0 as usize] = Arc::new(Tensor::from_vec(vec![rows, cols], v));
+    };
+    edit("w_down", &|r, _| r == 5 || r == 17);
+    edit("w_gate", &|_, k| k == 40);
+    let staged = shrink::optimize_staged(&g, &Default::default()).unwrap();
+    assert_eq!(stat(&staged.stats, "sparsity", "dead_gated_units"), 3);
+    let report = shrink::inspect::inspect(&g, Some(&staged), None);
+    let layer = |n: &str| report.layers.iter().find(|l| l.name == n).unwrap();
+    assert_eq!(layer("gate_proj").dead_rows, Some(3));
+    assert_eq!(layer("up_proj").dead_rows, Some(3));
+    assert_eq!(layer("down_proj").dead_cols, Some(3));
+    let x = vec![demo.inputs[0].1.clone()];
+    let a = shrink::interp::run(&g, &x, &Default::default()).unwrap();
+    let b = shrink::interp::run(&staged.optimized, &x, &Default::default()).unwrap();
+    assert_same(
+        &a,
+        &b,
+        Tolerance::INTERP,
+        "bitnet block with dead FFN units",
+    );
+}
+
 #[test]
 fn ternary_cnn_channel_pruning_is_exact() {
     let demo = shrink::demo::ternary_cnn();
