@@ -8,6 +8,8 @@
 //! - [`norm`]: the decomposed LayerNormalization and RMSNormalization patterns (LayerNorm first:
 //!   its tail is an RMS pattern of `x − mean`);
 //! - [`gelu`]: the erf and tanh forms of GELU → `Gelu`;
+//! - [`activation`]: `x·sigmoid(x)` (SiLU), `x·sigmoid(αx)`, `x·tanh(softplus(x))` and
+//!   `x·hardsigmoid(x)` → `Swish`, `Mish`, `HardSwish`;
 //! - [`softmax`]: Exp/ReduceSum (with or without the ReduceMax shift) → Softmax, and the
 //!   log-sum-exp form → LogSoftmax;
 //! - [`dense`]: MatMul/Gemm with a constant weight + bias Add + activation → `DenseAct`.
@@ -17,6 +19,7 @@
 //! constants are read and compared, broadcasting must not change any intermediate's shape, and
 //! every intermediate value must be consumed only inside the pattern and not be a graph output.
 //! The matched nodes are deleted right away, so later matches never see stale users.
+pub mod activation;
 pub mod conv_bn;
 pub mod dense;
 pub mod gelu;
@@ -38,14 +41,15 @@ type Matcher = fn(&mut Graph, NodeId) -> Option<&'static str>;
 
 pub fn fuse(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let families: [Matcher; 7] = [
+    let families: [Matcher; 8] = [
         conv_bn::fuse_at,
         qdq::fuse_at,
         norm::fuse_layernorm_at,
         norm::fuse_rmsnorm_at,
         gelu::fuse_at,
+        activation::fuse_at,
         softmax::fuse_at,
-        // Last: GELU/Softmax fusions above may create the activation a dense layer absorbs.
+        // Last: the activation fusions above may create the activation a dense layer absorbs.
         dense::fuse_at,
     ];
     for matcher in families {
