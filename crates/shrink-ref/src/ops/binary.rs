@@ -149,10 +149,20 @@ pub(crate) fn map2<A: Element, B: Element, R: Element>(
 ) -> Result<Tensor, EvalError> {
     let dims = broadcast_out(&[a.dims(), b.dims()], out_dtype, ctx)?;
     let (av, bv) = (elems::<A>(a)?, elems::<B>(b)?);
-    let out = BroadcastIter::new(a.dims(), &dims)
-        .zip(BroadcastIter::new(b.dims(), &dims))
-        .map(|(i, j)| f(av[i], bv[j]))
-        .collect::<Result<Vec<R>, EvalError>>()?;
+    let n: usize = dims.iter().product();
+    // Same-shape and scalar operands (the common cases) skip the broadcast index walk.
+    let out = if av.len() == n && bv.len() == n {
+        av.iter().zip(&bv).map(|(&x, &y)| f(x, y)).collect()
+    } else if av.len() == n && bv.len() == 1 {
+        av.iter().map(|&x| f(x, bv[0])).collect()
+    } else if bv.len() == n && av.len() == 1 {
+        bv.iter().map(|&y| f(av[0], y)).collect()
+    } else {
+        BroadcastIter::new(a.dims(), &dims)
+            .zip(BroadcastIter::new(b.dims(), &dims))
+            .map(|(i, j)| f(av[i], bv[j]))
+            .collect::<Result<Vec<R>, EvalError>>()
+    }?;
     Ok(Tensor::from_vec_as(out_dtype, dims, out))
 }
 
