@@ -84,6 +84,23 @@ fn check_passes_on_the_shipped_model() {
         out.starts_with("PASS test_data_set_0 max_abs_err="),
         "{out}"
     );
+    // What it did goes to stderr (stdout is the scripted contract), with the pass counters.
+    let err = stderr(&o);
+    for part in [
+        "4 nodes imported, 3 after optimization",
+        "dead_units=3",
+        "dense_act=1",
+        "ternary_layers=2",
+        "engine interp",
+    ] {
+        assert!(err.contains(part), "missing `{part}` in: {err}");
+    }
+    let quiet = Command::new(env!("CARGO_BIN_EXE_shrink"))
+        .args(["check", &shipped_model()])
+        .env("SHRINK_QUIET", "1")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success() && quiet.stderr.is_empty());
 }
 
 #[test]

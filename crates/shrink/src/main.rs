@@ -32,7 +32,7 @@ struct Cli {
     /// Freeze a graph input to the value in FILE (.pb or .npy): NAME=FILE (repeatable).
     #[arg(long, global = true)]
     freeze: Vec<String>,
-    /// Largest total size of constants that folding may create (K/M/G suffixes).
+    /// Largest size of folded constants alive at once during constant folding (K/M/G suffixes).
     #[arg(long, global = true, default_value = "1G", value_parser = parse_size)]
     fold_budget: usize,
     #[command(subcommand)]
@@ -186,8 +186,62 @@ fn prepare(
         dims: vec![],
         ..opts
     };
-    shrink::optimize(&mut g, &rest).map_err(at)?;
+    let stats = shrink::optimize(&mut g, &rest).map_err(at)?;
+    if cli_says_what_it_did(cli) {
+        eprintln!(
+            "{}: {} nodes imported, {} after optimization{}; engine interp",
+            model.display(),
+            op_nodes(&imp.graph),
+            op_nodes(&g),
+            what_passes_did(&stats)
+        );
+    }
     Ok((g, bound))
+}
+
+/// Whether `check` reports on stderr what it did before its PASS/FAIL lines (stdout stays the
+/// scripted contract); `SHRINK_QUIET=1` silences it.
+fn cli_says_what_it_did(cli: &Cli) -> bool {
+    matches!(cli.cmd, Cmd::Check { .. }) && std::env::var_os("SHRINK_QUIET").is_none()
+}
+
+fn op_nodes(g: &shrink::ir::Graph) -> usize {
+    g.node_ids()
+        .into_iter()
+        .filter(|&id| !g.node(id).op.is_source())
+        .count()
+}
+
+/// The counters that say what the optimizer found, e.g. ` (const-fold: nodes_folded=49; …)`.
+fn what_passes_did(stats: &[shrink::opt::Stats]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for pass in ["shapes", "const-fold", "sparsity", "fusion", "ternary"] {
+        let mut counters: Vec<(&str, usize)> = Vec::new();
+        for s in stats.iter().filter(|s| s.pass == pass) {
+            for &(name, n) in &s.counters {
+                let wanted = match pass {
+                    "shapes" => name == "shape_values_folded",
+                    "ternary" => matches!(name, "ternary_layers" | "zeros"),
+                    _ => true,
+                };
+                if n > 0 && wanted && name != "bytes_created" && name != "peak_bytes" {
+                    match counters.iter_mut().find(|(c, _)| *c == name) {
+                        Some((_, total)) => *total += n,
+                        None => counters.push((name, n)),
+                    }
+                }
+            }
+        }
+        if !counters.is_empty() {
+            let list: Vec<String> = counters.iter().map(|(c, n)| format!("{c}={n}")).collect();
+            parts.push(format!("{pass}: {}", list.join(" ")));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 fn run_interp(
