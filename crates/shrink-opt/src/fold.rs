@@ -155,7 +155,9 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
         stats.add("nodes_folded", 1);
         stats.add("bytes_created", bytes);
     }
-    stats.add("peak_bytes", peak);
+    if peak > 0 {
+        stats.add("peak_bytes", peak);
+    }
     Ok(stats)
 }
 
