@@ -44,7 +44,7 @@ const SHAPE_FOLD_LIMIT: usize = 64 << 10;
 /// `Shape` of static values) as it goes, so that shapes computed in the graph (Shape → Gather →
 /// Concat → Reshape, Slice bounds, Range limits) are known to the nodes that depend on them.
 fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), OptError> {
-    use shrink_ir::op::shapes::{InputInfo, infer_shapes, merge_shapes};
+    use shrink_ir::op::shapes::{infer_node_shapes, merge_shapes};
     let order = g
         .topo_order()
         .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
@@ -52,21 +52,8 @@ fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), Opt
         if g.node(id).op.is_source() {
             continue;
         }
-        let ins = g.inputs_of(id);
-        let shapes = {
-            let infos: Vec<Option<InputInfo<'_>>> = ins
-                .iter()
-                .map(|v| {
-                    v.map(|v| InputInfo {
-                        ty: g.value_type(v),
-                        value: g.const_value(v).map(|t| &**t),
-                    })
-                })
-                .collect();
-            let node = g.node(id);
-            infer_shapes(&node.op, &infos, node.outputs.len())
-                .map_err(|e| OptError::at(PASS, g, id, e.to_string()))?
-        };
+        let shapes =
+            infer_node_shapes(g, id).map_err(|e| OptError::at(PASS, g, id, e.to_string()))?;
         for (k, s) in shapes.iter().enumerate() {
             let merged = merge_shapes(g.node(id).outputs[k].shape.as_ref(), s.as_ref())
                 .map_err(|e| OptError::at(PASS, g, id, format!("output {k}: {e}")))?;

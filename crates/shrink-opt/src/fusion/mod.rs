@@ -138,19 +138,8 @@ fn has_type(g: &Graph, v: Value, dtype: DType, dims: &[usize]) -> bool {
 fn reduce_axes(g: &Graph, id: NodeId, rank: usize) -> Option<(Vec<usize>, bool)> {
     let (keepdims, noop) = match &g.node(id).op {
         Op::Reduce(
-            Reduce::ReduceMean {
-                keepdims,
-                noop_with_empty_axes,
-            }
-            | Reduce::ReduceSum {
-                keepdims,
-                noop_with_empty_axes,
-            }
-            | Reduce::ReduceMax {
-                keepdims,
-                noop_with_empty_axes,
-            },
-        ) => (*keepdims, *noop_with_empty_axes),
+            r @ (Reduce::ReduceMean { .. } | Reduce::ReduceSum { .. } | Reduce::ReduceMax { .. }),
+        ) => r.axes_flags()?,
         _ => return None,
     };
     let given = match input(g, id, 1) {

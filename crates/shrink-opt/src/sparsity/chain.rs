@@ -13,7 +13,7 @@
 //! Two producers of the same units may meet in one elementwise Mul/Add/Sub (a gated FFN:
 //! `down(silu(gate(x)) · up(x))`); the chain then has two branches and a unit is deleted from
 //! both producers at once.
-use super::sole_user;
+use super::{internal_users, sole_user};
 use shrink_ir::op::{AutoPad, Binary, Conv, Layout, Linear, Norm, Pool, Ternary, Unary};
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::sync::Arc;
@@ -375,14 +375,7 @@ fn consumer(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &Walk) -> 
 
 /// `v · v` or `v · sigmoid(v)` starting at `v`: a link whose node is the Mul.
 fn self_gate(g: &Graph, v: Value, w: &Walk) -> Option<Link> {
-    if g.outputs.iter().any(|(_, o)| *o == v) {
-        return None;
-    }
-    let users: Vec<_> = g
-        .users_of(v.node)
-        .into_iter()
-        .filter(|(_, _, s)| *s == v.slot)
-        .collect();
+    let users = internal_users(g, v)?;
     let is_mul = |n: NodeId| {
         matches!(g.node(n).op, Op::Binary(Binary::Mul)) && g.node(n).outputs[0] == *g.value_type(v)
     };
@@ -393,8 +386,8 @@ fn self_gate(g: &Graph, v: Value, w: &Walk) -> Option<Link> {
         rank: w.rank,
     };
     match users[..] {
-        [(a, 0, _), (b, 1, _)] if a == b && is_mul(a) => Some(gate(a, None)),
-        [(x, xs, _), (y, ys, _)] => {
+        [(a, 0), (b, 1)] if a == b && is_mul(a) => Some(gate(a, None)),
+        [(x, xs), (y, ys)] => {
             // One user is Sigmoid(v), the other Mul(v, that sigmoid).
             let (s, (m, k)) = if matches!(g.node(x).op, Op::Unary(Unary::Sigmoid)) {
                 (x, (y, ys))

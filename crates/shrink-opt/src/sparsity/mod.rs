@@ -126,18 +126,25 @@ fn rewire_const(g: &mut Graph, id: NodeId, slot: usize, t: Tensor) {
     g.connect(c.into(), id, slot);
 }
 
-/// The single consumer of value `v` (input slot), if it has exactly one and is not a graph output.
-fn sole_user(g: &Graph, v: Value) -> Option<(NodeId, usize)> {
+/// The consumers of value `v` as (node, input slot), sorted; `None` if `v` is a graph output
+/// (deleting units would change what the caller gets).
+fn internal_users(g: &Graph, v: Value) -> Option<Vec<(NodeId, usize)>> {
     if g.outputs.iter().any(|(_, o)| *o == v) {
         return None;
     }
-    let users: Vec<_> = g
-        .users_of(v.node)
-        .into_iter()
-        .filter(|(_, _, s)| *s == v.slot)
-        .collect();
-    match users[..] {
-        [(n, slot, _)] => Some((n, slot)),
+    Some(
+        g.users_of(v.node)
+            .into_iter()
+            .filter(|(_, _, s)| *s == v.slot)
+            .map(|(n, slot, _)| (n, slot))
+            .collect(),
+    )
+}
+
+/// The single consumer of value `v` (input slot), if it has exactly one and is not a graph output.
+fn sole_user(g: &Graph, v: Value) -> Option<(NodeId, usize)> {
+    match internal_users(g, v)?[..] {
+        [one] => Some(one),
         _ => None,
     }
 }

@@ -118,6 +118,25 @@ pub fn merge_shapes(
     }
 }
 
+/// The output shapes of node `id` inferred from its inputs' types and constant values.
+pub fn infer_node_shapes(
+    g: &crate::Graph,
+    id: crate::NodeId,
+) -> Result<Vec<Option<Shape>>, ShapeError> {
+    let infos: Vec<Option<InputInfo<'_>>> = g
+        .inputs_of(id)
+        .iter()
+        .map(|v| {
+            v.map(|v| InputInfo {
+                ty: g.value_type(v),
+                value: g.const_value(v).map(|t| &**t),
+            })
+        })
+        .collect();
+    let node = g.node(id);
+    infer_shapes(&node.op, &infos, node.outputs.len())
+}
+
 /// Infers every node's output shapes in topological order, merging with what the node already
 /// declares. Errors name the node.
 pub fn infer_graph(g: &mut crate::Graph) -> Result<(), (crate::NodeId, ShapeError)> {
@@ -128,18 +147,8 @@ pub fn infer_graph(g: &mut crate::Graph) -> Result<(), (crate::NodeId, ShapeErro
         if g.node(id).op.is_source() {
             continue;
         }
-        let ins = g.inputs_of(id);
-        let infos: Vec<Option<InputInfo<'_>>> = ins
-            .iter()
-            .map(|v| {
-                v.map(|v| InputInfo {
-                    ty: g.value_type(v),
-                    value: g.const_value(v).map(|t| &**t),
-                })
-            })
-            .collect();
+        let inferred = infer_node_shapes(g, id).map_err(|e| (id, e))?;
         let node = g.node(id);
-        let inferred = infer_shapes(&node.op, &infos, node.outputs.len()).map_err(|e| (id, e))?;
         let merged: Vec<Option<Shape>> = node
             .outputs
             .iter()
