@@ -347,8 +347,53 @@ fn conv_layer(
             .into();
     }
     if r.below(3) == 0 {
+        // A depthwise conv (same spatial size): some channels' kernels are all zero.
+        let dk = if out_hw >= 3 { 3 } else { 1 };
+        let mut kernel: Vec<f32> = (0..m * dk * dk).map(|_| 0.5 * r.uniform()).collect();
+        let dead = r.below(m as u64 + 1);
+        if dead < m {
+            kernel[dead * dk * dk..(dead + 1) * dk * dk].fill(0.0);
+        }
+        let wk = g.add_const(
+            &format!("dw{l}"),
+            Arc::new(Tensor::from_vec(vec![m, 1, dk, dk], kernel)),
+        );
+        let db = (r.below(2) == 0).then(|| {
+            g.add_const(
+                &format!("dw_b{l}"),
+                Arc::new(Tensor::from_vec(vec![m], channel_values(r, m))),
+            )
+            .into()
+        });
+        let op = Op::Conv(Conv::Conv {
+            auto_pad: shrink::ir::op::AutoPad::NotSet,
+            dilations: vec![],
+            group: m as i64,
+            kernel_shape: vec![],
+            pads: vec![(dk / 2) as i64; 4],
+            strides: vec![],
+        });
+        y = g
+            .add_node(
+                op,
+                &format!("dwconv{l}"),
+                &[Some(y), Some(wk.into()), db],
+                vec![ty.clone()],
+            )
+            .into();
+    }
+    if r.below(3) == 0 {
+        let zero_scale = r.below(m as u64 + 1);
         let mut param = |name: &str, lo: f32| {
-            let v: Vec<f32> = (0..m).map(|_| lo + 0.5 * r.uniform().abs()).collect();
+            let v: Vec<f32> = (0..m)
+                .map(|c| {
+                    if name == "bn_s" && c == zero_scale {
+                        0.0
+                    } else {
+                        lo + 0.5 * r.uniform().abs()
+                    }
+                })
+                .collect();
             Some(
                 g.add_const(
                     &format!("{name}{l}"),

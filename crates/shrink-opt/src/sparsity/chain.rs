@@ -5,7 +5,8 @@
 //! Producers: MatMul with a 2-D constant weight, Gemm (any `trans_a`; `C` per unit or uniform),
 //! Conv with `group = 1`. Links: elementwise unary ops; Add/Sub/Mul/Div/Pow/PRelu and Clip whose
 //! other inputs are constants that are per unit or uniform; self-gating `x·x` and
-//! `x·sigmoid(x)` (SiLU written out); inference BatchNormalization and pools (conv channels); a
+//! `x·sigmoid(x)` (SiLU written out); inference BatchNormalization, pools and depthwise convs
+//! (conv channels, as in MobileNet-style blocks); a
 //! Flatten or 2-D Reshape that merges the channel axis into the features of a dense consumer.
 //! Consumers: MatMul/Gemm reading the units as input features, or a `group = 1` Conv reading them
 //! as input channels.
@@ -44,6 +45,9 @@ pub(super) enum LinkKind {
     /// A per-channel pool: a channel of zeros stays zero (other constants are not tracked, since
     /// padding makes pooled constants vary at the borders).
     Pool,
+    /// A depthwise Conv (`group` = channels, one kernel per channel): its kernel (slot 1) and
+    /// bias (slot 2, if any) are per-unit operands, and `group` follows the channel count.
+    Depthwise(Vec<Operand>),
     /// Flatten or Reshape merging the unit axis into the last of two axes; Reshape carries its
     /// shape input's slot so the new shape can be written.
     Merge { reshape: bool },
@@ -246,6 +250,32 @@ fn link(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &mut Walk) -> 
                 });
             }
             LinkKind::Elementwise(ops)
+        }
+        Op::Conv(Conv::Conv { group, .. })
+            if slot == 0 && !w.merged && w.axis == 1 && h > 1 && *group == h as i64 =>
+        {
+            let kernel = const_input(g, n, 1)?;
+            let od = out_ty.shape.as_ref()?.as_fixed()?;
+            let ok = kernel.rank() >= 3
+                && kernel.dims()[..2] == [h, 1]
+                && od.len() == w.rank
+                && od[1] == h;
+            ok.then_some(())?;
+            let mut ops = vec![Operand {
+                slot: 1,
+                t: kernel,
+                axis: Some(0),
+            }];
+            if g.inputs_of(n).get(2).copied().flatten().is_some() {
+                let t = const_input(g, n, 2)?;
+                (t.dims() == [h]).then_some(())?;
+                ops.push(Operand {
+                    slot: 2,
+                    t,
+                    axis: Some(0),
+                });
+            }
+            LinkKind::Depthwise(ops)
         }
         Op::Pool(p) if slot == 0 && !w.merged && w.axis == 1 => {
             if matches!(p, Pool::MaxPool { .. }) && g.is_used(Value::new(n, 1)) {

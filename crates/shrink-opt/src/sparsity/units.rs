@@ -3,7 +3,7 @@
 use super::chain::{Branch, Chain, Link, LinkKind};
 use super::{float_scalar, float_tensor, rewire_const, set_dim, slice_indices, slice_is_zero};
 use crate::{Ctx, Stats};
-use shrink_ir::op::{Binary, Unary};
+use shrink_ir::op::{Binary, Conv, Norm, Unary};
 use shrink_ir::{DType, Graph, Op, Tensor, ValueType};
 
 /// Evaluates `op` on 1-element tensors of `dtype` and `rank` (inputs in slot order).
@@ -19,62 +19,106 @@ fn eval_scalar(
     Some(out.first()?.get_f64(0))
 }
 
-/// Pushes the unit's value `x` (of `rank`) through `links`; `None` when it stops being known.
+/// What a link outputs for unit `u` whatever (finite) value comes in, if that is fixed: a Mul by
+/// a zero parameter, a BatchNormalization with zero scale (its shift), a depthwise conv with a
+/// zero kernel (its bias). Pruned networks (BN-scale "network slimming") are full of these.
+fn constant_whatever_comes_in(g: &Graph, l: &Link, u: usize) -> Option<f64> {
+    match (&l.kind, &g.node(l.id).op) {
+        (LinkKind::Elementwise(ops), Op::Binary(Binary::Mul)) => {
+            ops.iter().any(|o| o.at(u).get_f64(0) == 0.0).then_some(0.0)
+        }
+        (LinkKind::Elementwise(ops), Op::Norm(Norm::BatchNormalization { epsilon, .. })) => {
+            let param = |slot: usize| {
+                ops.iter()
+                    .find(|o| o.slot == slot)
+                    .map(|o| o.at(u).get_f64(0))
+            };
+            // (x − mean)/√(var + ε) is finite, so a zero scale leaves exactly the shift.
+            let finite = param(4)? + *epsilon as f64 > 0.0;
+            (finite && param(1)? == 0.0).then(|| param(2)).flatten()
+        }
+        (LinkKind::Depthwise(ops), _) => slice_is_zero(&ops[0].t, 0, u..u + 1)
+            .then(|| ops.get(1).map_or(0.0, |b| b.at(u).get_f64(0))),
+        _ => None,
+    }
+}
+
+/// Pushes unit `u`'s value `x` (of `rank`; `None` when not constant) through `links`; the result
+/// is the constant the unit carries after them, if it is one.
 fn through(
     g: &Graph,
     links: &[Link],
-    mut x: f64,
+    mut x: Option<f64>,
     mut rank: usize,
     u: usize,
     dtype: DType,
     ctx: &Ctx,
 ) -> Option<f64> {
     for l in links {
-        let xt = float_scalar(dtype, rank, x)?;
-        x = match &l.kind {
-            LinkKind::Merge { .. } => x,
-            LinkKind::Pool if x == 0.0 => 0.0,
-            LinkKind::Pool => return None,
-            LinkKind::SelfGate { sigmoid: None } => eval_scalar(
-                &g.node(l.id).op,
-                &[Some(&xt), Some(&xt)],
-                dtype,
-                l.rank,
-                ctx,
-            )?,
-            LinkKind::SelfGate { sigmoid: Some(_) } => {
-                let s = eval_scalar(&Op::Unary(Unary::Sigmoid), &[Some(&xt)], dtype, rank, ctx)?;
-                let st = float_scalar(dtype, rank, s)?;
-                let mut ins = [Some(&xt), Some(&xt)];
-                ins[1 - l.slot] = Some(&st);
-                eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)?
-            }
-            LinkKind::Elementwise(ops) => {
-                let vals: Vec<Tensor> = ops.iter().map(|o| o.at(u)).collect();
-                let mut ins: Vec<Option<&Tensor>> = vec![None; g.inputs_of(l.id).len()];
-                ins[l.slot] = Some(&xt);
-                for (o, t) in ops.iter().zip(&vals) {
-                    ins[o.slot] = Some(t);
-                }
-                eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)?
-            }
+        x = match (x, constant_whatever_comes_in(g, l, u)) {
+            (_, Some(c)) => Some(c),
+            (None, None) => None,
+            (Some(x), None) => link_value(g, l, x, rank, u, dtype, ctx),
         };
         rank = l.rank;
     }
-    x.is_finite().then_some(x)
+    x.filter(|v| v.is_finite())
 }
 
-/// The constant a branch carries for unit `u` at its end, when its incoming weights are all
-/// zero: the producer's bias pushed through the branch's links.
+/// What link `l` outputs for unit `u` when the constant `x` comes in, if it is one.
+fn link_value(
+    g: &Graph,
+    l: &Link,
+    x: f64,
+    rank: usize,
+    u: usize,
+    dtype: DType,
+    ctx: &Ctx,
+) -> Option<f64> {
+    let xt = float_scalar(dtype, rank, x)?;
+    match &l.kind {
+        LinkKind::Merge { .. } => Some(x),
+        LinkKind::Pool => (x == 0.0).then_some(0.0),
+        // A zero channel leaves just the bias (padding adds zeros, so the output is the same
+        // everywhere); other constants vary at padded borders.
+        LinkKind::Depthwise(ops) => {
+            (x == 0.0).then(|| ops.get(1).map_or(0.0, |b| b.at(u).get_f64(0)))
+        }
+        LinkKind::SelfGate { sigmoid: None } => eval_scalar(
+            &g.node(l.id).op,
+            &[Some(&xt), Some(&xt)],
+            dtype,
+            l.rank,
+            ctx,
+        ),
+        LinkKind::SelfGate { sigmoid: Some(_) } => {
+            let s = eval_scalar(&Op::Unary(Unary::Sigmoid), &[Some(&xt)], dtype, rank, ctx)?;
+            let st = float_scalar(dtype, rank, s)?;
+            let mut ins = [Some(&xt), Some(&xt)];
+            ins[1 - l.slot] = Some(&st);
+            eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)
+        }
+        LinkKind::Elementwise(ops) => {
+            let vals: Vec<Tensor> = ops.iter().map(|o| o.at(u)).collect();
+            let mut ins: Vec<Option<&Tensor>> = vec![None; g.inputs_of(l.id).len()];
+            ins[l.slot] = Some(&xt);
+            for (o, t) in ops.iter().zip(&vals) {
+                ins[o.slot] = Some(t);
+            }
+            eval_scalar(&g.node(l.id).op, &ins, dtype, l.rank, ctx)
+        }
+    }
+}
+
+/// The constant a branch carries for unit `u` at its end, if it is one: the producer's bias
+/// pushed through the branch's links when its incoming weights are all zero, or whatever a link
+/// fixes on the way.
 fn branch_value(g: &Graph, b: &Branch, u: usize, ctx: &Ctx) -> Option<f64> {
     let p = &b.producer;
-    if !slice_is_zero(&p.weight, p.row_axis, u..u + 1) {
-        return None;
-    }
-    let x = match &p.bias {
+    let x = slice_is_zero(&p.weight, p.row_axis, u..u + 1).then(|| match &p.bias {
         Some(bias) => p.bias_scale * bias.at(u).get_f64(0),
         None => 0.0,
-    };
+    });
     let rank = g.node(p.id).outputs[0].shape.as_ref()?.rank();
     through(g, &b.links, x, rank, u, p.dtype, ctx)
 }
@@ -93,15 +137,15 @@ fn unit_value(g: &Graph, c: &Chain, u: usize, ctx: &Ctx) -> Option<f64> {
     let op = &g.node(join.id).op;
     // A zero factor zeroes the product whatever the other branch holds.
     let x = if matches!(op, Op::Binary(Binary::Mul)) && vals.contains(&Some(0.0)) {
-        0.0
+        Some(0.0)
     } else if let [Some(a), Some(b)] = vals[..] {
         let (at, bt) = (
             float_scalar(dtype, join.rank, a)?,
             float_scalar(dtype, join.rank, b)?,
         );
-        eval_scalar(op, &[Some(&at), Some(&bt)], dtype, join.rank, ctx)?
+        eval_scalar(op, &[Some(&at), Some(&bt)], dtype, join.rank, ctx)
     } else {
-        return None;
+        None
     };
     through(g, &c.links, x, join.rank, u, dtype, ctx)
 }
@@ -159,6 +203,14 @@ fn narrow_links(g: &mut Graph, c: &Chain, links: &[Link], keep: &[usize], mut me
                 }
             }
             LinkKind::Pool => {}
+            LinkKind::Depthwise(ops) => {
+                for o in ops {
+                    rewire_const(g, l.id, o.slot, super::take_axis(&o.t, 0, keep));
+                }
+                if let Op::Conv(Conv::Conv { group, .. }) = &mut g.node_mut(l.id).op {
+                    *group = k as i64;
+                }
+            }
             LinkKind::Merge { reshape } => {
                 merged = true;
                 let out = g.node(l.id).outputs[0]
