@@ -59,11 +59,16 @@ fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), Opt
                 .map_err(|e| OptError::at(PASS, g, id, format!("output {k}: {e}")))?;
             g.node_mut(id).outputs[k].shape = merged;
         }
+        // Shape arithmetic is integer (and bool masks); float computations — weights and their
+        // quantizers — are left to `const-fold`, which budgets them and reports them.
         let small = g.node(id).outputs.iter().all(|t| {
-            t.shape
-                .as_ref()
-                .and_then(|s| s.as_fixed())
-                .is_some_and(|d| d.iter().product::<usize>() * t.dtype.size() <= SHAPE_FOLD_LIMIT)
+            !t.dtype.is_float()
+                && t.shape
+                    .as_ref()
+                    .and_then(|s| s.as_fixed())
+                    .is_some_and(|d| {
+                        d.iter().product::<usize>() * t.dtype.size() <= SHAPE_FOLD_LIMIT
+                    })
         });
         if small && crate::fold::fold_node(g, id, ctx) {
             stats.add("shape_values_folded", 1);
