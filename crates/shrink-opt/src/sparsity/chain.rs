@@ -6,8 +6,8 @@
 //! Conv with `group = 1`. Links: elementwise unary ops; Add/Sub/Mul/Div/Pow/PRelu and Clip whose
 //! other inputs are constants that are per unit or uniform; self-gating `x·x` and
 //! `x·sigmoid(x)` (SiLU written out); inference BatchNormalization, pools and depthwise convs
-//! (conv channels, as in MobileNet-style blocks); a
-//! Flatten or 2-D Reshape that merges the channel axis into the features of a dense consumer.
+//! (conv channels, as in MobileNet-style blocks); a Flatten or 2-D Reshape that merges the
+//! channel axis into the features of a dense consumer.
 //! Consumers: MatMul/Gemm reading the units as input features, or a `group = 1` Conv reading them
 //! as input channels.
 //!
@@ -48,8 +48,8 @@ pub(super) enum LinkKind {
     /// A depthwise Conv (`group` = channels, one kernel per channel): its kernel (slot 1) and
     /// bias (slot 2, if any) are per-unit operands, and `group` follows the channel count.
     Depthwise(Vec<Operand>),
-    /// Flatten or Reshape merging the unit axis into the last of two axes; Reshape carries its
-    /// shape input's slot so the new shape can be written.
+    /// Flatten or Reshape merging the unit axis into the last of two axes; for a Reshape the
+    /// shape input (slot 1) is rewritten with the narrowed shape.
     Merge { reshape: bool },
 }
 
