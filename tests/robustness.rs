@@ -297,16 +297,7 @@ fn run_stages(
         Err(e) => return one_line("import", e.to_string()),
     };
     let mut g = imp.graph;
-    let oopts = shrink::OptOptions {
-        ctx: shrink::opt::Ctx {
-            verify: true,
-            fold_budget: CAP,
-            eval: shrink::interp::EvalCtx { max_bytes: CAP },
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    if let Err(e) = shrink::optimize(&mut g, &oopts) {
+    if let Err(e) = shrink::optimize(&mut g, &shrink::OptOptions::verified_within(CAP)) {
         return one_line("optimize", e);
     }
     let ins = match shrink::bind_inputs(&g, inputs) {

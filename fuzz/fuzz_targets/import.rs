@@ -12,16 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut g = imp.graph;
-    let oopts = shrink::OptOptions {
-        ctx: shrink::opt::Ctx {
-            verify: true,
-            fold_budget: CAP,
-            eval: shrink::interp::EvalCtx { max_bytes: CAP },
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    if shrink::optimize(&mut g, &oopts).is_err() {
+    if shrink::optimize(&mut g, &shrink::OptOptions::verified_within(CAP)).is_err() {
         return;
     }
     // Zero inputs of every input's declared static shape (skipped when a shape is unknown).

@@ -86,6 +86,22 @@ pub struct OptOptions {
     pub ctx: shrink_opt::Ctx,
 }
 
+impl OptOptions {
+    /// The default pipeline with the verifier on and every allocation of the optimizer (folded
+    /// constants, interpreter tensors) capped at `cap` bytes: for untrusted models.
+    pub fn verified_within(cap: usize) -> OptOptions {
+        OptOptions {
+            ctx: shrink_opt::Ctx {
+                verify: true,
+                fold_budget: cap,
+                eval: shrink_ref::EvalCtx { max_bytes: cap },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for OptOptions {
     fn default() -> OptOptions {
         OptOptions {
