@@ -217,6 +217,32 @@ impl Tensor {
         }
     }
 
+    /// Calls `f(index, value)` for every element widened to f64, in memory order, until it
+    /// returns `false`; returns whether it went through all of them. Unlike [`Self::to_f64_vec`]
+    /// nothing is allocated, which matters for weights of hundreds of megabytes.
+    pub fn try_for_each_f64(&self, mut f: impl FnMut(usize, f64) -> bool) -> bool {
+        let b = &self.bytes[..];
+        match self.dtype {
+            DType::F32 => b
+                .chunks_exact(4)
+                .enumerate()
+                .all(|(i, c)| f(i, f32::read_le(c) as f64)),
+            DType::F64 => b
+                .chunks_exact(8)
+                .enumerate()
+                .all(|(i, c)| f(i, f64::read_le(c))),
+            DType::F16 => b
+                .chunks_exact(2)
+                .enumerate()
+                .all(|(i, c)| f(i, f16::read_le(c).to_f64())),
+            DType::BF16 => b
+                .chunks_exact(2)
+                .enumerate()
+                .all(|(i, c)| f(i, bf16::read_le(c).to_f64())),
+            _ => (0..self.len()).all(|i| f(i, self.get_f64(i))),
+        }
+    }
+
     /// How many elements are zero (of either sign).
     pub fn count_zeros(&self) -> usize {
         let b = &self.bytes[..];

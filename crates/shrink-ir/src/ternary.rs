@@ -58,6 +58,54 @@ fn view(dims: &[usize], layout: WeightLayout) -> Option<(usize, usize)> {
     }
 }
 
+/// The distinct nonzero magnitudes of a group of weights with their counts, in order of first
+/// appearance; more than a few cannot all be within an ulp or two of one.
+#[derive(Clone, Default)]
+struct Magnitudes(Vec<(f64, usize)>);
+
+impl Magnitudes {
+    /// Counts `v`; `false` when the group can no longer be ternary (non-finite, too many
+    /// distinct magnitudes).
+    fn add(&mut self, v: f64, ulps: u32) -> bool {
+        if v == 0.0 {
+            return true;
+        }
+        if !v.is_finite() {
+            return false;
+        }
+        let a = v.abs();
+        if let Some((_, n)) = self.0.iter_mut().find(|(m, _)| *m == a) {
+            *n += 1;
+        } else if self.0.len() > 2 * ulps as usize {
+            return false;
+        } else {
+            self.0.push((a, 1));
+        }
+        true
+    }
+
+    /// The group's magnitude: the most common |value| (the smallest of equally common ones),
+    /// accepted when every magnitude is within `ulps` of it; `Some(None)` for an all-zero group.
+    /// Taking the mode rather than the first value keeps one rounded outlier from deciding.
+    fn settle(&self, ulps: u32, ulp: impl Fn(f64) -> f64) -> Option<Option<f64>> {
+        let best = self
+            .0
+            .iter()
+            .fold(None, |best: Option<(f64, usize)>, &(a, n)| match best {
+                Some((b, bn)) if bn > n || (bn == n && b < a) => Some((b, bn)),
+                _ => Some((a, n)),
+            });
+        let Some((m, _)) = best else {
+            return Some(None);
+        };
+        let tol = ulps as f64 * ulp(m);
+        self.0
+            .iter()
+            .all(|&(a, _)| (a - m).abs() <= tol)
+            .then_some(Some(m))
+    }
+}
+
 impl TernaryWeights {
     /// Flat index into the dense tensor of view element (r, c).
     pub fn dense_index(&self, r: usize, c: usize) -> usize {
@@ -85,8 +133,10 @@ impl TernaryWeights {
     }
 
     pub fn nonzeros(&self) -> usize {
-        (0..self.rows)
-            .map(|r| (0..self.cols).filter(|&c| self.sign(r, c) != 0).count())
+        // A 2-bit code is nonzero iff either bit is set; unused trailing codes are zero.
+        self.signs
+            .iter()
+            .map(|&b| ((b | (b >> 1)) & 0x55).count_ones() as usize)
             .sum()
     }
 
@@ -103,10 +153,11 @@ impl TernaryWeights {
         if rows == 0 || cols == 0 {
             return None;
         }
-        let vals = t.to_f64_vec();
-        let at = |r: usize, c: usize| match layout {
-            WeightLayout::RowsFirst => vals[r * cols + c],
-            WeightLayout::ColsFirst => vals[c * rows + r],
+        // View coordinates (row, col) of dense element `i`. Every loop below walks the dense
+        // tensor in memory order: a column-major walk of a large MatMul weight thrashes caches.
+        let view_of = |i: usize| match layout {
+            WeightLayout::RowsFirst => (i / cols, i % cols),
+            WeightLayout::ColsFirst => (i % rows, i / rows),
         };
         // Distance from `x` to the next representable value above it in the weight's dtype
         // (integers must match exactly).
@@ -128,71 +179,36 @@ impl TernaryWeights {
                 _ => 0.0,
             }
         };
-        // The magnitude of a group: the most common nonzero |value| (the smallest of equally
-        // common ones), accepted when every nonzero is within `ulps` of it. Taking the mode
-        // rather than the first value keeps one rounded outlier from deciding the scale.
-        let magnitude = |it: &mut dyn Iterator<Item = f64>| -> Option<Option<f64>> {
-            // (|value|, count) of the distinct nonzero magnitudes, in order of first appearance;
-            // more than a few cannot all be within an ulp or two of one.
-            let mut counts: Vec<(f64, usize)> = Vec::with_capacity(4);
-            for v in it {
-                if v == 0.0 {
-                    continue;
-                }
-                if !v.is_finite() {
-                    return None;
-                }
-                let a = v.abs();
-                if let Some((_, n)) = counts.iter_mut().find(|(m, _)| *m == a) {
-                    *n += 1;
-                } else if counts.len() > 2 * ulps as usize {
-                    return None;
-                } else {
-                    counts.push((a, 1));
-                }
+        let mut whole = Magnitudes::default();
+        let per_tensor =
+            t.try_for_each_f64(|_, v| whole.add(v, ulps)) && whole.settle(ulps, ulp).is_some();
+        let scale = if per_tensor {
+            TernaryScale::PerTensor(whole.settle(ulps, ulp).flatten().unwrap_or(0.0))
+        } else {
+            let mut per = vec![Magnitudes::default(); rows];
+            if !t.try_for_each_f64(|i, v| per[view_of(i).0].add(v, ulps)) {
+                return None;
             }
-            let m = counts
+            let scales: Option<Vec<f64>> = per
                 .iter()
-                .fold(None, |best: Option<(f64, usize)>, &(a, n)| match best {
-                    Some((b, bn)) if bn > n || (bn == n && b < a) => Some((b, bn)),
-                    _ => Some((a, n)),
-                })
-                .map(|(a, _)| a);
-            let Some(m) = m else {
-                return Some(None);
-            };
-            let tol = ulps as f64 * ulp(m);
-            counts
-                .iter()
-                .all(|&(a, _)| (a - m).abs() <= tol)
-                .then_some(Some(m))
-        };
-        let whole = magnitude(&mut vals.iter().copied());
-        let scale = match whole {
-            Some(s) => TernaryScale::PerTensor(s.unwrap_or(0.0)),
-            None => {
-                let mut per = Vec::with_capacity(rows);
-                for r in 0..rows {
-                    per.push(magnitude(&mut (0..cols).map(|c| at(r, c)))?.unwrap_or(0.0));
-                }
-                TernaryScale::PerRow(per)
-            }
+                .map(|m| m.settle(ulps, ulp).map(|s| s.unwrap_or(0.0)))
+                .collect();
+            TernaryScale::PerRow(scales?)
         };
         let mut signs = vec![0u8; (rows * cols).div_ceil(4)];
-        for r in 0..rows {
-            for c in 0..cols {
-                let v = at(r, c);
-                let code = if v > 0.0 {
-                    0b01
-                } else if v < 0.0 {
-                    0b11
-                } else {
-                    0
-                };
-                let i = r * cols + c;
-                signs[i / 4] |= code << ((i % 4) * 2);
-            }
-        }
+        t.try_for_each_f64(|i, v| {
+            let code = if v > 0.0 {
+                0b01
+            } else if v < 0.0 {
+                0b11
+            } else {
+                return true;
+            };
+            let (r, c) = view_of(i);
+            let k = r * cols + c;
+            signs[k / 4] |= code << ((k % 4) * 2);
+            true
+        });
         Some(TernaryWeights {
             dtype,
             dims: t.dims().to_vec(),
@@ -206,32 +222,29 @@ impl TernaryWeights {
 
     /// The dense tensor: sign × scale in the original dtype.
     pub fn to_tensor(&self) -> Tensor {
-        let mut vals = vec![0f64; self.rows * self.cols];
-        for r in 0..self.rows {
-            let s = self.row_scale(r);
-            for c in 0..self.cols {
-                vals[self.dense_index(r, c)] = self.sign(r, c) as f64 * s;
+        // Dense memory order (see `detect`), encoded straight into the dtype's bytes.
+        let value = |i: usize| {
+            let (r, c) = match self.layout {
+                WeightLayout::RowsFirst => (i / self.cols, i % self.cols),
+                WeightLayout::ColsFirst => (i % self.rows, i / self.rows),
+            };
+            self.sign(r, c) as f64 * self.row_scale(r)
+        };
+        let n = self.rows * self.cols;
+        let size = self.dtype.size();
+        let mut bytes = Vec::with_capacity(n * size);
+        for i in 0..n {
+            let v = value(i);
+            match self.dtype {
+                DType::F32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
+                DType::F64 => bytes.extend_from_slice(&v.to_le_bytes()),
+                DType::F16 => bytes.extend_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+                DType::BF16 => bytes.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+                _ => bytes.extend_from_slice(&(v as i64).to_le_bytes()[..size]),
             }
         }
-        let dims = self.dims.clone();
-        match self.dtype {
-            DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
-            DType::F64 => Tensor::from_vec(dims, vals),
-            DType::F16 => {
-                Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect())
-            }
-            DType::BF16 => Tensor::from_vec(
-                dims,
-                vals.iter().map(|&v| half::bf16::from_f64(v)).collect(),
-            ),
-            d => {
-                let mut bytes = Vec::with_capacity(vals.len() * d.size());
-                for v in vals {
-                    bytes.extend_from_slice(&(v as i64).to_le_bytes()[..d.size()]);
-                }
-                Tensor::from_bytes(d, dims, bytes.into()).expect("sizes computed from dims")
-            }
-        }
+        Tensor::from_bytes(self.dtype, self.dims.clone(), bytes.into())
+            .expect("sizes computed from dims")
     }
 }
 

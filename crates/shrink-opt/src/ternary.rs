@@ -38,7 +38,7 @@ pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
         if exact != *dense {
             // Bytes differ either by round-off (near-ternary) or only by the sign of zeros
             // (-0.0 from Round/Clip of small negatives), which is not worth a counter.
-            if exact.to_f64_vec() != dense.to_f64_vec() {
+            if !exact.try_for_each_f64(|i, v| v == dense.get_f64(i)) {
                 stats.add("near_ternary_rounded", 1);
             }
             g.consts[c.0 as usize] = Arc::new(exact);
