@@ -198,6 +198,43 @@ impl Tensor {
         )
     }
 
+    /// The elements as `T`, read in place; `None` if `T` is not this tensor's storage type.
+    pub fn elements<T: Element>(&self) -> Option<impl ExactSizeIterator<Item = T> + '_> {
+        if T::DTYPE != self.dtype && !(T::DTYPE == DType::U8 && self.dtype.size() == 1) {
+            return None;
+        }
+        Some(self.bytes.chunks_exact(T::DTYPE.size()).map(T::read_le))
+    }
+
+    /// A tensor of `dtype` (stored as `T`) and `dims` from its elements, encoded straight into
+    /// its bytes (no intermediate vector); `None` unless there are exactly `numel(dims)` of them
+    /// and `T` has `dtype`'s size.
+    pub fn from_elements<T: Element>(
+        dtype: DType,
+        dims: Vec<usize>,
+        items: impl Iterator<Item = T>,
+    ) -> Option<Tensor> {
+        if dtype.size() != T::DTYPE.size() || dtype == DType::String {
+            return None;
+        }
+        let n = numel(&dims)?;
+        let size = T::DTYPE.size();
+        let mut bytes = vec![0u8; n.checked_mul(size)?];
+        let mut items = items;
+        for out in bytes.chunks_exact_mut(size) {
+            items.next()?.write_le(out);
+        }
+        if items.next().is_some() {
+            return None;
+        }
+        Some(Tensor {
+            dtype,
+            dims,
+            bytes: Bytes::from(bytes),
+            strings: None,
+        })
+    }
+
     /// Every element widened to f64 (integers exactly up to 2^53; narrow floats are decoded).
     pub fn to_f64_vec(&self) -> Vec<f64> {
         // The common float dtypes decode in one tight loop; the rest go element by element.

@@ -68,6 +68,15 @@ pub(crate) fn elems<T: Element>(t: &Tensor) -> Result<Vec<T>, EvalError> {
     })
 }
 
+/// The elements of `t` as `T`, read in place, or an error if `T` is not its storage type.
+pub(crate) fn elements<T: Element>(
+    t: &Tensor,
+) -> Result<impl ExactSizeIterator<Item = T> + '_, EvalError> {
+    t.elements::<T>().ok_or_else(|| {
+        EvalError::invalid(format!("expected a {} tensor, got {}", T::DTYPE, t.dtype()))
+    })
+}
+
 /// Lazily yields, for each element of a broadcast output (row-major), the flat index of the input
 /// element that maps to it. Unlike materializing an index vector, this costs no memory per
 /// element, so only the output itself needs to fit the memory cap.
@@ -148,21 +157,45 @@ pub(crate) fn map2<A: Element, B: Element, R: Element>(
     mut f: impl FnMut(A, B) -> Result<R, EvalError>,
 ) -> Result<Tensor, EvalError> {
     let dims = broadcast_out(&[a.dims(), b.dims()], out_dtype, ctx)?;
-    let (av, bv) = (elems::<A>(a)?, elems::<B>(b)?);
     let n: usize = dims.iter().product();
-    // Same-shape and scalar operands (the common cases) skip the broadcast index walk.
-    let out = if av.len() == n && bv.len() == n {
-        av.iter().zip(&bv).map(|(&x, &y)| f(x, y)).collect()
-    } else if av.len() == n && bv.len() == 1 {
-        av.iter().map(|&x| f(x, bv[0])).collect()
-    } else if bv.len() == n && av.len() == 1 {
-        bv.iter().map(|&y| f(av[0], y)).collect()
-    } else {
-        BroadcastIter::new(a.dims(), &dims)
-            .zip(BroadcastIter::new(b.dims(), &dims))
-            .map(|(i, j)| f(av[i], bv[j]))
-            .collect::<Result<Vec<R>, EvalError>>()
-    }?;
+    let (na, nb) = (a.len(), b.len());
+    // Same-shape and scalar operands (the common cases) stream from the inputs' bytes straight
+    // into the output's: no copies, no broadcast index walk.
+    if (na == n || na == 1) && (nb == n || nb == 1) && n > 0 {
+        let (mut ia, mut ib) = (elements::<A>(a)?, elements::<B>(b)?);
+        let (a0, b0) = (
+            (na == 1).then(|| ia.next()).flatten(),
+            (nb == 1).then(|| ib.next()).flatten(),
+        );
+        let mut err = None;
+        let mut step = |x: A, y: B| match f(x, y) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        };
+        let out = match (a0, b0) {
+            (Some(x), Some(y)) => Tensor::from_elements(out_dtype, dims, step(x, y).into_iter()),
+            (Some(x), None) => Tensor::from_elements(out_dtype, dims, ib.map_while(|y| step(x, y))),
+            (None, Some(y)) => Tensor::from_elements(out_dtype, dims, ia.map_while(|x| step(x, y))),
+            (None, None) => {
+                Tensor::from_elements(out_dtype, dims, ia.zip(ib).map_while(|(x, y)| step(x, y)))
+            }
+        };
+        return match (err, out) {
+            (Some(e), _) => Err(e),
+            (None, Some(t)) => Ok(t),
+            (None, None) => Err(EvalError::invalid(
+                "the element count does not match the shape",
+            )),
+        };
+    }
+    let (av, bv) = (elems::<A>(a)?, elems::<B>(b)?);
+    let out = BroadcastIter::new(a.dims(), &dims)
+        .zip(BroadcastIter::new(b.dims(), &dims))
+        .map(|(i, j)| f(av[i], bv[j]))
+        .collect::<Result<Vec<R>, EvalError>>()?;
     Ok(Tensor::from_vec_as(out_dtype, dims, out))
 }
 

@@ -53,10 +53,9 @@ fn clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) -> Result<Tensor
                 _ => v,
             }
         };
-        Ok(Tensor::from_vec(
-            x.dims().to_vec(),
-            elems::<T>(x)?.into_iter().map(f).collect(),
-        ))
+        let items = super::binary::elements::<T>(x)?.map(f);
+        Tensor::from_elements(T::DTYPE, x.dims().to_vec(), items)
+            .ok_or_else(|| EvalError::invalid("Clip: the element count does not match the shape"))
     }
     let dt = x.dtype();
     dispatch_num!(dt, T => run::<T>(x, min, max), else Err(EvalError::unsupported(format!("Clip on {dt} tensors"))))

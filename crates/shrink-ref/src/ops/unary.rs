@@ -49,7 +49,7 @@ fn unsupported(op: &Unary, dt: DType) -> EvalError {
 }
 
 fn map_num<T: Num>(op: &Unary, x: &Tensor) -> Result<Tensor, EvalError> {
-    let v = super::binary::elems::<T>(x)?;
+    let v = super::binary::elements::<T>(x)?;
     let (zero, one) = (T::zero(), T::one());
     let f = |v: T| -> T {
         match op {
@@ -62,18 +62,21 @@ fn map_num<T: Num>(op: &Unary, x: &Tensor) -> Result<Tensor, EvalError> {
             _ => v,
         }
     };
-    Ok(Tensor::from_vec(
-        x.dims().to_vec(),
-        v.into_iter().map(f).collect(),
-    ))
+    Tensor::from_elements(T::DTYPE, x.dims().to_vec(), v.map(f)).ok_or_else(count_mismatch)
+}
+
+fn count_mismatch() -> EvalError {
+    EvalError::invalid("the element count does not match the shape")
 }
 
 fn map_f64<T: Num>(x: &Tensor, f: impl Fn(f64) -> f64) -> Result<Tensor, EvalError> {
-    let v = super::binary::elems::<T>(x)?;
-    Ok(Tensor::from_vec(
+    let v = super::binary::elements::<T>(x)?;
+    Tensor::from_elements(
+        T::DTYPE,
         x.dims().to_vec(),
-        v.into_iter().map(|v| T::from_f64(f(v.to_f64()))).collect(),
-    ))
+        v.map(|v| T::from_f64(f(v.to_f64()))),
+    )
+    .ok_or_else(count_mismatch)
 }
 
 /// The f64 function of a float-only unary op (attributes captured).
