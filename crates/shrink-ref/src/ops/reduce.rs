@@ -5,8 +5,9 @@
 //! and ONNX Runtime do; integer means divide the exact sum and truncate toward zero. Reducing an
 //! empty set gives the reduction's identity: 0 for sums, -inf / +inf (or the integer type's
 //! min / max) for Max / Min, NaN for a float mean.
+use super::binary::BroadcastIter;
 use super::{int_list, optional, required};
-use crate::broadcast::{broadcast_indices, norm_axis, strides};
+use crate::broadcast::{norm_axis, strides};
 use crate::num::Num;
 use crate::{EvalCtx, EvalError};
 use shrink_ir::op::Reduce;
@@ -150,8 +151,9 @@ fn reduce(
         .filter(|(_, r)| **r)
         .map(|(d, _)| *d)
         .product();
-    // For each input element, the flat index of the output element it folds into.
-    let target = broadcast_indices(&kept, dims);
+    // For each input element, the flat index of the output element it folds into (computed
+    // lazily: an index vector would be as large as the input).
+    let target = || BroadcastIter::new(&kept, dims);
     let odims = out_dims(&kept, reduced, keepdims);
     if x.dtype() == DType::Bool && matches!(kind, Kind::Max | Kind::Min) {
         return Ok(reduce_bool(x, kind, &target, n_out, odims));
@@ -171,13 +173,13 @@ fn reduce(
 fn reduce_bool(
     x: &Tensor,
     kind: Kind,
-    target: &[usize],
+    target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     odims: Vec<usize>,
 ) -> Tensor {
     let is_max = kind == Kind::Max;
     let mut acc = vec![!is_max; n_out];
-    for (b, &t) in x.bytes().iter().zip(target) {
+    for (b, t) in x.bytes().iter().zip(target()) {
         let v = *b != 0;
         acc[t] = if is_max { acc[t] || v } else { acc[t] && v };
     }
@@ -198,7 +200,7 @@ fn extreme<T: Num>(acc: T, v: T, is_max: bool) -> T {
 fn reduce_float<T: Num>(
     xs: &[T],
     kind: Kind,
-    target: &[usize],
+    target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     count: usize,
 ) -> Vec<T> {
@@ -212,13 +214,13 @@ fn reduce_float<T: Num>(
             };
             n_out
         ];
-        for (&v, &t) in xs.iter().zip(target) {
+        for (&v, t) in xs.iter().zip(target()) {
             acc[t] = extreme(acc[t], v, is_max);
         }
         return acc;
     }
     let mut acc = vec![0.0f64; n_out];
-    for (&v, &t) in xs.iter().zip(target) {
+    for (&v, t) in xs.iter().zip(target()) {
         let v = v.to_f64();
         acc[t] += if let Kind::SumSquare | Kind::L2 = kind {
             v * v
@@ -248,7 +250,7 @@ fn exact<T: Num>(v: T) -> i128 {
 fn reduce_int<T: Num>(
     xs: &[T],
     kind: Kind,
-    target: &[usize],
+    target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     count: usize,
 ) -> Result<Vec<T>, EvalError> {
@@ -263,14 +265,14 @@ fn reduce_int<T: Num>(
                 };
                 n_out
             ];
-            for (&v, &t) in xs.iter().zip(target) {
+            for (&v, t) in xs.iter().zip(target()) {
                 acc[t] = extreme(acc[t], v, is_max);
             }
             acc
         }
         Kind::Sum | Kind::SumSquare | Kind::L2 => {
             let mut acc = vec![T::zero(); n_out];
-            for (&v, &t) in xs.iter().zip(target) {
+            for (&v, t) in xs.iter().zip(target()) {
                 acc[t] = acc[t].add(if kind == Kind::Sum { v } else { v.mul(v) });
             }
             if kind == Kind::L2 {
@@ -291,7 +293,7 @@ fn reduce_int<T: Num>(
             // Sum exactly (i128 cannot overflow for any tensor that fits in memory), so the
             // mean is within the type's range and exact up to truncation.
             let mut acc = vec![0i128; n_out];
-            for (&v, &t) in xs.iter().zip(target) {
+            for (&v, t) in xs.iter().zip(target()) {
                 acc[t] += exact(v);
             }
             acc.into_iter()
@@ -334,13 +336,13 @@ fn arg_extreme(
         .map(|(d, &n)| if d == axis { 1 } else { n })
         .collect();
     let n_out: usize = kept.iter().product();
-    let target = broadcast_indices(&kept, dims);
+    let target = BroadcastIter::new(&kept, dims);
     let stride = strides(dims)[axis];
     crate::dispatch_num!(x.dtype(), T => {
         let xs = x.to_vec::<T>().ok_or_else(|| EvalError::invalid("input bytes do not match its dtype"))?;
         // Row-major order visits each group's elements in increasing axis index.
         let mut best: Vec<Option<(T, i64)>> = vec![None; n_out];
-        for (i, (&v, &t)) in xs.iter().zip(&target).enumerate() {
+        for (i, (&v, t)) in xs.iter().zip(target).enumerate() {
             let k = ((i / stride) % len) as i64;
             let better = match best[t] {
                 None => true,
