@@ -1,0 +1,26 @@
+//! What the benches share: the models they measure and their inputs.
+//!
+//! Every bench measures shrink side by side with tract-onnx (the pure-Rust peer most Rust users
+//! would otherwise pick) in the same criterion group, so the report reads as ratios on the same
+//! machine and run. Until code generation lands, shrink's end-to-end line is its reference
+//! interpreter: a baseline, not a claim.
+use shrink::ir::Tensor;
+
+/// A model to measure: its ONNX bytes and one set of inputs.
+pub struct BenchModel {
+    pub name: String,
+    pub onnx: Vec<u8>,
+    pub inputs: Vec<Tensor>,
+}
+
+/// The shipped example models (built in memory by their generator, identical to the files).
+pub fn shipped_models() -> Vec<BenchModel> {
+    shrink::demo::all()
+        .into_iter()
+        .map(|m| BenchModel {
+            name: m.name.to_string(),
+            onnx: m.model,
+            inputs: m.inputs.into_iter().map(|(_, t)| t).collect(),
+        })
+        .collect()
+}
