@@ -48,9 +48,7 @@ fn key(g: &Graph, id: NodeId) -> Option<String> {
 
 pub fn eliminate_common(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new("cse");
-    let order = g
-        .topo_order()
-        .map_err(|n| OptError::at("cse", g, n, "the graph has a cycle"))?;
+    let order = crate::topo_order(g, "cse")?;
     let mut seen: HashMap<String, NodeId> = HashMap::new();
     for id in order {
         let Some(k) = key(g, id) else { continue };

@@ -116,9 +116,7 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     let mut charged: BTreeMap<ConstId, usize> = BTreeMap::new();
     let mut live = 0usize;
     let mut peak = 0usize;
-    let order = g
-        .topo_order()
-        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = crate::topo_order(g, PASS)?;
     for id in order {
         if !g.contains(id) {
             continue;

@@ -128,6 +128,12 @@ passes! {
     "memory-plan" => memory::plan_pass, "assign every intermediate value an aligned offset in one scratch arena";
 }
 
+/// The graph's nodes in topological order, or the pass's error naming a node on a cycle.
+pub(crate) fn topo_order(g: &Graph, pass: &'static str) -> Result<Vec<NodeId>, OptError> {
+    g.topo_order()
+        .map_err(|n| OptError::at(pass, g, n, "the graph has a cycle"))
+}
+
 /// The default pipeline. Simplification runs again after folding because folding turns shape
 /// computations into constants that make more ops recognisably no-ops.
 pub fn default_pipeline() -> Vec<&'static str> {

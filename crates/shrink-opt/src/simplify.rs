@@ -81,9 +81,7 @@ fn passthrough(g: &Graph, id: NodeId) -> Option<Value> {
 
 pub fn remove_identities(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
     let mut stats = Stats::new(PASS);
-    let order = g
-        .topo_order()
-        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = crate::topo_order(g, PASS)?;
     for id in order {
         if g.node(id).op.is_source() {
             continue;

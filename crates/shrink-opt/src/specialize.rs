@@ -45,9 +45,7 @@ const SHAPE_FOLD_LIMIT: usize = 64 << 10;
 /// Concat → Reshape, Slice bounds, Range limits) are known to the nodes that depend on them.
 fn infer_and_fold(g: &mut Graph, ctx: &Ctx, stats: &mut Stats) -> Result<(), OptError> {
     use shrink_ir::op::shapes::{infer_node_shapes, merge_shapes};
-    let order = g
-        .topo_order()
-        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = crate::topo_order(g, PASS)?;
     for id in order {
         if g.node(id).op.is_source() {
             continue;
@@ -119,10 +117,7 @@ pub fn infer_static_shapes(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> 
         }
     }
     infer_and_fold(g, ctx, &mut stats)?;
-    for id in g
-        .topo_order()
-        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?
-    {
+    for id in crate::topo_order(g, PASS)? {
         for (k, t) in g.node(id).outputs.iter().enumerate() {
             if t.shape.as_ref().and_then(|s| s.as_fixed()).is_none() {
                 return Err(OptError::at(

@@ -53,9 +53,7 @@ pub fn fuse(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
         dense::fuse_at,
     ];
     for matcher in families {
-        let order = g
-            .topo_order()
-            .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+        let order = crate::topo_order(g, PASS)?;
         for id in order {
             // Earlier matches delete nodes; the ids of the rest stay valid (StableGraph). Every
             // anchor op has an output, so a node declaring none is malformed: skip it.

@@ -254,9 +254,7 @@ pub fn eliminate_sparsity(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
     // Units first (repeat to a fixpoint so deaths cascade), then input features.
     for _round in 0..64 {
         let mut changed = false;
-        let order = g
-            .topo_order()
-            .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+        let order = crate::topo_order(g, PASS)?;
         for id in order {
             if !g.contains(id) {
                 continue;
@@ -269,9 +267,7 @@ pub fn eliminate_sparsity(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
             break;
         }
     }
-    let order = g
-        .topo_order()
-        .map_err(|n| OptError::at(PASS, g, n, "the graph has a cycle"))?;
+    let order = crate::topo_order(g, PASS)?;
     for id in order {
         if let Some(l) = reader(g, id) {
             prune_input_features(g, l, &mut stats);
