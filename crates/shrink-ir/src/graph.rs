@@ -225,6 +225,11 @@ impl Graph {
         self.g.node_count()
     }
 
+    /// Nodes that compute something (not graph inputs or constants).
+    pub fn op_count(&self) -> usize {
+        self.g.node_weights().filter(|n| !n.op.is_source()).count()
+    }
+
     /// Nodes in a topological order (ties broken by node index, so the order is deterministic);
     /// `Err(node)` names a node on a cycle.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, NodeId> {

@@ -95,23 +95,7 @@ impl Tensor {
     /// Builds a tensor from typed elements. Panics if `dims` does not match `data.len()`
     /// (a programming error: callers construct both).
     pub fn from_vec<T: Element>(dims: Vec<usize>, data: Vec<T>) -> Tensor {
-        assert_eq!(
-            dims.iter().product::<usize>(),
-            data.len(),
-            "dims {dims:?} vs {} elements",
-            data.len()
-        );
-        let size = T::DTYPE.size();
-        let mut bytes = vec![0u8; data.len() * size];
-        for (out, v) in bytes.chunks_exact_mut(size).zip(&data) {
-            v.write_le(out);
-        }
-        Tensor {
-            dtype: T::DTYPE,
-            dims,
-            bytes: Bytes::from(bytes),
-            strings: None,
-        }
+        Tensor::from_vec_as(T::DTYPE, dims, data)
     }
 
     /// Builds a tensor of `dtype` from elements of a storage type with the same size (e.g. the
@@ -123,8 +107,10 @@ impl Tensor {
             "{dtype} stored as {}",
             T::DTYPE
         );
-        let t = Tensor::from_vec(dims, data);
-        Tensor { dtype, ..t }
+        let n = data.len();
+        let shown = dims.clone();
+        Tensor::from_elements(dtype, dims, data.into_iter())
+            .unwrap_or_else(|| panic!("dims {shown:?} vs {n} elements"))
     }
 
     /// A tensor of a byte-sized dtype whose elements are raw bit patterns (narrow floats, sub-byte ints).
@@ -187,19 +173,11 @@ impl Tensor {
 
     /// Copies the elements out as `T`; `None` if `T` is not this tensor's dtype.
     pub fn to_vec<T: Element>(&self) -> Option<Vec<T>> {
-        if T::DTYPE != self.dtype && !(T::DTYPE == DType::U8 && self.dtype.size() == 1) {
-            return None;
-        }
-        Some(
-            self.bytes
-                .chunks_exact(T::DTYPE.size())
-                .map(T::read_le)
-                .collect(),
-        )
+        self.elements::<T>().map(Iterator::collect)
     }
 
     /// The elements as `T`, read in place; `None` if `T` is not this tensor's storage type.
-    pub fn elements<T: Element>(&self) -> Option<impl ExactSizeIterator<Item = T> + '_> {
+    pub fn elements<T: Element>(&self) -> Option<impl ExactSizeIterator<Item = T> + Clone + '_> {
         if T::DTYPE != self.dtype && !(T::DTYPE == DType::U8 && self.dtype.size() == 1) {
             return None;
         }
@@ -237,26 +215,18 @@ impl Tensor {
 
     /// Every element widened to f64 (integers exactly up to 2^53; narrow floats are decoded).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        // The common float dtypes decode in one tight loop; the rest go element by element.
-        let b = &self.bytes[..];
-        match self.dtype {
-            DType::F32 => b.chunks_exact(4).map(|c| f32::read_le(c) as f64).collect(),
-            DType::F64 => b.chunks_exact(8).map(f64::read_le).collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16::read_le(c).to_f64())
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| bf16::read_le(c).to_f64())
-                .collect(),
-            _ => (0..self.len()).map(|i| self.get_f64(i)).collect(),
-        }
+        let mut out = Vec::with_capacity(self.len());
+        self.try_for_each_f64(|_, v| {
+            out.push(v);
+            true
+        });
+        out
     }
 
     /// Calls `f(index, value)` for every element widened to f64, in memory order, until it
-    /// returns `false`; returns whether it went through all of them. Unlike [`Self::to_f64_vec`]
-    /// nothing is allocated, which matters for weights of hundreds of megabytes.
+    /// returns `false`; returns whether it went through all of them. Nothing is allocated, which
+    /// matters for weights of hundreds of megabytes; the common float dtypes decode in one tight
+    /// loop, the rest element by element.
     pub fn try_for_each_f64(&self, mut f: impl FnMut(usize, f64) -> bool) -> bool {
         let b = &self.bytes[..];
         match self.dtype {
@@ -282,11 +252,12 @@ impl Tensor {
 
     /// How many elements are zero (of either sign).
     pub fn count_zeros(&self) -> usize {
-        let b = &self.bytes[..];
-        match self.dtype {
-            DType::F32 => b.chunks_exact(4).filter(|c| f32::read_le(c) == 0.0).count(),
-            _ => self.to_f64_vec().iter().filter(|&&v| v == 0.0).count(),
-        }
+        let mut zeros = 0;
+        self.try_for_each_f64(|_, v| {
+            zeros += usize::from(v == 0.0);
+            true
+        });
+        zeros
     }
 
     /// Every element as i64 (floats truncated toward zero, saturating; u64 wraps).

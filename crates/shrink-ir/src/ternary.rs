@@ -180,10 +180,12 @@ impl TernaryWeights {
             }
         };
         let mut whole = Magnitudes::default();
-        let per_tensor =
-            t.try_for_each_f64(|_, v| whole.add(v, ulps)) && whole.settle(ulps, ulp).is_some();
-        let scale = if per_tensor {
-            TernaryScale::PerTensor(whole.settle(ulps, ulp).flatten().unwrap_or(0.0))
+        let per_tensor = t
+            .try_for_each_f64(|_, v| whole.add(v, ulps))
+            .then(|| whole.settle(ulps, ulp))
+            .flatten();
+        let scale = if let Some(s) = per_tensor {
+            TernaryScale::PerTensor(s.unwrap_or(0.0))
         } else {
             let mut per = vec![Magnitudes::default(); rows];
             if !t.try_for_each_f64(|i, v| per[view_of(i).0].add(v, ulps)) {

@@ -70,11 +70,15 @@ fn install(g: &mut Graph, id: NodeId, results: Vec<Tensor>) {
     }
 }
 
+/// Whether `id` is an op (not an input or constant) with an output something reads.
+fn computes_something_used(g: &Graph, id: NodeId) -> bool {
+    !g.node(id).op.is_source()
+        && (0..g.node(id).outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
+}
+
 /// Folds one node if it can be evaluated now; used by the `shapes` pass for shape computations.
 pub fn fold_node(g: &mut Graph, id: NodeId, ctx: &Ctx) -> bool {
-    if g.node(id).op.is_source()
-        || !(0..g.node(id).outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
-    {
+    if !computes_something_used(g, id) {
         return false;
     }
     match evaluate(g, id, ctx) {
@@ -121,10 +125,7 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
         if !g.contains(id) {
             continue;
         }
-        let node = g.node(id);
-        if node.op.is_source()
-            || !(0..node.outputs.len()).any(|k| g.is_used(Value::new(id, k as u32)))
-        {
+        if !computes_something_used(g, id) {
             continue;
         }
         let results: Vec<Tensor> = match evaluate(g, id, ctx) {
@@ -144,10 +145,12 @@ pub fn fold_constants(g: &mut Graph, ctx: &Ctx) -> Result<Stats, OptError> {
         }
         let before = g.consts.len();
         install(g, id, results);
+        // Only the outputs something reads are kept (and charged).
         for k in before..g.consts.len() {
-            charged.insert(ConstId(k as u32), g.consts[k].bytes().len());
+            let kept = g.consts[k].bytes().len();
+            charged.insert(ConstId(k as u32), kept);
+            live += kept;
         }
-        live += bytes;
         peak = peak.max(live);
         live -= release_inputs(g, id, &mut charged);
         stats.add("nodes_folded", 1);

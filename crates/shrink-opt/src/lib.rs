@@ -128,6 +128,30 @@ passes! {
     "memory-plan" => memory::plan_pass, "assign every intermediate value an aligned offset in one scratch arena";
 }
 
+/// A tensor of float `dtype` from f64 values, each rounded once; `None` for non-float dtypes.
+pub(crate) fn float_tensor(
+    dtype: shrink_ir::DType,
+    dims: Vec<usize>,
+    vals: &[f64],
+) -> Option<shrink_ir::Tensor> {
+    use shrink_ir::{DType, Tensor};
+    if dims.iter().product::<usize>() != vals.len() {
+        return None;
+    }
+    Some(match dtype {
+        DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
+        DType::F64 => Tensor::from_vec(dims, vals.to_vec()),
+        DType::F16 => {
+            Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect())
+        }
+        DType::BF16 => Tensor::from_vec(
+            dims,
+            vals.iter().map(|&v| half::bf16::from_f64(v)).collect(),
+        ),
+        _ => return None,
+    })
+}
+
 /// The graph's nodes in topological order, or the pass's error naming a node on a cycle.
 pub(crate) fn topo_order(g: &Graph, pass: &'static str) -> Result<Vec<NodeId>, OptError> {
     g.topo_order()

@@ -100,13 +100,6 @@ fn zeros_of(t: &Tensor) -> usize {
     t.count_zeros()
 }
 
-fn op_count(g: &Graph) -> usize {
-    g.node_ids()
-        .into_iter()
-        .filter(|&id| !g.node(id).op.is_source())
-        .count()
-}
-
 /// Builds the report for an imported graph and, when the pipeline ran, its staged results.
 pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&String>) -> Report {
     let inputs = g
@@ -191,7 +184,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
         inputs,
         outputs,
         nodes_before: nodes,
-        nodes_after: staged.map(|s| op_count(&s.optimized)),
+        nodes_after: staged.map(|s| s.optimized.op_count()),
         op_counts,
         passes: staged
             .map(|s| {

@@ -191,8 +191,8 @@ fn prepare(
         eprintln!(
             "{}: {} nodes imported, {} after optimization{}; engine interp",
             model.display(),
-            op_nodes(&imp.graph),
-            op_nodes(&g),
+            imp.graph.op_count(),
+            g.op_count(),
             what_passes_did(&stats)
         );
     }
@@ -203,13 +203,6 @@ fn prepare(
 /// scripted contract); `SHRINK_QUIET=1` silences it.
 fn cli_says_what_it_did(cli: &Cli) -> bool {
     matches!(cli.cmd, Cmd::Check { .. }) && std::env::var_os("SHRINK_QUIET").is_none()
-}
-
-fn op_nodes(g: &shrink::ir::Graph) -> usize {
-    g.node_ids()
-        .into_iter()
-        .filter(|&id| !g.node(id).op.is_source())
-        .count()
 }
 
 /// The counters that say what the optimizer found, e.g. ` (const-fold: nodes_folded=49; …)`.

@@ -27,8 +27,7 @@ pub mod norm;
 pub mod qdq;
 pub mod softmax;
 
-use crate::{Ctx, OptError, Stats};
-use half::{bf16, f16};
+use crate::{Ctx, OptError, Stats, float_tensor};
 use shrink_ir::op::{Binary, Reduce, Variadic};
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value, ValueType};
 use std::collections::HashSet;
@@ -196,20 +195,6 @@ fn replace_and_remove(g: &mut Graph, root: NodeId, new: Value, others: &[NodeId]
             break;
         }
     }
-}
-
-/// A tensor of float `dtype` from f64 values, each rounded once; `None` for non-float dtypes.
-fn float_tensor(dtype: DType, dims: Vec<usize>, vals: &[f64]) -> Option<Tensor> {
-    if dims.iter().product::<usize>() != vals.len() {
-        return None;
-    }
-    Some(match dtype {
-        DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
-        DType::F64 => Tensor::from_vec(dims, vals.to_vec()),
-        DType::F16 => Tensor::from_vec(dims, vals.iter().map(|&v| f16::from_f64(v)).collect()),
-        DType::BF16 => Tensor::from_vec(dims, vals.iter().map(|&v| bf16::from_f64(v)).collect()),
-        _ => return None,
-    })
 }
 
 /// Whether `dtype` is one of the float types the norm/activation ops accept.

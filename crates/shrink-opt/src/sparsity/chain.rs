@@ -61,9 +61,11 @@ pub(super) struct Link {
     pub rank: usize,
 }
 
+/// Input slot of every producer's and consumer's weight (MatMul B, Gemm B, Conv W).
+pub(super) const WEIGHT_SLOT: usize = 1;
+
 pub(super) struct Producer {
     pub id: NodeId,
-    pub weight_slot: usize,
     pub weight: Arc<Tensor>,
     /// Weight axis indexed by unit.
     pub row_axis: usize,
@@ -84,7 +86,6 @@ pub(super) struct BiasTarget {
 
 pub(super) struct Consumer {
     pub id: NodeId,
-    pub weight_slot: usize,
     pub weight: Arc<Tensor>,
     /// Weight axis indexed by input feature / channel.
     pub col_axis: usize,
@@ -152,7 +153,7 @@ fn producer(g: &Graph, id: NodeId) -> Option<(Producer, usize)> {
         Op::Conv(Conv::Conv { group: 1, .. }) => (0, 1, true),
         _ => return None,
     };
-    let weight = const_input(g, id, 1)?;
+    let weight = const_input(g, id, WEIGHT_SLOT)?;
     let rank_ok = if conv {
         weight.rank() >= 3
     } else {
@@ -178,7 +179,6 @@ fn producer(g: &Graph, id: NodeId) -> Option<(Producer, usize)> {
     };
     let p = Producer {
         id,
-        weight_slot: 1,
         weight,
         row_axis,
         bias,
@@ -254,7 +254,7 @@ fn link(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &mut Walk) -> 
         Op::Conv(Conv::Conv { group, .. })
             if slot == 0 && !w.merged && w.axis == 1 && h > 1 && *group == h as i64 =>
         {
-            let kernel = const_input(g, n, 1)?;
+            let kernel = const_input(g, n, WEIGHT_SLOT)?;
             let od = out_ty.shape.as_ref()?.as_fixed()?;
             let ok = kernel.rank() >= 3
                 && kernel.dims()[..2] == [h, 1]
@@ -262,7 +262,7 @@ fn link(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &mut Walk) -> 
                 && od[1] == h;
             ok.then_some(())?;
             let mut ops = vec![Operand {
-                slot: 1,
+                slot: WEIGHT_SLOT,
                 t: kernel,
                 axis: Some(0),
             }];
@@ -322,7 +322,7 @@ fn consumer(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &Walk) -> 
         return None;
     }
     let node = g.node(n);
-    let weight = const_input(g, n, 1)?;
+    let weight = const_input(g, n, WEIGHT_SLOT)?;
     if !weight.dtype().is_float() || weight.dtype() != g.dtype(v) {
         return None;
     }
@@ -395,7 +395,6 @@ fn consumer(g: &Graph, n: NodeId, slot: usize, v: Value, h: usize, w: &Walk) -> 
     };
     (weight.dims().get(col_axis) == Some(&features)).then_some(Consumer {
         id: n,
-        weight_slot: 1,
         weight,
         col_axis,
         row_axis,

@@ -67,30 +67,7 @@ fn slice_is_zero(t: &Tensor, axis: usize, range: Range<usize>) -> bool {
 
 /// A 1-element tensor of float `dtype` holding `v` (rounded once), with `rank` unit dims.
 fn float_scalar(dtype: DType, rank: usize, v: f64) -> Option<Tensor> {
-    let dims = vec![1; rank];
-    Some(match dtype {
-        DType::F32 => Tensor::from_vec(dims, vec![v as f32]),
-        DType::F64 => Tensor::from_vec(dims, vec![v]),
-        DType::F16 => Tensor::from_vec(dims, vec![half::f16::from_f64(v)]),
-        DType::BF16 => Tensor::from_vec(dims, vec![half::bf16::from_f64(v)]),
-        _ => return None,
-    })
-}
-
-/// `vals` as a float tensor of `dtype` and `dims`.
-fn float_tensor(dtype: DType, dims: Vec<usize>, vals: &[f64]) -> Option<Tensor> {
-    Some(match dtype {
-        DType::F32 => Tensor::from_vec(dims, vals.iter().map(|&v| v as f32).collect()),
-        DType::F64 => Tensor::from_vec(dims, vals.to_vec()),
-        DType::F16 => {
-            Tensor::from_vec(dims, vals.iter().map(|&v| half::f16::from_f64(v)).collect())
-        }
-        DType::BF16 => Tensor::from_vec(
-            dims,
-            vals.iter().map(|&v| half::bf16::from_f64(v)).collect(),
-        ),
-        _ => return None,
-    })
+    crate::float_tensor(dtype, vec![1; rank], &[v])
 }
 
 /// Sets dim `axis` of every output of `id` to `n`.

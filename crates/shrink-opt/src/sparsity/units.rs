@@ -1,7 +1,7 @@
 //! Deleting dead units of one [`Chain`]: deciding which units are dead, moving constant units
 //! into the consumer's bias, and narrowing every tensor and shape along the chain.
-use super::chain::{Branch, Chain, Link, LinkKind};
-use super::{float_scalar, float_tensor, rewire_const, set_dim, slice_indices, slice_is_zero};
+use super::chain::{Branch, Chain, Link, LinkKind, WEIGHT_SLOT};
+use super::{float_scalar, rewire_const, set_dim, slice_indices, slice_is_zero};
 use crate::{Ctx, Stats};
 use shrink_ir::op::{Binary, Conv, Norm, Unary};
 use shrink_ir::{DType, Graph, Op, Tensor, ValueType};
@@ -179,10 +179,11 @@ fn bias_delta(c: &Chain, absorbed: &[(usize, f64)], factor: f64) -> Vec<f64> {
     delta
 }
 
-/// Narrows the per-unit parameters and shapes of `links` to the kept units; `merged` says
-/// whether the units were already merged into a flat feature axis.
-fn narrow_links(g: &mut Graph, c: &Chain, links: &[Link], keep: &[usize], mut merged: bool) {
+/// Narrows the per-unit parameters and shapes of `links` to the kept units. Links start on the
+/// unit axis (joins and branches never follow a merge) until a Flatten/Reshape merges it.
+fn narrow_links(g: &mut Graph, c: &Chain, links: &[Link], keep: &[usize]) {
     let k = keep.len();
+    let mut merged = false;
     for l in links {
         match &l.kind {
             LinkKind::Elementwise(ops) => {
@@ -266,7 +267,7 @@ pub(super) fn prune(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> u
             None => (w2.dtype(), vec![n], vec![0.0; n]),
         };
         let vals: Vec<f64> = base.iter().zip(&delta).map(|(b, d)| b + d).collect();
-        let Some(nb) = float_tensor(dtype, dims, &vals) else {
+        let Some(nb) = crate::float_tensor(dtype, dims, &vals) else {
             return 0;
         };
         rewire_const(g, t.node, t.slot, nb);
@@ -278,26 +279,26 @@ pub(super) fn prune(g: &mut Graph, c: &Chain, ctx: &Ctx, stats: &mut Stats) -> u
         let p = &b.producer;
         let w1 = super::take_axis(&p.weight, p.row_axis, &keep);
         removed_weights += p.weight.len() - w1.len();
-        rewire_const(g, p.id, p.weight_slot, w1);
+        rewire_const(g, p.id, WEIGHT_SLOT, w1);
         if let Some(bias) = &p.bias
             && let Some(a) = bias.axis
         {
             rewire_const(g, p.id, bias.slot, super::take_axis(&bias.t, a, &keep));
         }
         set_dim(g, p.id, c.unit_axis, k);
-        narrow_links(g, c, &b.links, &keep, false);
+        narrow_links(g, c, &b.links, &keep);
     }
     if let Some(j) = &c.join {
         set_dim(g, j.id, c.unit_axis, k);
     }
-    narrow_links(g, c, &c.links, &keep, false);
+    narrow_links(g, c, &c.links, &keep);
     // Consumer columns.
     let cols: Vec<usize> = (0..c.outer)
         .flat_map(|o| keep.iter().flat_map(move |&u| features_at(c, o, u)))
         .collect();
     let w2n = super::take_axis(w2, c.consumer.col_axis, &cols);
     removed_weights += w2.len() - w2n.len();
-    rewire_const(g, c.consumer.id, c.consumer.weight_slot, w2n);
+    rewire_const(g, c.consumer.id, WEIGHT_SLOT, w2n);
     let removed = c.h - k;
     stats.add("dead_units", removed);
     if c.join.is_some() {

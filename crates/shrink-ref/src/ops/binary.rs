@@ -71,7 +71,7 @@ pub(crate) fn elems<T: Element>(t: &Tensor) -> Result<Vec<T>, EvalError> {
 /// The elements of `t` as `T`, read in place, or an error if `T` is not its storage type.
 pub(crate) fn elements<T: Element>(
     t: &Tensor,
-) -> Result<impl ExactSizeIterator<Item = T> + '_, EvalError> {
+) -> Result<impl ExactSizeIterator<Item = T> + Clone + '_, EvalError> {
     t.elements::<T>().ok_or_else(|| {
         EvalError::invalid(format!("expected a {} tensor, got {}", T::DTYPE, t.dtype()))
     })
@@ -160,29 +160,18 @@ pub(crate) fn map2<A: Element, B: Element, R: Element>(
     let n: usize = dims.iter().product();
     let (na, nb) = (a.len(), b.len());
     // Same-shape and scalar operands (the common cases) stream from the inputs' bytes straight
-    // into the output's: no copies, no broadcast index walk.
-    if (na == n || na == 1) && (nb == n || nb == 1) && n > 0 {
-        let (mut ia, mut ib) = (elements::<A>(a)?, elements::<B>(b)?);
-        let (a0, b0) = (
-            (na == 1).then(|| ia.next()).flatten(),
-            (nb == 1).then(|| ib.next()).flatten(),
-        );
+    // into the output's: no copies, no broadcast index walk (a scalar's one element cycles).
+    if (na == n || na == 1) && (nb == n || nb == 1) {
+        let pairs = elements::<A>(a)?
+            .cycle()
+            .zip(elements::<B>(b)?.cycle())
+            .take(n);
         let mut err = None;
-        let mut step = |x: A, y: B| match f(x, y) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                err = Some(e);
-                None
-            }
-        };
-        let out = match (a0, b0) {
-            (Some(x), Some(y)) => Tensor::from_elements(out_dtype, dims, step(x, y).into_iter()),
-            (Some(x), None) => Tensor::from_elements(out_dtype, dims, ib.map_while(|y| step(x, y))),
-            (None, Some(y)) => Tensor::from_elements(out_dtype, dims, ia.map_while(|x| step(x, y))),
-            (None, None) => {
-                Tensor::from_elements(out_dtype, dims, ia.zip(ib).map_while(|(x, y)| step(x, y)))
-            }
-        };
+        let out = Tensor::from_elements(
+            out_dtype,
+            dims,
+            pairs.map_while(|(x, y)| f(x, y).map_err(|e| err = Some(e)).ok()),
+        );
         return match (err, out) {
             (Some(e), _) => Err(e),
             (None, Some(t)) => Ok(t),
