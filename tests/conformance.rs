@@ -1,8 +1,11 @@
-//! ONNX backend node conformance on the reference interpreter, for the graph as imported and
-//! for the optimized graph.
+//! ONNX backend node conformance, one allowlist per engine:
+//! - `interp` (`tests/conformance/interp.txt`): the reference interpreter, on the graph as
+//!   imported and on the optimized graph;
+//! - `jit` (`tests/conformance/jit.txt`): the optimized graph compiled to native code for the
+//!   host and run in process (no interpreter involved).
 //!
-//! Runs every case in `../shared/onnx-node` (import → interpreter → compare with the stored
-//! outputs) and checks it against the allowlist `tests/conformance/interp.txt`:
+//! Runs every case in `../shared/onnx-node` (import → engine → compare with the stored
+//! outputs) and checks it against the engine's allowlist:
 //! - `case` lines must pass with the default tolerance (rtol 1e-4, atol 1e-5, ints exact);
 //! - `case rtol=R atol=A  # reason` lines must pass with the looser tolerance given;
 //! - `!case  # reason` lines are known exclusions, each with its reason.
@@ -22,8 +25,8 @@ fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/onnx-node")
 }
 
-fn allowlist_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/interp.txt")
+fn allowlist_path(engine: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/conformance/{engine}.txt"))
 }
 
 enum Entry {
@@ -42,7 +45,7 @@ fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
         if let Some(case) = first.strip_prefix('!') {
             assert!(
                 !reason.is_empty(),
-                "interp.txt line {}: exclusion of {case} needs a # reason",
+                "allowlist line {}: exclusion of {case} needs a # reason",
                 ln + 1
             );
             m.insert(case.to_string(), Entry::Excluded(reason.to_string()));
@@ -52,20 +55,20 @@ fn parse_allowlist(text: &str) -> BTreeMap<String, Entry> {
         for w in words {
             let (k, v) = w
                 .split_once('=')
-                .unwrap_or_else(|| panic!("interp.txt line {}: bad option {w}", ln + 1));
+                .unwrap_or_else(|| panic!("allowlist line {}: bad option {w}", ln + 1));
             let v: f64 = v
                 .parse()
-                .unwrap_or_else(|_| panic!("interp.txt line {}: bad number {v}", ln + 1));
+                .unwrap_or_else(|_| panic!("allowlist line {}: bad number {v}", ln + 1));
             match k {
                 "rtol" => tol.rtol = v,
                 "atol" => tol.atol = v,
-                _ => panic!("interp.txt line {}: unknown option {k}", ln + 1),
+                _ => panic!("allowlist line {}: unknown option {k}", ln + 1),
             }
         }
         if tol != Tolerance::INTERP {
             assert!(
                 !reason.is_empty(),
-                "interp.txt line {}: a looser tolerance for {first} needs a # reason",
+                "allowlist line {}: a looser tolerance for {first} needs a # reason",
                 ln + 1
             );
         }
@@ -99,6 +102,14 @@ fn check_outputs(
     tol: Tolerance,
 ) -> Result<f64, String> {
     let outs = shrink::interp::run(g, inputs, &Default::default()).map_err(|e| e.to_string())?;
+    compare_all(&outs, data, tol)
+}
+
+fn compare_all(
+    outs: &[shrink::ir::Tensor],
+    data: &shrink::dataset::DataSet,
+    tol: Tolerance,
+) -> Result<f64, String> {
     if outs.len() != data.outputs.len() {
         return Err(format!(
             "{} outputs, expected {}",
@@ -117,9 +128,30 @@ fn check_outputs(
     Ok(worst)
 }
 
-/// Rewrites interp.txt from a full run (see the module doc).
-fn bless_allowlist(allow: &BTreeMap<String, Entry>, results: &[(String, Result<f64, String>)]) {
-    let old = std::fs::read_to_string(allowlist_path()).unwrap_or_default();
+/// Runs one case on the JIT: import, specialize to the stored inputs, optimize (verifier on),
+/// compile for the host, run, compare.
+fn run_case_jit(dir: &Path, tol: Tolerance) -> Result<f64, String> {
+    let opts = ImportOptions::default();
+    let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
+    let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
+    let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
+    let mut g = model.graph.clone();
+    shrink::specialize_to(&mut g, &inputs);
+    let mut o = shrink::OptOptions::default();
+    o.ctx.verify = true;
+    shrink::optimize(&mut g, &o).map_err(|e| format!("optimizer: {e}"))?;
+    let kernel = shrink::compile_jit(&g).map_err(|e| e.to_string())?;
+    let outs = kernel.run(&inputs).map_err(|e| e.to_string())?;
+    compare_all(&outs, &data, tol)
+}
+
+/// Rewrites the engine's allowlist from a full run (see the module doc).
+fn bless_allowlist(
+    engine: &str,
+    allow: &BTreeMap<String, Entry>,
+    results: &[(String, Result<f64, String>)],
+) {
+    let old = std::fs::read_to_string(allowlist_path(engine)).unwrap_or_default();
     let mut out: String = old
         .lines()
         .take_while(|l| l.starts_with('#') || l.is_empty())
@@ -143,16 +175,25 @@ fn bless_allowlist(allow: &BTreeMap<String, Entry>, results: &[(String, Result<f
         out.push_str(&line);
         out.push('\n');
     }
-    std::fs::write(allowlist_path(), out).expect("write interp.txt");
+    std::fs::write(allowlist_path(engine), out).expect("write the allowlist");
 }
 
 #[test]
 fn onnx_node_suite_on_interpreter() {
+    run_suite("interp", run_case);
+}
+
+#[test]
+fn onnx_node_suite_on_jit() {
+    run_suite("jit", run_case_jit);
+}
+
+fn run_suite(engine: &str, run_case: fn(&Path, Tolerance) -> Result<f64, String>) {
     let filter = std::env::var("SHRINK_CASES")
         .ok()
         .map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
     let allow = parse_allowlist(
-        &std::fs::read_to_string(allowlist_path()).expect("tests/conformance/interp.txt"),
+        &std::fs::read_to_string(allowlist_path(engine)).expect("the engine's allowlist"),
     );
     let mut cases: Vec<PathBuf> = std::fs::read_dir(suite_dir())
         .expect("../shared/onnx-node must be next to the repository")
@@ -205,16 +246,16 @@ fn onnx_node_suite_on_interpreter() {
         }
         assert!(
             !res.as_ref().is_err_and(|m| m == "PANIC"),
-            "{name}: the importer or interpreter panicked"
+            "{name}: {engine} panicked"
         );
     }
-    println!("interp: {passed}/{total} passed");
+    println!("{engine}: {passed}/{total} passed");
     if std::env::var("SHRINK_BLESS").as_deref() == Ok("1") && filter.is_none() {
-        bless_allowlist(&allow, &results);
+        bless_allowlist(engine, &allow, &results);
         return;
     }
     for n in &newly_passing {
-        println!("newly passing (add to interp.txt): {n}");
+        println!("newly passing (add to {engine}.txt): {n}");
     }
     assert!(
         regressions.is_empty(),
@@ -224,7 +265,7 @@ fn onnx_node_suite_on_interpreter() {
     if filter.is_none() {
         assert!(
             unlisted.is_empty() && newly_passing.is_empty(),
-            "every case must be listed in interp.txt (as passing or as an exclusion with a reason); unlisted:\n{}\n{}",
+            "every case must be listed in {engine}.txt (as passing or as an exclusion with a reason); unlisted:\n{}\n{}",
             unlisted.join("\n"),
             newly_passing.join("\n")
         );

@@ -10,6 +10,7 @@ pub mod dtype;
 pub mod graph;
 pub mod narrow;
 pub mod op;
+pub mod plan;
 pub mod shape;
 pub mod tensor;
 pub mod ternary;

@@ -8,7 +8,9 @@ pub mod demo;
 pub mod inspect;
 pub mod npy;
 
+pub use shrink_codegen as codegen;
 pub use shrink_ir as ir;
+pub use shrink_jit as jit;
 pub use shrink_onnx as onnx;
 pub use shrink_ref as interp;
 
@@ -186,4 +188,10 @@ pub fn optimize_staged(g: &Graph, opts: &OptOptions) -> Result<Staged, String> {
         optimized,
         stats,
     })
+}
+
+/// Compiles an optimized graph (static shapes) to native code for this machine.
+pub fn compile_jit(g: &Graph) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
+    let program = shrink_codegen::lower(g)?;
+    shrink_jit::Kernel::compile(&program)
 }

@@ -1,0 +1,11 @@
+//! shrink-codegen: lowers a prepared shrink graph to Cranelift IR, generic over
+//! `cranelift_module::Module` so the JIT and the AOT writer share every line of it.
+//!
+//! Layers (DESIGN.md "Code generation"): [`loops`] — the loop-nest language and its emitter;
+//! [`ops`] — every op defined in it; [`program`] — the whole model as one `run` entry point of
+//! the kernel ABI, with constants in read-only data and intermediates in the caller's scratch.
+pub mod loops;
+pub mod ops;
+pub mod program;
+
+pub use program::{CodegenError, Defined, IoSpec, Program, define, lower};

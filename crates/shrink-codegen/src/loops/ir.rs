@@ -1,0 +1,281 @@
+//! The loop-nest language every op is defined in: scalar expressions over typed buffers inside
+//! loops with static extents, plus the few statements a kernel needs (store, set a variable,
+//! branch, fail with a status code).
+//!
+//! It is deliberately small: the emitter ([`super::emit`]) lowers it to Cranelift for any ISA,
+//! proves array indices in bounds where it can and checks the rest at run time, so an op written
+//! in it cannot read or write outside its buffers. Expressions are immutable trees shared by `Rc`;
+//! a value used more than once should be bound with [`super::Builder::let_`] so it is computed
+//! once.
+use shrink_ir::DType;
+use shrink_ir::op::ConstId;
+use std::rc::Rc;
+
+/// A scalar type of the language. Bool is a byte holding 0 or 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+}
+
+impl Ty {
+    pub fn is_float(self) -> bool {
+        matches!(self, Ty::F32 | Ty::F64)
+    }
+    pub fn is_signed(self) -> bool {
+        matches!(
+            self,
+            Ty::I8 | Ty::I16 | Ty::I32 | Ty::I64 | Ty::F32 | Ty::F64
+        )
+    }
+    pub fn is_int(self) -> bool {
+        !self.is_float() && self != Ty::Bool
+    }
+    pub fn bytes(self) -> usize {
+        match self {
+            Ty::Bool | Ty::I8 | Ty::U8 => 1,
+            Ty::I16 | Ty::U16 => 2,
+            Ty::I32 | Ty::U32 | Ty::F32 => 4,
+            Ty::I64 | Ty::U64 | Ty::F64 => 8,
+        }
+    }
+    /// The unsigned integer type of the same width (for bit manipulation).
+    pub fn bits_ty(self) -> Ty {
+        match self.bytes() {
+            1 => Ty::U8,
+            2 => Ty::U16,
+            4 => Ty::U32,
+            _ => Ty::U64,
+        }
+    }
+    /// How elements of storage dtype `d` are held in memory, as raw scalars: narrow floats and
+    /// f16/bf16 as their bit patterns, sub-byte integers as one (sign-extended) byte each.
+    /// `None` for strings, which generated code does not handle.
+    pub fn storage(d: DType) -> Option<Ty> {
+        Some(match d {
+            DType::F32 => Ty::F32,
+            DType::F64 => Ty::F64,
+            DType::Bool => Ty::Bool,
+            DType::I8 | DType::I4 | DType::I2 => Ty::I8,
+            DType::U8 | DType::U4 | DType::U2 => Ty::U8,
+            DType::I16 => Ty::I16,
+            DType::U16 | DType::F16 | DType::BF16 => Ty::U16,
+            DType::I32 => Ty::I32,
+            DType::U32 => Ty::U32,
+            DType::I64 => Ty::I64,
+            DType::U64 => Ty::U64,
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::F8E8M0
+            | DType::F4E2M1 => Ty::U8,
+            DType::String => return None,
+        })
+    }
+    /// The type arithmetic on dtype `d` is done in (what [`super::Builder::load`] yields): f16,
+    /// bf16 and the narrow floats compute in f32, like the interpreter.
+    pub fn compute(d: DType) -> Option<Ty> {
+        if d == DType::F16 || d == DType::BF16 || d.is_narrow_float() {
+            return Some(Ty::F32);
+        }
+        Ty::storage(d)
+    }
+}
+
+/// A buffer of the kernel (index into [`Kernel::bufs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub u32);
+
+/// A scalar variable (index into [`Kernel::vars`]). Loop counters are `I64` variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+/// Where a buffer lives, relative to the three pointers of the kernel ABI.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// `inputs[i]`.
+    Input(usize),
+    /// `outputs[k]`.
+    Output(usize),
+    /// `scratch + offset` (bytes).
+    Scratch(usize),
+    /// A graph constant in read-only data.
+    Const(ConstId),
+    /// A read-only table owned by the kernel (decode tables, folded parameters), by index into
+    /// [`Kernel::tables`].
+    Table(usize),
+}
+
+/// A buffer: `len` raw elements of type `ty` at `place`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BufDecl {
+    pub place: Place,
+    pub ty: Ty,
+    pub len: usize,
+}
+
+impl BufDecl {
+    pub fn writable(&self) -> bool {
+        matches!(self.place, Place::Output(_) | Place::Scratch(_))
+    }
+}
+
+/// A literal, stored exactly for its type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lit {
+    /// Any integer or bool type: the value (unsigned types keep their bit pattern in 64 bits).
+    Int(i64),
+    F32(f32),
+    F64(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Floor,
+    Ceil,
+    Trunc,
+    /// Round half to even.
+    Nearest,
+    /// Bitwise not (logical not on Bool).
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    /// Integer arithmetic wraps.
+    Add,
+    Sub,
+    Mul,
+    /// Floats: IEEE division. Integers: truncating; never traps (the emitter guards a zero
+    /// divisor, which then yields 0, and MIN / -1 wraps) — ops that must report a zero divisor
+    /// check it themselves.
+    Div,
+    /// Integers only: remainder with the sign of the dividend (x - trunc(x/y)·y), 0 for y == 0.
+    Rem,
+    /// Floats: NaN if either operand is NaN, -0 below +0.
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    /// Shift by the low bits of the second operand (as Cranelift: modulo the width).
+    Shl,
+    /// Arithmetic for signed types, logical for unsigned.
+    Shr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Eq,
+    /// True when either float operand is NaN.
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// An expression; `ty` is its result type.
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub ty: Ty,
+    pub kind: Rc<ExprKind>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ExprKind {
+    Lit(Lit),
+    Var(VarId),
+    /// Element `index` (an I64 expression) of a buffer, as its raw storage type.
+    Load {
+        buf: BufId,
+        index: Expr,
+    },
+    Unary(UnOp, Expr),
+    Binary(BinOp, Expr, Expr),
+    /// Result type Bool.
+    Cmp(CmpOp, Expr, Expr),
+    /// `if cond { a } else { b }` (both evaluated).
+    Select(Expr, Expr, Expr),
+    /// Numeric conversion to `ty`: int→int wraps (sign- or zero-extends by the source type),
+    /// float→int truncates and saturates (NaN → 0), int→float and float→float round to nearest,
+    /// anything→Bool is `!= 0`, Bool→anything is 0 or 1.
+    Cast(Expr),
+    /// Reinterprets the bits as `ty` (same width).
+    Bitcast(Expr),
+}
+
+/// A statement.
+#[derive(Clone, Debug)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`.
+    Loop {
+        var: VarId,
+        extent: usize,
+        body: Vec<Stmt>,
+    },
+    /// Assigns a variable (defining it on first use).
+    Set { var: VarId, value: Expr },
+    /// Writes element `index` of a writable buffer (value of the buffer's raw type).
+    Store {
+        buf: BufId,
+        index: Expr,
+        value: Expr,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+    },
+    /// Returns `code` (nonzero) from the kernel at once: the input data is invalid.
+    Fail { code: i32 },
+}
+
+/// Status codes a generated `run` returns. 0 is success; the rest say why the data was refused.
+pub mod status {
+    pub const OK: i32 = 0;
+    /// An index input (Gather, …) is outside its axis.
+    pub const BAD_INDEX: i32 = 1;
+    /// An index the emitter could not prove in bounds was out of bounds at run time.
+    pub const OUT_OF_BOUNDS: i32 = 2;
+    /// An integer division by zero.
+    pub const DIV_BY_ZERO: i32 = 3;
+    /// Any other invalid input value (a bad shape tensor, …).
+    pub const BAD_VALUE: i32 = 4;
+
+    /// What a status code means, for error messages.
+    pub fn describe(code: i32) -> &'static str {
+        match code {
+            OK => "ok",
+            BAD_INDEX => "an index input is out of range",
+            OUT_OF_BOUNDS => "a computed index was out of bounds",
+            DIV_BY_ZERO => "integer division by zero",
+            BAD_VALUE => "an input value is invalid for the op",
+            _ => "unknown error",
+        }
+    }
+}
+
+/// One kernel: a function of the kernel ABI computing (part of) a node.
+#[derive(Clone, Debug, Default)]
+pub struct Kernel {
+    pub name: String,
+    pub bufs: Vec<BufDecl>,
+    pub vars: Vec<Ty>,
+    pub body: Vec<Stmt>,
+    /// Read-only tables (bytes, little-endian) referenced by `Place::Table`.
+    pub tables: Vec<Vec<u8>>,
+}

@@ -1,0 +1,12 @@
+//! The loop-nest layer: the language ops are defined in ([`ir`]), its constructors ([`expr`],
+//! [`builder`]), dtype conversions written in it ([`convert`]) and the one emitter that lowers
+//! it to Cranelift ([`emit`]).
+pub mod builder;
+pub mod convert;
+pub mod emit;
+pub mod expr;
+pub mod ir;
+
+pub use builder::{Builder, TensorRef};
+pub use expr::{broadcast_strides, linear, strides_of};
+pub use ir::{BinOp, CmpOp, Expr, Kernel, Place, Ty, UnOp, status};

@@ -1,0 +1,67 @@
+//! Op lowerings: one module per op family, each defining its ops as loop nests with the
+//! [`Builder`]. The registry is the exhaustive match in [`lower_node`]; a family module exposes
+//! one `lower(b, op, cx)` entry point, like the interpreter's `eval`.
+//!
+//! Semantics are the interpreter's (`shrink-ref`), which is the oracle these are tested against:
+//! integer arithmetic wraps, float math on f16/bf16 is done in f32 and rounded once per op.
+pub mod elementwise;
+
+use crate::loops::{Builder, TensorRef};
+use shrink_ir::{Graph, NodeId, Op, Tensor};
+use std::sync::Arc;
+
+/// What a lowering knows about the node it lowers.
+pub struct NodeCtx<'a> {
+    pub graph: &'a Graph,
+    pub node: NodeId,
+    /// One per input slot; `None` for an absent optional input.
+    pub inputs: Vec<Option<TensorRef>>,
+    pub outputs: Vec<TensorRef>,
+    /// The value of each input that is a constant (shape inputs, axes, pads, …).
+    pub consts: Vec<Option<Arc<Tensor>>>,
+}
+
+impl NodeCtx<'_> {
+    /// Input `i`, which the verifier guarantees is present for required slots.
+    pub fn input(&self, i: usize) -> &TensorRef {
+        self.inputs[i]
+            .as_ref()
+            .expect("required input (checked by the verifier)")
+    }
+    /// Input `i` if present.
+    pub fn opt_input(&self, i: usize) -> Option<&TensorRef> {
+        self.inputs.get(i).and_then(|x| x.as_ref())
+    }
+    /// The constant value of input `i`, if it is a constant.
+    pub fn const_input(&self, i: usize) -> Option<&Tensor> {
+        self.consts.get(i).and_then(|x| x.as_deref())
+    }
+    pub fn output(&self, k: usize) -> &TensorRef {
+        &self.outputs[k]
+    }
+}
+
+/// Lowering failed: the op (or this form of it) has no native code yet, or its constant inputs
+/// are not what the lowering needs.
+pub type LowerResult = Result<(), String>;
+
+/// Lowers one node into `b`.
+pub fn lower_node(b: &mut Builder, op: &Op, cx: &NodeCtx) -> LowerResult {
+    match op {
+        Op::Input { .. } | Op::Const(_) => Ok(()),
+        Op::Unary(u) => elementwise::lower_unary(b, u, cx),
+        Op::Binary(o) => elementwise::lower_binary(b, o, cx),
+        Op::Variadic(_)
+        | Op::Ternary(_)
+        | Op::Linear(_)
+        | Op::Quant(_)
+        | Op::Conv(_)
+        | Op::Pool(_)
+        | Op::Norm(_)
+        | Op::Reduce(_)
+        | Op::Layout(_)
+        | Op::Convert(_)
+        | Op::Transformer(_)
+        | Op::Fused(_) => Err(format!("{} has no native lowering yet", op.name())),
+    }
+}

@@ -1,0 +1,249 @@
+//! shrink-jit: places a lowered [`Program`] into a `cranelift_jit::JITModule` for the host CPU
+//! (features detected at run time by `cranelift_native`) and wraps the entry point in a safe API.
+//!
+//! [`Kernel::run_into`] checks every buffer's size before calling the generated code, so the
+//! code's own guarantee (it touches nothing outside the buffers it is given) is all that safety
+//! needs. The JIT module refuses to resolve any symbol, so a stray import is a compile error, not
+//! a call into the host process.
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, default_libcall_names};
+use shrink_codegen::loops::status;
+use shrink_codegen::{CodegenError, IoSpec, Program};
+use shrink_ir::Tensor;
+
+/// Why compiling or running a kernel failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JitError {
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error("JIT: {0}")]
+    Jit(String),
+    /// The caller's tensors or buffers do not match the kernel's inputs/outputs.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The kernel refused its input data (status code from `run`).
+    #[error("the kernel returned status {code}: {}", status::describe(*code))]
+    Status { code: i32 },
+}
+
+type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+/// Sizes of the generated code, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodeStats {
+    /// Machine code of each node kernel, in program order.
+    pub kernel_code_bytes: Vec<usize>,
+    /// All machine code (kernels plus the entry point).
+    pub code_bytes: usize,
+    pub rodata_bytes: usize,
+}
+
+/// A compiled model in this process's memory.
+pub struct Kernel {
+    module: Option<JITModule>,
+    run: RunFn,
+    inputs: Vec<IoSpec>,
+    outputs: Vec<IoSpec>,
+    scratch_bytes: usize,
+    stats: CodeStats,
+}
+
+// SAFETY: after `finalize_definitions` the module is never used again except to free its
+// memory on drop, and the generated code writes no global state (kernel ABI: everything lives in
+// the caller's buffers), so calls from several threads at once are sound.
+unsafe impl Send for Kernel {}
+unsafe impl Sync for Kernel {}
+
+/// The host ISA with every feature the CPU has, and the flags shrink's code relies on.
+fn host_module() -> Result<JITModule, JitError> {
+    let mut fb = settings::builder();
+    let set = |fb: &mut settings::Builder, k: &str, v: &str| {
+        fb.set(k, v)
+            .map_err(|e| JitError::Jit(format!("flag {k}: {e}")))
+    };
+    set(&mut fb, "opt_level", "speed")?;
+    set(&mut fb, "is_pic", "false")?;
+    set(&mut fb, "enable_probestack", "false")?;
+    set(&mut fb, "use_colocated_libcalls", "false")?;
+    let ib = cranelift_native::builder().map_err(|e| JitError::Jit(e.to_string()))?;
+    let isa = ib
+        .finish(settings::Flags::new(fb))
+        .map_err(|e| JitError::Jit(e.to_string()))?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    // Generated code imports nothing; resolving any name would mean calling into this process.
+    jb.symbol_lookup_fn(Box::new(|_| None));
+    Ok(JITModule::new(jb))
+}
+
+impl Kernel {
+    /// JIT-compiles a lowered program.
+    pub fn compile(p: &Program) -> Result<Kernel, JitError> {
+        let mut module = host_module()?;
+        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export) {
+            Ok(d) => d,
+            Err(e) => {
+                // SAFETY: nothing of this module was handed out.
+                unsafe { module.free_memory() };
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = module.finalize_definitions() {
+            unsafe { module.free_memory() };
+            return Err(JitError::Jit(e.to_string()));
+        }
+        let ptr = module.get_finalized_function(d.run);
+        // SAFETY: `run` was defined with the kernel ABI signature, which is this type.
+        let run = unsafe { std::mem::transmute::<*const u8, RunFn>(ptr) };
+        let code_bytes = d.kernel_code_bytes.iter().sum::<usize>() + d.run_code_bytes;
+        Ok(Kernel {
+            module: Some(module),
+            run,
+            inputs: p.inputs.clone(),
+            outputs: p.outputs.clone(),
+            scratch_bytes: p.scratch_bytes,
+            stats: CodeStats {
+                kernel_code_bytes: d.kernel_code_bytes,
+                code_bytes,
+                rodata_bytes: d.rodata_bytes,
+            },
+        })
+    }
+
+    pub fn inputs(&self) -> &[IoSpec] {
+        &self.inputs
+    }
+    pub fn outputs(&self) -> &[IoSpec] {
+        &self.outputs
+    }
+    /// Bytes of scratch [`Kernel::run_into`] needs.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch_bytes
+    }
+    pub fn stats(&self) -> &CodeStats {
+        &self.stats
+    }
+
+    /// Runs on caller-owned buffers without allocating: `inputs[i]` and `outputs[k]` hold the
+    /// dense little-endian bytes of each tensor, `scratch` at least [`Kernel::scratch_bytes`].
+    pub fn run_into(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        scratch: &mut [u8],
+    ) -> Result<(), JitError> {
+        check_buffers("input", &self.inputs, inputs.iter().map(|b| b.len()))?;
+        check_buffers("output", &self.outputs, outputs.iter().map(|b| b.len()))?;
+        if scratch.len() < self.scratch_bytes {
+            return Err(JitError::Mismatch(format!(
+                "scratch has {} bytes, the kernel needs {}",
+                scratch.len(),
+                self.scratch_bytes
+            )));
+        }
+        // Small models need no heap for the pointer arrays.
+        const STACK: usize = 16;
+        let mut in_stack = [std::ptr::null::<u8>(); STACK];
+        let mut out_stack = [std::ptr::null_mut::<u8>(); STACK];
+        let mut in_heap = vec![];
+        let mut out_heap = vec![];
+        let in_ptrs: &mut [*const u8] = if inputs.len() <= STACK {
+            &mut in_stack[..inputs.len()]
+        } else {
+            in_heap.resize(inputs.len(), std::ptr::null());
+            &mut in_heap
+        };
+        for (p, b) in in_ptrs.iter_mut().zip(inputs) {
+            *p = b.as_ptr();
+        }
+        let out_ptrs: &mut [*mut u8] = if outputs.len() <= STACK {
+            &mut out_stack[..outputs.len()]
+        } else {
+            out_heap.resize(outputs.len(), std::ptr::null_mut());
+            &mut out_heap
+        };
+        for (p, b) in out_ptrs.iter_mut().zip(outputs.iter_mut()) {
+            *p = b.as_mut_ptr();
+        }
+        // SAFETY: every buffer has exactly the size the code was generated for (checked above),
+        // and the code stays inside them (bounds proven or checked by the emitter).
+        let code = unsafe { (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), scratch.as_mut_ptr()) };
+        if code != 0 {
+            return Err(JitError::Status { code });
+        }
+        Ok(())
+    }
+
+    /// Runs on tensors, allocating the outputs and scratch.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, JitError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(JitError::Mismatch(format!(
+                "the kernel has {} inputs, {} were given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (t, s) in inputs.iter().zip(&self.inputs) {
+            if t.dtype() != s.dtype || t.dims() != s.dims.as_slice() {
+                return Err(JitError::Mismatch(format!(
+                    "input '{}' is {}{:?}, the kernel expects {}{:?}",
+                    s.name,
+                    t.dtype(),
+                    t.dims(),
+                    s.dtype,
+                    s.dims
+                )));
+            }
+        }
+        let ins: Vec<&[u8]> = inputs.iter().map(|t| t.bytes().as_ref()).collect();
+        let mut outs: Vec<Vec<u8>> = self.outputs.iter().map(|s| vec![0; s.bytes()]).collect();
+        let mut scratch = vec![0u8; self.scratch_bytes];
+        {
+            let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            self.run_into(&ins, &mut views, &mut scratch)?;
+        }
+        Ok(outs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(bytes, s)| {
+                Tensor::from_bytes(s.dtype, s.dims.clone(), bytes.into())
+                    .expect("sized from the spec")
+            })
+            .collect())
+    }
+}
+
+fn check_buffers(
+    what: &str,
+    specs: &[IoSpec],
+    lens: impl ExactSizeIterator<Item = usize>,
+) -> Result<(), JitError> {
+    if lens.len() != specs.len() {
+        return Err(JitError::Mismatch(format!(
+            "the kernel has {} {what}s, {} buffers were given",
+            specs.len(),
+            lens.len()
+        )));
+    }
+    for (s, n) in specs.iter().zip(lens) {
+        if n != s.bytes() {
+            return Err(JitError::Mismatch(format!(
+                "{what} '{}' ({}{:?}) needs {} bytes, the buffer has {n}",
+                s.name,
+                s.dtype,
+                s.dims,
+                s.bytes()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `run` dies with `self`; no pointer into the code outlives the kernel.
+            unsafe { m.free_memory() };
+        }
+    }
+}
