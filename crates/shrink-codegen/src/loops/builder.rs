@@ -1,7 +1,7 @@
 //! [`Builder`]: how op lowerings write kernels. It owns the kernel under construction and a stack
 //! of open statement lists, so loops and branches nest with closures:
 //!
-//! ```ignore
+//! ```text
 //! b.nest(&dims, |b, idx| {
 //!     let x = b.load(&input, linear(idx, &in_strides));
 //!     b.store(&output, linear(idx, &out_strides), x.max(Expr::f32(0.0)));

@@ -6,6 +6,9 @@ pub mod convert;
 pub mod emit;
 pub mod expr;
 pub mod ir;
+pub mod math;
+#[cfg(test)]
+pub mod testing;
 
 pub use builder::{Builder, TensorRef};
 pub use expr::{broadcast_strides, linear, strides_of};

@@ -2,7 +2,7 @@
 //! scalar function handed to [`map_broadcast`], which writes the one loop nest they all share.
 use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear, status};
-use shrink_ir::op::{Binary, Unary};
+use shrink_ir::op::{Binary, Ternary, Unary, Variadic};
 
 /// `out[i] = f(a_0[i'], a_1[i''], …)` over `out`'s index space, each input read with numpy
 /// broadcasting (in its compute type). Same-shape and single-element inputs share one flat loop.
@@ -150,4 +150,14 @@ pub fn lower_binary(b: &mut Builder, op: &Binary, cx: &NodeCtx) -> LowerResult {
     });
     let _ = Ty::Bool;
     Ok(())
+}
+
+pub fn lower_variadic(b: &mut Builder, op: &Variadic, cx: &NodeCtx) -> LowerResult {
+    let _ = (b, cx);
+    Err(format!("{} has no native lowering yet", op.name()))
+}
+
+pub fn lower_ternary(b: &mut Builder, op: &Ternary, cx: &NodeCtx) -> LowerResult {
+    let _ = (b, cx);
+    Err(format!("{} has no native lowering yet", op.name()))
 }

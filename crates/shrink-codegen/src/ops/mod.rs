@@ -4,7 +4,16 @@
 //!
 //! Semantics are the interpreter's (`shrink-ref`), which is the oracle these are tested against:
 //! integer arithmetic wraps, float math on f16/bf16 is done in f32 and rounded once per op.
+pub mod conv;
+pub mod convert;
 pub mod elementwise;
+pub mod layout;
+pub mod linear;
+pub mod norm;
+pub mod pool;
+pub mod quant;
+pub mod reduce;
+pub mod transformer;
 
 use crate::loops::{Builder, TensorRef};
 use shrink_ir::{Graph, NodeId, Op, Tensor};
@@ -51,17 +60,17 @@ pub fn lower_node(b: &mut Builder, op: &Op, cx: &NodeCtx) -> LowerResult {
         Op::Input { .. } | Op::Const(_) => Ok(()),
         Op::Unary(u) => elementwise::lower_unary(b, u, cx),
         Op::Binary(o) => elementwise::lower_binary(b, o, cx),
-        Op::Variadic(_)
-        | Op::Ternary(_)
-        | Op::Linear(_)
-        | Op::Quant(_)
-        | Op::Conv(_)
-        | Op::Pool(_)
-        | Op::Norm(_)
-        | Op::Reduce(_)
-        | Op::Layout(_)
-        | Op::Convert(_)
-        | Op::Transformer(_)
-        | Op::Fused(_) => Err(format!("{} has no native lowering yet", op.name())),
+        Op::Variadic(o) => elementwise::lower_variadic(b, o, cx),
+        Op::Ternary(o) => elementwise::lower_ternary(b, o, cx),
+        Op::Linear(o) => linear::lower(b, o, cx),
+        Op::Fused(o) => linear::lower_fused(b, o, cx),
+        Op::Quant(o) => quant::lower(b, o, cx),
+        Op::Conv(o) => conv::lower(b, o, cx),
+        Op::Pool(o) => pool::lower(b, o, cx),
+        Op::Norm(o) => norm::lower(b, o, cx),
+        Op::Reduce(o) => reduce::lower(b, o, cx),
+        Op::Layout(o) => layout::lower(b, o, cx),
+        Op::Convert(o) => convert::lower(b, o, cx),
+        Op::Transformer(o) => transformer::lower(b, o, cx),
     }
 }

@@ -1,0 +1,104 @@
+//! Test support: JIT-compiles one loop-language kernel for the host and runs it on byte buffers,
+//! so the emitter, the math library and single ops are tested without the program layer.
+use super::emit::{IsaFacts, emit_kernel, kernel_signature};
+use super::ir::{Kernel, Place};
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::{Function, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{DataDescription, Linkage, Module, default_libcall_names};
+
+/// Runs `kernel` with the given input buffers and zeroed outputs of the given byte sizes
+/// (scratch of `scratch` bytes). Returns the status and the output bytes.
+pub fn run_kernel(
+    kernel: &Kernel,
+    inputs: &[Vec<u8>],
+    output_bytes: &[usize],
+    scratch: usize,
+) -> (i32, Vec<Vec<u8>>) {
+    let mut fb = settings::builder();
+    fb.set("opt_level", "speed").unwrap();
+    let isa = cranelift_native::builder()
+        .unwrap()
+        .finish(settings::Flags::new(fb))
+        .unwrap();
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    jb.symbol_lookup_fn(Box::new(|_| None));
+    let mut module = JITModule::new(jb);
+    let facts = IsaFacts::of(module.isa());
+    let sig = kernel_signature(&facts);
+    let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
+    let mut ctx = Context::new();
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+    let mut gvs = vec![];
+    for (i, d) in kernel.bufs.iter().enumerate() {
+        let bytes = match &d.place {
+            Place::Table(t) => Some(kernel.tables[*t].clone()),
+            Place::Const(_) => panic!("run_kernel has no graph constants"),
+            _ => None,
+        };
+        gvs.push(bytes.map(|mut bytes| {
+            let did = module
+                .declare_data(&format!("t{i}"), Linkage::Local, false, false)
+                .unwrap();
+            let mut desc = DataDescription::new();
+            if bytes.is_empty() {
+                bytes.push(0);
+            }
+            desc.define(bytes.into_boxed_slice());
+            module.define_data(did, &desc).unwrap();
+            module.declare_data_in_func(did, &mut ctx.func)
+        }));
+    }
+    let mut fctx = FunctionBuilderContext::new();
+    emit_kernel(kernel, &mut ctx.func, &mut fctx, &facts, &gvs);
+    module.define_function(id, &mut ctx).unwrap();
+    module.finalize_definitions().unwrap();
+    let f: unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32 =
+        unsafe { std::mem::transmute(module.get_finalized_function(id)) };
+    let mut outs: Vec<Vec<u8>> = output_bytes.iter().map(|&n| vec![0u8; n]).collect();
+    let mut scratch = vec![0u8; scratch];
+    let ins: Vec<*const u8> = inputs.iter().map(|v| v.as_ptr()).collect();
+    let outp: Vec<*mut u8> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+    let code = unsafe { f(ins.as_ptr(), outp.as_ptr(), scratch.as_mut_ptr()) };
+    unsafe { module.free_memory() };
+    (code, outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loops::{Builder, Expr};
+    use shrink_ir::DType;
+
+    #[test]
+    fn relu_kernel_and_out_of_range_gather_status() {
+        let mut b = Builder::new("t");
+        let x = b.buffer(Place::Input(0), DType::F32, &[4]);
+        let idx = b.buffer(Place::Input(1), DType::I64, &[1]);
+        let y = b.buffer(Place::Output(0), DType::F32, &[4]);
+        b.for_(4, |b, i| {
+            let v = b.load(&x, i.clone());
+            b.store(&y, i, v.max(Expr::f32(0.0)));
+        });
+        // A data-dependent index the emitter cannot prove: it must be checked at run time.
+        let j = b.load(&idx, Expr::idx(0));
+        let v = b.load(&x, j);
+        b.store(&y, Expr::idx(0), v);
+        let k = b.finish().unwrap();
+        let xs: Vec<u8> = [-1f32, 2.0, -3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let (code, outs) = run_kernel(&k, &[xs.clone(), 3i64.to_le_bytes().to_vec()], &[16], 0);
+        assert_eq!(code, 0);
+        let got: Vec<f32> = outs[0]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![4.0, 2.0, 0.0, 4.0]);
+        let (code, _) = run_kernel(&k, &[xs, 4i64.to_le_bytes().to_vec()], &[16], 0);
+        assert_eq!(code, crate::loops::status::OUT_OF_BOUNDS);
+    }
+}

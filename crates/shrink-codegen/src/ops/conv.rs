@@ -1,0 +1,9 @@
+//! The `Conv` family as loop nests.
+use super::{LowerResult, NodeCtx};
+use crate::loops::Builder;
+use shrink_ir::op::Conv;
+
+pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
+    let _ = (b, cx);
+    Err(format!("{} has no native lowering yet", op.name()))
+}

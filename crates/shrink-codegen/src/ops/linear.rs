@@ -1,0 +1,15 @@
+//! The `Linear` family as loop nests.
+use super::{LowerResult, NodeCtx};
+use crate::loops::Builder;
+use shrink_ir::op::{Fused, Linear};
+
+pub fn lower(b: &mut Builder, op: &Linear, cx: &NodeCtx) -> LowerResult {
+    let _ = (b, cx);
+    Err(format!("{} has no native lowering yet", op.name()))
+}
+
+/// The fused DenseAct op (MatMul → Add → activation).
+pub fn lower_fused(b: &mut Builder, op: &Fused, cx: &NodeCtx) -> LowerResult {
+    let _ = (b, cx);
+    Err(format!("{} has no native lowering yet", op.name()))
+}
