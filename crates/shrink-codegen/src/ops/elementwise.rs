@@ -52,8 +52,17 @@ pub fn map_broadcast(
 pub fn lower_unary(b: &mut Builder, op: &Unary, cx: &NodeCtx) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
     let ty = x.compute_ty();
-    let zero = Expr::lit(ty, 0.0);
-    let supported = matches!(
+    if !unary_supported(op) {
+        return Err(format!("{} has no native lowering yet", op.name()));
+    }
+    map_broadcast(b, &[x], y, |b, v| unary_scalar(b, op, v[0].clone()));
+    let _ = ty;
+    Ok(())
+}
+
+/// Whether [`unary_scalar`] implements `op`.
+pub fn unary_supported(op: &Unary) -> bool {
+    matches!(
         op,
         Unary::Abs
             | Unary::Neg
@@ -67,53 +76,56 @@ pub fn lower_unary(b: &mut Builder, op: &Unary, cx: &NodeCtx) -> LowerResult {
             | Unary::Identity
             | Unary::Sign
             | Unary::LeakyRelu { .. }
-    );
-    if !supported {
-        return Err(format!("{} has no native lowering yet", op.name()));
-    }
-    let op = op.clone();
-    map_broadcast(b, &[x], y, |b, v| {
-        let v = b.let_(v[0].clone());
-        match op {
-            Unary::Abs => v.abs(),
-            Unary::Neg => v.neg(),
-            Unary::Sqrt => v.sqrt(),
-            Unary::Reciprocal => Expr::lit(ty, 1.0).div(v),
-            Unary::Floor => v.floor(),
-            Unary::Ceil => v.ceil(),
-            Unary::Round => v.nearest(),
-            // max(x, 0) with NaN kept: x < 0 ? 0 : x.
-            Unary::Relu => Expr::select(v.clone().lt(zero.clone()), zero, v),
-            Unary::Not => v.not(),
-            Unary::Identity => v,
-            Unary::Sign => {
-                let one = Expr::lit(ty, 1.0);
-                let pos = Expr::select(v.clone().gt(zero.clone()), one.clone(), zero.clone());
-                if ty.is_signed() {
-                    let neg = Expr::lit(ty, -1.0);
-                    // NaN fails both comparisons and stays NaN.
-                    let base = if ty.is_float() {
-                        Expr::select(v.clone().eq(zero.clone()), zero.clone(), v.clone())
-                    } else {
-                        zero.clone()
-                    };
-                    Expr::select(
-                        v.clone().lt(zero.clone()),
-                        neg,
-                        Expr::select(v.gt(zero), one, base),
-                    )
+    )
+}
+
+/// The scalar function of a Unary op applied to `v` (in its compute type). Also used by fused
+/// ops that carry an activation (DenseAct). Callers check [`unary_supported`] first.
+pub fn unary_scalar(b: &mut Builder, op: &Unary, v: Expr) -> Expr {
+    let ty = v.ty;
+    let zero = Expr::lit(ty, 0.0);
+    let v = b.let_(v);
+    match op {
+        Unary::Abs => v.abs(),
+        Unary::Neg => v.neg(),
+        Unary::Sqrt => v.sqrt(),
+        Unary::Reciprocal => Expr::lit(ty, 1.0).div(v),
+        Unary::Floor => v.floor(),
+        Unary::Ceil => v.ceil(),
+        Unary::Round => v.nearest(),
+        // max(x, 0) with NaN kept: x < 0 ? 0 : x.
+        Unary::Relu => Expr::select(v.clone().lt(zero.clone()), zero, v),
+        Unary::Not => v.not(),
+        Unary::Identity => v,
+        Unary::Sign => {
+            let one = Expr::lit(ty, 1.0);
+            let pos = Expr::select(v.clone().gt(zero.clone()), one.clone(), zero.clone());
+            if ty.is_signed() {
+                let neg = Expr::lit(ty, -1.0);
+                // NaN fails both comparisons and stays NaN.
+                let base = if ty.is_float() {
+                    Expr::select(v.clone().eq(zero.clone()), zero.clone(), v.clone())
                 } else {
-                    pos
-                }
+                    zero.clone()
+                };
+                Expr::select(
+                    v.clone().lt(zero.clone()),
+                    neg,
+                    Expr::select(v.gt(zero), one, base),
+                )
+            } else {
+                pos
             }
-            Unary::LeakyRelu { alpha } => {
-                let a = Expr::lit(ty, alpha as f64);
-                Expr::select(v.clone().lt(zero), v.clone().mul(a), v)
-            }
-            _ => unreachable!("checked above"),
         }
-    });
-    Ok(())
+        Unary::LeakyRelu { alpha } => {
+            let a = Expr::lit(ty, *alpha as f64);
+            Expr::select(v.clone().lt(zero), v.clone().mul(a), v)
+        }
+        _ => {
+            b.unsupported(format!("{} has no native lowering yet", op.name()));
+            v
+        }
+    }
 }
 
 pub fn lower_binary(b: &mut Builder, op: &Binary, cx: &NodeCtx) -> LowerResult {
