@@ -123,7 +123,11 @@ fn sum_f64(b: &mut Builder, n: usize, f: impl FnOnce(&mut Builder, Expr) -> Expr
 }
 
 /// Σ f(index) over the index space `dims`, in an f64 accumulator.
-fn sum_nest(b: &mut Builder, dims: &[usize], f: impl FnOnce(&mut Builder, &[Expr]) -> Expr) -> Expr {
+fn sum_nest(
+    b: &mut Builder,
+    dims: &[usize],
+    f: impl FnOnce(&mut Builder, &[Expr]) -> Expr,
+) -> Expr {
     let acc = b.mutable(f64k(0.0));
     b.nest(dims, |b, i| {
         let v = f(b, i);
@@ -175,11 +179,14 @@ fn batch_norm(
     }
     let y = cx.output(0);
     // Element s of the (batch bn, channel ch) plane.
-    let at = move |bn: Expr, ch: Expr, s: Expr| bn.mul_k(c as i64).add(ch).mul_k(spatial as i64).add(s);
+    let at =
+        move |bn: Expr, ch: Expr, s: Expr| bn.mul_k(c as i64).add(ch).mul_k(spatial as i64).add(s);
     b.for_(c, |b, ch| {
         let (mean, var) = if training {
             // The batch's own statistics over every (bn, s) of the channel.
-            mean_var(b, x, &[n, spatial], |j| at(j[0].clone(), ch.clone(), j[1].clone()))
+            mean_var(b, x, &[n, spatial], |j| {
+                at(j[0].clone(), ch.clone(), j[1].clone())
+            })
         } else {
             let m = ld(b, in_mean, ch.clone());
             let v = ld(b, in_var, ch.clone());
@@ -192,7 +199,10 @@ fn batch_norm(
         b.for_(n, |b, bn| {
             b.for_(spatial, |b, s| {
                 let i = b.let_(at(bn, ch.clone(), s));
-                let v = ld(b, x, i.clone()).sub(mean.clone()).mul(k.clone()).add(bi.clone());
+                let v = ld(b, x, i.clone())
+                    .sub(mean.clone())
+                    .mul(k.clone())
+                    .add(bi.clone());
                 st(b, y, i, v);
             });
         });
@@ -201,9 +211,7 @@ fn batch_norm(
             for (k, (run, cur)) in [(in_mean, mean), (in_var, var)].into_iter().enumerate() {
                 if let Some(out) = cx.outputs.get(k + 1) {
                     let r = ld(b, run, ch.clone());
-                    let v = r
-                        .mul(f64k(momentum))
-                        .add(cur.mul(f64k(1.0 - momentum)));
+                    let v = r.mul(f64k(momentum)).add(cur.mul(f64k(1.0 - momentum)));
                     st(b, out, ch.clone(), v);
                 }
             }
@@ -227,7 +235,10 @@ fn instance_norm(b: &mut Builder, cx: &NodeCtx, x: &TensorRef, eps: f64) -> Lowe
             let bi = b.let_(bi);
             b.for_(spatial, |b, s| {
                 let i = b.let_(base.clone().add(s));
-                let v = ld(b, x, i.clone()).sub(mean.clone()).mul(k.clone()).add(bi.clone());
+                let v = ld(b, x, i.clone())
+                    .sub(mean.clone())
+                    .mul(k.clone())
+                    .add(bi.clone());
                 st(b, y, i, v);
             });
         });
@@ -341,7 +352,11 @@ fn softmax(
         norm_axis(axis, dims.len())?
     };
     let (outer, n, inner): (usize, usize, usize) = if coerce_2d {
-        (dims[..axis].iter().product(), dims[axis..].iter().product(), 1)
+        (
+            dims[..axis].iter().product(),
+            dims[axis..].iter().product(),
+            1,
+        )
     } else {
         (
             dims[..axis].iter().product(),
@@ -404,3 +419,7 @@ fn softmax(
     });
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "norm_tests.rs"]
+mod tests;

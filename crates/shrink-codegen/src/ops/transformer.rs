@@ -40,15 +40,7 @@ pub fn lower(b: &mut Builder, op: &Transformer, cx: &NodeCtx) -> LowerResult {
             interleaved,
             num_heads,
             rotary_embedding_dim,
-        } => rotary_embedding(
-            b,
-            cx,
-            x,
-            y,
-            *interleaved,
-            *num_heads,
-            *rotary_embedding_dim,
-        ),
+        } => rotary_embedding(b, cx, x, y, *interleaved, *num_heads, *rotary_embedding_dim),
     }
 }
 
