@@ -8,4 +8,4 @@ pub mod loops;
 pub mod ops;
 pub mod program;
 
-pub use program::{CodegenError, Defined, IoSpec, Program, define, lower};
+pub use program::{CodegenError, Defined, IoSpec, Listing, Program, define, lower};

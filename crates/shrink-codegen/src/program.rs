@@ -68,6 +68,9 @@ impl IoSpec {
 pub struct NodeKernel {
     pub node_name: String,
     pub op: &'static str,
+    /// How the node was lowered: `loops` (the loop-nest emitter), or a kernel strategy name
+    /// (`dense`, `stream`, `packed`) for layers with weights.
+    pub strategy: &'static str,
     pub kernel: Kernel,
 }
 
@@ -225,6 +228,11 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
         kernels.push(NodeKernel {
             node_name: node.name.clone(),
             op: node.op.name(),
+            strategy: if matches!(node.op, Op::Linear(_) | Op::Fused(_) | Op::Conv(_)) {
+                "dense"
+            } else {
+                "loops"
+            },
             kernel,
         });
     }
@@ -247,6 +255,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
         kernels.push(NodeKernel {
             node_name: g.outputs[k].0.clone(),
             op: "Identity",
+            strategy: "loops",
             kernel: b.finish().map_err(CodegenError::new)?,
         });
     }
@@ -271,6 +280,15 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
     })
 }
 
+/// A text listing [`define`] can capture while it compiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Cranelift IR of every function, before optimization.
+    Clif,
+    /// The machine code of every function, disassembled by Cranelift (VCode form).
+    Asm,
+}
+
 /// What [`define`] placed in the module.
 #[derive(Clone, Debug)]
 pub struct Defined {
@@ -282,6 +300,8 @@ pub struct Defined {
     pub run_code_bytes: usize,
     /// Bytes of read-only data (constants and tables).
     pub rodata_bytes: usize,
+    /// The requested listing (empty when none was asked for).
+    pub listing: String,
 }
 
 fn module_err(e: impl std::fmt::Display) -> CodegenError {
@@ -295,7 +315,9 @@ pub fn define<M: Module>(
     p: &Program,
     prefix: &str,
     run_linkage: Linkage,
+    listing: Option<Listing>,
 ) -> Result<Defined, CodegenError> {
+    let mut text = String::new();
     let mut rodata_bytes = 0;
     let mut data_object = |module: &mut M, name: String, bytes: &[u8]| {
         let id = module
@@ -354,7 +376,10 @@ pub fn define<M: Module>(
             gvs.push(data.map(|id| module.declare_data_in_func(id, &mut ctx.func)));
         }
         emit_kernel(k, &mut ctx.func, &mut fctx, &isa, &gvs);
+        let title = format!("; {name}: node '{}' (op {})\n", nk.node_name, nk.op);
+        capture_before(&mut text, listing, &title, &mut ctx);
         define_checked(module, id, &mut ctx, &nk.node_name, nk.op)?;
+        capture_after(&mut text, listing, &ctx);
         kernel_code_bytes.push(ctx.compiled_code().map_or(0, |c| c.code_buffer().len()));
         module.clear_context(&mut ctx);
         funcs.push(id);
@@ -397,7 +422,9 @@ pub fn define<M: Module>(
         fb.seal_all_blocks();
         fb.finalize(isa.frontend);
     }
+    capture_before(&mut text, listing, &format!("; {prefix}_run\n"), &mut ctx);
     define_checked(module, run, &mut ctx, prefix, "run")?;
+    capture_after(&mut text, listing, &ctx);
     let run_code_bytes = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
     module.clear_context(&mut ctx);
     Ok(Defined {
@@ -405,7 +432,32 @@ pub fn define<M: Module>(
         kernel_code_bytes,
         run_code_bytes,
         rodata_bytes,
+        listing: text,
     })
+}
+
+fn capture_before(text: &mut String, listing: Option<Listing>, title: &str, ctx: &mut Context) {
+    match listing {
+        Some(Listing::Clif) => {
+            text.push_str(title);
+            text.push_str(&ctx.func.display().to_string());
+            text.push('\n');
+        }
+        Some(Listing::Asm) => {
+            text.push_str(title);
+            ctx.set_disasm(true);
+        }
+        None => {}
+    }
+}
+
+fn capture_after(text: &mut String, listing: Option<Listing>, ctx: &Context) {
+    if listing == Some(Listing::Asm)
+        && let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref())
+    {
+        text.push_str(v);
+        text.push('\n');
+    }
 }
 
 /// Compiles and defines one function, refusing any relocation to a symbol the module does not

@@ -9,7 +9,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, default_libcall_names};
 use shrink_codegen::loops::status;
-use shrink_codegen::{CodegenError, IoSpec, Program};
+use shrink_codegen::{CodegenError, IoSpec, Listing, Program};
 use shrink_ir::Tensor;
 
 /// Why compiling or running a kernel failed.
@@ -80,7 +80,7 @@ impl Kernel {
     /// JIT-compiles a lowered program.
     pub fn compile(p: &Program) -> Result<Kernel, JitError> {
         let mut module = host_module()?;
-        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export) {
+        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, None) {
             Ok(d) => d,
             Err(e) => {
                 // SAFETY: nothing of this module was handed out.
@@ -108,6 +108,15 @@ impl Kernel {
                 rodata_bytes: d.rodata_bytes,
             },
         })
+    }
+
+    /// The Cranelift IR or the disassembly of `p` as compiled for this machine.
+    pub fn listing(p: &Program, kind: Listing) -> Result<String, JitError> {
+        let mut module = host_module()?;
+        let d = shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, Some(kind));
+        // SAFETY: the module was never finalized; no code of it runs.
+        unsafe { module.free_memory() };
+        Ok(d?.listing)
     }
 
     pub fn inputs(&self) -> &[IoSpec] {

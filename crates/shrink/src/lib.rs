@@ -3,6 +3,7 @@
 //!
 //! The layers below are re-exported so that a host needs one dependency.
 pub mod compare;
+pub mod compiler;
 pub mod dataset;
 pub mod demo;
 pub mod inspect;
@@ -11,6 +12,9 @@ pub mod npy;
 pub use shrink_codegen as codegen;
 pub use shrink_ir as ir;
 pub use shrink_jit as jit;
+
+pub use compiler::{CompileOptions, Compiler, Error, Model};
+pub use shrink_jit::Kernel;
 pub use shrink_onnx as onnx;
 pub use shrink_ref as interp;
 
