@@ -1,7 +1,7 @@
 //! [`Compiler`]: the one-call API from a model (a path, bytes or an IR graph) to a kernel
 //! running in this process.
 //!
-//! ```
+//! ```no_run
 //! use shrink::{Compiler, CompileOptions};
 //! # fn main() -> Result<(), shrink::Error> {
 //! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/models/ternary_mlp/model.onnx");
@@ -11,7 +11,7 @@
 //! let y = kernel.run(&[x])?;
 //! assert_eq!(y[0].dims(), kernel.outputs()[0].dims.as_slice());
 //! # Ok(()) }
-//! ```
+//! ```no_run
 use crate::OptOptions;
 use shrink_ir::{Dim, Graph, Shape};
 use shrink_jit::Kernel;
