@@ -11,7 +11,7 @@
 //! let y = kernel.run(&[x])?;
 //! assert_eq!(y[0].dims(), kernel.outputs()[0].dims.as_slice());
 //! # Ok(()) }
-//! ```no_run
+//! ```
 use crate::OptOptions;
 use shrink_ir::{Dim, Graph, Shape};
 use shrink_jit::Kernel;
