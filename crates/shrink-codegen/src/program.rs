@@ -302,6 +302,9 @@ pub struct Defined {
     pub rodata_bytes: usize,
     /// The requested listing (empty when none was asked for).
     pub listing: String,
+    /// Symbols the module declares but does not define (always empty: [`define`] refuses to
+    /// finish otherwise; kept so tests can assert it for every model).
+    pub imports: Vec<String>,
 }
 
 fn module_err(e: impl std::fmt::Display) -> CodegenError {
@@ -427,13 +430,39 @@ pub fn define<M: Module>(
     capture_after(&mut text, listing, &ctx);
     let run_code_bytes = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
     module.clear_context(&mut ctx);
+    let imports = imported_symbols(module);
+    if !imports.is_empty() {
+        return Err(CodegenError::new(format!(
+            "the generated code would import {}",
+            imports.join(", ")
+        )));
+    }
     Ok(Defined {
+        imports,
         run,
         kernel_code_bytes,
         run_code_bytes,
         rodata_bytes,
         listing: text,
     })
+}
+
+/// Every function or data object of `module` declared with import linkage.
+pub fn imported_symbols<M: Module>(module: &M) -> Vec<String> {
+    let d = module.declarations();
+    let funcs = d
+        .get_functions()
+        .filter(|(_, f)| f.linkage == Linkage::Import)
+        .map(|(_, f)| {
+            f.name
+                .clone()
+                .unwrap_or_else(|| "<anonymous function>".into())
+        });
+    let data = d
+        .get_data_objects()
+        .filter(|(_, o)| o.linkage == Linkage::Import)
+        .map(|(_, o)| o.name.clone().unwrap_or_else(|| "<anonymous data>".into()));
+    funcs.chain(data).collect()
 }
 
 fn capture_before(text: &mut String, listing: Option<Listing>, title: &str, ctx: &mut Context) {

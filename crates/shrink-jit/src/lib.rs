@@ -32,6 +32,8 @@ type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> 
 /// Sizes of the generated code, for reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodeStats {
+    /// Symbols the module imports (none, ever: kept for tests to assert).
+    pub imports: Vec<String>,
     /// Machine code of each node kernel, in program order.
     pub kernel_code_bytes: Vec<usize>,
     /// All machine code (kernels plus the entry point).
@@ -103,6 +105,7 @@ impl Kernel {
             outputs: p.outputs.clone(),
             scratch_bytes: p.scratch_bytes,
             stats: CodeStats {
+                imports: d.imports,
                 kernel_code_bytes: d.kernel_code_bytes,
                 code_bytes,
                 rodata_bytes: d.rodata_bytes,
