@@ -237,7 +237,7 @@ fn wrong_buffers_are_refused_before_any_code_runs() {
     let err = kernel.run(&inputs[..1]).unwrap_err().to_string();
     assert!(err.contains("2 inputs, 1 were given"), "{err}");
     let ins: Vec<&[u8]> = inputs.iter().map(|t| &t.bytes()[..]).collect();
-    let mut small = vec![0u8; 4];
+    let mut small = [0u8; 4];
     let err = kernel
         .run_into(&ins, &mut [&mut small[..]], &mut [])
         .unwrap_err()
