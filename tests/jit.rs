@@ -206,7 +206,7 @@ fn resident_bytes() -> usize {
 fn dropping_kernels_frees_their_code() {
     let dir = repo().join("../shared/onnx-node/test_add_bcast");
     let (g, _) = graph_and_inputs(&dir);
-    let program = shrink::codegen::lower(&g).unwrap();
+    let program = shrink::codegen::lower(&g, &Default::default()).unwrap();
     // Warm up allocator pools first, then measure 1000 more.
     for _ in 0..100 {
         drop(shrink::Kernel::compile(&program).unwrap());

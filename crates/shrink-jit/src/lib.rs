@@ -51,6 +51,17 @@ pub struct Kernel {
     stats: CodeStats,
 }
 
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("scratch_bytes", &self.scratch_bytes)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: after `finalize_definitions` the module is never used again except to free its
 // memory on drop, and the generated code writes no global state (kernel ABI: everything lives in
 // the caller's buffers), so calls from several threads at once are sound.

@@ -59,6 +59,7 @@ pub struct CompileOptions {
     pub input_shapes: Vec<(String, Vec<usize>)>,
     /// Largest tensor the importer may load.
     pub max_memory: usize,
+    pub codegen: shrink_codegen::CodegenOptions,
 }
 
 impl Default for CompileOptions {
@@ -67,6 +68,7 @@ impl Default for CompileOptions {
             opt: OptOptions::default(),
             input_shapes: vec![],
             max_memory: 4 << 30,
+            codegen: Default::default(),
         }
     }
 }
@@ -118,7 +120,7 @@ impl Compiler {
     /// Compiles to native code for this machine.
     pub fn compile_jit<'a>(&self, model: impl Into<Model<'a>>) -> Result<Kernel, Error> {
         let g = self.optimized_graph(model)?;
-        Ok(crate::compile_jit(&g)?)
+        Ok(crate::compile_jit_with(&g, &self.options.codegen)?)
     }
 }
 

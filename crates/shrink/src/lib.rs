@@ -194,8 +194,17 @@ pub fn optimize_staged(g: &Graph, opts: &OptOptions) -> Result<Staged, String> {
     })
 }
 
-/// Compiles an optimized graph (static shapes) to native code for this machine.
+/// Compiles an optimized graph (static shapes) to native code for this machine, with the default
+/// code generation options.
 pub fn compile_jit(g: &Graph) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
-    let program = shrink_codegen::lower(g)?;
+    compile_jit_with(g, &shrink_codegen::CodegenOptions::default())
+}
+
+/// [`compile_jit`] with explicit code generation options (strategies, stream cap).
+pub fn compile_jit_with(
+    g: &Graph,
+    options: &shrink_codegen::CodegenOptions,
+) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
+    let program = shrink_codegen::lower(g, options)?;
     shrink_jit::Kernel::compile(&program)
 }

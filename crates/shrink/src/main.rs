@@ -38,6 +38,22 @@ struct Cli {
     /// Largest size of folded constants alive at once during constant folding (K/M/G suffixes).
     #[arg(long, global = true, default_value = "1G", value_parser = parse_size)]
     fold_budget: usize,
+    /// Kernel strategy for layers with weights: stream, packed, dense or auto (default).
+    #[arg(long, global = true, default_value = "auto")]
+    strategy: String,
+    /// The strategy of one layer: LAYER=STRATEGY (repeatable; LAYER is the ONNX node name).
+    #[arg(long, global = true)]
+    strategy_for: Vec<String>,
+    /// Largest machine code a `stream` layer may take (K/M suffixes); larger forced streams are
+    /// refused.
+    #[arg(long, global = true, value_parser = parse_size)]
+    max_code: Option<usize>,
+    /// What `auto` optimizes for: speed (default) or size (smallest code + data per layer).
+    #[arg(long, global = true, default_value = "speed")]
+    optimize: String,
+    /// Activation precision: f32 (default; faithful to the graph).
+    #[arg(long, global = true, default_value = "f32")]
+    activations: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -140,6 +156,46 @@ fn not_yet(engine: Engine) -> anyhow::Error {
         "engine '{}' is not available yet: 'jit' and 'interp' are implemented in this version",
         engine.name()
     )
+}
+
+/// Bytes of code one stream term (a load and an add or subtract) takes, for `--max-code`.
+const STREAM_TERM_BYTES: usize = 10;
+
+/// The code generation options of the command line.
+fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
+    use shrink::codegen::Strategy;
+    let mut o = shrink::codegen::CodegenOptions {
+        strategy: cli
+            .strategy
+            .parse::<Strategy>()
+            .map_err(|e| anyhow!("--strategy: {e}"))?,
+        ..Default::default()
+    };
+    for a in &cli.strategy_for {
+        let (layer, s) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--strategy-for expects LAYER=STRATEGY, got '{a}'"))?;
+        let s = s
+            .parse::<Strategy>()
+            .map_err(|e| anyhow!("--strategy-for {layer}: {e}"))?;
+        o.per_layer.push((layer.to_string(), s));
+    }
+    if let Some(bytes) = cli.max_code {
+        o.max_stream_terms = bytes / STREAM_TERM_BYTES;
+    }
+    match cli.optimize.as_str() {
+        "speed" => {}
+        // A packed layer is a loop plus 2 bits per weight: the smallest form of any layer
+        // bigger than a few dozen nonzeros.
+        "size" => o.auto_stream_terms = 32,
+        other => bail!("--optimize {other}: expected speed or size"),
+    }
+    match cli.activations.as_str() {
+        "f32" => {}
+        "int8" => bail!("--activations int8 is not available yet: kernels keep f32 activations"),
+        other => bail!("--activations {other}: expected f32 or int8"),
+    }
+    Ok(o)
 }
 
 /// `--input-shape NAME=D0,D1,...` arguments.
@@ -291,7 +347,8 @@ fn execute(
             shrink::interp::run(&g, &bound, &ctx).map_err(|e| at(e.to_string()))
         }
         Engine::Jit => {
-            let kernel = shrink::compile_jit(&g).map_err(|e| at(e.to_string()))?;
+            let kernel = shrink::compile_jit_with(&g, &codegen_options(cli)?)
+                .map_err(|e| at(e.to_string()))?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
         Engine::Aot => Err(not_yet(engine)),
@@ -489,7 +546,9 @@ fn cmd_compile(
         opt: opt_options(cli)?,
         input_shapes: input_shapes(cli)?,
         max_memory: cli.max_memory,
+        codegen: codegen_options(cli)?,
     };
+    let codegen = options.codegen.clone();
     let g = shrink::Compiler::new(options)
         .optimized_graph(model)
         .map_err(|e| anyhow!(e))?;
@@ -497,7 +556,7 @@ fn cmd_compile(
         None => shrink::ir::text::print::print_graph(&g),
         Some(kind) => {
             let at = |e: String| anyhow!("{}: {e}", model.display());
-            let p = shrink::codegen::lower(&g).map_err(|e| at(e.to_string()))?;
+            let p = shrink::codegen::lower(&g, &codegen).map_err(|e| at(e.to_string()))?;
             shrink::Kernel::listing(&p, kind).map_err(|e| at(e.to_string()))?
         }
     };
@@ -545,7 +604,9 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
             .map_err(|e| at(e.to_string()))
     };
     let kernel = match engine {
-        Engine::Jit => Some(shrink::compile_jit(&g).map_err(|e| at(e.to_string()))?),
+        Engine::Jit => Some(
+            shrink::compile_jit_with(&g, &codegen_options(cli)?).map_err(|e| at(e.to_string()))?,
+        ),
         _ => None,
     };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -662,9 +723,12 @@ fn main() {
             };
             if let Some(Ok(s)) = &staged {
                 // What the generated code would be: compiled for the host, never run.
+                let cg = codegen_options(&cli)?;
                 let compiled = shrink::compiler::require_static_inputs(&s.optimized)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| shrink::codegen::lower(&s.optimized).map_err(|e| e.to_string()))
+                    .and_then(|_| {
+                        shrink::codegen::lower(&s.optimized, &cg).map_err(|e| e.to_string())
+                    })
                     .and_then(|p| {
                         shrink::Kernel::compile(&p)
                             .map(|k| (p, k))
