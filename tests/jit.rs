@@ -244,3 +244,28 @@ fn wrong_buffers_are_refused_before_any_code_runs() {
         .to_string();
     assert!(err.contains("needs") && err.contains("bytes"), "{err}");
 }
+
+#[test]
+fn a_chain_of_20000_nodes_compiles_and_runs() {
+    use shrink::ir::op::{Op, Unary};
+    use shrink::ir::{DType, Graph, ValueType};
+    let mut g = Graph::new();
+    let t = ValueType::fixed(DType::F32, &[4]);
+    let mut h: shrink::ir::Value = g.add_input("x", t.clone()).into();
+    for i in 0..20_000 {
+        let op = if i % 2 == 0 { Unary::Neg } else { Unary::Abs };
+        h = g
+            .add_node(Op::Unary(op), &format!("n{i}"), &[Some(h)], vec![t.clone()])
+            .into();
+    }
+    g.outputs.push(("y".into(), h));
+    let x = Tensor::from_vec(vec![4], vec![1.5f32, -2.0, 0.0, -0.25]);
+    let kernel = shrink::compile_jit(&g).unwrap();
+    assert_eq!(kernel.stats().kernel_code_bytes.len(), 20_000);
+    let want = shrink::interp::run(&g, &[x.clone()], &Default::default()).unwrap();
+    assert_eq!(kernel.run(&[x.clone()]).unwrap(), want);
+    // The optimizer and the compile of what it leaves take the same chain without recursion.
+    let mut o = g.clone();
+    shrink::optimize(&mut o, &shrink::OptOptions::default()).unwrap();
+    assert_eq!(shrink::compile_jit(&o).unwrap().run(&[x]).unwrap(), want);
+}
