@@ -262,8 +262,8 @@ fn a_chain_of_20000_nodes_compiles_and_runs() {
     let x = Tensor::from_vec(vec![4], vec![1.5f32, -2.0, 0.0, -0.25]);
     let kernel = shrink::compile_jit(&g).unwrap();
     assert_eq!(kernel.stats().kernel_code_bytes.len(), 20_000);
-    let want = shrink::interp::run(&g, &[x.clone()], &Default::default()).unwrap();
-    assert_eq!(kernel.run(&[x.clone()]).unwrap(), want);
+    let want = shrink::interp::run(&g, std::slice::from_ref(&x), &Default::default()).unwrap();
+    assert_eq!(kernel.run(std::slice::from_ref(&x)).unwrap(), want);
     // The optimizer and the compile of what it leaves take the same chain without recursion.
     let mut o = g.clone();
     shrink::optimize(&mut o, &shrink::OptOptions::default()).unwrap();
