@@ -29,6 +29,14 @@ pub enum Listing {
     Asm,
 }
 
+/// Options of [`define`].
+#[derive(Clone, Copy, Default)]
+pub struct DefineOptions<'a> {
+    pub listing: Option<Listing>,
+    /// Called as `progress(functions_compiled, total)` from the compile threads.
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
 /// What [`define`] placed in the module.
 #[derive(Clone, Debug)]
 pub struct Defined {
@@ -76,8 +84,9 @@ pub fn define<M: Module>(
     p: &Program,
     prefix: &str,
     run_linkage: Linkage,
-    listing: Option<Listing>,
+    options: DefineOptions,
 ) -> Result<Defined, CodegenError> {
+    let listing = options.listing;
     let mut rodata_bytes = 0;
     let mut data_object = |module: &mut M, name: String, bytes: &[u8]| {
         let id = module
@@ -164,9 +173,16 @@ pub fn define<M: Module>(
     });
     let compiled = {
         let target = module.isa();
+        let (done, total) = (std::sync::atomic::AtomicUsize::new(0), pending.len());
         pending
             .par_iter_mut()
-            .map(|f| compile_one(target, f, listing))
+            .map(|f| {
+                let c = compile_one(target, f, listing);
+                if let Some(report) = options.progress {
+                    report(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
+                }
+                c
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let (min_align, sym_align) = (

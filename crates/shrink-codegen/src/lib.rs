@@ -10,6 +10,6 @@ pub mod ops;
 pub mod options;
 pub mod program;
 
-pub use define::{Defined, Listing, define};
+pub use define::{DefineOptions, Defined, Listing, define};
 pub use options::{CodegenOptions, Strategy};
 pub use program::{CodegenError, IoSpec, Program, lower};

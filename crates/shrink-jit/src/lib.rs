@@ -9,7 +9,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, default_libcall_names};
 use shrink_codegen::loops::status;
-use shrink_codegen::{CodegenError, IoSpec, Listing, Program};
+use shrink_codegen::{CodegenError, DefineOptions, IoSpec, Listing, Program};
 use shrink_ir::Tensor;
 
 /// Why compiling or running a kernel failed.
@@ -92,8 +92,20 @@ fn host_module() -> Result<JITModule, JitError> {
 impl Kernel {
     /// JIT-compiles a lowered program.
     pub fn compile(p: &Program) -> Result<Kernel, JitError> {
+        Kernel::compile_with_progress(p, None)
+    }
+
+    /// [`Kernel::compile`], reporting `(functions compiled, total)` as it goes.
+    pub fn compile_with_progress(
+        p: &Program,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    ) -> Result<Kernel, JitError> {
         let mut module = host_module()?;
-        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, None) {
+        let options = DefineOptions {
+            listing: None,
+            progress,
+        };
+        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, options) {
             Ok(d) => d,
             Err(e) => {
                 // SAFETY: nothing of this module was handed out.
@@ -127,7 +139,11 @@ impl Kernel {
     /// The Cranelift IR or the disassembly of `p` as compiled for this machine.
     pub fn listing(p: &Program, kind: Listing) -> Result<String, JitError> {
         let mut module = host_module()?;
-        let d = shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, Some(kind));
+        let options = DefineOptions {
+            listing: Some(kind),
+            progress: None,
+        };
+        let d = shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, options);
         // SAFETY: the module was never finalized; no code of it runs.
         unsafe { module.free_memory() };
         Ok(d?.listing)

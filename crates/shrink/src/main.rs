@@ -329,6 +329,28 @@ fn what_passes_did(stats: &[shrink::opt::Stats]) -> String {
     }
 }
 
+/// JIT-compiles `g`, with a progress bar on stderr once the compile has taken a second.
+fn compile_with_bar(cli: &Cli, g: &shrink::ir::Graph) -> Result<shrink::Kernel, String> {
+    let program = shrink::codegen::lower(g, &codegen_options(cli).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("compiling {bar:40} {pos}/{len} functions")
+            .expect("valid template"),
+    );
+    let report = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if bar.is_hidden() && start.elapsed().as_secs_f64() > 1.0 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    };
+    let k = shrink::Kernel::compile_with_progress(&program, Some(&report));
+    bar.finish_and_clear();
+    k.map_err(|e| e.to_string())
+}
+
 /// Runs the model on `inputs` with `engine` (the graph is optimized for those inputs first).
 fn execute(
     cli: &Cli,
@@ -347,8 +369,7 @@ fn execute(
             shrink::interp::run(&g, &bound, &ctx).map_err(|e| at(e.to_string()))
         }
         Engine::Jit => {
-            let kernel = shrink::compile_jit_with(&g, &codegen_options(cli)?)
-                .map_err(|e| at(e.to_string()))?;
+            let kernel = compile_with_bar(cli, &g).map_err(at)?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
         Engine::Aot => Err(not_yet(engine)),
@@ -604,9 +625,7 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
             .map_err(|e| at(e.to_string()))
     };
     let kernel = match engine {
-        Engine::Jit => Some(
-            shrink::compile_jit_with(&g, &codegen_options(cli)?).map_err(|e| at(e.to_string()))?,
-        ),
+        Engine::Jit => Some(compile_with_bar(cli, &g).map_err(at)?),
         _ => None,
     };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
