@@ -208,7 +208,11 @@ fn dropping_kernels_frees_their_code() {
     // so the other tests of this binary running meanwhile do not count.
     if std::env::var_os("SHRINK_RSS_CHILD").is_none() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "dropping_kernels_frees_their_code", "--nocapture"])
+            .args([
+                "--exact",
+                "dropping_kernels_frees_their_code",
+                "--nocapture",
+            ])
             .env("SHRINK_RSS_CHILD", "1")
             .output()
             .unwrap();

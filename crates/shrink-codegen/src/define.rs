@@ -179,7 +179,10 @@ pub fn define<M: Module>(
             .map(|f| {
                 let c = compile_one(target, f, listing);
                 if let Some(report) = options.progress {
-                    report(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
+                    report(
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                        total,
+                    );
                 }
                 c
             })
