@@ -154,7 +154,13 @@ pub(crate) fn fold(
     });
 }
 
-fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[bool]) -> LowerResult {
+fn reduce(
+    b: &mut Builder,
+    x: &TensorRef,
+    y: &TensorRef,
+    kind: Kind,
+    reduced: &[bool],
+) -> LowerResult {
     let ct = x.compute_ty();
     let count: usize = (0..x.rank())
         .filter(|&d| reduced[d])
@@ -184,7 +190,13 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
             reduced,
             y,
             &[Expr::bool(!is_max)],
-            |_, a, v, _| vec![if is_max { a[0].clone().or(v) } else { a[0].clone().and(v) }],
+            |_, a, v, _| {
+                vec![if is_max {
+                    a[0].clone().or(v)
+                } else {
+                    a[0].clone().and(v)
+                }]
+            },
             |_, a| a[0].clone(),
         );
         return Ok(());
@@ -195,7 +207,14 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
     match kind {
         Kind::Max | Kind::Min => {
             let init = if ct.is_float() {
-                Expr::lit(ct, if is_max { f64::NEG_INFINITY } else { f64::INFINITY })
+                Expr::lit(
+                    ct,
+                    if is_max {
+                        f64::NEG_INFINITY
+                    } else {
+                        f64::INFINITY
+                    },
+                )
             } else {
                 let (lo, hi) = int_limits(ct);
                 Expr::int(ct, if is_max { lo } else { hi })
@@ -216,7 +235,8 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
                         } else {
                             v.clone().lt(acc.clone())
                         };
-                        let take = better.or(v.clone().ne(v.clone()).and(acc.clone().eq(acc.clone())));
+                        let take =
+                            better.or(v.clone().ne(v.clone()).and(acc.clone().eq(acc.clone())));
                         Expr::select(take, v, acc)
                     } else if is_max {
                         acc.max(v)
@@ -259,7 +279,11 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
                 y,
                 &[Expr::int(ct, 0)],
                 |_, a, v, _| {
-                    let t = if kind == Kind::Sum { v } else { v.clone().mul(v) };
+                    let t = if kind == Kind::Sum {
+                        v
+                    } else {
+                        v.clone().mul(v)
+                    };
                     vec![a[0].clone().add(t)]
                 },
                 |_, a| {

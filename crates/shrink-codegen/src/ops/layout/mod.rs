@@ -22,10 +22,9 @@ use shrink_ir::op::Layout;
 
 pub fn lower(b: &mut Builder, op: &Layout, cx: &NodeCtx) -> LowerResult {
     match op {
-        Layout::Reshape { .. }
-        | Layout::Flatten { .. }
-        | Layout::Squeeze
-        | Layout::Unsqueeze => shape::same_bytes(b, cx),
+        Layout::Reshape { .. } | Layout::Flatten { .. } | Layout::Squeeze | Layout::Unsqueeze => {
+            shape::same_bytes(b, cx)
+        }
         Layout::Shape { start, end } => shape::shape(b, cx, *start, *end),
         Layout::ConstantOfShape { value } => shape::constant_of_shape(b, cx, value.as_ref()),
         Layout::Range => shape::range(b, cx),
@@ -162,7 +161,9 @@ pub(crate) fn copy(
         let (to, _) = address(b, &da, idx);
         if src.numel() == 0 {
             // Only the fill exists (padding an empty tensor).
-            let v = fill.expect("a source without elements needs a fill").clone();
+            let v = fill
+                .expect("a source without elements needs a fill")
+                .clone();
             b.store_raw(dst, to, v);
             return;
         }

@@ -72,7 +72,10 @@ pub(super) fn concat(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
         pos += t.dims[a];
     }
     if pos != y.dims[a] {
-        return Err(format!("the inputs fill {pos} of {} on axis {a}", y.dims[a]));
+        return Err(format!(
+            "the inputs fill {pos} of {} on axis {a}",
+            y.dims[a]
+        ));
     }
     Ok(())
 }
@@ -103,7 +106,10 @@ pub(super) fn split(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
         pos += y.dims[a];
     }
     if pos != x.dims[a] {
-        return Err(format!("the outputs take {pos} of {} on axis {a}", x.dims[a]));
+        return Err(format!(
+            "the outputs take {pos} of {} on axis {a}",
+            x.dims[a]
+        ));
     }
     Ok(())
 }
@@ -242,7 +248,11 @@ pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     }
     let st = strides_of(&x.dims);
     let base = sl.iter().zip(&st).map(|(s, &t)| s.start * t as i64).sum();
-    let src: Vec<i64> = sl.iter().zip(&st).map(|(s, &t)| s.step * t as i64).collect();
+    let src: Vec<i64> = sl
+        .iter()
+        .zip(&st)
+        .map(|(s, &t)| s.step * t as i64)
+        .collect();
     copy(
         b,
         &dims,
@@ -262,7 +272,10 @@ pub(super) fn gather(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
     let (x, ind, y) = (cx.input(0), cx.input(1), cx.output(0));
     let a = norm_axis(axis, x.rank())?;
     if !ind.compute_ty().is_int() {
-        return Err(format!("Gather indices must be integers, got {}", ind.dtype));
+        return Err(format!(
+            "Gather indices must be integers, got {}",
+            ind.dtype
+        ));
     }
     let mut dims = x.dims[..a].to_vec();
     dims.extend_from_slice(&ind.dims);

@@ -27,8 +27,12 @@ pub(super) fn pad(b: &mut Builder, cx: &NodeCtx, mode: PadMode) -> LowerResult {
     let mut dims = Vec::with_capacity(rank);
     for a in 0..rank {
         let d = x.dims[a] as i128 + begin[a] + end[a];
-        let d = usize::try_from(d)
-            .map_err(|_| format!("pads {pads:?} crop axis {a} of size {} below zero", x.dims[a]))?;
+        let d = usize::try_from(d).map_err(|_| {
+            format!(
+                "pads {pads:?} crop axis {a} of size {} below zero",
+                x.dims[a]
+            )
+        })?;
         dims.push(d);
     }
     check_dims(y, &dims)?;
