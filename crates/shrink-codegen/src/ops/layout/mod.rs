@@ -78,8 +78,8 @@ pub(crate) fn signed(v: &[usize]) -> Vec<i64> {
 /// so a plain copy is one flat loop and a transpose keeps only the loops it needs.
 fn coalesce(space: &[usize], src: &Access, dst: &Access) -> (Vec<usize>, Access, Access) {
     let (mut dims, mut sa, mut da): (Vec<usize>, Vec<Coord>, Vec<Coord>) = (vec![], vec![], vec![]);
-    for d in 0..space.len() {
-        let (n, s, t) = (space[d], src.axes[d].clone(), dst.axes[d].clone());
+    for (d, &n) in space.iter().enumerate() {
+        let (s, t) = (src.axes[d].clone(), dst.axes[d].clone());
         if n == 1 && matches!(s, Coord::Lin(_)) && matches!(t, Coord::Lin(_)) {
             continue;
         }
