@@ -2,8 +2,8 @@
 //!
 //! Every bench measures shrink side by side with tract-onnx (the pure-Rust peer most Rust users
 //! would otherwise pick) in the same criterion group, so the report reads as ratios on the same
-//! machine and run. Until code generation lands, shrink's end-to-end line is its reference
-//! interpreter: a baseline, not a claim.
+//! machine and run. shrink's end-to-end lines are its JIT per kernel strategy, with the
+//! reference interpreter beside them as the baseline the generated code must beat.
 use shrink::ir::Tensor;
 
 /// A model to measure: its ONNX bytes and one set of inputs.

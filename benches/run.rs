@@ -1,7 +1,9 @@
-//! End-to-end latency on the shipped models' stored inputs: shrink's reference interpreter on the
-//! optimized graph beside tract-onnx's optimized runnable plan. Outputs are checked to agree
-//! before timing, so both sides compute the same thing.
+//! End-to-end latency on the shipped models' stored inputs: shrink's JIT (one line per kernel
+//! strategy, allocation-free `run_into`), shrink's reference interpreter on the optimized graph,
+//! and tract-onnx's optimized runnable plan, in one criterion group per model. Outputs are
+//! checked to agree before timing, so every line computes the same thing.
 use criterion::{Criterion, criterion_group, criterion_main};
+use shrink::codegen::{CodegenOptions, Strategy};
 use shrink::compare::{Tolerance, compare};
 use shrink_benches::shipped_models;
 use std::hint::black_box;
@@ -54,6 +56,49 @@ fn run(c: &mut Criterion) {
         );
 
         let mut group = c.benchmark_group(format!("run/{}", m.name));
+        for strategy in [
+            Strategy::Auto,
+            Strategy::Stream,
+            Strategy::Packed,
+            Strategy::Dense,
+        ] {
+            let opts = CodegenOptions {
+                strategy,
+                ..Default::default()
+            };
+            let kernel = shrink::compile_jit_with(&g, &opts).expect("jit compile");
+            let jit = kernel.run(&m.inputs).expect("jit run");
+            let same = compare(
+                &jit[0],
+                &ours[0],
+                Tolerance {
+                    rtol: 1e-4,
+                    atol: 1e-5,
+                },
+            );
+            assert!(
+                same.mismatch.is_none(),
+                "{} jit {strategy}: {:?}",
+                m.name,
+                same.mismatch
+            );
+            let ins: Vec<&[u8]> = m.inputs.iter().map(|t| &t.bytes()[..]).collect();
+            let mut outs: Vec<Vec<u8>> = kernel
+                .outputs()
+                .iter()
+                .map(|s| vec![0; s.bytes()])
+                .collect();
+            let mut scratch = vec![0u8; kernel.scratch_bytes()];
+            group.bench_function(format!("shrink-jit-{strategy}"), |b| {
+                b.iter(|| {
+                    let mut views: Vec<&mut [u8]> =
+                        outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                    kernel
+                        .run_into(black_box(&ins), &mut views, &mut scratch)
+                        .expect("jit run");
+                })
+            });
+        }
         group.bench_function("shrink-interp", |b| {
             b.iter(|| {
                 black_box(shrink::interp::run(&g, &m.inputs, &Default::default()).expect("interp"))

@@ -228,10 +228,26 @@ fn bench_json_has_the_contract_fields() {
 
 #[test]
 fn engines_not_built_yet_say_so() {
-    let o = shrink(&["check", &shipped_model(), "--engine", "jit"]);
-    assert_one_line_error(&o, &["jit", "not available yet"]);
-    let o = shrink(&["compile", &shipped_model(), "--target", "x86_64-linux"]);
+    let o = shrink(&["check", &shipped_model(), "--engine", "aot"]);
+    assert_one_line_error(&o, &["aot", "not available yet"]);
+    let o = shrink(&[
+        "compile",
+        &shipped_model(),
+        "--target",
+        "x86_64-linux",
+        "-o",
+        "m.a",
+    ]);
     assert_one_line_error(&o, &["not available yet"]);
+    let o = shrink(&[
+        "compile",
+        &shipped_model(),
+        "--target",
+        "riscv64gc-unknown-linux-gnu",
+        "--emit",
+        "clif",
+    ]);
+    assert_one_line_error(&o, &["riscv64gc-unknown-linux-gnu", "not available yet"]);
 }
 
 #[test]

@@ -4,8 +4,12 @@
 //! Layers (DESIGN.md "Code generation"): [`loops`] — the loop-nest language and its emitter;
 //! [`ops`] — every op defined in it; [`program`] — the whole model as one `run` entry point of
 //! the kernel ABI, with constants in read-only data and intermediates in the caller's scratch.
+pub mod define;
 pub mod loops;
 pub mod ops;
+pub mod options;
 pub mod program;
 
-pub use program::{CodegenError, Defined, IoSpec, Program, define, lower};
+pub use define::{DefineOptions, Defined, Listing, define};
+pub use options::{CodegenOptions, Strategy};
+pub use program::{CodegenError, IoSpec, Program, lower};

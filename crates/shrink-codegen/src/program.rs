@@ -1,23 +1,10 @@
-//! The program layer: a whole graph as kernels in topological order ([`lower`]), and those
-//! kernels placed into any Cranelift `Module` behind one exported entry point ([`define`]):
-//!
-//! ```c
-//! int32_t PREFIX_run(const void *const *inputs, void *const *outputs, void *scratch);
-//! ```
-//!
+//! The program layer, first half: a whole graph as kernels in topological order ([`lower`]).
 //! Graph inputs are read through `inputs[i]`, graph outputs written through `outputs[k]`,
-//! intermediates live at their memory-plan offsets in `scratch`, constants in read-only data
-//! objects. `run` calls each node's kernel in order and returns the first nonzero status.
-//! Nothing is imported: every function and data object is defined in the module, and a
-//! relocation to a libcall is refused as an error.
-use crate::loops::emit::{IsaFacts, emit_kernel, kernel_signature};
-use crate::loops::{Builder, Kernel, Place, TensorRef, linear};
+//! intermediates live at their memory-plan offsets in `scratch`, constants are graph constants
+//! in read-only data. [`crate::define`] places the result in a module.
+use crate::CodegenOptions;
+use crate::loops::{Builder, Kernel, Place, TensorRef};
 use crate::ops::{NodeCtx, lower_node};
-use cranelift_codegen::Context;
-use cranelift_codegen::FinalizedRelocTarget;
-use cranelift_codegen::ir::{Function, InstBuilder, UserFuncName, types};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use shrink_ir::op::ConstId;
 use shrink_ir::plan::plan_memory;
 use shrink_ir::{DType, Graph, Op, Tensor, Value};
@@ -68,6 +55,9 @@ impl IoSpec {
 pub struct NodeKernel {
     pub node_name: String,
     pub op: &'static str,
+    /// How the node was lowered: `loops` (the loop-nest emitter), or a kernel strategy name
+    /// (`dense`, `stream`, `packed`) for layers with weights.
+    pub strategy: &'static str,
     pub kernel: Kernel,
 }
 
@@ -98,7 +88,7 @@ fn static_dims(g: &Graph, v: Value) -> Result<Vec<usize>, CodegenError> {
 }
 
 /// Lowers every node of `g` (static shapes required) to kernels.
-pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
+pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenError> {
     let io = |name: &str, v: Value| -> Result<IoSpec, CodegenError> {
         let dtype = g.dtype(v);
         if dtype == DType::String {
@@ -136,6 +126,13 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     "string tensors are not supported by generated code",
                 ));
             }
+        }
+    }
+    for (name, _) in &options.per_layer {
+        if !order.iter().any(|&id| &g.node(id).name == name) {
+            return Err(CodegenError::new(format!(
+                "--strategy-for {name}: the optimized graph has no node named '{name}'"
+            )));
         }
     }
     let plan = plan_memory(g).map_err(CodegenError::new)?;
@@ -216,17 +213,29 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
             inputs,
             outputs,
             consts: const_vals,
+            strategy: options.for_layer(&node.name),
+            options,
         };
         lower_node(&mut b, &node.op, &cx)
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
-        let kernel = b
-            .finish()
+        let strategy = b.strategy().unwrap_or(
+            if matches!(node.op, Op::Linear(_) | Op::Fused(_) | Op::Conv(_)) {
+                "dense"
+            } else {
+                "loops"
+            },
+        );
+        let parts = b
+            .finish_all()
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
-        kernels.push(NodeKernel {
-            node_name: node.name.clone(),
-            op: node.op.name(),
-            kernel,
-        });
+        for kernel in parts {
+            kernels.push(NodeKernel {
+                node_name: node.name.clone(),
+                op: node.op.name(),
+                strategy,
+                kernel,
+            });
+        }
     }
     // Outputs that are graph inputs, constants or repeated values are copied at the end.
     let mut scratch_bytes = plan.total;
@@ -243,10 +252,10 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
             let x = b.load_raw(&src, i.clone());
             b.store_raw(&dst, i, x);
         });
-        let _ = linear;
         kernels.push(NodeKernel {
             node_name: g.outputs[k].0.clone(),
             op: "Identity",
+            strategy: "loops",
             kernel: b.finish().map_err(CodegenError::new)?,
         });
     }
@@ -269,169 +278,4 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
         kernels,
         consts,
     })
-}
-
-/// What [`define`] placed in the module.
-#[derive(Clone, Debug)]
-pub struct Defined {
-    /// The exported entry point `PREFIX_run`.
-    pub run: FuncId,
-    /// Machine-code bytes of each node kernel (same order as [`Program::kernels`]).
-    pub kernel_code_bytes: Vec<usize>,
-    /// Code bytes of `run` itself.
-    pub run_code_bytes: usize,
-    /// Bytes of read-only data (constants and tables).
-    pub rodata_bytes: usize,
-}
-
-fn module_err(e: impl std::fmt::Display) -> CodegenError {
-    CodegenError::new(format!("code generation: {e}"))
-}
-
-/// Places `p` in `module` with every symbol prefixed by `prefix`: `{prefix}_run` exported (with
-/// `run_linkage`), everything else local.
-pub fn define<M: Module>(
-    module: &mut M,
-    p: &Program,
-    prefix: &str,
-    run_linkage: Linkage,
-) -> Result<Defined, CodegenError> {
-    let mut rodata_bytes = 0;
-    let mut data_object = |module: &mut M, name: String, bytes: &[u8]| {
-        let id = module
-            .declare_data(&name, Linkage::Local, false, false)
-            .map_err(module_err)?;
-        let mut desc = DataDescription::new();
-        // Never empty: a zero-length object has no address to point at.
-        let mut contents = bytes.to_vec();
-        if contents.is_empty() {
-            contents.push(0);
-        }
-        rodata_bytes += contents.len();
-        desc.define(contents.into_boxed_slice());
-        desc.set_align(16);
-        module.define_data(id, &desc).map_err(module_err)?;
-        Ok::<DataId, CodegenError>(id)
-    };
-    let mut const_ids = BTreeMap::new();
-    for (c, t) in &p.consts {
-        let id = data_object(module, format!("{prefix}_const{}", c.0), t.bytes())?;
-        const_ids.insert(*c, id);
-    }
-    let mut table_ids: HashMap<Vec<u8>, DataId> = HashMap::new();
-    let isa = IsaFacts::of(module.isa());
-    let sig = kernel_signature(&isa);
-    let mut ctx = Context::new();
-    let mut fctx = FunctionBuilderContext::new();
-    let mut funcs = vec![];
-    let mut kernel_code_bytes = vec![];
-    for (i, nk) in p.kernels.iter().enumerate() {
-        let k = &nk.kernel;
-        let name = format!("{prefix}_k{i}");
-        let id = module
-            .declare_function(&name, Linkage::Local, &sig)
-            .map_err(module_err)?;
-        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig.clone());
-        let mut gvs = vec![];
-        for d in &k.bufs {
-            let data = match &d.place {
-                Place::Const(c) => Some(const_ids[c]),
-                Place::Table(t) => {
-                    let bytes = &k.tables[*t];
-                    let id = match table_ids.get(bytes) {
-                        Some(id) => *id,
-                        None => {
-                            let n = table_ids.len();
-                            let id = data_object(module, format!("{prefix}_table{n}"), bytes)?;
-                            table_ids.insert(bytes.clone(), id);
-                            id
-                        }
-                    };
-                    Some(id)
-                }
-                _ => None,
-            };
-            gvs.push(data.map(|id| module.declare_data_in_func(id, &mut ctx.func)));
-        }
-        emit_kernel(k, &mut ctx.func, &mut fctx, &isa, &gvs);
-        define_checked(module, id, &mut ctx, &nk.node_name, nk.op)?;
-        kernel_code_bytes.push(ctx.compiled_code().map_or(0, |c| c.code_buffer().len()));
-        module.clear_context(&mut ctx);
-        funcs.push(id);
-    }
-    // The entry point: call each kernel in order, stop at the first nonzero status.
-    let run = module
-        .declare_function(&format!("{prefix}_run"), run_linkage, &sig)
-        .map_err(module_err)?;
-    ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig.clone());
-    {
-        let refs: Vec<_> = funcs
-            .iter()
-            .map(|&f| module.declare_func_in_func(f, &mut ctx.func))
-            .collect();
-        let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = fb.create_block();
-        fb.append_block_params_for_function_params(entry);
-        fb.switch_to_block(entry);
-        let args = fb.block_params(entry).to_vec();
-        let fail = fb.create_block();
-        fb.append_block_param(fail, types::I32);
-        for r in refs {
-            let call = fb.ins().call(r, &args);
-            let status = fb.inst_results(call)[0];
-            let next = fb.create_block();
-            fb.ins().brif(
-                status,
-                fail,
-                &[cranelift_codegen::ir::BlockArg::Value(status)],
-                next,
-                &[],
-            );
-            fb.switch_to_block(next);
-        }
-        let zero = fb.ins().iconst(types::I32, 0);
-        fb.ins().return_(&[zero]);
-        fb.switch_to_block(fail);
-        let s = fb.block_params(fail)[0];
-        fb.ins().return_(&[s]);
-        fb.seal_all_blocks();
-        fb.finalize(isa.frontend);
-    }
-    define_checked(module, run, &mut ctx, prefix, "run")?;
-    let run_code_bytes = ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
-    module.clear_context(&mut ctx);
-    Ok(Defined {
-        run,
-        kernel_code_bytes,
-        run_code_bytes,
-        rodata_bytes,
-    })
-}
-
-/// Compiles and defines one function, refusing any relocation to a symbol the module does not
-/// define (libcalls: `fmaf`, `memcpy`, …).
-fn define_checked<M: Module>(
-    module: &mut M,
-    id: FuncId,
-    ctx: &mut Context,
-    node: &str,
-    op: &str,
-) -> Result<(), CodegenError> {
-    module
-        .define_function(id, ctx)
-        .map_err(|e| CodegenError::at(node, op, format!("code generation: {e:?}")))?;
-    let code = ctx.compiled_code().expect("just compiled");
-    for r in code.buffer.relocs() {
-        if let FinalizedRelocTarget::ExternalName(cranelift_codegen::ir::ExternalName::LibCall(
-            lc,
-        )) = &r.target
-        {
-            return Err(CodegenError::at(
-                node,
-                op,
-                format!("the generated code would call the library function {lc:?}"),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -9,7 +9,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, default_libcall_names};
 use shrink_codegen::loops::status;
-use shrink_codegen::{CodegenError, IoSpec, Program};
+use shrink_codegen::{CodegenError, DefineOptions, IoSpec, Listing, Program};
 use shrink_ir::Tensor;
 
 /// Why compiling or running a kernel failed.
@@ -32,6 +32,8 @@ type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> 
 /// Sizes of the generated code, for reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodeStats {
+    /// Symbols the module imports (none, ever: kept for tests to assert).
+    pub imports: Vec<String>,
     /// Machine code of each node kernel, in program order.
     pub kernel_code_bytes: Vec<usize>,
     /// All machine code (kernels plus the entry point).
@@ -47,6 +49,17 @@ pub struct Kernel {
     outputs: Vec<IoSpec>,
     scratch_bytes: usize,
     stats: CodeStats,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("scratch_bytes", &self.scratch_bytes)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 // SAFETY: after `finalize_definitions` the module is never used again except to free its
@@ -79,8 +92,20 @@ fn host_module() -> Result<JITModule, JitError> {
 impl Kernel {
     /// JIT-compiles a lowered program.
     pub fn compile(p: &Program) -> Result<Kernel, JitError> {
+        Kernel::compile_with_progress(p, None)
+    }
+
+    /// [`Kernel::compile`], reporting `(functions compiled, total)` as it goes.
+    pub fn compile_with_progress(
+        p: &Program,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    ) -> Result<Kernel, JitError> {
         let mut module = host_module()?;
-        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export) {
+        let options = DefineOptions {
+            listing: None,
+            progress,
+        };
+        let d = match shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, options) {
             Ok(d) => d,
             Err(e) => {
                 // SAFETY: nothing of this module was handed out.
@@ -103,11 +128,25 @@ impl Kernel {
             outputs: p.outputs.clone(),
             scratch_bytes: p.scratch_bytes,
             stats: CodeStats {
+                imports: d.imports,
                 kernel_code_bytes: d.kernel_code_bytes,
                 code_bytes,
                 rodata_bytes: d.rodata_bytes,
             },
         })
+    }
+
+    /// The Cranelift IR or the disassembly of `p` as compiled for this machine.
+    pub fn listing(p: &Program, kind: Listing) -> Result<String, JitError> {
+        let mut module = host_module()?;
+        let options = DefineOptions {
+            listing: Some(kind),
+            progress: None,
+        };
+        let d = shrink_codegen::define(&mut module, p, "shrink", Linkage::Export, options);
+        // SAFETY: the module was never finalized; no code of it runs.
+        unsafe { module.free_memory() };
+        Ok(d?.listing)
     }
 
     pub fn inputs(&self) -> &[IoSpec] {

@@ -57,6 +57,8 @@ pub struct Report {
     pub op_counts: BTreeMap<String, usize>,
     pub passes: Vec<PassReport>,
     pub opt_error: Option<String>,
+    /// Why no code was generated for the report (unbound input dims, an op without a lowering).
+    pub codegen_error: Option<String>,
     pub layers: Vec<Layer>,
     pub totals: Totals,
 }
@@ -203,6 +205,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             })
             .unwrap_or_default(),
         opt_error: opt_error.cloned(),
+        codegen_error: None,
         layers,
         totals: Totals {
             params,
@@ -213,6 +216,31 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             scratch_bytes: scratch,
         },
     }
+}
+
+/// Fills the codegen fields from a compiled program: per layer the strategy and machine-code
+/// bytes of its kernel, in totals all code, read-only data and the scratch the program needs.
+pub fn fill_codegen(
+    r: &mut Report,
+    program: &shrink_codegen::Program,
+    stats: &shrink_jit::CodeStats,
+) {
+    for l in r.layers.iter_mut() {
+        let bytes: usize = program
+            .kernels
+            .iter()
+            .zip(&stats.kernel_code_bytes)
+            .filter(|(k, _)| k.node_name == l.name)
+            .map(|(_, b)| *b)
+            .sum();
+        if let Some(k) = program.kernels.iter().find(|k| k.node_name == l.name) {
+            l.strategy = Some(k.strategy.to_string());
+            l.code_bytes = Some(bytes);
+        }
+    }
+    r.totals.code_bytes = Some(stats.code_bytes);
+    r.totals.rodata_bytes = Some(stats.rodata_bytes);
+    r.totals.scratch_bytes = Some(program.scratch_bytes);
 }
 
 fn shape_text(v: &ValueInfo) -> String {
@@ -261,11 +289,14 @@ pub fn render(r: &Report) -> String {
         }
         (None, None) => {}
     }
+    if let Some(e) = &r.codegen_error {
+        let _ = writeln!(s, "no code generated: {e}");
+    }
     if !r.layers.is_empty() {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(
             s,
-            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9}",
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10}",
             "name",
             "op",
             "weight",
@@ -274,13 +305,15 @@ pub fn render(r: &Report) -> String {
             "zeros",
             "nonzeros",
             "dead_rows",
-            "dead_cols"
+            "dead_cols",
+            "strategy",
+            "code_bytes"
         );
         for l in &r.layers {
             let shape = format!("{:?}", l.weight_shape);
             let _ = writeln!(
                 s,
-                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9}",
+                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10}",
                 l.name,
                 l.op,
                 shape,
@@ -289,7 +322,9 @@ pub fn render(r: &Report) -> String {
                 l.zeros,
                 l.nonzeros,
                 l.dead_rows.map_or("-".into(), |d| d.to_string()),
-                l.dead_cols.map_or("-".into(), |d| d.to_string())
+                l.dead_cols.map_or("-".into(), |d| d.to_string()),
+                l.strategy.as_deref().unwrap_or("-"),
+                l.code_bytes.map_or("-".into(), |d| d.to_string())
             );
         }
     }
@@ -311,6 +346,12 @@ pub fn render(r: &Report) -> String {
             s,
             "zeros eliminated: {z}; scratch: {} bytes",
             t.scratch_bytes.unwrap_or(0)
+        );
+    }
+    if let (Some(c), Some(d)) = (t.code_bytes, t.rodata_bytes) {
+        let _ = writeln!(
+            s,
+            "generated code: {c} bytes of machine code, {d} bytes of read-only data"
         );
     }
     s

@@ -3,6 +3,7 @@
 //!
 //! The layers below are re-exported so that a host needs one dependency.
 pub mod compare;
+pub mod compiler;
 pub mod dataset;
 pub mod demo;
 pub mod inspect;
@@ -11,6 +12,9 @@ pub mod npy;
 pub use shrink_codegen as codegen;
 pub use shrink_ir as ir;
 pub use shrink_jit as jit;
+
+pub use compiler::{CompileOptions, Compiler, Error, Model};
+pub use shrink_jit::Kernel;
 pub use shrink_onnx as onnx;
 pub use shrink_ref as interp;
 
@@ -190,8 +194,17 @@ pub fn optimize_staged(g: &Graph, opts: &OptOptions) -> Result<Staged, String> {
     })
 }
 
-/// Compiles an optimized graph (static shapes) to native code for this machine.
+/// Compiles an optimized graph (static shapes) to native code for this machine, with the default
+/// code generation options.
 pub fn compile_jit(g: &Graph) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
-    let program = shrink_codegen::lower(g)?;
+    compile_jit_with(g, &shrink_codegen::CodegenOptions::default())
+}
+
+/// [`compile_jit`] with explicit code generation options (strategies, stream cap).
+pub fn compile_jit_with(
+    g: &Graph,
+    options: &shrink_codegen::CodegenOptions,
+) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
+    let program = shrink_codegen::lower(g, options)?;
     shrink_jit::Kernel::compile(&program)
 }

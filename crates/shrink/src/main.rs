@@ -32,9 +32,28 @@ struct Cli {
     /// Freeze a graph input to the value in FILE (.pb or .npy): NAME=FILE (repeatable).
     #[arg(long, global = true)]
     freeze: Vec<String>,
+    /// Fix every dim of an input: NAME=D0,D1,... (repeatable), e.g. `--input-shape x=1,3,48,320`.
+    #[arg(long, global = true)]
+    input_shape: Vec<String>,
     /// Largest size of folded constants alive at once during constant folding (K/M/G suffixes).
     #[arg(long, global = true, default_value = "1G", value_parser = parse_size)]
     fold_budget: usize,
+    /// Kernel strategy for layers with weights: stream, packed, dense or auto (default).
+    #[arg(long, global = true, default_value = "auto")]
+    strategy: String,
+    /// The strategy of one layer: LAYER=STRATEGY (repeatable; LAYER is the ONNX node name).
+    #[arg(long, global = true)]
+    strategy_for: Vec<String>,
+    /// Largest machine code a `stream` layer may take (K/M suffixes); larger forced streams are
+    /// refused.
+    #[arg(long, global = true, value_parser = parse_size)]
+    max_code: Option<usize>,
+    /// What `auto` optimizes for: speed (default) or size (smallest code + data per layer).
+    #[arg(long, global = true, default_value = "speed")]
+    optimize: String,
+    /// Activation precision: f32 (default; faithful to the graph).
+    #[arg(long, global = true, default_value = "f32")]
+    activations: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -122,11 +141,79 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("bad size '{s}'"))
 }
 
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Jit => "jit",
+            Engine::Interp => "interp",
+            Engine::Aot => "aot",
+        }
+    }
+}
+
 fn not_yet(engine: Engine) -> anyhow::Error {
     anyhow!(
-        "engine '{}' is not available yet: only 'interp' is implemented in this version",
-        format!("{engine:?}").to_lowercase()
+        "engine '{}' is not available yet: 'jit' and 'interp' are implemented in this version",
+        engine.name()
     )
+}
+
+/// Bytes of code one stream term (a load and an add or subtract) takes, for `--max-code`.
+const STREAM_TERM_BYTES: usize = 10;
+
+/// The code generation options of the command line.
+fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
+    use shrink::codegen::Strategy;
+    let mut o = shrink::codegen::CodegenOptions {
+        strategy: cli
+            .strategy
+            .parse::<Strategy>()
+            .map_err(|e| anyhow!("--strategy: {e}"))?,
+        ..Default::default()
+    };
+    for a in &cli.strategy_for {
+        let (layer, s) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--strategy-for expects LAYER=STRATEGY, got '{a}'"))?;
+        let s = s
+            .parse::<Strategy>()
+            .map_err(|e| anyhow!("--strategy-for {layer}: {e}"))?;
+        o.per_layer.push((layer.to_string(), s));
+    }
+    if let Some(bytes) = cli.max_code {
+        o.max_stream_terms = bytes / STREAM_TERM_BYTES;
+    }
+    match cli.optimize.as_str() {
+        "speed" => {}
+        // A packed layer is a loop plus 2 bits per weight: the smallest form of any layer
+        // bigger than a few dozen nonzeros.
+        "size" => o.auto_stream_terms = 32,
+        other => bail!("--optimize {other}: expected speed or size"),
+    }
+    match cli.activations.as_str() {
+        "f32" => {}
+        "int8" => bail!("--activations int8 is not available yet: kernels keep f32 activations"),
+        other => bail!("--activations {other}: expected f32 or int8"),
+    }
+    Ok(o)
+}
+
+/// `--input-shape NAME=D0,D1,...` arguments.
+fn input_shapes(cli: &Cli) -> Result<Vec<(String, Vec<usize>)>> {
+    cli.input_shape
+        .iter()
+        .map(|a| {
+            let (name, dims) = a
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--input-shape expects NAME=D0,D1,..., got '{a}'"))?;
+            let dims = dims
+                .split(',')
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| anyhow!("--input-shape {name}: '{dims}' is not a list of sizes"))?;
+            Ok((name.to_string(), dims))
+        })
+        .collect()
 }
 
 fn load(model: &Path, max_memory: usize) -> Result<Imported> {
@@ -163,6 +250,7 @@ fn prepare(
     imp: &Imported,
     inputs: &[(String, Tensor)],
     model: &Path,
+    engine: Engine,
 ) -> Result<(shrink::ir::Graph, Vec<Tensor>)> {
     let at = |e: String| anyhow!("{}: {e}", model.display());
     let opts = opt_options(cli)?;
@@ -172,6 +260,9 @@ fn prepare(
     }
     for (name, v) in &opts.dims {
         shrink::opt::specialize::bind_dim(&mut g, name, *v).map_err(at)?;
+    }
+    for (name, dims) in input_shapes(cli)? {
+        shrink::compiler::set_input_shape(&mut g, &name, &dims).map_err(at)?;
     }
     let frozen: Vec<&str> = opts.freeze.iter().map(|(n, _)| n.as_str()).collect();
     let given: Vec<(String, Tensor)> = inputs
@@ -189,11 +280,12 @@ fn prepare(
     let stats = shrink::optimize(&mut g, &rest).map_err(at)?;
     if cli_says_what_it_did(cli) {
         eprintln!(
-            "{}: {} nodes imported, {} after optimization{}; engine interp",
+            "{}: {} nodes imported, {} after optimization{}; engine {}",
             model.display(),
             imp.graph.op_count(),
             g.op_count(),
-            what_passes_did(&stats)
+            what_passes_did(&stats),
+            engine.name()
         );
     }
     Ok((g, bound))
@@ -237,18 +329,51 @@ fn what_passes_did(stats: &[shrink::opt::Stats]) -> String {
     }
 }
 
-fn run_interp(
+/// JIT-compiles `g`, with a progress bar on stderr once the compile has taken a second.
+fn compile_with_bar(cli: &Cli, g: &shrink::ir::Graph) -> Result<shrink::Kernel, String> {
+    let program = shrink::codegen::lower(g, &codegen_options(cli).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("compiling {bar:40} {pos}/{len} functions")
+            .expect("valid template"),
+    );
+    let report = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if bar.is_hidden() && start.elapsed().as_secs_f64() > 1.0 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    };
+    let k = shrink::Kernel::compile_with_progress(&program, Some(&report));
+    bar.finish_and_clear();
+    k.map_err(|e| e.to_string())
+}
+
+/// Runs the model on `inputs` with `engine` (the graph is optimized for those inputs first).
+fn execute(
     cli: &Cli,
     imp: &Imported,
     inputs: &[(String, Tensor)],
-    max_memory: usize,
     model: &Path,
+    engine: Engine,
 ) -> Result<Vec<Tensor>> {
-    let (g, bound) = prepare(cli, imp, inputs, model)?;
-    let ctx = shrink::interp::EvalCtx {
-        max_bytes: max_memory,
-    };
-    shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()))
+    let (g, bound) = prepare(cli, imp, inputs, model, engine)?;
+    let at = |e: String| anyhow!("{}: {e}", model.display());
+    match engine {
+        Engine::Interp => {
+            let ctx = shrink::interp::EvalCtx {
+                max_bytes: cli.max_memory,
+            };
+            shrink::interp::run(&g, &bound, &ctx).map_err(|e| at(e.to_string()))
+        }
+        Engine::Jit => {
+            let kernel = compile_with_bar(cli, &g).map_err(at)?;
+            kernel.run(&bound).map_err(|e| at(e.to_string()))
+        }
+        Engine::Aot => Err(not_yet(engine)),
+    }
 }
 
 fn read_input_arg(arg: &str, cap: usize) -> Result<(String, Tensor)> {
@@ -275,7 +400,7 @@ fn cmd_run(
     output_dir: &Option<PathBuf>,
     engine: Engine,
 ) -> Result<()> {
-    if engine != Engine::Interp {
+    if engine == Engine::Aot {
         return Err(not_yet(engine));
     }
     let imp = load(model, cli.max_memory)?;
@@ -290,7 +415,7 @@ fn cmd_run(
             .map(|a| read_input_arg(a, cli.max_memory))
             .collect::<Result<_>>()?,
     };
-    let outs = run_interp(cli, &imp, &inputs, cli.max_memory, model)?;
+    let outs = execute(cli, &imp, &inputs, model, engine)?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
         let preview: Vec<String> = (0..t.len().min(8))
             .map(|i| match t.strings() {
@@ -322,7 +447,7 @@ fn cmd_check(
     engine: Engine,
     tol: Tolerance,
 ) -> Result<bool> {
-    if engine != Engine::Interp {
+    if engine == Engine::Aot {
         return Err(not_yet(engine));
     }
     let imp = load(model, cli.max_memory)?;
@@ -343,7 +468,7 @@ fn cmd_check(
         let label = set.file_name().map_or(set.display().to_string(), |n| {
             n.to_string_lossy().into_owned()
         });
-        let outcome = run_interp(cli, &imp, &data.inputs, cli.max_memory, model).map(|outs| {
+        let outcome = execute(cli, &imp, &data.inputs, model, engine).map(|outs| {
             if outs.len() != data.outputs.len() {
                 return (
                     f64::INFINITY,
@@ -407,8 +532,76 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
         .collect()
 }
 
+/// Whether `--target` names the machine shrink runs on (the JIT's target).
+fn is_host_target(t: &str) -> bool {
+    let arch = std::env::consts::ARCH;
+    t == "host" || t == "native" || t.starts_with(&format!("{arch}-")) && t.contains("linux")
+}
+
+fn cmd_compile(
+    cli: &Cli,
+    model: &Path,
+    target: &str,
+    out: &Option<PathBuf>,
+    header: &Option<PathBuf>,
+    emit: &Option<String>,
+) -> Result<()> {
+    let listing = match emit.as_deref() {
+        None => None,
+        Some("ir") => None,
+        Some("clif") => Some(shrink::codegen::Listing::Clif),
+        Some("asm") => Some(shrink::codegen::Listing::Asm),
+        Some(other) => bail!("--emit {other}: expected ir, clif or asm"),
+    };
+    if emit.is_none() || out.is_some() || header.is_some() {
+        bail!(
+            "writing objects and static libraries (-o, --header) is not available yet in this version; --emit ir|clif|asm prints what would be compiled"
+        );
+    }
+    if !is_host_target(target) {
+        bail!(
+            "target '{target}' is not available yet: this version compiles for the host only (--target host)"
+        );
+    }
+    let options = shrink::CompileOptions {
+        opt: opt_options(cli)?,
+        input_shapes: input_shapes(cli)?,
+        max_memory: cli.max_memory,
+        codegen: codegen_options(cli)?,
+    };
+    let codegen = options.codegen.clone();
+    let g = shrink::Compiler::new(options)
+        .optimized_graph(model)
+        .map_err(|e| anyhow!(e))?;
+    let text = match listing {
+        None => shrink::ir::text::print::print_graph(&g),
+        Some(kind) => {
+            let at = |e: String| anyhow!("{}: {e}", model.display());
+            let p = shrink::codegen::lower(&g, &codegen).map_err(|e| at(e.to_string()))?;
+            shrink::Kernel::listing(&p, kind).map_err(|e| at(e.to_string()))?
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// Median and p99 of `iters` warm calls of `f`, in nanoseconds.
+fn time_runs(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(u64, u64, usize)> {
+    f()?; // warm-up
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_nanos() as u64);
+    }
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    let p99 = times[((times.len() * 99).div_ceil(100)).saturating_sub(1)];
+    Ok((median, p99, times.len()))
+}
+
 fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) -> Result<()> {
-    if engine != Engine::Interp {
+    if engine == Engine::Aot {
         return Err(not_yet(engine));
     }
     let t0 = Instant::now();
@@ -421,36 +614,63 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
         }
         None => zeros_like_inputs(&imp)?,
     };
-    let (g, bound) = prepare(cli, &imp, &inputs, model)?;
-    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (g, bound) = prepare(cli, &imp, &inputs, model, engine)?;
+    let at = |e: String| anyhow!("{}: {e}", model.display());
     let ctx = shrink::interp::EvalCtx {
         max_bytes: cli.max_memory,
     };
-    let once =
-        || shrink::interp::run(&g, &bound, &ctx).map_err(|e| anyhow!("{}: {e}", model.display()));
-    once()?; // warm-up
-    let mut times = Vec::with_capacity(iters.max(1));
-    for _ in 0..iters.max(1) {
-        let t = Instant::now();
-        once()?;
-        times.push(t.elapsed().as_nanos() as u64);
-    }
-    times.sort_unstable();
-    let median = times[times.len() / 2];
-    let p99 = times[((times.len() * 99).div_ceil(100)).saturating_sub(1)];
+    let interp = || {
+        shrink::interp::run(&g, &bound, &ctx)
+            .map(|_| ())
+            .map_err(|e| at(e.to_string()))
+    };
+    let kernel = match engine {
+        Engine::Jit => Some(compile_with_bar(cli, &g).map_err(at)?),
+        _ => None,
+    };
+    let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (median, p99, n) = match &kernel {
+        Some(k) => {
+            // Caller-owned buffers, allocated once: the loop measures the kernel alone.
+            let ins: Vec<&[u8]> = bound.iter().map(|t| t.bytes().as_ref()).collect();
+            let mut outs: Vec<Vec<u8>> = k.outputs().iter().map(|s| vec![0; s.bytes()]).collect();
+            let mut scratch = vec![0u8; k.scratch_bytes()];
+            time_runs(iters, || {
+                let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                k.run_into(&ins, &mut views, &mut scratch)
+                    .map_err(|e| at(e.to_string()))
+            })?
+        }
+        None => time_runs(iters, interp)?,
+    };
+    // The oracle's time in the same run, as the baseline the generated code is measured against.
+    let interp_median = if kernel.is_some() {
+        Some(time_runs(iters.clamp(1, 1000), interp)?.0)
+    } else {
+        None
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"engine": "interp", "iters": times.len(), "median_ns": median, "p99_ns": p99, "compile_ms": compile_ms})
-        );
+        let mut obj = serde_json::json!({"engine": engine.name(), "iters": n, "median_ns": median, "p99_ns": p99, "compile_ms": compile_ms});
+        if let Some(im) = interp_median {
+            obj["interp_median_ns"] = im.into();
+        }
+        println!("{obj}");
     } else {
         println!(
-            "engine interp: {} iters, median {:.3} ms, p99 {:.3} ms (load {:.1} ms)",
-            times.len(),
+            "engine {}: {n} iters, median {:.3} ms, p99 {:.3} ms (import + optimize{} {:.1} ms)",
+            engine.name(),
             median as f64 / 1e6,
             p99 as f64 / 1e6,
+            if kernel.is_some() { " + compile" } else { "" },
             compile_ms
         );
+        if let Some(im) = interp_median {
+            println!(
+                "engine interp (same run): median {:.3} ms — the jit is {:.1}× faster",
+                im as f64 / 1e6,
+                im as f64 / median.max(1) as f64
+            );
+        }
     }
     Ok(())
 }
@@ -476,9 +696,14 @@ fn main() {
     }
     let cli = Cli::parse();
     let result: Result<bool> = match &cli.cmd {
-        Cmd::Compile { .. } => Err(anyhow!(
-            "compile is not available yet: code generation is not implemented in this version"
-        )),
+        Cmd::Compile {
+            model,
+            target,
+            out,
+            header,
+            name: _,
+            emit,
+        } => cmd_compile(&cli, model, target, out, header, emit).map(|_| true),
         Cmd::Run {
             model,
             input_dir,
@@ -510,11 +735,29 @@ fn main() {
             } else {
                 None
             };
-            let r = match &staged {
+            let mut r = match &staged {
                 Some(Ok(s)) => shrink::inspect::inspect(&imp.graph, Some(s), None),
                 Some(Err(e)) => shrink::inspect::inspect(&imp.graph, None, Some(e)),
                 None => shrink::inspect::inspect(&imp.graph, None, None),
             };
+            if let Some(Ok(s)) = &staged {
+                // What the generated code would be: compiled for the host, never run.
+                let cg = codegen_options(&cli)?;
+                let compiled = shrink::compiler::require_static_inputs(&s.optimized)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        shrink::codegen::lower(&s.optimized, &cg).map_err(|e| e.to_string())
+                    })
+                    .and_then(|p| {
+                        shrink::Kernel::compile(&p)
+                            .map(|k| (p, k))
+                            .map_err(|e| e.to_string())
+                    });
+                match compiled {
+                    Ok((p, k)) => shrink::inspect::fill_codegen(&mut r, &p, k.stats()),
+                    Err(e) => r.codegen_error = Some(e),
+                }
+            }
             if *json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {

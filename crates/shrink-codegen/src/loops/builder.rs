@@ -39,6 +39,10 @@ pub struct Builder {
     kernel: Kernel,
     open: Vec<Vec<Stmt>>,
     unsupported: Option<String>,
+    /// Bodies closed by [`Builder::next_function`], each to become a function of its own.
+    done: Vec<Vec<Stmt>>,
+    /// The kernel strategy a layer lowering chose (for reports).
+    strategy: Option<&'static str>,
 }
 
 impl Builder {
@@ -50,6 +54,8 @@ impl Builder {
             },
             open: vec![vec![]],
             unsupported: None,
+            done: vec![],
+            strategy: None,
         }
     }
 
@@ -94,6 +100,16 @@ impl Builder {
     /// then fails with it.
     pub fn unsupported(&mut self, why: impl Into<String>) {
         self.unsupported.get_or_insert(why.into());
+    }
+
+    /// Records which kernel strategy this lowering used (`stream`, `packed`, `dense`).
+    pub fn note_strategy(&mut self, s: &'static str) {
+        self.strategy = Some(s);
+    }
+
+    /// The strategy recorded with [`Builder::note_strategy`].
+    pub fn strategy(&self) -> Option<&'static str> {
+        self.strategy
     }
 
     /// A fresh variable of type `ty`.
@@ -245,13 +261,41 @@ impl Builder {
         self.store_raw(t, index, raw);
     }
 
-    /// The finished kernel, or why it could not be built.
-    pub fn finish(mut self) -> Result<Kernel, String> {
+    /// Ends the current function here: what follows goes into a new function that runs after it
+    /// (same buffers and tables). Keeps huge straight-line kernels (ternary streams) in pieces
+    /// Cranelift compiles in linear time. Only at the top level, outside any loop or branch.
+    pub fn next_function(&mut self) {
+        assert_eq!(self.open.len(), 1, "next_function inside a loop or branch");
+        let body = std::mem::take(&mut self.open[0]);
+        if !body.is_empty() {
+            self.done.push(body);
+        }
+    }
+
+    /// The finished kernel (one function), or why it could not be built.
+    pub fn finish(self) -> Result<Kernel, String> {
+        let mut all = self.finish_all()?;
+        assert_eq!(all.len(), 1, "finish() on a kernel split into functions");
+        Ok(all.remove(0))
+    }
+
+    /// The finished kernel as one or more functions (see [`Builder::next_function`]), in order.
+    pub fn finish_all(mut self) -> Result<Vec<Kernel>, String> {
         if let Some(why) = self.unsupported {
             return Err(why);
         }
         assert_eq!(self.open.len(), 1, "unclosed scope");
-        self.kernel.body = self.open.pop().expect("root");
-        Ok(self.kernel)
+        let last = self.open.pop().expect("root");
+        let mut bodies = std::mem::take(&mut self.done);
+        if !last.is_empty() || bodies.is_empty() {
+            bodies.push(last);
+        }
+        Ok(bodies
+            .into_iter()
+            .map(|body| Kernel {
+                body,
+                ..self.kernel.clone()
+            })
+            .collect())
     }
 }

@@ -13,6 +13,7 @@ pub mod norm;
 pub mod pool;
 pub mod quant;
 pub mod reduce;
+pub mod ternary;
 pub mod transformer;
 
 use crate::loops::{Builder, TensorRef};
@@ -28,6 +29,9 @@ pub struct NodeCtx<'a> {
     pub outputs: Vec<TensorRef>,
     /// The value of each input that is a constant (shape inputs, axes, pads, …).
     pub consts: Vec<Option<Arc<Tensor>>>,
+    /// The kernel strategy requested for this node (layers with weights).
+    pub strategy: crate::Strategy,
+    pub options: &'a crate::CodegenOptions,
 }
 
 impl NodeCtx<'_> {

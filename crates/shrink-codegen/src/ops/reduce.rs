@@ -1,9 +1,465 @@
-//! The `Reduce` family as loop nests.
+//! The `Reduce` family as loop nests: ReduceSum, ReduceMean, ReduceMax, ReduceMin,
+//! ReduceSumSquare, ReduceL2 (axes from constant input 1) and ArgMax / ArgMin.
+//!
+//! All of them are one [`fold`]: the kept index space outside, the reduced index space inside,
+//! accumulators with an init, a combine step and a finish. Precision and order are the
+//! interpreter's (`shrink-ref/src/ops/reduce.rs`), so results agree bit for bit where it matters:
+//! float sums accumulate in f64 in row-major order and round once; integer sums wrap in the
+//! element type; integer means divide the exact sum (i64 for ≤ 32-bit types, 128 bits for 64-bit
+//! ones) and truncate; empty reductions give the identity (0, ∓inf or the integer type's
+//! min/max, NaN for a float mean) and an integer mean of nothing is refused at run time.
 use super::{LowerResult, NodeCtx};
-use crate::loops::Builder;
+use crate::loops::{Builder, Expr, TensorRef, Ty, linear, status, strides_of};
+use shrink_ir::DType;
 use shrink_ir::op::Reduce;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    SumSquare,
+    L2,
+}
+
 pub fn lower(b: &mut Builder, op: &Reduce, cx: &NodeCtx) -> LowerResult {
-    let _ = (b, cx);
-    Err(format!("{} has no native lowering yet", op.name()))
+    let (x, y) = (cx.input(0), cx.output(0));
+    let kind = match op {
+        Reduce::ArgMax {
+            axis,
+            keepdims,
+            select_last_index,
+        } => return arg_extreme(b, x, y, *axis, *keepdims, *select_last_index, true),
+        Reduce::ArgMin {
+            axis,
+            keepdims,
+            select_last_index,
+        } => return arg_extreme(b, x, y, *axis, *keepdims, *select_last_index, false),
+        Reduce::ReduceSum { .. } => Kind::Sum,
+        Reduce::ReduceMean { .. } => Kind::Mean,
+        Reduce::ReduceMax { .. } => Kind::Max,
+        Reduce::ReduceMin { .. } => Kind::Min,
+        Reduce::ReduceSumSquare { .. } => Kind::SumSquare,
+        Reduce::ReduceL2 { .. } => Kind::L2,
+    };
+    let (keepdims, noop) = op.axes_flags().expect("axes reductions have flags");
+    if x.dtype != y.dtype {
+        return Err(format!(
+            "output declared {} but the input is {}",
+            y.dtype, x.dtype
+        ));
+    }
+    let reduced = reduced_axes(cx, x.rank(), noop)?;
+    check_out_dims(x, y, &reduced, keepdims)?;
+    reduce(b, x, y, kind, &reduced)
+}
+
+/// Which axes are reduced: those of constant input 1; empty or absent means all of them, unless
+/// `noop_with_empty_axes` — then none.
+fn reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, String> {
+    let axes = match cx.opt_input(1) {
+        None => vec![],
+        Some(_) => {
+            let t = cx
+                .const_input(1)
+                .ok_or("the reduction axes (input 1) must be a constant for code generation")?;
+            if !t.dtype().is_int() {
+                return Err("the reduction axes must be integers".into());
+            }
+            t.to_i64_vec()
+        }
+    };
+    if axes.is_empty() {
+        return Ok(vec![!noop; rank]);
+    }
+    let mut reduced = vec![false; rank];
+    for a in axes {
+        let r = rank as i64;
+        if a < -r || a >= r {
+            return Err(format!("axis {a} is out of range for rank {rank}"));
+        }
+        let a = if a < 0 { a + r } else { a } as usize;
+        if reduced[a] {
+            return Err(format!("axis {a} appears twice in the reduction axes"));
+        }
+        reduced[a] = true;
+    }
+    Ok(reduced)
+}
+
+fn check_out_dims(x: &TensorRef, y: &TensorRef, reduced: &[bool], keepdims: bool) -> LowerResult {
+    let dims: Vec<usize> = x
+        .dims
+        .iter()
+        .zip(reduced)
+        .filter_map(|(&d, &r)| match (r, keepdims) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect();
+    if y.dims != dims {
+        return Err(format!(
+            "output dims {:?} differ from the computed {dims:?}",
+            y.dims
+        ));
+    }
+    Ok(())
+}
+
+/// The general reduction. For every position of the kept (non-reduced) axes of `x`, in
+/// row-major order, accumulators start at `init`; for every element of the reduced axes (in
+/// row-major order) `step(b, accs, value, reduced_index)` gives their next values; `finish`
+/// turns the final accumulators into the value stored at that position of `y` (its flat
+/// index: keepdims does not change the order). Values are loaded in `x`'s compute type and
+/// `finish` yields `y`'s compute type.
+pub(crate) fn fold(
+    b: &mut Builder,
+    x: &TensorRef,
+    reduced: &[bool],
+    y: &TensorRef,
+    init: &[Expr],
+    step: impl FnOnce(&mut Builder, &[Expr], Expr, &[Expr]) -> Vec<Expr>,
+    finish: impl FnOnce(&mut Builder, &[Expr]) -> Expr,
+) {
+    if y.numel() == 0 {
+        return;
+    }
+    let kept: Vec<usize> = (0..x.rank()).filter(|&d| !reduced[d]).collect();
+    let red: Vec<usize> = (0..x.rank()).filter(|&d| reduced[d]).collect();
+    let kdims: Vec<usize> = kept.iter().map(|&d| x.dims[d]).collect();
+    let rdims: Vec<usize> = red.iter().map(|&d| x.dims[d]).collect();
+    let st = strides_of(&x.dims);
+    let kst: Vec<usize> = kept.iter().map(|&d| st[d]).collect();
+    let rst: Vec<usize> = red.iter().map(|&d| st[d]).collect();
+    let ost = strides_of(&kdims);
+    b.nest(&kdims, |b, kidx| {
+        let accs: Vec<_> = init.iter().map(|e| b.mutable(e.clone())).collect();
+        let base = b.let_(linear(kidx, &kst));
+        b.nest(&rdims, |b, ridx| {
+            let v = b.load(x, base.add(linear(ridx, &rst)));
+            let v = b.let_(v);
+            let cur: Vec<Expr> = accs.iter().map(|&a| b.get(a)).collect();
+            let next = step(b, &cur, v, ridx);
+            // Every new value is computed from the old ones before any is assigned.
+            let next: Vec<Expr> = next.into_iter().map(|e| b.let_(e)).collect();
+            for (&a, e) in accs.iter().zip(next) {
+                b.set(a, e);
+            }
+        });
+        let cur: Vec<Expr> = accs.iter().map(|&a| b.get(a)).collect();
+        let out = finish(b, &cur);
+        b.store(y, linear(kidx, &ost), out);
+    });
+}
+
+fn reduce(
+    b: &mut Builder,
+    x: &TensorRef,
+    y: &TensorRef,
+    kind: Kind,
+    reduced: &[bool],
+) -> LowerResult {
+    let ct = x.compute_ty();
+    let count: usize = (0..x.rank())
+        .filter(|&d| reduced[d])
+        .map(|d| x.dims[d])
+        .product();
+    let numeric = matches!(
+        x.dtype,
+        DType::F32
+            | DType::F64
+            | DType::F16
+            | DType::BF16
+            | DType::I8
+            | DType::U8
+            | DType::I16
+            | DType::U16
+            | DType::I32
+            | DType::U32
+            | DType::I64
+            | DType::U64
+    );
+    let is_max = kind == Kind::Max;
+    if x.dtype == DType::Bool && matches!(kind, Kind::Max | Kind::Min) {
+        // false < true: Max is any, Min is all.
+        fold(
+            b,
+            x,
+            reduced,
+            y,
+            &[Expr::bool(!is_max)],
+            |_, a, v, _| {
+                vec![if is_max {
+                    a[0].clone().or(v)
+                } else {
+                    a[0].clone().and(v)
+                }]
+            },
+            |_, a| a[0].clone(),
+        );
+        return Ok(());
+    }
+    if !numeric {
+        return Err(format!("{kind:?} reduction of {} tensors", x.dtype));
+    }
+    match kind {
+        Kind::Max | Kind::Min => {
+            let init = if ct.is_float() {
+                Expr::lit(
+                    ct,
+                    if is_max {
+                        f64::NEG_INFINITY
+                    } else {
+                        f64::INFINITY
+                    },
+                )
+            } else {
+                let (lo, hi) = int_limits(ct);
+                Expr::int(ct, if is_max { lo } else { hi })
+            };
+            fold(
+                b,
+                x,
+                reduced,
+                y,
+                &[init],
+                |_, a, v, _| {
+                    let acc = a[0].clone();
+                    vec![if ct.is_float() {
+                        // A NaN already held wins; a new NaN replaces a number (as numpy);
+                        // otherwise only a strictly greater (smaller) value replaces it.
+                        let better = if is_max {
+                            v.clone().gt(acc.clone())
+                        } else {
+                            v.clone().lt(acc.clone())
+                        };
+                        let take =
+                            better.or(v.clone().ne(v.clone()).and(acc.clone().eq(acc.clone())));
+                        Expr::select(take, v, acc)
+                    } else if is_max {
+                        acc.max(v)
+                    } else {
+                        acc.min(v)
+                    }]
+                },
+                |_, a| a[0].clone(),
+            );
+        }
+        _ if ct.is_float() => {
+            let square = matches!(kind, Kind::SumSquare | Kind::L2);
+            fold(
+                b,
+                x,
+                reduced,
+                y,
+                &[Expr::f64(0.0)],
+                |_, a, v, _| {
+                    let v = v.cast(Ty::F64);
+                    let t = if square { v.clone().mul(v) } else { v };
+                    vec![a[0].clone().add(t)]
+                },
+                |_, a| {
+                    let s = a[0].clone();
+                    match kind {
+                        Kind::Mean => s.div(Expr::f64(count as f64)),
+                        Kind::L2 => s.sqrt(),
+                        _ => s,
+                    }
+                    .cast(ct)
+                },
+            );
+        }
+        Kind::Sum | Kind::SumSquare | Kind::L2 => {
+            fold(
+                b,
+                x,
+                reduced,
+                y,
+                &[Expr::int(ct, 0)],
+                |_, a, v, _| {
+                    let t = if kind == Kind::Sum {
+                        v
+                    } else {
+                        v.clone().mul(v)
+                    };
+                    vec![a[0].clone().add(t)]
+                },
+                |_, a| {
+                    let s = a[0].clone();
+                    if kind == Kind::L2 {
+                        // The wrapped integer sum of squares, its root truncated back (as the
+                        // spec's reference and the interpreter do).
+                        s.cast(Ty::F64).sqrt().cast(ct)
+                    } else {
+                        s
+                    }
+                },
+            );
+        }
+        Kind::Mean => {
+            if count == 0 {
+                // The interpreter refuses an integer mean of nothing; shapes are static, so the
+                // kernel always refuses.
+                b.fail_if(Expr::bool(true), status::BAD_VALUE);
+                return Ok(());
+            }
+            if ct.bytes() < 8 {
+                fold(
+                    b,
+                    x,
+                    reduced,
+                    y,
+                    &[Expr::idx(0)],
+                    |_, a, v, _| vec![a[0].clone().add(v.cast(Ty::I64))],
+                    |_, a| a[0].clone().div(Expr::idx(count as i64)).cast(ct),
+                );
+            } else {
+                wide_mean(b, x, y, reduced, count);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (min, max) of an integer type, as the i64 `Expr::int` takes (bit patterns for u64).
+fn int_limits(t: Ty) -> (i64, i64) {
+    match t {
+        Ty::I8 => (i8::MIN as i64, i8::MAX as i64),
+        Ty::I16 => (i16::MIN as i64, i16::MAX as i64),
+        Ty::I32 => (i32::MIN as i64, i32::MAX as i64),
+        Ty::I64 => (i64::MIN, i64::MAX),
+        Ty::U8 => (0, u8::MAX as i64),
+        Ty::U16 => (0, u16::MAX as i64),
+        Ty::U32 => (0, u32::MAX as i64),
+        Ty::U64 => (0, -1),
+        Ty::Bool => (0, 1),
+        Ty::F32 | Ty::F64 => unreachable!("integer types only"),
+    }
+}
+
+/// The mean of i64 / u64 elements: the exact sum in 128 bits (low word u64, high word i64),
+/// divided by `count` with a 64-step long division and truncated toward zero.
+fn wide_mean(b: &mut Builder, x: &TensorRef, y: &TensorRef, reduced: &[bool], count: usize) {
+    let ct = x.compute_ty();
+    let u = |v: i64| Expr::int(Ty::U64, v);
+    fold(
+        b,
+        x,
+        reduced,
+        y,
+        &[u(0), Expr::idx(0)],
+        |b, a, v, _| {
+            let (lo, hi) = (a[0].clone(), a[1].clone());
+            let vu = b.let_(v.clone().bitcast(Ty::U64));
+            let lo2 = b.let_(lo.add(vu.clone()));
+            let carry = lo2.clone().lt(vu).cast(Ty::I64);
+            // The high word of the sign-extended element: -1 for a negative i64, else 0.
+            let ext = if ct == Ty::I64 {
+                v.shr(Expr::idx(63))
+            } else {
+                Expr::idx(0)
+            };
+            vec![lo2, hi.add(ext).add(carry)]
+        },
+        |b, a| {
+            let (lo, hi) = (a[0].clone(), a[1].clone());
+            let neg = b.let_(hi.clone().lt(Expr::idx(0)));
+            // |sum| as (mhi, mlo): two's complement negation of the 128-bit value when negative.
+            let nlo = b.let_(lo.clone().xor(u(-1)).add(u(1)));
+            let nhi = hi
+                .clone()
+                .xor(Expr::idx(-1))
+                .add(nlo.clone().eq(u(0)).cast(Ty::I64));
+            let mlo = b.let_(Expr::select(neg.clone(), nlo, lo));
+            let mhi = Expr::select(neg.clone(), nhi, hi).bitcast(Ty::U64);
+            // |sum| < count · 2^64, so the high word is below count and the quotient fits in
+            // 64 bits; the remainder stays below 2·count < 2^64.
+            let c = u(count as i64);
+            let r = b.mutable(mhi);
+            let q = b.mutable(u(0));
+            b.for_(64, |b, i| {
+                let bit = mlo
+                    .clone()
+                    .shr(Expr::idx(63).sub(i).cast(Ty::U64))
+                    .and(u(1));
+                let r2 = b.let_(b.get(r).shl(u(1)).or(bit));
+                let ge = b.let_(r2.clone().ge(c.clone()));
+                let q2 = b.get(q).shl(u(1)).or(ge.clone().cast(Ty::U64));
+                b.set(q, q2);
+                b.set(r, Expr::select(ge, r2.clone().sub(c.clone()), r2));
+            });
+            let q = b.get(q);
+            let signed = Expr::select(neg, u(0).sub(q.clone()), q);
+            signed.bitcast(ct)
+        },
+    );
+}
+
+/// ArgMax / ArgMin along `axis` as i64 indices. Ties keep the first index (the last with
+/// `select_last_index`); a NaN counts as the extreme, the first NaN (last with
+/// `select_last_index`) winning, as the interpreter does.
+fn arg_extreme(
+    b: &mut Builder,
+    x: &TensorRef,
+    y: &TensorRef,
+    axis: i64,
+    keepdims: bool,
+    last: bool,
+    is_max: bool,
+) -> LowerResult {
+    if y.dtype != DType::I64 {
+        return Err(format!(
+            "output declared {} but ArgMax/ArgMin produce int64",
+            y.dtype
+        ));
+    }
+    let r = x.rank() as i64;
+    if axis < -r || axis >= r {
+        return Err(format!("axis {axis} is out of range for rank {r}"));
+    }
+    let a = if axis < 0 { axis + r } else { axis } as usize;
+    let reduced: Vec<bool> = (0..x.rank()).map(|d| d == a).collect();
+    check_out_dims(x, y, &reduced, keepdims)?;
+    if x.dtype == DType::Bool || Ty::compute(x.dtype).is_none() || x.dtype.is_narrow_float() {
+        return Err(format!("ArgMax/ArgMin of {} tensors", x.dtype));
+    }
+    if x.dims[a] == 0 {
+        b.fail_if(Expr::bool(true), status::BAD_VALUE);
+        return Ok(());
+    }
+    let ct = x.compute_ty();
+    let last = Expr::bool(last);
+    fold(
+        b,
+        x,
+        &reduced,
+        y,
+        &[Expr::lit(ct, 0.0), Expr::idx(0)],
+        |b, acc, v, ridx| {
+            let (best, k) = (acc[0].clone(), ridx[0].clone());
+            let strictly = if is_max {
+                v.clone().gt(best.clone())
+            } else {
+                v.clone().lt(best.clone())
+            };
+            let plain = strictly.or(last.clone().and(v.clone().eq(best.clone())));
+            let better = if ct.is_float() {
+                let vnan = b.let_(v.clone().ne(v.clone()));
+                let bnan = best.clone().ne(best.clone());
+                Expr::select(bnan, last.and(vnan.clone()), vnan.or(plain))
+            } else {
+                plain
+            };
+            // The first element of the axis always starts the search.
+            let better = b.let_(k.clone().eq(Expr::idx(0)).or(better));
+            vec![
+                Expr::select(better.clone(), v, best),
+                Expr::select(better, k, acc[1].clone()),
+            ]
+        },
+        |_, acc| acc[1].clone(),
+    );
+    Ok(())
 }

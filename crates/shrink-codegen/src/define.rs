@@ -1,0 +1,330 @@
+//! The program layer, second half: a lowered [`Program`] placed into any Cranelift `Module`
+//! (the JIT's or an object file's) behind one exported entry point:
+//!
+//! ```c
+//! int32_t PREFIX_run(const void *const *inputs, void *const *outputs, void *scratch);
+//! ```
+//!
+//! `run` calls each node's kernel in order and returns the first nonzero status. Functions are
+//! built in order, compiled in parallel (rayon), and defined in order again, so the module's
+//! contents do not depend on the number of threads. Nothing is imported: every function and
+//! data object is defined in the module, and a relocation to a libcall is refused as an error.
+use crate::loops::Place;
+use crate::loops::emit::{IsaFacts, emit_kernel, kernel_signature};
+use crate::program::{CodegenError, Program};
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{Function, InstBuilder, UserFuncName, types};
+use cranelift_codegen::{Context, FinalizedRelocTarget};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleReloc};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// A text listing [`define`] can capture while it compiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Cranelift IR of every function, before optimization.
+    Clif,
+    /// The machine code of every function, disassembled by Cranelift (VCode form).
+    Asm,
+}
+
+/// Options of [`define`].
+#[derive(Clone, Copy, Default)]
+pub struct DefineOptions<'a> {
+    pub listing: Option<Listing>,
+    /// Called as `progress(functions_compiled, total)` from the compile threads.
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+/// What [`define`] placed in the module.
+#[derive(Clone, Debug)]
+pub struct Defined {
+    /// The exported entry point `PREFIX_run`.
+    pub run: FuncId,
+    /// Machine-code bytes of each node kernel (same order as [`Program::kernels`]).
+    pub kernel_code_bytes: Vec<usize>,
+    /// Code bytes of `run` itself.
+    pub run_code_bytes: usize,
+    /// Bytes of read-only data (constants and tables).
+    pub rodata_bytes: usize,
+    /// The requested listing (empty when none was asked for).
+    pub listing: String,
+    /// Symbols the module declares but does not define (always empty: [`define`] refuses to
+    /// finish otherwise; kept so tests can assert it for every model).
+    pub imports: Vec<String>,
+}
+
+fn module_err(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::new(format!("code generation: {e}"))
+}
+
+/// One function between building and defining.
+struct Pending {
+    id: FuncId,
+    ctx: Context,
+    /// (node name, op) for errors; the listing title.
+    node: String,
+    op: String,
+    title: String,
+}
+
+/// One compiled function.
+struct Compiled {
+    bytes: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<ModuleReloc>,
+    listing: String,
+}
+
+/// Places `p` in `module` with every symbol prefixed by `prefix`: `{prefix}_run` exported (with
+/// `run_linkage`), everything else local.
+pub fn define<M: Module>(
+    module: &mut M,
+    p: &Program,
+    prefix: &str,
+    run_linkage: Linkage,
+    options: DefineOptions,
+) -> Result<Defined, CodegenError> {
+    let listing = options.listing;
+    let mut rodata_bytes = 0;
+    let mut data_object = |module: &mut M, name: String, bytes: &[u8]| {
+        let id = module
+            .declare_data(&name, Linkage::Local, false, false)
+            .map_err(module_err)?;
+        let mut desc = DataDescription::new();
+        // Never empty: a zero-length object has no address to point at.
+        let mut contents = bytes.to_vec();
+        if contents.is_empty() {
+            contents.push(0);
+        }
+        rodata_bytes += contents.len();
+        desc.define(contents.into_boxed_slice());
+        desc.set_align(16);
+        module.define_data(id, &desc).map_err(module_err)?;
+        Ok::<DataId, CodegenError>(id)
+    };
+    let mut const_ids = BTreeMap::new();
+    for (c, t) in &p.consts {
+        let id = data_object(module, format!("{prefix}_const{}", c.0), t.bytes())?;
+        const_ids.insert(*c, id);
+    }
+    // Tables are deduplicated by content, named in order of first use (deterministic).
+    let mut table_ids: HashMap<Vec<u8>, DataId> = HashMap::new();
+    let isa = IsaFacts::of(module.isa());
+    let sig = kernel_signature(&isa);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut pending = vec![];
+    for (i, nk) in p.kernels.iter().enumerate() {
+        let k = &nk.kernel;
+        let name = format!("{prefix}_k{i}");
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(module_err)?;
+        let mut ctx = Context::new();
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig.clone());
+        let mut gvs = vec![];
+        for d in &k.bufs {
+            let data = match &d.place {
+                Place::Const(c) => Some(const_ids[c]),
+                Place::Table(t) => {
+                    let bytes = &k.tables[*t];
+                    let id = match table_ids.get(bytes) {
+                        Some(id) => *id,
+                        None => {
+                            let n = table_ids.len();
+                            let id = data_object(module, format!("{prefix}_table{n}"), bytes)?;
+                            table_ids.insert(bytes.clone(), id);
+                            id
+                        }
+                    };
+                    Some(id)
+                }
+                _ => None,
+            };
+            gvs.push(data.map(|id| module.declare_data_in_func(id, &mut ctx.func)));
+        }
+        emit_kernel(k, &mut ctx.func, &mut fctx, &isa, &gvs);
+        pending.push(Pending {
+            id,
+            ctx,
+            node: nk.node_name.clone(),
+            op: nk.op.to_string(),
+            title: format!("; {name}: node '{}' (op {})\n", nk.node_name, nk.op),
+        });
+    }
+    let kernel_ids: Vec<FuncId> = pending.iter().map(|f| f.id).collect();
+    let run = module
+        .declare_function(&format!("{prefix}_run"), run_linkage, &sig)
+        .map_err(module_err)?;
+    let mut ctx = Context::new();
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig.clone());
+    let refs: Vec<_> = kernel_ids
+        .iter()
+        .map(|&f| module.declare_func_in_func(f, &mut ctx.func))
+        .collect();
+    build_run(&mut ctx.func, &mut fctx, &refs, &isa);
+    pending.push(Pending {
+        id: run,
+        ctx,
+        node: prefix.to_string(),
+        op: "run".into(),
+        title: format!("; {prefix}_run\n"),
+    });
+    let compiled = {
+        let target = module.isa();
+        let (done, total) = (std::sync::atomic::AtomicUsize::new(0), pending.len());
+        pending
+            .par_iter_mut()
+            .map(|f| {
+                let c = compile_one(target, f, listing);
+                if let Some(report) = options.progress {
+                    report(
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                        total,
+                    );
+                }
+                c
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let (min_align, sym_align) = (
+        module.isa().function_alignment().minimum as u64,
+        module.isa().symbol_alignment(),
+    );
+    let mut text = String::new();
+    let mut sizes = vec![];
+    for (f, c) in pending.iter().zip(&compiled) {
+        let align = c.alignment.max(min_align).max(sym_align);
+        module
+            .define_function_bytes(f.id, align, &c.bytes, &c.relocs)
+            .map_err(|e| CodegenError::at(&f.node, &f.op, format!("code generation: {e}")))?;
+        text.push_str(&c.listing);
+        sizes.push(c.bytes.len());
+    }
+    let run_code_bytes = sizes.pop().unwrap_or(0);
+    let imports = imported_symbols(module);
+    if !imports.is_empty() {
+        return Err(CodegenError::new(format!(
+            "the generated code would import {}",
+            imports.join(", ")
+        )));
+    }
+    Ok(Defined {
+        run,
+        kernel_code_bytes: sizes,
+        run_code_bytes,
+        rodata_bytes,
+        listing: text,
+        imports,
+    })
+}
+
+/// The entry point: call each kernel in order, stop at the first nonzero status.
+fn build_run(
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    refs: &[cranelift_codegen::ir::FuncRef],
+    isa: &IsaFacts,
+) {
+    let mut fb = FunctionBuilder::new(func, fctx);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    let args = fb.block_params(entry).to_vec();
+    let fail = fb.create_block();
+    fb.append_block_param(fail, types::I32);
+    for &r in refs {
+        let call = fb.ins().call(r, &args);
+        let status = fb.inst_results(call)[0];
+        let next = fb.create_block();
+        fb.ins().brif(
+            status,
+            fail,
+            &[cranelift_codegen::ir::BlockArg::Value(status)],
+            next,
+            &[],
+        );
+        fb.switch_to_block(next);
+    }
+    let zero = fb.ins().iconst(types::I32, 0);
+    fb.ins().return_(&[zero]);
+    fb.switch_to_block(fail);
+    let s = fb.block_params(fail)[0];
+    fb.ins().return_(&[s]);
+    fb.seal_all_blocks();
+    fb.finalize(isa.frontend);
+}
+
+/// Compiles one function, refusing any relocation to a symbol the module does not define
+/// (libcalls: `fmaf`, `memcpy`, …).
+fn compile_one(
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    f: &mut Pending,
+    listing: Option<Listing>,
+) -> Result<Compiled, CodegenError> {
+    let mut text = String::new();
+    match listing {
+        Some(Listing::Clif) => {
+            text.push_str(&f.title);
+            text.push_str(&f.ctx.func.display().to_string());
+            text.push('\n');
+        }
+        Some(Listing::Asm) => {
+            text.push_str(&f.title);
+            f.ctx.set_disasm(true);
+        }
+        None => {}
+    }
+    let at = |m: String| CodegenError::at(&f.node, &f.op, m);
+    let code = f
+        .ctx
+        .compile(isa, &mut ControlPlane::default())
+        .map_err(|e| at(format!("code generation: {:?}", e.inner)))?;
+    let mut relocs = vec![];
+    for r in code.buffer.relocs() {
+        if let FinalizedRelocTarget::ExternalName(cranelift_codegen::ir::ExternalName::LibCall(
+            lc,
+        )) = &r.target
+        {
+            return Err(at(format!(
+                "the generated code would call the library function {lc:?}"
+            )));
+        }
+    }
+    let alignment = code.buffer.alignment as u64;
+    let bytes = code.code_buffer().to_vec();
+    if listing == Some(Listing::Asm)
+        && let Some(v) = &code.vcode
+    {
+        text.push_str(v);
+        text.push('\n');
+    }
+    for r in f.ctx.compiled_code().expect("compiled").buffer.relocs() {
+        relocs.push(ModuleReloc::from_mach_reloc(r, &f.ctx.func, f.id));
+    }
+    Ok(Compiled {
+        bytes,
+        alignment,
+        relocs,
+        listing: text,
+    })
+}
+
+/// Every function or data object of `module` declared with import linkage.
+pub fn imported_symbols<M: Module>(module: &M) -> Vec<String> {
+    let d = module.declarations();
+    let funcs = d
+        .get_functions()
+        .filter(|(_, f)| f.linkage == Linkage::Import)
+        .map(|(_, f)| {
+            f.name
+                .clone()
+                .unwrap_or_else(|| "<anonymous function>".into())
+        });
+    let data = d
+        .get_data_objects()
+        .filter(|(_, o)| o.linkage == Linkage::Import)
+        .map(|(_, o)| o.name.clone().unwrap_or_else(|| "<anonymous data>".into()));
+    funcs.chain(data).collect()
+}

@@ -1,0 +1,316 @@
+//! Element-moving ops whose output position maps to one source element: Transpose, Concat,
+//! Slice, Split, Expand, Tile (each one [`copy`]) and Gather (data-dependent indices).
+use super::{
+    Access, Coord, check_dims, const_ints, copy, norm_axes, norm_axis, opt_const_ints, signed,
+};
+use crate::loops::{Builder, Expr, Ty, broadcast_strides, linear, status, strides_of};
+use crate::ops::{LowerResult, NodeCtx};
+
+pub(super) fn transpose(b: &mut Builder, cx: &NodeCtx, perm: Option<&[i64]>) -> LowerResult {
+    let (x, y) = (cx.input(0), cx.output(0));
+    let rank = x.rank();
+    let perm: Vec<usize> = match perm {
+        Some(p) => {
+            let p: Vec<usize> = p
+                .iter()
+                .map(|&a| usize::try_from(a).unwrap_or(usize::MAX))
+                .collect();
+            let mut seen = vec![false; rank];
+            for &a in &p {
+                match seen.get_mut(a) {
+                    Some(s) if !*s => *s = true,
+                    _ => return Err(format!("perm {p:?} is not a permutation of 0..{rank}")),
+                }
+            }
+            if p.len() != rank {
+                return Err(format!("perm {p:?} is not a permutation of 0..{rank}"));
+            }
+            p
+        }
+        None => (0..rank).rev().collect(),
+    };
+    let dims: Vec<usize> = perm.iter().map(|&a| x.dims[a]).collect();
+    check_dims(y, &dims)?;
+    let st = strides_of(&x.dims);
+    let src: Vec<i64> = perm.iter().map(|&a| st[a] as i64).collect();
+    copy(
+        b,
+        &dims,
+        x,
+        &Access::strided(&src, 0),
+        y,
+        &Access::dense(&dims, 0),
+        None,
+    );
+    Ok(())
+}
+
+/// Each input is copied into its block of the output along `axis`.
+pub(super) fn concat(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
+    let y = cx.output(0);
+    let a = norm_axis(axis, y.rank())?;
+    let ost = strides_of(&y.dims);
+    let mut pos = 0usize;
+    for i in 0..cx.inputs.len() {
+        let t = cx.input(i);
+        let same_rest = t.rank() == y.rank()
+            && (0..t.rank()).all(|d| d == a || t.dims[d] == y.dims[d])
+            && t.dtype == y.dtype;
+        if !same_rest {
+            return Err(format!("cannot concat {:?} into {:?}", t.dims, y.dims));
+        }
+        let base = (pos * ost[a]) as i64;
+        copy(
+            b,
+            &t.dims,
+            t,
+            &Access::dense(&t.dims, 0),
+            y,
+            &Access::strided(&signed(&ost), base),
+            None,
+        );
+        pos += t.dims[a];
+    }
+    if pos != y.dims[a] {
+        return Err(format!(
+            "the inputs fill {pos} of {} on axis {a}",
+            y.dims[a]
+        ));
+    }
+    Ok(())
+}
+
+/// Output `k` is the slab of the input starting after outputs `0..k` along `axis`; the sizes are
+/// the outputs' static dims (which shape inference derived from `split` / `num_outputs`).
+pub(super) fn split(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
+    let x = cx.input(0);
+    let a = norm_axis(axis, x.rank())?;
+    let ist = signed(&strides_of(&x.dims));
+    let mut pos = 0usize;
+    for y in &cx.outputs {
+        let same_rest =
+            y.rank() == x.rank() && (0..x.rank()).all(|d| d == a || x.dims[d] == y.dims[d]);
+        if !same_rest {
+            return Err(format!("cannot split {:?} into {:?}", x.dims, y.dims));
+        }
+        let base = pos as i64 * ist[a];
+        copy(
+            b,
+            &y.dims,
+            x,
+            &Access::strided(&ist, base),
+            y,
+            &Access::dense(&y.dims, 0),
+            None,
+        );
+        pos += y.dims[a];
+    }
+    if pos != x.dims[a] {
+        return Err(format!(
+            "the outputs take {pos} of {} on axis {a}",
+            x.dims[a]
+        ));
+    }
+    Ok(())
+}
+
+/// Broadcast to the output's dims (size-1 input dims repeat).
+pub(super) fn expand(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
+    let (x, y) = (cx.input(0), cx.output(0));
+    let compatible = x.rank() <= y.rank()
+        && x.dims
+            .iter()
+            .zip(&y.dims[y.rank() - x.rank()..])
+            .all(|(&d, &o)| d == o || d == 1);
+    if !compatible {
+        return Err(format!("cannot expand {:?} to {:?}", x.dims, y.dims));
+    }
+    let st = signed(&broadcast_strides(&x.dims, &y.dims));
+    copy(
+        b,
+        &y.dims,
+        x,
+        &Access::strided(&st, 0),
+        y,
+        &Access::dense(&y.dims, 0),
+        None,
+    );
+    Ok(())
+}
+
+/// Output coordinate `i` reads input coordinate `i mod d` on every axis.
+pub(super) fn tile(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
+    let (x, y) = (cx.input(0), cx.output(0));
+    let ok = x.rank() == y.rank()
+        && x.dims
+            .iter()
+            .zip(&y.dims)
+            .all(|(&d, &o)| if d == 0 { o == 0 } else { o % d == 0 });
+    if !ok {
+        return Err(format!("cannot tile {:?} to {:?}", x.dims, y.dims));
+    }
+    let st = strides_of(&x.dims);
+    let axes = (0..x.rank())
+        .map(|d| {
+            if x.dims[d] == y.dims[d] {
+                Coord::Lin(st[d] as i64)
+            } else {
+                Coord::Mod(x.dims[d], st[d] as i64)
+            }
+        })
+        .collect();
+    copy(
+        b,
+        &y.dims,
+        x,
+        &Access { base: 0, axes },
+        y,
+        &Access::dense(&y.dims, 0),
+        None,
+    );
+    Ok(())
+}
+
+/// One axis of a slice: the first source coordinate, the step and the element count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct AxisSlice {
+    pub start: i64,
+    pub step: i64,
+    pub count: usize,
+}
+
+/// The spec's clamping, as the interpreter does it: negative starts/ends count from the end,
+/// then clamp to `[0, dim]` for positive steps or `[-1, dim - 1]` for negative ones.
+pub(super) fn axis_slice(dim: usize, start: i64, end: i64, step: i64) -> Result<AxisSlice, String> {
+    if step == 0 {
+        return Err("Slice step is zero".into());
+    }
+    let d = dim as i128;
+    let (mut s, mut e, step) = (start as i128, end as i128, step as i128);
+    if s < 0 {
+        s += d;
+    }
+    if e < 0 {
+        e += d;
+    }
+    let (s, span) = if step > 0 {
+        s = s.clamp(0, d);
+        e = e.clamp(0, d);
+        (s, e - s)
+    } else {
+        s = s.max(0).min(d - 1);
+        e = e.max(-1).min(d - 1);
+        (s, s - e)
+    };
+    let mag = step.abs();
+    let count = if span <= 0 { 0 } else { (span + mag - 1) / mag };
+    Ok(AxisSlice {
+        start: s as i64,
+        step: step as i64,
+        count: count as usize,
+    })
+}
+
+/// Slice with constant starts/ends/axes/steps, resolved here exactly as the interpreter does.
+pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
+    let x = cx.input(0);
+    let starts = const_ints(cx, 1, "Slice starts")?;
+    let ends = const_ints(cx, 2, "Slice ends")?;
+    let k = starts.len();
+    let axes = opt_const_ints(cx, 3, "Slice axes")?.unwrap_or_else(|| (0..k as i64).collect());
+    let steps = opt_const_ints(cx, 4, "Slice steps")?.unwrap_or_else(|| vec![1; k]);
+    if ends.len() != k || axes.len() != k || steps.len() != k {
+        return Err(format!(
+            "Slice starts/ends/axes/steps lengths differ: {k}, {}, {}, {}",
+            ends.len(),
+            axes.len(),
+            steps.len()
+        ));
+    }
+    let axes = norm_axes(&axes, x.rank())?;
+    let mut sl: Vec<AxisSlice> = x
+        .dims
+        .iter()
+        .map(|&d| AxisSlice {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
+    for (i, &a) in axes.iter().enumerate() {
+        sl[a] = axis_slice(x.dims[a], starts[i], ends[i], steps[i])?;
+    }
+    let dims: Vec<usize> = sl.iter().map(|s| s.count).collect();
+    let y = cx.output(0);
+    check_dims(y, &dims)?;
+    if y.numel() == 0 {
+        return Ok(());
+    }
+    let st = strides_of(&x.dims);
+    let base = sl.iter().zip(&st).map(|(s, &t)| s.start * t as i64).sum();
+    let src: Vec<i64> = sl
+        .iter()
+        .zip(&st)
+        .map(|(s, &t)| s.step * t as i64)
+        .collect();
+    copy(
+        b,
+        &dims,
+        x,
+        &Access::strided(&src, base),
+        y,
+        &Access::dense(&dims, 0),
+        None,
+    );
+    Ok(())
+}
+
+/// Gather along `axis` with run-time indices (any integer dtype). Negative indices count from the
+/// end once; if any index is outside the axis the kernel returns [`status::BAD_INDEX`] before
+/// writing anything, as the interpreter refuses the whole op.
+pub(super) fn gather(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
+    let (x, ind, y) = (cx.input(0), cx.input(1), cx.output(0));
+    let a = norm_axis(axis, x.rank())?;
+    if !ind.compute_ty().is_int() {
+        return Err(format!(
+            "Gather indices must be integers, got {}",
+            ind.dtype
+        ));
+    }
+    let mut dims = x.dims[..a].to_vec();
+    dims.extend_from_slice(&ind.dims);
+    dims.extend_from_slice(&x.dims[a + 1..]);
+    check_dims(y, &dims)?;
+    if y.numel() == 0 {
+        // The interpreter checks no index when there is nothing to gather.
+        return Ok(());
+    }
+    let size = x.dims[a] as i64;
+    b.for_(ind.numel(), |b, k| {
+        let i = b.load(ind, k);
+        let i = b.let_(i.cast(Ty::I64));
+        let bad = i.clone().lt(Expr::idx(-size)).or(i.ge(Expr::idx(size)));
+        b.fail_if(bad, status::BAD_INDEX);
+    });
+    let st = strides_of(&x.dims);
+    let ist = strides_of(&ind.dims);
+    let ost = strides_of(&y.dims);
+    let ir = ind.rank();
+    b.nest(&y.dims[..a + ir], |b, outer| {
+        let i = b.load(ind, linear(&outer[a..], &ist));
+        let i = b.let_(i.cast(Ty::I64));
+        let j = Expr::select(i.clone().lt(Expr::idx(0)), i.clone().add_k(size), i);
+        // Checked above; the clamp lets the emitter prove the reads in bounds.
+        let j = b.let_(j.max(Expr::idx(0)).min(Expr::idx(size - 1)));
+        let from = linear(&outer[..a], &st[..a]).add(j.mul_k(st[a] as i64));
+        let from = b.let_(from);
+        let to = b.let_(linear(outer, &ost[..a + ir]));
+        let inner = &y.dims[a + ir..];
+        let (sin, oin) = (&st[a + 1..], &ost[a + ir..]);
+        b.nest(inner, |b, rest| {
+            let v = b.load_raw(x, from.add(linear(rest, sin)));
+            b.store_raw(y, to.add(linear(rest, oin)), v);
+        });
+    });
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Dense layers whose weight the optimizer proved ternary (`Graph::ternary`): `stream` folds the
+//! weights into straight-line add/subtract code, `packed` reads them 2 bits each from read-only
+//! data. Both compute `y[n, r] = act(scale_r · Σ_c sign(r, c) · x[n, c] + bias)`.
+//!
+//! Numerics: the sum and the scale product are done in f64, as the interpreter does for every
+//! float matrix product (it accumulates in f64 and rounds once), so both strategies give the
+//! interpreter's result up to the rounding of a reordered f64 sum.
+use super::elementwise::{unary_scalar, unary_supported};
+use super::{LowerResult, NodeCtx};
+use crate::Strategy;
+use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
+use shrink_ir::op::{Fused, Linear, Op, Unary};
+use shrink_ir::{TernaryScale, TernaryWeights, WeightLayout};
+
+/// Most add/subtract terms in one generated function: each compiles in linear time.
+const TERMS_PER_FUNCTION: usize = 4096;
+
+/// A matrix product with a ternary weight in the form both strategies take.
+struct Layer<'a> {
+    w: &'a TernaryWeights,
+    x: &'a TensorRef,
+    bias: Option<&'a TensorRef>,
+    activation: Option<&'a Unary>,
+    y: &'a TensorRef,
+}
+
+/// Lowers the node with a ternary strategy when its weight is ternary and the strategy asks for
+/// one; `None` leaves it to the dense lowering.
+pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> {
+    let wv = cx.graph.inputs_of(cx.node).get(1).copied().flatten()?;
+    let Op::Const(cid) = cx.graph.node(wv.node).op else {
+        return None;
+    };
+    let w = cx.graph.ternary.get(&cid)?;
+    let (x, y) = (cx.input(0), cx.output(0));
+    let (bias, activation, layout_ok) = match op {
+        Op::Linear(Linear::MatMul) => (None, None, w.layout == WeightLayout::ColsFirst),
+        Op::Fused(Fused::DenseAct {
+            trans_b,
+            activation,
+        }) => {
+            let want = if *trans_b {
+                WeightLayout::RowsFirst
+            } else {
+                WeightLayout::ColsFirst
+            };
+            (cx.opt_input(2), activation.as_ref(), w.layout == want)
+        }
+        _ => return None,
+    };
+    // Only the plain [.., cols] × [cols, rows] form: float activations, 2-D weight.
+    let fits = layout_ok
+        && w.dims.len() == 2
+        && x.dims.last() == Some(&w.cols)
+        && y.dims.last() == Some(&w.rows)
+        && x.compute_ty() == Ty::F32
+        && y.compute_ty() == Ty::F32
+        && activation.is_none_or(unary_supported);
+    let strategy = match cx.strategy {
+        Strategy::Dense => return None,
+        Strategy::Auto if !fits => return None,
+        Strategy::Auto if w.nonzeros() <= cx.options.auto_stream_terms => Strategy::Stream,
+        Strategy::Auto => Strategy::Packed,
+        s if !fits => {
+            return Some(Err(format!(
+                "strategy '{s}' needs a float matrix product with a 2-D ternary weight; this layer is lowered dense only"
+            )));
+        }
+        s => s,
+    };
+    let layer = Layer {
+        w,
+        x,
+        bias,
+        activation,
+        y,
+    };
+    Some(match strategy {
+        Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
+        _ => packed(b, &layer),
+    })
+}
+
+/// The scale of row `r` as an f64 literal.
+fn scale(w: &TernaryWeights, r: usize) -> Expr {
+    Expr::f64(match &w.scale {
+        TernaryScale::PerTensor(s) => *s,
+        TernaryScale::PerRow(v) => v[r],
+    })
+}
+
+/// Stores `acc` (an F64 sum of signed activations) of output element (n, r): scale, round to
+/// the output type, add the bias, apply the activation.
+fn finish_row(b: &mut Builder, l: &Layer, n: &Expr, r: Expr, acc: Expr, scale: Expr) {
+    let rows = l.w.rows as i64;
+    let out = b.let_(n.clone().mul_k(rows).add(r));
+    let mut v = acc.mul(scale).cast(Ty::F32);
+    if let Some(bias) = l.bias {
+        let strides = broadcast_strides(&bias.dims, &l.y.dims);
+        // The bias index of output element `out`: decompose it into the output's dims.
+        let mut idx = vec![];
+        let mut rest = out.clone();
+        for (d, &dim) in l.y.dims.iter().enumerate().rev() {
+            if d == 0 {
+                idx.push(rest.clone());
+            } else {
+                idx.push(rest.clone().rem(Expr::idx(dim as i64)));
+                rest = rest.div(Expr::idx(dim as i64));
+            }
+        }
+        idx.reverse();
+        let bv = b.load(bias, linear(&idx, &strides));
+        v = v.add(bv);
+    }
+    if let Some(a) = l.activation {
+        v = unary_scalar(b, a, v);
+    }
+    b.store(l.y, out, v);
+}
+
+/// `stream`: one add or subtract per nonzero weight, nothing for zeros; rows split into
+/// functions of at most [`TERMS_PER_FUNCTION`] terms.
+fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
+    let w = l.w;
+    let terms = w.nonzeros();
+    if terms > max_terms {
+        return Err(format!(
+            "a stream of this layer is {terms} add/subtract terms (about {} KiB of code), over the cap of {max_terms}; use --strategy packed, or raise --max-code",
+            terms * 10 / 1024
+        ));
+    }
+    b.note_strategy("stream");
+    let batch = l.x.numel() / w.cols.max(1);
+    let cols = w.cols as i64;
+    let mut r0 = 0;
+    while r0 < w.rows {
+        // Rows [r0, r1) go in one function.
+        let (mut r1, mut n_terms) = (r0, 0);
+        while r1 < w.rows && (r1 == r0 || n_terms + row_nonzeros(w, r1) <= TERMS_PER_FUNCTION) {
+            n_terms += row_nonzeros(w, r1);
+            r1 += 1;
+        }
+        b.for_(batch, |b, n| {
+            for r in r0..r1 {
+                let acc = b.mutable(Expr::f64(0.0));
+                for c in 0..w.cols {
+                    let s = w.sign(r, c);
+                    if s == 0 {
+                        continue;
+                    }
+                    let xv = b.load(l.x, n.clone().mul_k(cols).add_k(c as i64));
+                    let term = xv.cast(Ty::F64);
+                    let next = if s > 0 {
+                        b.get(acc).add(term)
+                    } else {
+                        b.get(acc).sub(term)
+                    };
+                    b.set(acc, next);
+                }
+                let sum = b.get(acc);
+                finish_row(b, l, &n, Expr::idx(r as i64), sum, scale(w, r));
+            }
+        });
+        b.next_function();
+        r0 = r1;
+    }
+    Ok(())
+}
+
+fn row_nonzeros(w: &TernaryWeights, r: usize) -> usize {
+    (0..w.cols).filter(|&c| w.sign(r, c) != 0).count()
+}
+
+/// `packed`: the 2-bit signs in read-only data (`0b01` = +1, `0b11` = −1, `0b00` = 0, in
+/// [row][col] order), decoded per weight in a loop.
+fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
+    let w = l.w;
+    b.note_strategy("packed");
+    let signs = b.table(shrink_ir::DType::U8, &[w.signs.len()], w.signs.clone());
+    let scales = match &w.scale {
+        TernaryScale::PerRow(v) => Some(b.table(
+            shrink_ir::DType::F64,
+            &[v.len()],
+            v.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        )),
+        TernaryScale::PerTensor(_) => None,
+    };
+    let batch = l.x.numel() / w.cols.max(1);
+    let (rows, cols) = (w.rows, w.cols as i64);
+    b.for_(batch, |b, n| {
+        b.for_(rows, |b, r| {
+            let acc = b.mutable(Expr::f64(0.0));
+            let row_base = b.let_(r.clone().mul_k(cols));
+            b.for_(w.cols, |b, c| {
+                let i = b.let_(row_base.clone().add(c.clone()));
+                let byte = b.load_raw(&signs, i.clone().shr(Expr::idx(2)));
+                let shift = i.and(Expr::idx(3)).mul_k(2).cast(Ty::U8);
+                let code = b.let_(byte.shr(shift).and(Expr::int(Ty::U8, 3)));
+                let xv = b.load(l.x, n.clone().mul_k(cols).add(c));
+                let xv = b.let_(xv.cast(Ty::F64));
+                let term = Expr::select(
+                    code.clone().eq(Expr::int(Ty::U8, 1)),
+                    xv.clone(),
+                    Expr::select(code.eq(Expr::int(Ty::U8, 3)), xv.neg(), Expr::f64(0.0)),
+                );
+                let next = b.get(acc).add(term);
+                b.set(acc, next);
+            });
+            let sum = b.get(acc);
+            let s = match &scales {
+                Some(t) => b.load_raw(t, r.clone()),
+                None => scale(w, 0),
+            };
+            finish_row(b, l, &n, r, sum, s);
+        });
+    });
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Code generation options: the kernel strategy for layers with weights (`--strategy`,
+//! `--strategy-for LAYER=S`) and the size cap on straight-line streams.
+use std::fmt;
+use std::str::FromStr;
+
+/// How a layer with constant weights is lowered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Pick per layer: `stream` for small ternary layers, `packed` for larger ones, `dense` for
+    /// weights that are not ternary.
+    Auto,
+    /// Ternary weights folded into straight-line add/subtract code (no weight loads, no
+    /// multiplies, zeros emit nothing).
+    Stream,
+    /// Ternary weights packed 2 bits each in read-only data, decoded in a loop.
+    Packed,
+    /// The weights as stored, multiplied in a loop.
+    Dense,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Stream => "stream",
+            Strategy::Packed => "packed",
+            Strategy::Dense => "dense",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Strategy, String> {
+        Ok(match s {
+            "auto" => Strategy::Auto,
+            "stream" => Strategy::Stream,
+            "packed" => Strategy::Packed,
+            "dense" => Strategy::Dense,
+            // `lut` is part of the CLI contract; its kernels are not written yet.
+            "lut" => {
+                return Err(
+                    "strategy 'lut' is not available yet (stream, packed, dense, auto)".into(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "unknown strategy '{s}' (expected auto, stream, packed or dense)"
+                ));
+            }
+        })
+    }
+}
+
+/// Options of [`crate::lower`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodegenOptions {
+    pub strategy: Strategy,
+    /// Per-layer overrides by node name (`--strategy-for`).
+    pub per_layer: Vec<(String, Strategy)>,
+    /// Most add/subtract terms a forced `stream` layer may emit (about 10 bytes of code each);
+    /// beyond it the compile is refused.
+    pub max_stream_terms: usize,
+    /// Largest layer (in nonzero weights) `auto` streams; larger ternary layers are `packed`.
+    /// A stream this size is about the size of an L1 instruction cache.
+    pub auto_stream_terms: usize,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> CodegenOptions {
+        CodegenOptions {
+            strategy: Strategy::Auto,
+            per_layer: vec![],
+            max_stream_terms: 1 << 20,
+            auto_stream_terms: 4096,
+        }
+    }
+}
+
+impl CodegenOptions {
+    /// The strategy requested for the layer called `name`.
+    pub fn for_layer(&self, name: &str) -> Strategy {
+        self.per_layer
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map_or(self.strategy, |(_, s)| *s)
+    }
+}
