@@ -49,12 +49,15 @@ fn run(op: Op, ins: &[Option<In>], outs: &[&[usize]]) -> (i32, Vec<Vec<f32>>) {
         .enumerate()
         .map(|(k, d)| b.buffer(Place::Output(k), DType::F32, d))
         .collect();
+    let options = crate::CodegenOptions::default();
     let cx = NodeCtx {
         graph: &g,
         node,
         inputs,
         outputs,
         consts: vec![None; ins.len()],
+        strategy: options.strategy,
+        options: &options,
     };
     lower_node(&mut b, &op, &cx).unwrap();
     let k = b.finish().unwrap();
