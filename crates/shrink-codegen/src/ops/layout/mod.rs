@@ -13,7 +13,7 @@ mod movement;
 mod pad;
 mod shape;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, strides_of};
