@@ -104,11 +104,17 @@ fn runtime_axes(
             a.clone().add_k(rank as i64),
             a,
         ));
-        let bad = a.clone().lt(Expr::idx(0)).or(a.clone().ge(Expr::idx(rank as i64)));
+        let bad = a
+            .clone()
+            .lt(Expr::idx(0))
+            .or(a.clone().ge(Expr::idx(rank as i64)));
         b.fail_if(bad, status::BAD_VALUE);
         let bit = b.let_(Expr::idx(1).shl(a));
         let m = b.get(mask);
-        b.fail_if(m.clone().and(bit.clone()).ne(Expr::idx(0)), status::BAD_VALUE);
+        b.fail_if(
+            m.clone().and(bit.clone()).ne(Expr::idx(0)),
+            status::BAD_VALUE,
+        );
         b.set(mask, m.or(bit));
     }
     let m = b.let_(b.get(mask));
@@ -140,7 +146,9 @@ fn runtime_axes(
 /// `noop_with_empty_axes` — then none.
 fn reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, String> {
     let axes = match cx.opt_input(1) {
+        // An empty axes tensor needs no value, constant or not.
         None => vec![],
+        Some(t) if t.numel() == 0 => vec![],
         Some(_) => {
             let t = cx
                 .const_input(1)
@@ -235,7 +243,13 @@ pub(crate) fn fold(
     });
 }
 
-fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[bool]) -> LowerResult {
+fn reduce(
+    b: &mut Builder,
+    x: &TensorRef,
+    y: &TensorRef,
+    kind: Kind,
+    reduced: &[bool],
+) -> LowerResult {
     let ct = x.compute_ty();
     let count: usize = (0..x.rank())
         .filter(|&d| reduced[d])
@@ -265,7 +279,13 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
             reduced,
             y,
             &[Expr::bool(!is_max)],
-            |_, a, v, _| vec![if is_max { a[0].clone().or(v) } else { a[0].clone().and(v) }],
+            |_, a, v, _| {
+                vec![if is_max {
+                    a[0].clone().or(v)
+                } else {
+                    a[0].clone().and(v)
+                }]
+            },
             |_, a| a[0].clone(),
         );
         return Ok(());
@@ -276,7 +296,14 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
     match kind {
         Kind::Max | Kind::Min => {
             let init = if ct.is_float() {
-                Expr::lit(ct, if is_max { f64::NEG_INFINITY } else { f64::INFINITY })
+                Expr::lit(
+                    ct,
+                    if is_max {
+                        f64::NEG_INFINITY
+                    } else {
+                        f64::INFINITY
+                    },
+                )
             } else {
                 let (lo, hi) = int_limits(ct);
                 Expr::int(ct, if is_max { lo } else { hi })
@@ -297,7 +324,8 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
                         } else {
                             v.clone().lt(acc.clone())
                         };
-                        let take = better.or(v.clone().ne(v.clone()).and(acc.clone().eq(acc.clone())));
+                        let take =
+                            better.or(v.clone().ne(v.clone()).and(acc.clone().eq(acc.clone())));
                         Expr::select(take, v, acc)
                     } else if is_max {
                         acc.max(v)
@@ -340,7 +368,11 @@ fn reduce(b: &mut Builder, x: &TensorRef, y: &TensorRef, kind: Kind, reduced: &[
                 y,
                 &[Expr::int(ct, 0)],
                 |_, a, v, _| {
-                    let t = if kind == Kind::Sum { v } else { v.clone().mul(v) };
+                    let t = if kind == Kind::Sum {
+                        v
+                    } else {
+                        v.clone().mul(v)
+                    };
                     vec![a[0].clone().add(t)]
                 },
                 |_, a| {
@@ -558,7 +590,12 @@ mod tests {
             assert_eq!((code, f32s(&y)), (0, vec![6.0, 15.0]));
         }
         // A repeated run-time axis is refused.
-        let (code, _) = run(sum(false), x(), Some((vec![0, -2], false)), (DType::F32, &[]));
+        let (code, _) = run(
+            sum(false),
+            x(),
+            Some((vec![0, -2], false)),
+            (DType::F32, &[]),
+        );
         assert_eq!(code, status::BAD_VALUE);
     }
 
@@ -575,7 +612,12 @@ mod tests {
             keepdims: true,
             noop_with_empty_axes: false,
         };
-        let (_, y) = run(mean.clone(), x, Some((vec![1], true)), (DType::F32, &[2, 1]));
+        let (_, y) = run(
+            mean.clone(),
+            x,
+            Some((vec![1], true)),
+            (DType::F32, &[2, 1]),
+        );
         assert!(f32s(&y).iter().all(|v| v.is_nan()));
         let xi = Tensor::from_vec(vec![2, 0], Vec::<i32>::new());
         let (code, _) = run(mean, xi, Some((vec![1], true)), (DType::I32, &[2, 1]));
@@ -617,7 +659,13 @@ mod tests {
             keepdims: false,
             select_last_index: last,
         };
-        assert_eq!(i64s(&run(op(false), x(), None, (DType::I64, &[2])).1), vec![1, 1]);
-        assert_eq!(i64s(&run(op(true), x(), None, (DType::I64, &[2])).1), vec![2, 2]);
+        assert_eq!(
+            i64s(&run(op(false), x(), None, (DType::I64, &[2])).1),
+            vec![1, 1]
+        );
+        assert_eq!(
+            i64s(&run(op(true), x(), None, (DType::I64, &[2])).1),
+            vec![2, 2]
+        );
     }
 }

@@ -22,10 +22,9 @@ use shrink_ir::op::Layout;
 
 pub fn lower(b: &mut Builder, op: &Layout, cx: &NodeCtx) -> LowerResult {
     match op {
-        Layout::Reshape { .. }
-        | Layout::Flatten { .. }
-        | Layout::Squeeze
-        | Layout::Unsqueeze => shape::same_bytes(b, cx),
+        Layout::Reshape { .. } | Layout::Flatten { .. } | Layout::Squeeze | Layout::Unsqueeze => {
+            shape::same_bytes(b, cx)
+        }
         Layout::Shape { start, end } => shape::shape(b, cx, *start, *end),
         Layout::ConstantOfShape { value } => shape::constant_of_shape(b, cx, value.as_ref()),
         Layout::Range => shape::range(b, cx),
@@ -79,8 +78,8 @@ pub(crate) fn signed(v: &[usize]) -> Vec<i64> {
 /// so a plain copy is one flat loop and a transpose keeps only the loops it needs.
 fn coalesce(space: &[usize], src: &Access, dst: &Access) -> (Vec<usize>, Access, Access) {
     let (mut dims, mut sa, mut da): (Vec<usize>, Vec<Coord>, Vec<Coord>) = (vec![], vec![], vec![]);
-    for d in 0..space.len() {
-        let (n, s, t) = (space[d], src.axes[d].clone(), dst.axes[d].clone());
+    for ((&n, s), t) in space.iter().zip(&src.axes).zip(&dst.axes) {
+        let (s, t) = (s.clone(), t.clone());
         if n == 1 && matches!(s, Coord::Lin(_)) && matches!(t, Coord::Lin(_)) {
             continue;
         }
@@ -162,7 +161,9 @@ pub(crate) fn copy(
         let (to, _) = address(b, &da, idx);
         if src.numel() == 0 {
             // Only the fill exists (padding an empty tensor).
-            let v = fill.expect("a source without elements needs a fill").clone();
+            let v = fill
+                .expect("a source without elements needs a fill")
+                .clone();
             b.store_raw(dst, to, v);
             return;
         }

@@ -72,7 +72,10 @@ pub(super) fn concat(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
         pos += t.dims[a];
     }
     if pos != y.dims[a] {
-        return Err(format!("the inputs fill {pos} of {} on axis {a}", y.dims[a]));
+        return Err(format!(
+            "the inputs fill {pos} of {} on axis {a}",
+            y.dims[a]
+        ));
     }
     Ok(())
 }
@@ -103,7 +106,10 @@ pub(super) fn split(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
         pos += y.dims[a];
     }
     if pos != x.dims[a] {
-        return Err(format!("the outputs take {pos} of {} on axis {a}", x.dims[a]));
+        return Err(format!(
+            "the outputs take {pos} of {} on axis {a}",
+            x.dims[a]
+        ));
     }
     Ok(())
 }
@@ -245,7 +251,11 @@ pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     }
     let st = strides_of(&x.dims);
     let base = sl.iter().zip(&st).map(|(s, &t)| s.start * t as i64).sum();
-    let src: Vec<i64> = sl.iter().zip(&st).map(|(s, &t)| s.step * t as i64).collect();
+    let src: Vec<i64> = sl
+        .iter()
+        .zip(&st)
+        .map(|(s, &t)| s.step * t as i64)
+        .collect();
     copy(
         b,
         &dims,
@@ -269,7 +279,10 @@ fn slice_runtime(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
         if let Some(t) = cx.opt_input(i)
             && t.numel() != k
         {
-            return Err(format!("Slice input {i} has {} entries, not {k}", t.numel()));
+            return Err(format!(
+                "Slice input {i} has {} entries, not {k}",
+                t.numel()
+            ));
         }
     }
     if (1..5).any(|i| cx.opt_input(i).is_some_and(|t| !t.compute_ty().is_int())) {
@@ -291,7 +304,11 @@ fn slice_runtime(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     let mut entries = vec![];
     for i in 0..k {
         let a = read(b, 3, i, i as i64);
-        let a = b.let_(Expr::select(a.clone().lt(Expr::idx(0)), a.clone().add_k(rank), a));
+        let a = b.let_(Expr::select(
+            a.clone().lt(Expr::idx(0)),
+            a.clone().add_k(rank),
+            a,
+        ));
         let bad = a.clone().lt(Expr::idx(0)).or(a.clone().ge(Expr::idx(rank)));
         b.fail_if(bad, status::BAD_VALUE);
         for (p, _, _, _) in &entries {
@@ -316,8 +333,16 @@ fn slice_runtime(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
             st = Expr::select(hit, sti.clone(), st);
         }
         let (s, e, st) = (b.let_(s), b.let_(e), b.let_(st));
-        let s = b.let_(Expr::select(s.clone().lt(Expr::idx(0)), s.clone().add_k(dl), s));
-        let e = b.let_(Expr::select(e.clone().lt(Expr::idx(0)), e.clone().add_k(dl), e));
+        let s = b.let_(Expr::select(
+            s.clone().lt(Expr::idx(0)),
+            s.clone().add_k(dl),
+            s,
+        ));
+        let e = b.let_(Expr::select(
+            e.clone().lt(Expr::idx(0)),
+            e.clone().add_k(dl),
+            e,
+        ));
         let up = b.let_(st.clone().gt(Expr::idx(0)));
         let clamp = |v: Expr, lo: i64, hi: i64| v.max(Expr::idx(lo)).min(Expr::idx(hi));
         let s = b.let_(Expr::select(
@@ -326,11 +351,7 @@ fn slice_runtime(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
             clamp(s, 0, dl - 1),
         ));
         let e = Expr::select(up.clone(), clamp(e.clone(), 0, dl), clamp(e, -1, dl - 1));
-        let span = b.let_(Expr::select(
-            up,
-            e.clone().sub(s.clone()),
-            s.clone().sub(e),
-        ));
+        let span = b.let_(Expr::select(up, e.clone().sub(s.clone()), s.clone().sub(e)));
         // |step|, with i64::MIN (whose magnitude overflows) as i64::MAX: either way one step
         // covers the whole axis.
         let mag = Expr::select(
@@ -370,7 +391,10 @@ pub(super) fn gather(b: &mut Builder, cx: &NodeCtx, axis: i64) -> LowerResult {
     let (x, ind, y) = (cx.input(0), cx.input(1), cx.output(0));
     let a = norm_axis(axis, x.rank())?;
     if !ind.compute_ty().is_int() {
-        return Err(format!("Gather indices must be integers, got {}", ind.dtype));
+        return Err(format!(
+            "Gather indices must be integers, got {}",
+            ind.dtype
+        ));
     }
     let mut dims = x.dims[..a].to_vec();
     dims.extend_from_slice(&ind.dims);

@@ -31,8 +31,12 @@ pub(super) fn pad(b: &mut Builder, cx: &NodeCtx, mode: PadMode) -> LowerResult {
     let mut dims = Vec::with_capacity(rank);
     for a in 0..rank {
         let d = x.dims[a] as i128 + begin[a] + end[a];
-        let d = usize::try_from(d)
-            .map_err(|_| format!("pads {pads:?} crop axis {a} of size {} below zero", x.dims[a]))?;
+        let d = usize::try_from(d).map_err(|_| {
+            format!(
+                "pads {pads:?} crop axis {a} of size {} below zero",
+                x.dims[a]
+            )
+        })?;
         dims.push(d);
     }
     check_dims(y, &dims)?;
@@ -104,7 +108,11 @@ fn pad_runtime(b: &mut Builder, cx: &NodeCtx, mode: PadMode) -> LowerResult {
                 let a = b.load(t, Expr::idx(i as i64));
                 let a = b.let_(a.cast(Ty::I64));
                 let r = rank as i64;
-                let a = b.let_(Expr::select(a.clone().lt(Expr::idx(0)), a.clone().add_k(r), a));
+                let a = b.let_(Expr::select(
+                    a.clone().lt(Expr::idx(0)),
+                    a.clone().add_k(r),
+                    a,
+                ));
                 let bad = a.clone().lt(Expr::idx(0)).or(a.clone().ge(Expr::idx(r)));
                 b.fail_if(bad, status::BAD_VALUE);
                 for p in &ax {

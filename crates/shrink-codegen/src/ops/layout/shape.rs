@@ -1,8 +1,8 @@
 //! Ops that only relabel a shape (Reshape, Flatten, Squeeze, Unsqueeze: a flat copy, since the
 //! output dims are already inferred) or that generate values (Shape, ConstantOfShape, Range).
 use super::{Access, check_dims, copy, raw_literal, zero_of};
-use crate::ops::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, Ty};
+use crate::ops::{LowerResult, NodeCtx};
 use shrink_ir::{DType, Tensor};
 
 /// The same elements in the same order under the output's dims.

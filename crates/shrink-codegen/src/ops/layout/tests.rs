@@ -221,7 +221,10 @@ fn pad_modes_and_empty_input() {
         Layout::Pad {
             mode: PadMode::Constant,
         },
-        &[In(data.clone(), false), In(t(&[4], vec![0i64, -1, 0, 1]), true)],
+        &[
+            In(data.clone(), false),
+            In(t(&[4], vec![0i64, -1, 0, 1]), true),
+        ],
         &[(DType::F32, &[1, 3])],
     )
     .unwrap();
@@ -244,17 +247,18 @@ fn transpose_concat_split_tile_expand() {
         &[(DType::F32, &[2, 4])],
     )
     .unwrap();
-    assert_eq!(
-        f32s(&out[0]),
-        vec![0.0, 1.0, 2.0, 7.0, 3.0, 4.0, 5.0, 8.0]
-    );
+    assert_eq!(f32s(&out[0]), vec![0.0, 1.0, 2.0, 7.0, 3.0, 4.0, 5.0, 8.0]);
     let (_, out) = layout(
         Layout::Split {
             axis: 1,
             num_outputs: None,
         },
         &[In(x.clone(), false)],
-        &[(DType::F32, &[2, 2]), (DType::F32, &[2, 0]), (DType::F32, &[2, 1])],
+        &[
+            (DType::F32, &[2, 2]),
+            (DType::F32, &[2, 0]),
+            (DType::F32, &[2, 1]),
+        ],
     )
     .unwrap();
     assert_eq!(f32s(&out[0]), vec![0.0, 1.0, 3.0, 4.0]);
@@ -262,14 +266,20 @@ fn transpose_concat_split_tile_expand() {
     assert_eq!(f32s(&out[2]), vec![2.0, 5.0]);
     let (_, out) = layout(
         Layout::Tile,
-        &[In(t(&[2], vec![1f32, 2.0]), false), In(t(&[1], vec![2i64]), false)],
+        &[
+            In(t(&[2], vec![1f32, 2.0]), false),
+            In(t(&[1], vec![2i64]), false),
+        ],
         &[(DType::F32, &[4])],
     )
     .unwrap();
     assert_eq!(f32s(&out[0]), vec![1.0, 2.0, 1.0, 2.0]);
     let (_, out) = layout(
         Layout::Expand,
-        &[In(t(&[2, 1], vec![1f32, 2.0]), false), In(t(&[2], vec![2i64, 2]), false)],
+        &[
+            In(t(&[2, 1], vec![1f32, 2.0]), false),
+            In(t(&[2], vec![2i64, 2]), false),
+        ],
         &[(DType::F32, &[2, 2])],
     )
     .unwrap();
