@@ -589,6 +589,19 @@ mod tests {
             let (code, y) = run(sum(true), x(), Some((vec![1], c)), (DType::F32, &[2, 1]));
             assert_eq!((code, f32s(&y)), (0, vec![6.0, 15.0]));
         }
+        // [3, 3] -> [3] could drop either axis: the run-time value decides.
+        let sq = || Tensor::from_vec(vec![3, 3], (0..9).map(|v| v as f32).collect::<Vec<_>>());
+        let (_, y) = run(sum(false), sq(), Some((vec![0], false)), (DType::F32, &[3]));
+        assert_eq!(f32s(&y), vec![9.0, 12.0, 15.0]);
+        let (_, y) = run(
+            sum(false),
+            sq(),
+            Some((vec![-1], false)),
+            (DType::F32, &[3]),
+        );
+        assert_eq!(f32s(&y), vec![3.0, 12.0, 21.0]);
+        let (code, _) = run(sum(false), sq(), Some((vec![2], false)), (DType::F32, &[3]));
+        assert_eq!(code, status::BAD_VALUE);
         // A repeated run-time axis is refused.
         let (code, _) = run(
             sum(false),

@@ -320,3 +320,25 @@ fn shape_constant_of_shape_and_range() {
     .unwrap();
     assert_eq!(i64s(&out[0]), vec![10, 7]);
 }
+
+#[test]
+fn gather_with_nothing_to_gather_checks_no_index() {
+    // The interpreter produces the empty result without looking at the indices.
+    let data = t(&[2, 0], Vec::<f32>::new());
+    let (code, out) = layout(
+        Layout::Gather { axis: 0 },
+        &[In(data, false), In(t(&[1], vec![7i64]), false)],
+        &[(DType::F32, &[1, 0])],
+    )
+    .unwrap();
+    assert_eq!((code, out[0].len()), (0, 0));
+    // An empty axis with indices to look up refuses every index.
+    let data = t(&[0, 2], Vec::<f32>::new());
+    let (code, _) = layout(
+        Layout::Gather { axis: 0 },
+        &[In(data, false), In(t(&[1], vec![0i64]), false)],
+        &[(DType::F32, &[1, 2])],
+    )
+    .unwrap();
+    assert_eq!(code, status::BAD_INDEX);
+}
