@@ -50,16 +50,105 @@ pub fn lower(b: &mut Builder, op: &Reduce, cx: &NodeCtx) -> LowerResult {
             y.dtype, x.dtype
         ));
     }
-    let reduced = reduced_axes(cx, x.rank(), noop)?;
-    check_out_dims(x, y, &reduced, keepdims)?;
-    reduce(b, x, y, kind, &reduced)
+    match cx.opt_input(1) {
+        Some(axes) if cx.const_input(1).is_none() && axes.numel() > 0 => {
+            runtime_axes(b, x, y, axes, keepdims, |b, reduced| {
+                reduce(b, x, y, kind, reduced)
+            })
+        }
+        _ => {
+            let reduced = reduced_axes(cx, x.rank(), noop)?;
+            check_out_dims(x, y, &reduced, keepdims)?;
+            reduce(b, x, y, kind, &reduced)
+        }
+    }
+}
+
+/// Reduction axes that arrive at run time (a graph input, as in the ONNX node tests). The
+/// static input and output dims leave only a few axis sets possible: the kernel computes the
+/// set it was given (refusing out-of-range or repeated axes with [`status::BAD_VALUE`], as the
+/// interpreter refuses them), and runs the code generated for that set. Sets that differ only
+/// in size-1 axes produce the same elements in the same order and share one copy of the code.
+fn runtime_axes(
+    b: &mut Builder,
+    x: &TensorRef,
+    y: &TensorRef,
+    axes: &TensorRef,
+    keepdims: bool,
+    mut body: impl FnMut(&mut Builder, &[bool]) -> LowerResult,
+) -> LowerResult {
+    let rank = x.rank();
+    let n = axes.numel();
+    if rank > 16 || !axes.compute_ty().is_int() {
+        return Err("the reduction axes (input 1) must be a constant for code generation".into());
+    }
+    let sets: Vec<u32> = (0u32..1 << rank)
+        .filter(|m| m.count_ones() as usize == n)
+        .filter(|&m| {
+            let reduced: Vec<bool> = (0..rank).map(|d| m >> d & 1 == 1).collect();
+            check_out_dims(x, y, &reduced, keepdims).is_ok()
+        })
+        .collect();
+    if sets.is_empty() {
+        return Err(format!(
+            "no {n} reduction axes take {:?} to {:?}",
+            x.dims, y.dims
+        ));
+    }
+    let mask = b.mutable(Expr::idx(0));
+    for i in 0..n {
+        let a = b.load(axes, Expr::idx(i as i64));
+        let a = b.let_(a.cast(Ty::I64));
+        let a = b.let_(Expr::select(
+            a.clone().lt(Expr::idx(0)),
+            a.clone().add_k(rank as i64),
+            a,
+        ));
+        let bad = a
+            .clone()
+            .lt(Expr::idx(0))
+            .or(a.clone().ge(Expr::idx(rank as i64)));
+        b.fail_if(bad, status::BAD_VALUE);
+        let bit = b.let_(Expr::idx(1).shl(a));
+        let m = b.get(mask);
+        b.fail_if(
+            m.clone().and(bit.clone()).ne(Expr::idx(0)),
+            status::BAD_VALUE,
+        );
+        b.set(mask, m.or(bit));
+    }
+    let m = b.let_(b.get(mask));
+    let known = sets
+        .iter()
+        .map(|&s| m.clone().eq(Expr::idx(s as i64)))
+        .reduce(|p, q| p.or(q))
+        .expect("nonempty");
+    b.fail_if(known.not(), status::BAD_VALUE);
+    let wide: u32 = (0..rank).filter(|&d| x.dims[d] != 1).map(|d| 1 << d).sum();
+    let wide_m = b.let_(m.and(Expr::idx(wide as i64)));
+    let mut done = vec![];
+    for &s in &sets {
+        if done.contains(&(s & wide)) {
+            continue;
+        }
+        done.push(s & wide);
+        let reduced: Vec<bool> = (0..rank).map(|d| s >> d & 1 == 1).collect();
+        let mut res = Ok(());
+        b.if_(wide_m.clone().eq(Expr::idx((s & wide) as i64)), |b| {
+            res = body(b, &reduced)
+        });
+        res?;
+    }
+    Ok(())
 }
 
 /// Which axes are reduced: those of constant input 1; empty or absent means all of them, unless
 /// `noop_with_empty_axes` — then none.
 fn reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, String> {
     let axes = match cx.opt_input(1) {
+        // An empty axes tensor needs no value, constant or not.
         None => vec![],
+        Some(t) if t.numel() == 0 => vec![],
         Some(_) => {
             let t = cx
                 .const_input(1)
@@ -462,4 +551,134 @@ fn arg_extreme(
         |_, acc| acc[1].clone(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::layout::tests::{In, f32s, i64s, run_node};
+    use shrink_ir::Tensor;
+
+    fn run(
+        op: Reduce,
+        x: Tensor,
+        axes: Option<(Vec<i64>, bool)>,
+        out: (DType, &[usize]),
+    ) -> (i32, Vec<u8>) {
+        let mut ins = vec![In(x, false)];
+        if let Some((a, c)) = axes {
+            ins.push(In(Tensor::from_vec(vec![a.len()], a), c));
+        }
+        let (code, mut outs) = run_node(|b, cx| lower(b, &op, cx), &ins, &[out]).unwrap();
+        (code, outs.remove(0))
+    }
+
+    fn sum(keepdims: bool) -> Reduce {
+        Reduce::ReduceSum {
+            keepdims,
+            noop_with_empty_axes: false,
+        }
+    }
+
+    #[test]
+    fn sums_with_constant_and_runtime_axes() {
+        let x = || Tensor::from_vec(vec![2, 3], vec![1f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        for c in [true, false] {
+            let (code, y) = run(sum(false), x(), Some((vec![-2], c)), (DType::F32, &[3]));
+            assert_eq!((code, f32s(&y)), (0, vec![5.0, 7.0, 9.0]));
+            let (code, y) = run(sum(true), x(), Some((vec![1], c)), (DType::F32, &[2, 1]));
+            assert_eq!((code, f32s(&y)), (0, vec![6.0, 15.0]));
+        }
+        // [3, 3] -> [3] could drop either axis: the run-time value decides.
+        let sq = || Tensor::from_vec(vec![3, 3], (0..9).map(|v| v as f32).collect::<Vec<_>>());
+        let (_, y) = run(sum(false), sq(), Some((vec![0], false)), (DType::F32, &[3]));
+        assert_eq!(f32s(&y), vec![9.0, 12.0, 15.0]);
+        let (_, y) = run(
+            sum(false),
+            sq(),
+            Some((vec![-1], false)),
+            (DType::F32, &[3]),
+        );
+        assert_eq!(f32s(&y), vec![3.0, 12.0, 21.0]);
+        let (code, _) = run(sum(false), sq(), Some((vec![2], false)), (DType::F32, &[3]));
+        assert_eq!(code, status::BAD_VALUE);
+        // A repeated run-time axis is refused.
+        let (code, _) = run(
+            sum(false),
+            x(),
+            Some((vec![0, -2], false)),
+            (DType::F32, &[]),
+        );
+        assert_eq!(code, status::BAD_VALUE);
+    }
+
+    #[test]
+    fn empty_sets_give_identities() {
+        let x = Tensor::from_vec(vec![2, 0], Vec::<f32>::new());
+        let max = Reduce::ReduceMax {
+            keepdims: true,
+            noop_with_empty_axes: false,
+        };
+        let (_, y) = run(max, x.clone(), Some((vec![1], true)), (DType::F32, &[2, 1]));
+        assert_eq!(f32s(&y), vec![f32::NEG_INFINITY; 2]);
+        let mean = Reduce::ReduceMean {
+            keepdims: true,
+            noop_with_empty_axes: false,
+        };
+        let (_, y) = run(
+            mean.clone(),
+            x,
+            Some((vec![1], true)),
+            (DType::F32, &[2, 1]),
+        );
+        assert!(f32s(&y).iter().all(|v| v.is_nan()));
+        let xi = Tensor::from_vec(vec![2, 0], Vec::<i32>::new());
+        let (code, _) = run(mean, xi, Some((vec![1], true)), (DType::I32, &[2, 1]));
+        assert_eq!(code, status::BAD_VALUE);
+    }
+
+    #[test]
+    fn integer_sums_wrap_and_means_are_exact() {
+        let x = Tensor::from_vec(vec![3], vec![100i8, 100, -7]);
+        let (_, y) = run(sum(false), x.clone(), None, (DType::I8, &[]));
+        assert_eq!(y, vec![(-63i8) as u8]);
+        let mean = Reduce::ReduceMean {
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        let (_, y) = run(mean.clone(), x, None, (DType::I8, &[]));
+        assert_eq!(y, vec![64]);
+        let x = Tensor::from_vec(vec![2], vec![u64::MAX, u64::MAX - 2]);
+        let (_, y) = run(mean.clone(), x, None, (DType::U64, &[]));
+        assert_eq!(y, (u64::MAX - 1).to_le_bytes().to_vec());
+        let x = Tensor::from_vec(vec![3], vec![i64::MIN, i64::MIN, 5]);
+        let (_, y) = run(mean, x, None, (DType::I64, &[]));
+        let want = ((i64::MIN as i128 * 2 + 5) / 3) as i64;
+        assert_eq!(i64s(&y), vec![want]);
+    }
+
+    #[test]
+    fn max_nan_and_argmax_ties() {
+        let x = Tensor::from_vec(vec![3], vec![1f32, f32::NAN, 3.0]);
+        let max = Reduce::ReduceMax {
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        let (_, y) = run(max, x, None, (DType::F32, &[]));
+        assert!(f32s(&y)[0].is_nan());
+        let x = || Tensor::from_vec(vec![2, 3], vec![1f32, 5.0, 5.0, 2.0, f32::NAN, f32::NAN]);
+        let op = |last| Reduce::ArgMax {
+            axis: 1,
+            keepdims: false,
+            select_last_index: last,
+        };
+        assert_eq!(
+            i64s(&run(op(false), x(), None, (DType::I64, &[2])).1),
+            vec![1, 1]
+        );
+        assert_eq!(
+            i64s(&run(op(true), x(), None, (DType::I64, &[2])).1),
+            vec![2, 2]
+        );
+    }
 }

@@ -13,7 +13,7 @@ mod movement;
 mod pad;
 mod shape;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, strides_of};
@@ -78,8 +78,8 @@ pub(crate) fn signed(v: &[usize]) -> Vec<i64> {
 /// so a plain copy is one flat loop and a transpose keeps only the loops it needs.
 fn coalesce(space: &[usize], src: &Access, dst: &Access) -> (Vec<usize>, Access, Access) {
     let (mut dims, mut sa, mut da): (Vec<usize>, Vec<Coord>, Vec<Coord>) = (vec![], vec![], vec![]);
-    for (d, &n) in space.iter().enumerate() {
-        let (s, t) = (src.axes[d].clone(), dst.axes[d].clone());
+    for ((&n, s), t) in space.iter().zip(&src.axes).zip(&dst.axes) {
+        let (s, t) = (s.clone(), t.clone());
         if n == 1 && matches!(s, Coord::Lin(_)) && matches!(t, Coord::Lin(_)) {
             continue;
         }

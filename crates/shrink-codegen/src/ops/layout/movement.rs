@@ -214,6 +214,9 @@ pub(super) fn axis_slice(dim: usize, start: i64, end: i64, step: i64) -> Result<
 /// Slice with constant starts/ends/axes/steps, resolved here exactly as the interpreter does.
 pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     let x = cx.input(0);
+    if (1..5).any(|i| cx.opt_input(i).is_some() && cx.const_input(i).is_none()) {
+        return slice_runtime(b, cx);
+    }
     let starts = const_ints(cx, 1, "Slice starts")?;
     let ends = const_ints(cx, 2, "Slice ends")?;
     let k = starts.len();
@@ -262,6 +265,122 @@ pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
         &Access::dense(&dims, 0),
         None,
     );
+    Ok(())
+}
+
+/// Slice whose bounds arrive at run time (graph inputs, as in the ONNX node tests): the same
+/// clamping computed by the kernel, per data axis, with the element counts checked against the
+/// static output dims ([`status::BAD_VALUE`] if they differ, or for a zero step or a bad axis).
+fn slice_runtime(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
+    let (x, y) = (cx.input(0), cx.output(0));
+    let rank = x.rank() as i64;
+    let k = cx.input(1).numel();
+    for i in 2..5 {
+        if let Some(t) = cx.opt_input(i)
+            && t.numel() != k
+        {
+            return Err(format!(
+                "Slice input {i} has {} entries, not {k}",
+                t.numel()
+            ));
+        }
+    }
+    if (1..5).any(|i| cx.opt_input(i).is_some_and(|t| !t.compute_ty().is_int())) {
+        return Err("Slice starts/ends/axes/steps must be integers".into());
+    }
+    if y.rank() != x.rank() {
+        return Err(format!("cannot slice {:?} to {:?}", x.dims, y.dims));
+    }
+    let read = |b: &mut Builder, input: usize, i: usize, default: i64| -> Expr {
+        match cx.opt_input(input) {
+            Some(t) => {
+                let v = b.load(t, Expr::idx(i as i64));
+                b.let_(v.cast(Ty::I64))
+            }
+            None => Expr::idx(default),
+        }
+    };
+    // Per slice entry: its normalized axis (checked in range and distinct), start, end, step.
+    let mut entries = vec![];
+    for i in 0..k {
+        let a = read(b, 3, i, i as i64);
+        let a = b.let_(Expr::select(
+            a.clone().lt(Expr::idx(0)),
+            a.clone().add_k(rank),
+            a,
+        ));
+        let bad = a.clone().lt(Expr::idx(0)).or(a.clone().ge(Expr::idx(rank)));
+        b.fail_if(bad, status::BAD_VALUE);
+        for (p, _, _, _) in &entries {
+            let p: &Expr = p;
+            b.fail_if(p.clone().eq(a.clone()), status::BAD_VALUE);
+        }
+        let (s, e, st) = (read(b, 1, i, 0), read(b, 2, i, 0), read(b, 4, i, 1));
+        b.fail_if(st.clone().eq(Expr::idx(0)), status::BAD_VALUE);
+        entries.push((a, s, e, st));
+    }
+    let xst = strides_of(&x.dims);
+    let mut base = Expr::idx(0);
+    let mut steps = vec![];
+    for (d, &dim) in x.dims.iter().enumerate() {
+        let dl = dim as i64;
+        // Untouched axes are taken whole.
+        let (mut s, mut e, mut st) = (Expr::idx(0), Expr::idx(dl), Expr::idx(1));
+        for (a, si, ei, sti) in &entries {
+            let hit = b.let_(a.clone().eq(Expr::idx(d as i64)));
+            s = Expr::select(hit.clone(), si.clone(), s);
+            e = Expr::select(hit.clone(), ei.clone(), e);
+            st = Expr::select(hit, sti.clone(), st);
+        }
+        let (s, e, st) = (b.let_(s), b.let_(e), b.let_(st));
+        let s = b.let_(Expr::select(
+            s.clone().lt(Expr::idx(0)),
+            s.clone().add_k(dl),
+            s,
+        ));
+        let e = b.let_(Expr::select(
+            e.clone().lt(Expr::idx(0)),
+            e.clone().add_k(dl),
+            e,
+        ));
+        let up = b.let_(st.clone().gt(Expr::idx(0)));
+        let clamp = |v: Expr, lo: i64, hi: i64| v.max(Expr::idx(lo)).min(Expr::idx(hi));
+        let s = b.let_(Expr::select(
+            up.clone(),
+            clamp(s.clone(), 0, dl),
+            clamp(s, 0, dl - 1),
+        ));
+        let e = Expr::select(up.clone(), clamp(e.clone(), 0, dl), clamp(e, -1, dl - 1));
+        let span = b.let_(Expr::select(up, e.clone().sub(s.clone()), s.clone().sub(e)));
+        // |step|, with i64::MIN (whose magnitude overflows) as i64::MAX: either way one step
+        // covers the whole axis.
+        let mag = Expr::select(
+            st.clone().eq(Expr::idx(i64::MIN)),
+            Expr::idx(i64::MAX),
+            st.clone().abs(),
+        );
+        let count = Expr::select(
+            span.clone().le(Expr::idx(0)),
+            Expr::idx(0),
+            span.sub(Expr::idx(1)).div(mag).add_k(1),
+        );
+        b.fail_if(count.ne(Expr::idx(y.dims[d] as i64)), status::BAD_VALUE);
+        base = base.add(s.mul_k(xst[d] as i64));
+        steps.push(b.let_(st.mul_k(xst[d] as i64)));
+    }
+    if y.numel() == 0 {
+        return Ok(());
+    }
+    let base = b.let_(base);
+    let yst = strides_of(&y.dims);
+    b.nest(&y.dims, |b, idx| {
+        let from = idx
+            .iter()
+            .zip(&steps)
+            .fold(base, |acc, (i, st)| acc.add(i.clone().mul(st.clone())));
+        let v = b.load_raw(x, from);
+        b.store_raw(y, linear(idx, &yst), v);
+    });
     Ok(())
 }
 

@@ -158,11 +158,24 @@ fn slice_negative_steps_and_clamping() {
     )
     .unwrap();
     assert_eq!((code, out[0].len()), (0, 0));
-    // Bounds that are not constants are refused at compile time, naming the input.
-    let mut v = ins(vec![0], vec![1], vec![0], vec![1]);
-    v[2].1 = false;
-    let e = layout(Layout::Slice, &v, &[(DType::F32, &[1, 5])]).unwrap_err();
-    assert!(e.contains("ends"), "{e}");
+    // The same with every bound read at run time.
+    let mut v = ins(
+        vec![i64::MAX, 100],
+        vec![i64::MIN, -100],
+        vec![1, 0],
+        vec![-2, -1],
+    );
+    v.iter_mut().for_each(|t| t.1 = false);
+    let (code, out) = layout(Layout::Slice, &v, &[(DType::F32, &[2, 3])]).unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(f32s(&out[0]), vec![9.0, 7.0, 5.0, 4.0, 2.0, 0.0]);
+    // Run-time bounds that disagree with the static output dims, or a zero step, are refused.
+    for (step, dims) in [(1i64, &[2usize, 3][..]), (0, &[2, 5][..])] {
+        let mut v = ins(vec![0], vec![5], vec![1], vec![step]);
+        v.iter_mut().for_each(|t| t.1 = false);
+        let (code, _) = layout(Layout::Slice, &v, &[(DType::F32, dims)]).unwrap();
+        assert_eq!(code, status::BAD_VALUE);
+    }
 }
 
 #[test]
@@ -182,10 +195,26 @@ fn pad_modes_and_empty_input() {
         .unwrap()
     };
     let got = |mode| f32s(&run(mode, &data, &[1, 6]).1[0]);
-    assert_eq!(got(PadMode::Constant), vec![9.0, 9.0, 1.0, 2.0, 3.0, 9.0]);
-    assert_eq!(got(PadMode::Edge), vec![1.0, 1.0, 1.0, 2.0, 3.0, 3.0]);
-    assert_eq!(got(PadMode::Reflect), vec![3.0, 2.0, 1.0, 2.0, 3.0, 2.0]);
-    assert_eq!(got(PadMode::Wrap), vec![2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+    // The same with the pads read at run time.
+    let got_rt = |mode| {
+        let ins = [
+            In(data.clone(), false),
+            In(pads.clone(), false),
+            In(Tensor::scalar(9f32), false),
+        ];
+        let (code, out) = layout(Layout::Pad { mode }, &ins, &[(DType::F32, &[1, 6])]).unwrap();
+        assert_eq!(code, 0);
+        f32s(&out[0])
+    };
+    for (mode, want) in [
+        (PadMode::Constant, vec![9.0, 9.0, 1.0, 2.0, 3.0, 9.0]),
+        (PadMode::Edge, vec![1.0, 1.0, 1.0, 2.0, 3.0, 3.0]),
+        (PadMode::Reflect, vec![3.0, 2.0, 1.0, 2.0, 3.0, 2.0]),
+        (PadMode::Wrap, vec![2.0, 3.0, 1.0, 2.0, 3.0, 1.0]),
+    ] {
+        assert_eq!(got(mode), want, "{mode:?}");
+        assert_eq!(got_rt(mode), want, "{mode:?} at run time");
+    }
     // Padding an empty axis with a constant writes only the constant.
     let empty = t(&[1, 0], Vec::<f32>::new());
     let (code, out) = run(PadMode::Constant, &empty, &[1, 3]);
@@ -293,4 +322,26 @@ fn shape_constant_of_shape_and_range() {
     )
     .unwrap();
     assert_eq!(i64s(&out[0]), vec![10, 7]);
+}
+
+#[test]
+fn gather_with_nothing_to_gather_checks_no_index() {
+    // The interpreter produces the empty result without looking at the indices.
+    let data = t(&[2, 0], Vec::<f32>::new());
+    let (code, out) = layout(
+        Layout::Gather { axis: 0 },
+        &[In(data, false), In(t(&[1], vec![7i64]), false)],
+        &[(DType::F32, &[1, 0])],
+    )
+    .unwrap();
+    assert_eq!((code, out[0].len()), (0, 0));
+    // An empty axis with indices to look up refuses every index.
+    let data = t(&[0, 2], Vec::<f32>::new());
+    let (code, _) = layout(
+        Layout::Gather { axis: 0 },
+        &[In(data, false), In(t(&[1], vec![0i64]), false)],
+        &[(DType::F32, &[1, 2])],
+    )
+    .unwrap();
+    assert_eq!(code, status::BAD_INDEX);
 }
