@@ -48,7 +48,13 @@ pub fn encode(b: &mut Builder, d: DType, value: Expr, saturate: bool) -> Expr {
 
 /// [`encode`] with the e8m0 round mode given. Every float result is rounded once from the exact
 /// value of `value` (F32 or F64), as `shrink_ir::narrow` and the interpreter do.
-pub fn encode_with(b: &mut Builder, d: DType, value: Expr, saturate: bool, mode: RoundMode) -> Expr {
+pub fn encode_with(
+    b: &mut Builder,
+    d: DType,
+    value: Expr,
+    saturate: bool,
+    mode: RoundMode,
+) -> Expr {
     match d {
         // From f64 the value is rounded directly: through f32 it could round twice.
         DType::F16 | DType::BF16 if value.ty == Ty::F64 => {
@@ -122,9 +128,16 @@ fn round_to_code(b: &mut Builder, a: &Expr, man_bits: u32, min_exp: i32) -> Expr
     let rem = b.let_(rem);
     let half = b.let_(u64k(1).shl(s.sub(u64k(1))));
     let odd = n.clone().and(u64k(1)).eq(u64k(1));
-    let up = Expr::select(rem.clone().gt(half.clone()), Expr::bool(true), Expr::select(rem.eq(half), odd, Expr::bool(false)));
+    let up = Expr::select(
+        rem.clone().gt(half.clone()),
+        Expr::bool(true),
+        Expr::select(rem.eq(half), odd, Expr::bool(false)),
+    );
     let n = n.add(up.cast(Ty::U64));
-    let binade = e.sub(Expr::idx(min_exp as i64)).max(Expr::idx(0)).cast(Ty::U64);
+    let binade = e
+        .sub(Expr::idx(min_exp as i64))
+        .max(Expr::idx(0))
+        .cast(Ty::U64);
     binade.shl(u64k(man_bits as u64)).add(n)
 }
 
@@ -316,13 +329,7 @@ mod tests {
 
     /// Runs `encode_with(d, x, saturate, mode)` on every value of `xs` (raw F32 or F64 bits,
     /// `src` says which) and returns the stored raw outputs as u64.
-    fn run_encode(
-        src: DType,
-        d: DType,
-        saturate: bool,
-        mode: RoundMode,
-        xs: &[u64],
-    ) -> Vec<u64> {
+    fn run_encode(src: DType, d: DType, saturate: bool, mode: RoundMode, xs: &[u64]) -> Vec<u64> {
         let n = xs.len();
         let mut b = Builder::new("enc");
         let x = b.buffer(Place::Input(0), src, &[n]);
@@ -352,7 +359,10 @@ mod tests {
     /// patterns and the specials.
     fn f32_patterns(lo: i32, hi: i32) -> Vec<u64> {
         let mut v = vec![];
-        let (first, last) = (((lo + 127).max(0) as u32) << 23, ((hi + 127).min(255) as u32) << 23);
+        let (first, last) = (
+            ((lo + 127).max(0) as u32) << 23,
+            ((hi + 127).min(255) as u32) << 23,
+        );
         for top in (first >> 12)..=(last >> 12) {
             for low in [0u32, 1, 0x7ff, 0x800, 0x801, 0xfff] {
                 let bits = top << 12 | low;
@@ -378,7 +388,13 @@ mod tests {
         ] {
             v.push(s.to_bits() as u64);
         }
-        for bits in [0x7f80_0001u32, 0x7fa0_0000, 0x7fc0_0001, 0x7fe0_0000, 0xffa0_0000] {
+        for bits in [
+            0x7f80_0001u32,
+            0x7fa0_0000,
+            0x7fc0_0001,
+            0x7fe0_0000,
+            0xffa0_0000,
+        ] {
             v.push(bits as u64);
         }
         v
@@ -399,8 +415,18 @@ mod tests {
             let e = (lo + 1023 - 4) as u64 + (bits >> 53) % (hi - lo + 8) as u64;
             v.push(bits & 0x800f_ffff_ffff_ffff | e << 52);
         }
-        v.extend([0, 1, 0x8000_0000_0000_0001, 0x7ff0_0000_0000_0000, 0x7ff8_0000_0000_0001]);
-        v.extend([0xfff4_0000_0000_0000, 0x7ff0_0000_0000_0001, f64::MAX.to_bits()]);
+        v.extend([
+            0,
+            1,
+            0x8000_0000_0000_0001,
+            0x7ff0_0000_0000_0000,
+            0x7ff8_0000_0000_0001,
+        ]);
+        v.extend([
+            0xfff4_0000_0000_0000,
+            0x7ff0_0000_0000_0001,
+            f64::MAX.to_bits(),
+        ]);
         v
     }
 
@@ -416,18 +442,29 @@ mod tests {
                 DType::F8E8M0 => narrow::encode_e8m0(v, saturate, mode) as u64,
                 DType::F16 => {
                     let r = narrow::round_to_precision(v, 10, -14);
-                    let r = if r.is_finite() && r.abs() > 65504.0 { r * f64::INFINITY } else { r };
+                    let r = if r.is_finite() && r.abs() > 65504.0 {
+                        r * f64::INFINITY
+                    } else {
+                        r
+                    };
                     half::f16::from_f64(r).to_bits() as u64
                 }
                 DType::BF16 => {
                     let r = narrow::round_to_precision(v, 7, -126);
                     let max = half::bf16::MAX.to_f64();
-                    let r = if r.is_finite() && r.abs() > max { r * f64::INFINITY } else { r };
+                    let r = if r.is_finite() && r.abs() > max {
+                        r * f64::INFINITY
+                    } else {
+                        r
+                    };
                     half::bf16::from_f64(r).to_bits() as u64
                 }
                 _ => narrow::encode_f64(d, v, saturate) as u64,
             };
-            assert_eq!(g, want, "{d} saturate={saturate} {mode:?} of {v:e} ({x:#x})");
+            assert_eq!(
+                g, want,
+                "{d} saturate={saturate} {mode:?} of {v:e} ({x:#x})"
+            );
         }
     }
 
@@ -473,10 +510,34 @@ mod tests {
 
     #[test]
     fn f16_and_bf16_from_f64_round_once() {
-        check(DType::F64, DType::F16, true, RoundMode::Up, &f64_patterns(-26, 17));
-        check(DType::F64, DType::BF16, true, RoundMode::Up, &f64_patterns(-135, 128));
+        check(
+            DType::F64,
+            DType::F16,
+            true,
+            RoundMode::Up,
+            &f64_patterns(-26, 17),
+        );
+        check(
+            DType::F64,
+            DType::BF16,
+            true,
+            RoundMode::Up,
+            &f64_patterns(-135, 128),
+        );
         // And the f32 paths agree with the same oracle.
-        check(DType::F32, DType::F16, true, RoundMode::Up, &f32_patterns(-26, 17));
-        check(DType::F32, DType::BF16, true, RoundMode::Up, &f32_patterns(-135, 128));
+        check(
+            DType::F32,
+            DType::F16,
+            true,
+            RoundMode::Up,
+            &f32_patterns(-26, 17),
+        );
+        check(
+            DType::F32,
+            DType::BF16,
+            true,
+            RoundMode::Up,
+            &f32_patterns(-135, 128),
+        );
     }
 }

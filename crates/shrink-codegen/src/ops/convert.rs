@@ -11,7 +11,7 @@
 //!   infinities give 0), stored sign-extended for the signed ones;
 //! - to bool: nonzero (NaN included) is true.
 use super::{LowerResult, NodeCtx};
-use crate::loops::convert::encode_with;
+use crate::loops::convert::{decode, encode_with};
 use crate::loops::{Builder, Expr, TensorRef, Ty, status};
 use shrink_ir::DType;
 use shrink_ir::op::{Convert, RoundMode};
@@ -96,7 +96,11 @@ pub fn cast_value(
     let target = Ty::storage(to).expect("numeric dtype");
     match to {
         DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
-            let bits = if matches!(to, DType::I4 | DType::U4) { 4 } else { 2 };
+            let bits = if matches!(to, DType::I4 | DType::U4) {
+                4
+            } else {
+                2
+            };
             let w = if float {
                 // Floats of magnitude 2^62 and up are multiples of 16 already.
                 let big = Expr::lit(v.ty, 4_611_686_018_427_387_904.0);
@@ -154,7 +158,10 @@ fn int_to_f64_odd(b: &mut Builder, v: Expr) -> Expr {
     let err = b.let_(lo.sub(s.clone().sub(a)));
     let bits = b.let_(s.clone().bitcast(Ty::U64));
     let zero = Expr::f64(0.0);
-    let even = bits.clone().and(Expr::int(Ty::U64, 1)).eq(Expr::int(Ty::U64, 0));
+    let even = bits
+        .clone()
+        .and(Expr::int(Ty::U64, 1))
+        .eq(Expr::int(Ty::U64, 0));
     let inexact = err.clone().ne(zero.clone());
     let adjust = Expr::select(inexact, even, Expr::bool(false));
     // Toward the exact value: away from zero when the error has the sign of the sum.
@@ -165,86 +172,363 @@ fn int_to_f64_odd(b: &mut Builder, v: Expr) -> Expr {
 }
 
 /// Dropout(data, ratio?, training_mode?) -> (output, mask?). Inference (or ratio 0) is the
-/// identity with an all-true mask. Training draws the keep mask from `RandomState(seed)` at
-/// compile time — it depends only on the seed, the ratio and the element count — and computes
-/// `keep * x * scale` in the data's type, as the interpreter does.
+/// identity with an all-true mask. Training keeps element `i` where the `i`-th uniform draw of
+/// `RandomState(seed)` is `>= ratio` and computes `keep * x * scale` in the data's type, as the
+/// interpreter does. The draws depend only on the seed and the element count, so they are made
+/// at compile time into a table; ratio and training_mode may then be constants or run-time
+/// inputs alike (read from their first element).
 fn dropout(b: &mut Builder, seed: Option<i64>, cx: &NodeCtx) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
-    let constant = |i: usize, what: &str| -> Result<Option<f64>, String> {
-        match (cx.opt_input(i), cx.const_input(i)) {
-            (None, _) => Ok(None),
-            (Some(_), Some(t)) if !t.is_empty() => Ok(Some(t.get_f64(0))),
-            (Some(_), Some(_)) => Err(format!("Dropout {what} is empty")),
-            (Some(_), None) => Err(format!(
-                "Dropout with a {what} computed at run time has no native lowering"
-            )),
-        }
-    };
-    let training = constant(2, "training_mode")?.is_some_and(|v| v != 0.0);
-    let ratio = if training {
-        constant(1, "ratio")?.unwrap_or(0.5)
-    } else {
-        0.0
-    };
-    let n = x.numel();
-    let keep: Option<Vec<bool>> = if training && ratio != 0.0 {
-        let seed = u32::try_from(seed.unwrap_or(0)).ok();
-        match seed {
-            Some(seed) if (0.0..1.0).contains(&ratio) => {
-                let mut rng = Mt19937::new(seed);
-                Some((0..n).map(|_| rng.next_f64() >= ratio).collect())
-            }
-            // The interpreter refuses these when it runs: so does the kernel.
-            _ => {
-                b.fail_if(Expr::bool(true), status::BAD_VALUE);
-                return Ok(());
-            }
-        }
-    } else {
-        None
-    };
-    let table = keep
-        .as_ref()
-        .map(|k| b.table(DType::Bool, &[n], k.iter().map(|&v| v as u8).collect()));
-    let scale = match &keep {
-        None => None,
-        Some(_) => Some(match x.dtype {
-            DType::F32 => Expr::f32(1.0 / (1.0 - ratio as f32)),
-            DType::F64 => Expr::f64(1.0 / (1.0 - ratio)),
-            // The interpreter computes each step in f32 and rounds it to the type.
-            DType::F16 => {
-                use half::f16;
-                let d = f16::from_f32(1.0 - f16::from_f64(ratio).to_f32());
-                Expr::f32(f16::from_f32(1.0 / d.to_f32()).to_f32())
-            }
-            DType::BF16 => {
-                use half::bf16;
-                let d = bf16::from_f32(1.0 - bf16::from_f64(ratio).to_f32());
-                Expr::f32(bf16::from_f32(1.0 / d.to_f32()).to_f32())
-            }
-            d => return Err(format!("training-mode Dropout on {d} is not supported")),
-        }),
-    };
     let mask = cx.outputs.get(1).cloned();
-    b.for_(n, |b, i| {
-        let k = table.as_ref().map(|t| b.load_raw(t, i.clone()));
-        match (&k, &scale) {
-            (Some(k), Some(scale)) => {
+    let n = x.numel();
+    if y.dtype != x.dtype {
+        return Err(format!(
+            "Dropout output is {} for a {} input",
+            y.dtype, x.dtype
+        ));
+    }
+    let first = |b: &mut Builder, t: &TensorRef| -> Expr {
+        if t.numel() == 0 {
+            // The interpreter refuses an empty ratio or training_mode.
+            b.fail_if(Expr::bool(true), status::BAD_VALUE);
+        }
+        b.load(t, Expr::idx(0))
+    };
+    // Training is possible unless training_mode is absent or a constant zero.
+    let training = match (cx.opt_input(2), cx.const_input(2)) {
+        (None, _) => None,
+        (Some(_), Some(t)) if !t.is_empty() && t.get_f64(0) == 0.0 => None,
+        (Some(t), _) => {
+            let v = first(b, t);
+            let v = cast_value(b, t.dtype, v, DType::Bool, true, RoundMode::Up);
+            Some(b.let_(v))
+        }
+    };
+    let identity = |b: &mut Builder| {
+        b.for_(n, |b, i| {
+            let v = b.load_raw(x, i.clone());
+            b.store_raw(y, i.clone(), v);
+            if let Some(mask) = &mask {
+                let r = cast_value(
+                    b,
+                    DType::Bool,
+                    Expr::bool(true),
+                    mask.dtype,
+                    true,
+                    RoundMode::Up,
+                );
+                b.store_raw(mask, i, r);
+            }
+        })
+    };
+    let Some(training) = training else {
+        identity(b);
+        return Ok(());
+    };
+    if !matches!(x.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+        return Err(format!(
+            "training-mode Dropout on {} is not supported",
+            x.dtype
+        ));
+    }
+    let ratio = match cx.opt_input(1) {
+        None => Expr::f64(0.5),
+        Some(t) => {
+            let v = first(b, t);
+            let v = cast_value(b, t.dtype, v, DType::F64, true, RoundMode::Up);
+            b.let_(v)
+        }
+    };
+    let zero = Expr::f64(0.0);
+    let active = Expr::select(training, ratio.clone().ne(zero.clone()), Expr::bool(false));
+    let seed = u32::try_from(seed.unwrap_or(0)).ok();
+    b.if_else(
+        active,
+        |b| {
+            let in_range = Expr::select(
+                ratio.clone().ge(zero),
+                ratio.clone().lt(Expr::f64(1.0)),
+                Expr::bool(false),
+            );
+            b.fail_if(in_range.not(), status::BAD_VALUE);
+            let Some(seed) = seed else {
+                // numpy (and so the interpreter) refuses seeds outside 0..2^32.
+                b.fail_if(Expr::bool(true), status::BAD_VALUE);
+                return;
+            };
+            let mut rng = Mt19937::new(seed);
+            let draws: Vec<u8> = (0..n).flat_map(|_| rng.next_f64().to_le_bytes()).collect();
+            let draws = b.table(DType::F64, &[n], draws);
+            let scale = dropout_scale(b, x.dtype, ratio.clone());
+            b.for_(n, |b, i| {
+                let keep = b.load_raw(&draws, i.clone()).ge(ratio.clone());
+                let keep = b.let_(keep);
                 let v = b.load(x, i.clone());
                 let ty = v.ty;
-                let m = Expr::select(k.clone(), Expr::lit(ty, 1.0), Expr::lit(ty, 0.0));
+                let m = Expr::select(keep.clone(), Expr::lit(ty, 1.0), Expr::lit(ty, 0.0));
+                // A dropped NaN or infinity gives NaN (0 * x), as in the reference runtime.
                 b.store(y, i.clone(), m.mul(v).mul(scale.clone()));
-            }
-            _ => {
-                let v = b.load_raw(x, i.clone());
-                b.store_raw(y, i.clone(), v);
-            }
-        }
-        if let Some(mask) = &mask {
-            let k = k.unwrap_or(Expr::bool(true));
-            let r = cast_value(b, DType::Bool, k, mask.dtype, true, RoundMode::Up);
-            b.store_raw(mask, i, r);
-        }
-    });
+                if let Some(mask) = &mask {
+                    let r = cast_value(b, DType::Bool, keep, mask.dtype, true, RoundMode::Up);
+                    b.store_raw(mask, i, r);
+                }
+            });
+        },
+        identity,
+    );
     Ok(())
+}
+
+/// `1 / (1 - ratio)` in the data's type `d`, each step rounded to it as the interpreter's `Num`
+/// does (f16 and bf16 compute in f32 and round after every operation); `ratio` is an F64.
+fn dropout_scale(b: &mut Builder, d: DType, ratio: Expr) -> Expr {
+    match d {
+        DType::F64 => b.let_(Expr::f64(1.0).div(Expr::f64(1.0).sub(ratio))),
+        DType::F32 => b.let_(Expr::f32(1.0).div(Expr::f32(1.0).sub(ratio.cast(Ty::F32)))),
+        _ => {
+            let round = |b: &mut Builder, v: Expr| {
+                let raw = encode_with(b, d, v, true, RoundMode::Up);
+                let v = decode(b, d, raw);
+                b.let_(v)
+            };
+            let r = round(b, ratio);
+            let den = round(b, Expr::f32(1.0).sub(r));
+            round(b, Expr::f32(1.0).div(den))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loops::Place;
+    use crate::loops::testing::run_kernel;
+    use crate::ops::op_testing::{In, f32s, run_op};
+    use half::{bf16, f16};
+    use shrink_ir::Op;
+
+    /// Casts the raw elements `xs` (each `from.size()` bytes) to `to` and returns the raw bytes.
+    fn cast_bytes(from: DType, to: DType, saturate: bool, xs: Vec<u8>) -> Vec<u8> {
+        let n = xs.len() / from.size();
+        let mut b = Builder::new("cast");
+        let x = b.buffer(Place::Input(0), from, &[n]);
+        let y = b.buffer(Place::Output(0), to, &[n]);
+        cast(&mut b, &x, &y, saturate, RoundMode::Up);
+        let k = b.finish().unwrap();
+        let (code, mut outs) = run_kernel(&k, &[xs], &[n * to.size()], 0);
+        assert_eq!(code, 0);
+        outs.remove(0)
+    }
+
+    fn bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| f(x)).collect()
+    }
+
+    fn u16s(b: &[u8]) -> Vec<u16> {
+        b.chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn wide_integers_round_once() {
+        // Just above the bf16 tie at 2^60 + 2^52: a plain i64 → f64 (or f32) cast loses the +1
+        // and the tie would round to even, downwards.
+        let v = (1i64 << 60) + (1 << 52) + 1;
+        let got = cast_bytes(
+            DType::I64,
+            DType::BF16,
+            true,
+            bytes(&[v, -v, i64::MAX], i64::to_le_bytes),
+        );
+        let want: Vec<u16> = [
+            2f64.powi(60) + 2f64.powi(53),
+            -(2f64.powi(60) + 2f64.powi(53)),
+            2f64.powi(63),
+        ]
+        .iter()
+        .map(|&w| bf16::from_f64(w).to_bits())
+        .collect();
+        assert_eq!(u16s(&got), want);
+        // i32 through f32 would round twice: 2^24 + 2^16 + 1 is above the bf16 tie.
+        let got = cast_bytes(
+            DType::I32,
+            DType::BF16,
+            true,
+            bytes(&[(1 << 24) + (1 << 16) + 1], i32::to_le_bytes),
+        );
+        assert_eq!(u16s(&got), [0x4b81]);
+        let v = (1i64 << 60) + (1 << 36) + 1;
+        let got = cast_bytes(DType::I64, DType::F32, true, bytes(&[v], i64::to_le_bytes));
+        assert_eq!(f32s(&got), [2f32.powi(60) + 2f32.powi(37)]);
+        let u = [u64::MAX, (1 << 63) + (1 << 39) + 1, 3];
+        let got = cast_bytes(DType::U64, DType::F32, true, bytes(&u, u64::to_le_bytes));
+        assert_eq!(
+            f32s(&got),
+            [2f32.powi(64), 2f32.powi(63) + 2f32.powi(40), 3.0]
+        );
+        let got = cast_bytes(DType::U64, DType::F64, true, bytes(&u, u64::to_le_bytes));
+        let got: Vec<f64> = got
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [2f64.powi(64), (((1u64 << 63) + (1 << 39)) as f64), 3.0]
+        );
+        // To f16: beyond the range is infinity, whatever the width.
+        let got = cast_bytes(
+            DType::I64,
+            DType::F16,
+            true,
+            bytes(&[70_000, -65_519, 65_520, 1 << 40, -3], i64::to_le_bytes),
+        );
+        assert_eq!(
+            u16s(&got),
+            [
+                0x7c00,
+                0xfbff,
+                0x7c00,
+                0x7c00,
+                f16::from_f32(-3.0).to_bits()
+            ]
+        );
+        // To float8 and e8m0 (round up: 2^40 + 1 needs 2^41).
+        let got = cast_bytes(
+            DType::U64,
+            DType::F8E4M3FN,
+            true,
+            bytes(&[u64::MAX, 3], u64::to_le_bytes),
+        );
+        assert_eq!(got, [0x7e, 0x44]);
+        let got = cast_bytes(
+            DType::I64,
+            DType::F8E8M0,
+            true,
+            bytes(&[(1 << 40) + 1, 1 << 62], i64::to_le_bytes),
+        );
+        assert_eq!(got, [168, 189]);
+    }
+
+    #[test]
+    fn f64_to_f16_rounds_directly() {
+        let v = [1.0 + 2f64.powi(-11) + 2f64.powi(-40), 65520.0, -0.0];
+        let got = cast_bytes(DType::F64, DType::F16, true, bytes(&v, f64::to_le_bytes));
+        assert_eq!(u16s(&got), [0x3c01, 0x7c00, 0x8000]);
+    }
+
+    #[test]
+    fn floats_to_integers_saturate_and_sub_byte_keeps_low_bits() {
+        let v = [
+            -9.0f32,
+            -2.7,
+            -0.5,
+            2.7,
+            200.0,
+            1e10,
+            f32::NAN,
+            f32::INFINITY,
+        ];
+        let x = bytes(&v, f32::to_le_bytes);
+        let got = cast_bytes(DType::F32, DType::I8, true, x.clone());
+        assert_eq!(got, [-9i8, -2, 0, 2, 127, 127, 0, 127].map(|b| b as u8));
+        assert_eq!(
+            cast_bytes(DType::F32, DType::U8, true, x),
+            [0, 0, 0, 2, 200, 255, 0, 255]
+        );
+        let v = [-9.0f32, -8.0, 7.0, 8.0, 15.0, 1e6, f32::NAN, -1e30];
+        let got = cast_bytes(DType::F32, DType::I4, true, bytes(&v, f32::to_le_bytes));
+        assert_eq!(got, [7i8, -8, 7, -8, -1, 0, 0, 0].map(|b| b as u8));
+        let got = cast_bytes(
+            DType::F32,
+            DType::U2,
+            true,
+            bytes(&[-3.0f32, -1.0, 3.0, 5.9], f32::to_le_bytes),
+        );
+        assert_eq!(got, [1, 3, 3, 1]);
+        let got = cast_bytes(
+            DType::I64,
+            DType::I4,
+            true,
+            bytes(&[-9i64, 23, i64::MIN], i64::to_le_bytes),
+        );
+        assert_eq!(got, [7, 7, 0]);
+    }
+
+    #[test]
+    fn integers_wrap_bools_and_sub_byte_sources() {
+        let x = bytes(&[200i16, -1, 0, 256], i16::to_le_bytes);
+        assert_eq!(
+            cast_bytes(DType::I16, DType::I8, true, x.clone()),
+            [200u8, 255, 0, 0]
+        );
+        assert_eq!(cast_bytes(DType::I16, DType::Bool, true, x), [1, 1, 0, 1]);
+        let f = bytes(&[0.0f32, -0.0, f32::NAN, 0.1], f32::to_le_bytes);
+        assert_eq!(cast_bytes(DType::F32, DType::Bool, true, f), [0, 0, 1, 1]);
+        let got = cast_bytes(DType::Bool, DType::F16, true, vec![1, 0]);
+        assert_eq!(u16s(&got), [0x3c00, 0]);
+        // Sub-byte integers are read from their low bits, whatever the high bits hold.
+        assert_eq!(
+            cast_bytes(DType::I4, DType::I8, true, vec![0x0f, 0x08, 0xf7]),
+            [0xff, 0xf8, 7]
+        );
+        assert_eq!(
+            f32s(&cast_bytes(DType::I4, DType::F32, true, vec![0x0f, 0x08])),
+            [-1.0, -8.0]
+        );
+        assert_eq!(
+            cast_bytes(DType::U4, DType::U8, true, vec![0xff, 0x13]),
+            [15, 3]
+        );
+        assert_eq!(
+            cast_bytes(DType::I2, DType::I32, true, vec![0x02])[..1],
+            [0xfe]
+        );
+        // Same dtype: the bits pass unchanged.
+        assert_eq!(cast_bytes(DType::I4, DType::I4, true, vec![0x0f]), [0x0f]);
+    }
+
+    #[test]
+    fn dropout_training_follows_numpy_random_state() {
+        // RandomState(0) draws 0.5488…, 0.7152…, 0.6028…: ratio 0.6 drops the first element.
+        let x = In::f32s(&[3], &[f32::NAN, 2.0, -1.0]);
+        let run = |ratio: f32, training: bool, seed: Option<i64>| {
+            let ins = [
+                Some(In::f32s(&[3], &[f32::NAN, 2.0, -1.0])),
+                Some(In::f32s(&[], &[ratio])),
+                Some(In::new(DType::Bool, &[], vec![training as u8])),
+            ];
+            let op = Op::Convert(Convert::Dropout { seed });
+            run_op(&op, &ins, &[(DType::F32, &[3]), (DType::Bool, &[3])])
+        };
+        let (code, outs) = run(0.6, true, None);
+        assert_eq!(code, 0);
+        let scale = 1.0f32 / (1.0f32 - 0.6f32);
+        let y = f32s(&outs[0]);
+        assert!(y[0].is_nan());
+        assert_eq!(y[1..], [2.0 * scale, -scale]);
+        assert_eq!(outs[1], [0, 1, 1]);
+        // Inference, or ratio 0: identity and all kept.
+        for (r, t) in [(0.6, false), (0.0, true)] {
+            let (code, outs) = run(r, t, Some(3));
+            assert_eq!(code, 0);
+            assert_eq!(outs[0], x.bytes);
+            assert_eq!(outs[1], [1, 1, 1]);
+        }
+        assert_eq!(run(1.0, true, None).0, status::BAD_VALUE);
+        assert_eq!(run(f32::NAN, true, None).0, status::BAD_VALUE);
+        assert_eq!(run(0.5, true, Some(-1)).0, status::BAD_VALUE);
+        assert_eq!(run(0.5, false, Some(-1)).0, 0);
+        // A constant training_mode of false needs no draws and takes any ratio.
+        let ins = [
+            Some(In::f32s(&[3], &[1.0, 2.0, 3.0])),
+            Some(In::f32s(&[], &[0.3])),
+            Some(In::new(DType::Bool, &[], vec![0]).constant()),
+        ];
+        let op = Op::Convert(Convert::Dropout { seed: None });
+        let (code, outs) = run_op(&op, &ins, &[(DType::F32, &[3]), (DType::F32, &[3])]);
+        assert_eq!(code, 0);
+        assert_eq!(f32s(&outs[0]), [1.0, 2.0, 3.0]);
+        assert_eq!(f32s(&outs[1]), [1.0; 3]);
+    }
 }

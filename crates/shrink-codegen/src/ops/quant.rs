@@ -52,8 +52,18 @@ pub fn lower(b: &mut Builder, op: &Quant, cx: &NodeCtx) -> LowerResult {
 /// `Granularity`: the input is walked as `[outer, len, inner]` with `len` along the axis.
 enum Granularity {
     PerTensor,
-    PerAxis { outer: usize, len: usize, inner: usize },
-    Blocked { outer: usize, len: usize, inner: usize, blocks: usize, block: usize },
+    PerAxis {
+        outer: usize,
+        len: usize,
+        inner: usize,
+    },
+    Blocked {
+        outer: usize,
+        len: usize,
+        inner: usize,
+        blocks: usize,
+        block: usize,
+    },
 }
 
 impl Granularity {
@@ -66,11 +76,7 @@ impl Granularity {
             return Err(format!("axis {axis} is out of range for rank {r}"));
         }
         let a = if axis < 0 { axis + r } else { axis } as usize;
-        let (outer, len, inner) = (
-            x[..a].iter().product(),
-            x[a],
-            x[a + 1..].iter().product(),
-        );
+        let (outer, len, inner) = (x[..a].iter().product(), x[a], x[a + 1..].iter().product());
         if block_size < 0 {
             return Err(format!("block_size {block_size} is negative"));
         }
@@ -95,30 +101,40 @@ impl Granularity {
                 "blocked scale of shape {scale:?} for an input of shape {x:?} (axis {a}, block_size {block})"
             ));
         }
-        Ok(Granularity::Blocked { outer, len, inner, blocks, block })
+        Ok(Granularity::Blocked {
+            outer,
+            len,
+            inner,
+            blocks,
+            block,
+        })
     }
 
     /// Calls `f(b, i, j)` for every input element `i` with `j` the index of its scale.
     fn walk(&self, b: &mut Builder, n: usize, f: impl FnOnce(&mut Builder, Expr, Expr)) {
         match *self {
             Granularity::PerTensor => b.for_(n, |b, i| f(b, i, Expr::idx(0))),
-            Granularity::PerAxis { outer, len, inner } => {
-                b.nest(&[outer, len, inner], |b, ix| {
-                    let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
-                    let i = o.mul_k((len * inner) as i64).add(a.clone().mul_k(inner as i64));
-                    f(b, i.add(k), a)
-                })
-            }
-            Granularity::Blocked { outer, len, inner, blocks, block } => {
-                b.nest(&[outer, len, inner], |b, ix| {
-                    let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
-                    let i = o.clone().mul_k((len * inner) as i64);
-                    let i = i.add(a.clone().mul_k(inner as i64)).add(k.clone());
-                    let blk = a.div(Expr::idx(block as i64));
-                    let j = o.mul_k(blocks as i64).add(blk).mul_k(inner as i64).add(k);
-                    f(b, i, j)
-                })
-            }
+            Granularity::PerAxis { outer, len, inner } => b.nest(&[outer, len, inner], |b, ix| {
+                let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
+                let i = o
+                    .mul_k((len * inner) as i64)
+                    .add(a.clone().mul_k(inner as i64));
+                f(b, i.add(k), a)
+            }),
+            Granularity::Blocked {
+                outer,
+                len,
+                inner,
+                blocks,
+                block,
+            } => b.nest(&[outer, len, inner], |b, ix| {
+                let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
+                let i = o.clone().mul_k((len * inner) as i64);
+                let i = i.add(a.clone().mul_k(inner as i64)).add(k.clone());
+                let blk = a.div(Expr::idx(block as i64));
+                let j = o.mul_k(blocks as i64).add(blk).mul_k(inner as i64).add(k);
+                f(b, i, j)
+            }),
         }
     }
 }
@@ -345,4 +361,142 @@ fn dynamic_quantize(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
         b.store_raw(z, Expr::idx(0), nan_to_zero(zp).cast(Ty::U8));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::op_testing::{In, f32s, run_op};
+    use shrink_ir::Op;
+
+    fn q(axis: i64, block_size: i64) -> Op {
+        Op::Quant(Quant::QuantizeLinear {
+            axis,
+            block_size,
+            output_dtype: None,
+            saturate: true,
+            precision: None,
+        })
+    }
+
+    fn dq(axis: i64, block_size: i64) -> Op {
+        Op::Quant(Quant::DequantizeLinear {
+            axis,
+            block_size,
+            output_dtype: None,
+        })
+    }
+
+    fn run(op: &Op, ins: Vec<In>, out: DType, dims: &[usize]) -> Vec<u8> {
+        let ins: Vec<Option<In>> = ins.into_iter().map(Some).collect();
+        let (code, mut outs) = run_op(op, &ins, &[(out, dims)]);
+        assert_eq!(code, 0);
+        outs.remove(0)
+    }
+
+    #[test]
+    fn quantize_per_tensor_rounds_half_even_and_saturates() {
+        let x = || {
+            In::f32s(
+                &[8],
+                &[0.0, 2.0, 3.0, 5.0, 1000.0, -254.0, -1000.0, f32::NAN],
+            )
+        };
+        let s = || In::f32s(&[], &[2.0]);
+        let z = In::new(DType::U8, &[], vec![128]);
+        let y = run(&q(1, 0), vec![x(), s(), z], DType::U8, &[8]);
+        assert_eq!(y, [128, 129, 130, 130, 255, 1, 0, 0]);
+        // An int4 zero point stored with junk high bits reads as its low four.
+        let z = In::new(DType::I4, &[], vec![0xf1]);
+        let y = run(&q(1, 0), vec![x(), s(), z], DType::I4, &[8]);
+        assert_eq!(y, [1i8, 2, 3, 3, 7, -8, -8, -8].map(|v| v as u8));
+    }
+
+    #[test]
+    fn quantize_per_axis_and_blocked() {
+        let x = || In::f32s(&[2, 4], &[6.0, 12.0, 50.0, 5.0, 1.0, 8.0, 4.0, 5.0]);
+        let s = In::f32s(&[2, 2], &[1.5, 2.5, 3.0, 4.9]);
+        let z = In::new(DType::U8, &[2, 2], vec![0, 1, 1, 0]);
+        let y = run(&q(1, 2), vec![x(), s, z], DType::U8, &[2, 4]);
+        assert_eq!(y, [4, 8, 21, 3, 1, 4, 1, 1]);
+        let s = In::f32s(&[2], &[2.0, 4.0]);
+        let z = In::new(DType::U8, &[2], vec![0, 0]);
+        let y = run(&q(0, 0), vec![x(), s, z], DType::U8, &[2, 4]);
+        assert_eq!(y, [3, 6, 25, 2, 0, 2, 1, 1]);
+    }
+
+    #[test]
+    fn quantize_to_float8_and_with_f16_precision() {
+        let x = In::f32s(&[5], &[0.0, 1.0, 2.0, 1e5, 200.0]);
+        let s = In::f32s(&[], &[2.0]);
+        let z = In::new(DType::F8E4M3FN, &[1], vec![0]);
+        let y = run(&q(1, 0), vec![x, s, z], DType::F8E4M3FN, &[5]);
+        assert_eq!(y, [0, 48, 56, 126, 108]);
+        // precision f16: 2049 / 1 rounds to 2048 in f16 before rounding to an integer.
+        let op = Op::Quant(Quant::QuantizeLinear {
+            axis: 1,
+            block_size: 0,
+            output_dtype: Some(DType::I16),
+            saturate: true,
+            precision: Some(DType::F16),
+        });
+        let x = In::f32s(&[2], &[2049.0, 2051.0]);
+        let s = In::f32s(&[], &[1.0]);
+        let z = In::new(DType::I16, &[], vec![0, 0]);
+        let y = run(&op, vec![x, s, z], DType::I16, &[2]);
+        assert_eq!(y, [0x00, 0x08, 0x04, 0x08]);
+    }
+
+    #[test]
+    fn dequantize_forms() {
+        let x = In::new(DType::U8, &[4], vec![0, 3, 128, 255]);
+        let s = || In::f32s(&[], &[2.0]);
+        let z = In::new(DType::U8, &[], vec![128]);
+        let y = run(&dq(1, 0), vec![x, s(), z], DType::F32, &[4]);
+        assert_eq!(f32s(&y), [-256.0, -250.0, 0.0, 254.0]);
+        let x = In::new(DType::I4, &[5], vec![0, 1, 7, 0xfc, 0xf8]);
+        let z = In::new(DType::I4, &[1], vec![1]);
+        let y = run(&dq(0, 0), vec![x, s(), z], DType::F16, &[5]);
+        let want: Vec<u8> = [-2.0f32, 0.0, 12.0, -10.0, -18.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(y, want);
+        let x = In::new(DType::U8, &[1, 4], vec![3, 89, 34, 200]);
+        let s = In::f32s(&[1, 2], &[3.0, 2.0]);
+        let z = In::new(DType::U8, &[1, 2], vec![1, 0]);
+        let y = run(&dq(1, 2), vec![x, s, z], DType::F32, &[1, 4]);
+        assert_eq!(f32s(&y), [6.0, 264.0, 68.0, 400.0]);
+    }
+
+    #[test]
+    fn dynamic_quantize() {
+        let run = |v: &[f32]| {
+            let ins = [Some(In::f32s(&[v.len()], v))];
+            let op = Op::Quant(Quant::DynamicQuantizeLinear);
+            let outs = [
+                (DType::U8, &[v.len()][..]),
+                (DType::F32, &[][..]),
+                (DType::U8, &[][..]),
+            ];
+            let (code, outs) = run_op(&op, &ins, &outs);
+            assert_eq!(code, 0);
+            outs
+        };
+        let outs = run(&[0.0, 2.0, -3.0, -2.5, 1.34, 0.5]);
+        assert_eq!(outs[0], [153, 255, 0, 26, 221, 179]);
+        assert_eq!(f32s(&outs[1]), [5.0f32 / 255.0]);
+        assert_eq!(outs[2], [153]);
+        // NaN anywhere: the scale is NaN and everything quantizes to 0.
+        let outs = run(&[1.0, f32::NAN, -1.0]);
+        assert_eq!(outs[0], [0, 0, 0]);
+        assert!(f32s(&outs[1])[0].is_nan());
+        assert_eq!(outs[2], [0]);
+        // All zeros: scale 1 / 255.
+        let outs = run(&[0.0, 0.0]);
+        assert_eq!(
+            (outs[0].clone(), f32s(&outs[1]), outs[2].clone()),
+            (vec![0, 0], vec![1.0 / 255.0], vec![0])
+        );
+    }
 }
