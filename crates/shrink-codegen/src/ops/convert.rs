@@ -191,6 +191,12 @@ fn dropout(b: &mut Builder, seed: Option<i64>, cx: &NodeCtx) -> LowerResult {
         if t.numel() == 0 {
             // The interpreter refuses an empty ratio or training_mode.
             b.fail_if(Expr::bool(true), status::BAD_VALUE);
+            let ty = t.compute_ty();
+            return if ty.is_float() {
+                Expr::lit(ty, 0.0)
+            } else {
+                Expr::int(ty, 0)
+            };
         }
         b.load(t, Expr::idx(0))
     };
