@@ -11,6 +11,7 @@ pub mod graph;
 pub mod narrow;
 pub mod op;
 pub mod plan;
+pub mod rng;
 pub mod shape;
 pub mod tensor;
 pub mod ternary;

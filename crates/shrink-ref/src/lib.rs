@@ -8,7 +8,9 @@
 pub mod broadcast;
 pub mod num;
 pub mod ops;
-pub mod rng;
+/// The random numbers moved to shrink-ir (code generation draws the same masks); kept here under
+/// the old path.
+pub use shrink_ir::rng;
 
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, ValueType};
 use std::collections::HashMap;

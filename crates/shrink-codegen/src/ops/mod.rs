@@ -10,6 +10,8 @@ pub mod elementwise;
 pub mod layout;
 pub mod linear;
 pub mod norm;
+#[cfg(test)]
+mod op_testing;
 pub mod pool;
 pub mod quant;
 pub mod reduce;

@@ -1,0 +1,92 @@
+//! Test support for op lowerings: lowers one op on inputs given as bytes and runs the kernel
+//! with [`crate::loops::testing::run_kernel`], so a lowering is checked against values worked
+//! out from the interpreter's rules without the rest of the pipeline.
+use super::{NodeCtx, lower_node};
+use crate::loops::{Builder, Place};
+use shrink_ir::{DType, Graph, Op, Tensor, ValueType};
+use std::sync::Arc;
+
+/// One input: dtype, dims, little-endian bytes, and whether the lowering sees it as a constant.
+pub struct In {
+    pub dtype: DType,
+    pub dims: Vec<usize>,
+    pub bytes: Vec<u8>,
+    pub constant: bool,
+}
+
+impl In {
+    pub fn new(dtype: DType, dims: &[usize], bytes: Vec<u8>) -> In {
+        In {
+            dtype,
+            dims: dims.to_vec(),
+            bytes,
+            constant: false,
+        }
+    }
+    pub fn f32s(dims: &[usize], v: &[f32]) -> In {
+        In::new(
+            DType::F32,
+            dims,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+    pub fn constant(mut self) -> In {
+        self.constant = true;
+        self
+    }
+}
+
+/// Lowers `op` with `ins` (absent optional inputs as `None`) and outputs of the given dtypes
+/// and dims, runs it and returns the status and the output bytes.
+pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, &[usize])]) -> (i32, Vec<Vec<u8>>) {
+    let mut g = Graph::new();
+    let node = g.add_input("x", ValueType::unknown_shape(DType::F32));
+    let mut b = Builder::new("op");
+    let mut inputs = vec![];
+    let mut consts = vec![];
+    let mut data = vec![];
+    for t in ins {
+        match t {
+            Some(t) => {
+                inputs.push(Some(b.buffer(Place::Input(data.len()), t.dtype, &t.dims)));
+                data.push(t.bytes.clone());
+                consts.push(t.constant.then(|| {
+                    Arc::new(
+                        Tensor::from_bytes(t.dtype, t.dims.clone(), t.bytes.clone().into())
+                            .unwrap(),
+                    )
+                }));
+            }
+            None => {
+                inputs.push(None);
+                consts.push(None);
+            }
+        }
+    }
+    let outputs: Vec<_> = outs
+        .iter()
+        .enumerate()
+        .map(|(k, (d, dims))| b.buffer(Place::Output(k), *d, dims))
+        .collect();
+    let sizes: Vec<usize> = outs
+        .iter()
+        .map(|(d, dims)| d.size() * dims.iter().product::<usize>())
+        .collect();
+    let cx = NodeCtx {
+        graph: &g,
+        node,
+        inputs,
+        outputs,
+        consts,
+    };
+    lower_node(&mut b, op, &cx).unwrap();
+    let k = b.finish().unwrap();
+    crate::loops::testing::run_kernel(&k, &data, &sizes, 0)
+}
+
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
