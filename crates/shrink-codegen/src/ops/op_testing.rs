@@ -72,12 +72,15 @@ pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, &[usize])]) -> (i32, 
         .iter()
         .map(|(d, dims)| d.size() * dims.iter().product::<usize>())
         .collect();
+    let options = crate::CodegenOptions::default();
     let cx = NodeCtx {
         graph: &g,
         node,
         inputs,
         outputs,
         consts,
+        strategy: options.strategy,
+        options: &options,
     };
     lower_node(&mut b, op, &cx).unwrap();
     let k = b.finish().unwrap();
