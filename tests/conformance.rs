@@ -169,6 +169,10 @@ fn bless_allowlist(
                 kept.map(str::to_string).unwrap_or_else(|| name.clone())
             }
             (Ok(_), _) => name.clone(),
+            // Hand-written reasons stay; FIXME placeholders follow the current error.
+            (Err(e), Some(Entry::Excluded(why))) if why.starts_with("FIXME") => {
+                format!("!{name} # FIXME: {}", e.replace('\n', " "))
+            }
             (Err(_), Some(Entry::Excluded(_))) => kept.map(str::to_string).unwrap_or_default(),
             (Err(e), _) => format!("!{name} # FIXME: {}", e.replace('\n', " ")),
         };
