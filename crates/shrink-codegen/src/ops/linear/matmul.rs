@@ -238,7 +238,7 @@ pub fn matmul_loops(b: &mut Builder, plan: &Plan, a: &Operand, bm: &Operand, dot
                 let tile = &tile;
                 b.for_(full, |b, jt| tile(b, jt.mul_k(TILE as i64), TILE));
             }
-            if plan.n % TILE > 0 {
+            if !plan.n.is_multiple_of(TILE) {
                 tile(b, Expr::idx((full * TILE) as i64), plan.n % TILE);
             }
         });
