@@ -374,3 +374,120 @@ impl Shape {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::linear::tests::{In, f32s, run_op, to_f32};
+    use shrink_ir::op::{AutoPad, Conv};
+    use shrink_ir::{DType, Op};
+
+    #[test]
+    fn grouped_dilated_strided_conv_with_asymmetric_pads_and_bias() {
+        // x [1, 4, 5, 6], two groups of 2 channels, 4 filters of [2, 2, 3], dilation (2, 1),
+        // stride (1, 2), pads (top 1, left 0, bottom 0, right 2).
+        let (c, h, wd, m, kh, kw) = (4, 5, 6, 4, 2, 3);
+        let x: Vec<f32> = (0..c * h * wd)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let w: Vec<f32> = (0..m * 2 * kh * kw)
+            .map(|i| ((i * 5) % 7) as f32 * 0.5 - 1.5)
+            .collect();
+        let bias = [0.25f32, -1.0, 2.0, 0.0];
+        let (dh, dw, sh, sw, pt, pl, pb, pr) = (2, 1, 1, 2, 1, 0, 0, 2);
+        let oh = (h + pt + pb - (dh * (kh - 1) + 1)) / sh + 1;
+        let ow = (wd + pl + pr - (dw * (kw - 1) + 1)) / sw + 1;
+        let mut want = vec![];
+        for f in 0..m {
+            let g = f / 2;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = bias[f] as f64;
+                    for cc in 0..2 {
+                        for a in 0..kh {
+                            for bb in 0..kw {
+                                let (y, xx) = (
+                                    (i * sh + a * dh) as i64 - pt as i64,
+                                    (j * sw + bb * dw) as i64 - pl as i64,
+                                );
+                                if y < 0 || xx < 0 || y >= h as i64 || xx >= wd as i64 {
+                                    continue;
+                                }
+                                let xv = x[((g * 2 + cc) * h + y as usize) * wd + xx as usize];
+                                let wv = w[((f * 2 + cc) * kh + a) * kw + bb];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    want.push(acc as f32);
+                }
+            }
+        }
+        let op = Op::Conv(Conv::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![dh as i64, dw as i64],
+            group: 2,
+            kernel_shape: vec![],
+            pads: vec![pt as i64, pl as i64, pb as i64, pr as i64],
+            strides: vec![sh as i64, sw as i64],
+        });
+        let (code, outs) = run_op(
+            &op,
+            &[
+                Some(f32s(&[1, c, h, wd], &x)),
+                Some(f32s(&[m, 2, kh, kw], &w)),
+                Some(f32s(&[m], &bias)),
+            ],
+            &[(DType::F32, vec![1, m, oh, ow])],
+        );
+        assert_eq!(code, 0);
+        assert_eq!(to_f32(&outs[0]), want);
+    }
+
+    #[test]
+    fn qlinear_conv_per_channel_scales_zero_points_and_bias() {
+        // 1-D, one input channel, two 1-tap filters.
+        let x = In(DType::I8, vec![1, 1, 2], vec![1i8 as u8, 3]);
+        let w = In(DType::I8, vec![2, 1, 1], vec![2, 5]);
+        let f = |v: &[f32], d: &[usize]| Some(f32s(d, v));
+        let zp = |v: &[i8], d: &[usize]| {
+            Some(In(
+                DType::I8,
+                d.to_vec(),
+                v.iter().map(|&z| z as u8).collect(),
+            ))
+        };
+        let bias = In(
+            DType::I32,
+            vec![2],
+            [10i32, -1].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let op = Op::Conv(Conv::QLinearConv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![],
+            group: 1,
+            kernel_shape: vec![],
+            pads: vec![],
+            strides: vec![],
+        });
+        let (code, outs) = run_op(
+            &op,
+            &[
+                Some(x),
+                f(&[1.0], &[]),
+                zp(&[1], &[]),
+                Some(w),
+                f(&[0.5, 100.0], &[2]),
+                zp(&[1, 4], &[2]),
+                f(&[1.0], &[]),
+                zp(&[-2], &[]),
+                Some(bias),
+            ],
+            &[(DType::I8, vec![1, 2, 2])],
+        );
+        assert_eq!(code, 0);
+        // Filter 0: (x-1)*(2-1) + 10 = [10, 12], * 0.5 = [5, 6], -2 -> [3, 4].
+        // Filter 1: (x-1)*(5-4) - 1 = [-1, 1], * 100 = [-100, 100], -2 -> [-102, 98].
+        let got: Vec<i8> = outs[0].iter().map(|&b| b as i8).collect();
+        assert_eq!(got, vec![3, 4, -102, 98]);
+    }
+}
