@@ -319,15 +319,6 @@ impl Window {
     pub fn kernel_len(&self) -> usize {
         self.kernel.iter().product()
     }
-
-    /// Whether no tap of any window can land in padding (so no bounds tests are needed).
-    pub fn is_unpadded(&self) -> bool {
-        (0..self.rank()).all(|a| {
-            let last = (self.output[a].max(1) - 1) * self.strides[a]
-                + (self.kernel[a] - 1) * self.dilations[a];
-            self.pad_begin[a] == 0 && last < self.input[a]
-        })
-    }
 }
 
 #[cfg(test)]
@@ -364,7 +355,6 @@ mod tests {
         // VALID ignores ceil_mode and pads.
         let w = Window::new(&[5], &attrs(AutoPad::Valid, &[2], &[2], &[3, 3], true)).unwrap();
         assert_eq!((w.output[0], w.pad_begin[0]), (2, 0));
-        assert!(w.is_unpadded());
     }
 
     #[test]
