@@ -17,6 +17,7 @@ pub mod tensor;
 pub mod ternary;
 pub mod text;
 pub mod verify;
+pub mod window;
 
 /// The byte buffer type of tensor data and string elements.
 pub use bytes::Bytes;

@@ -1,9 +1,493 @@
-//! The `Conv` family as loop nests.
+//! The `Conv` family (Conv, ConvInteger, QLinearConv; N-D, groups, dilations, pads, auto_pad)
+//! as loop nests, and the window walker ([`for_taps`]) that pooling shares: both place windows
+//! with shrink-ir's [`Window`], the type shape inference and the interpreter use.
+//!
+//! Numerics are the interpreter's: float convolutions accumulate in f64 from the bias and round
+//! once; the integer ones accumulate `(x - x_zp) * (w - w_zp[m])` in wrapping i32, QLinearConv
+//! then requantizes per filter like QLinearMatMul. Taps that land in padding are skipped (so
+//! padding contributes exactly nothing, as in the interpreter).
+use super::linear::requantize;
 use super::{LowerResult, NodeCtx};
-use crate::loops::Builder;
+use crate::loops::convert::{decode, encode};
+use crate::loops::{Builder, Expr, TensorRef, Ty, linear, strides_of};
+use shrink_ir::DType;
 use shrink_ir::op::Conv;
+use shrink_ir::window::Window;
+
+/// One tap of a window at some output position.
+pub struct Tap<'a> {
+    /// The kernel index (per spatial axis).
+    pub kernel: &'a [Expr],
+    /// Input coordinates (per spatial axis), possibly outside the input.
+    pub coords: &'a [Expr],
+    /// Row-major flat spatial index of the coordinates clamped into the input (so a load with it
+    /// is provably in bounds); the element itself only when `inside`.
+    pub flat: Expr,
+    /// Whether the tap lands inside the input; `None` when it always does.
+    pub inside: Option<Expr>,
+}
+
+/// Walks the taps of `w`'s window at output position `out` (per spatial axis), in row-major
+/// kernel order, calling `f` once (the body of the kernel loop nest). Axes whose windows never
+/// reach padding get no test.
+pub fn for_taps(b: &mut Builder, w: &Window, out: &[Expr], f: impl FnOnce(&mut Builder, &Tap)) {
+    let istr = strides_of(&w.input);
+    b.nest(&w.kernel, |b, kidx| {
+        let mut coords = vec![];
+        let mut clamped = vec![];
+        let mut inside: Option<Expr> = None;
+        for a in 0..w.rank() {
+            let c = out[a]
+                .clone()
+                .mul_k(w.strides[a] as i64)
+                .add(kidx[a].clone().mul_k(w.dilations[a] as i64))
+                .add_k(-(w.pad_begin[a] as i64));
+            let c = b.let_(c);
+            let lo = -(w.pad_begin[a] as i64);
+            let hi = (w.output[a].max(1) as i64 - 1) * w.strides[a] as i64
+                + (w.kernel[a] as i64 - 1) * w.dilations[a] as i64
+                + lo;
+            let dim = w.input[a] as i64;
+            if lo >= 0 && hi < dim {
+                clamped.push(c.clone());
+            } else {
+                let ok = c.clone().ge(Expr::idx(0)).and(c.clone().lt(Expr::idx(dim)));
+                inside = Some(match inside {
+                    None => ok,
+                    Some(prev) => prev.and(ok),
+                });
+                clamped.push(b.let_(c.clone().max(Expr::idx(0)).min(Expr::idx(dim - 1))));
+            }
+            coords.push(c);
+        }
+        let inside = inside.map(|c| b.let_(c));
+        let tap = Tap {
+            kernel: kidx,
+            coords: &coords,
+            flat: linear(&clamped, &istr),
+            inside,
+        };
+        f(b, &tap);
+    });
+}
+
+/// Runs `f` for a tap only when it lands inside the input.
+pub fn if_inside(b: &mut Builder, tap: &Tap, f: impl FnOnce(&mut Builder)) {
+    match &tap.inside {
+        Some(c) => b.if_(c.clone(), f),
+        None => f(b),
+    }
+}
 
 pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
-    let _ = (b, cx);
-    Err(format!("{} has no native lowering yet", op.name()))
+    let (Conv::Conv { group, .. }
+    | Conv::ConvInteger { group, .. }
+    | Conv::QLinearConv { group, .. }) = op;
+    let w_at = if matches!(op, Conv::QLinearConv { .. }) {
+        3
+    } else {
+        1
+    };
+    let (x, w, y) = (cx.input(0), cx.input(w_at), cx.output(0));
+    let shape = Shape::new(op, *group, x, w)?;
+    if y.dims != shape.out_dims() {
+        return Err(format!(
+            "output {:?} is not the convolution's shape {:?}",
+            y.dims,
+            shape.out_dims()
+        ));
+    }
+    match op {
+        Conv::Conv { .. } => {
+            if !matches!(x.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+                return Err(format!("Conv on {}", x.dtype));
+            }
+            let bias = match cx.opt_input(2) {
+                Some(t) if t.dims != [shape.filters] => {
+                    return Err(format!(
+                        "Conv bias {:?} must have {} values",
+                        t.dims, shape.filters
+                    ));
+                }
+                other => other,
+            };
+            let ty = y.compute_ty();
+            shape.accumulate(
+                b,
+                |b, m| match bias {
+                    Some(t) => b.load(t, m.clone()).cast(Ty::F64),
+                    None => Expr::f64(0.0),
+                },
+                |_, v, _| v.cast(Ty::F64),
+                |_, v, _| v.cast(Ty::F64),
+                |b, at, _, acc| b.store(y, at, acc.cast(ty)),
+            );
+            Ok(())
+        }
+        Conv::ConvInteger { .. } => {
+            if y.dtype != DType::I32 {
+                return Err(format!("ConvInteger output of type {}", y.dtype));
+            }
+            let (xz, wz) = zero_points(&shape, x, w, cx.opt_input(2), cx.opt_input(3))?;
+            shape.accumulate(
+                b,
+                |_, _| Expr::int(Ty::I32, 0),
+                |b, v, _| centered(b, v, xz.as_ref(), Expr::idx(0)),
+                |b, v, m| centered(b, v, wz.as_ref(), m.clone()),
+                |b, at, _, acc| b.store(y, at, acc),
+            );
+            Ok(())
+        }
+        Conv::QLinearConv { .. } => qlinear(b, cx, &shape, x, w, y),
+    }
+}
+
+/// A zero point (scalar or per filter) read as I32; `at` picks the filter.
+type Zp<'a> = (&'a TensorRef, bool);
+
+fn centered(b: &mut Builder, v: Expr, zp: Option<&Zp>, m: Expr) -> Expr {
+    let v = v.cast(Ty::I32);
+    match zp {
+        None => v,
+        Some((t, per_filter)) => {
+            let at = if *per_filter { m } else { Expr::idx(0) };
+            v.sub(b.load(t, at).cast(Ty::I32))
+        }
+    }
+}
+
+/// A parameter of `m` values, or one repeated: whether it is per filter.
+fn per_filter(t: &TensorRef, m: usize, what: &str) -> Result<bool, String> {
+    match t.numel() {
+        1 => Ok(false),
+        n if n == m => Ok(true),
+        n => Err(format!("{what} has {n} values, expected 1 or {m}")),
+    }
+}
+
+/// The zero points of x (one value) and w (one or per filter), checked against the operands.
+fn zero_points<'a>(
+    shape: &Shape,
+    x: &TensorRef,
+    w: &TensorRef,
+    xz: Option<&'a TensorRef>,
+    wz: Option<&'a TensorRef>,
+) -> Result<(Option<Zp<'a>>, Option<Zp<'a>>), String> {
+    for (t, what) in [(x, "conv input"), (w, "conv weight")] {
+        if !matches!(t.dtype, DType::U8 | DType::I8) {
+            return Err(format!("{what} of type {}", t.dtype));
+        }
+    }
+    let check = |z: Option<&'a TensorRef>, of: &TensorRef, m: usize, what: &str| match z {
+        None => Ok(None),
+        Some(z) if z.dtype != of.dtype => Err(format!(
+            "{what} of type {} for a {} tensor",
+            z.dtype, of.dtype
+        )),
+        Some(z) => Ok(Some((z, per_filter(z, m, what)?))),
+    };
+    let xz = check(xz, x, 1, "x_zero_point")?;
+    let wz = check(wz, w, shape.filters, "w_zero_point")?;
+    Ok((xz, wz))
+}
+
+fn qlinear(
+    b: &mut Builder,
+    cx: &NodeCtx,
+    shape: &Shape,
+    x: &TensorRef,
+    w: &TensorRef,
+    y: &TensorRef,
+) -> LowerResult {
+    let (xs, ws, ys) = (cx.input(1), cx.input(4), cx.input(6));
+    let (xz, wz) = zero_points(shape, x, w, cx.opt_input(2), cx.opt_input(5))?;
+    if !y.compute_ty().is_int() {
+        return Err(format!("quantized output of type {}", y.dtype));
+    }
+    let sdt = xs.dtype;
+    if ws.dtype != sdt || ys.dtype != sdt || !xs.compute_ty().is_float() {
+        return Err("QLinearConv scales must be floats of one dtype".into());
+    }
+    if xs.numel() != 1 || ys.numel() != 1 {
+        return Err("x_scale and y_scale must be single values".into());
+    }
+    let ws_per = per_filter(ws, shape.filters, "w_scale")?;
+    let yz = match cx.opt_input(7) {
+        None => None,
+        Some(z) if z.numel() == 1 && z.dtype == y.dtype => Some(z),
+        Some(z) => {
+            return Err(format!(
+                "y_zero_point {} {:?} must be one {} value",
+                z.dtype, z.dims, y.dtype
+            ));
+        }
+    };
+    let bias = match cx.opt_input(8) {
+        None => None,
+        Some(t) if t.dtype == DType::I32 && t.dims == [shape.filters] => Some(t),
+        Some(t) => {
+            return Err(format!(
+                "QLinearConv bias {} {:?} must be i32 of {} values",
+                t.dtype, t.dims, shape.filters
+            ));
+        }
+    };
+    let round = |b: &mut Builder, v: Expr| {
+        if matches!(sdt, DType::F16 | DType::BF16) {
+            let raw = encode(b, sdt, v, true);
+            let raw = b.let_(raw);
+            decode(b, sdt, raw)
+        } else {
+            v
+        }
+    };
+    shape.accumulate(
+        b,
+        |b, m| match bias {
+            Some(t) => b.load(t, m.clone()),
+            None => Expr::int(Ty::I32, 0),
+        },
+        |b, v, _| centered(b, v, xz.as_ref(), Expr::idx(0)),
+        |b, v, m| centered(b, v, wz.as_ref(), m.clone()),
+        |b, at, m, acc| {
+            let xsv = b.load(xs, Expr::idx(0));
+            let wsv = b.load(ws, if ws_per { m.clone() } else { Expr::idx(0) });
+            let ysv = b.load(ys, Expr::idx(0));
+            let prod = round(b, xsv.mul(wsv));
+            let mult = round(b, prod.div(ysv));
+            let zp = match yz {
+                Some(t) => b.load(t, Expr::idx(0)).cast(Ty::F64),
+                None => Expr::f64(0.0),
+            };
+            let v = requantize(acc, mult, zp, y);
+            b.store(y, at, v);
+        },
+    );
+    Ok(())
+}
+
+/// A convolution resolved against its input and weight shapes.
+struct Shape {
+    batch: usize,
+    channels: usize,
+    filters: usize,
+    group: usize,
+    /// Input channels per group (W's second dim).
+    group_channels: usize,
+    window: Window,
+    x: TensorRef,
+    w: TensorRef,
+}
+
+impl Shape {
+    fn new(op: &Conv, group: i64, x: &TensorRef, w: &TensorRef) -> Result<Shape, String> {
+        let window = Window::conv(op, &x.dims, &w.dims)?;
+        let (batch, channels, filters, group_channels) =
+            (x.dims[0], x.dims[1], w.dims[0], w.dims[1]);
+        let g = usize::try_from(group).ok().filter(|&g| {
+            g >= 1 && filters % g == 0 && group_channels.checked_mul(g) == Some(channels)
+        });
+        let Some(group) = g else {
+            return Err(format!(
+                "group {group} does not fit input {:?} and weight {:?}",
+                x.dims, w.dims
+            ));
+        };
+        Ok(Shape {
+            batch,
+            channels,
+            filters,
+            group,
+            group_channels,
+            window,
+            x: x.clone(),
+            w: w.clone(),
+        })
+    }
+
+    fn out_dims(&self) -> Vec<usize> {
+        [self.batch, self.filters]
+            .into_iter()
+            .chain(self.window.output.iter().copied())
+            .collect()
+    }
+
+    /// The convolution loop nest: for each image, filter and output position, `init(m)` plus the
+    /// sum over taps inside the input and the group's channels of `xe(x) * we(w, m)` (in
+    /// `init`'s type), handed to `done(flat output index, m, sum)`.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate(
+        &self,
+        b: &mut Builder,
+        init: impl FnOnce(&mut Builder, &Expr) -> Expr,
+        xe: impl FnOnce(&mut Builder, Expr, &Expr) -> Expr,
+        we: impl FnOnce(&mut Builder, Expr, &Expr) -> Expr,
+        done: impl FnOnce(&mut Builder, Expr, &Expr, Expr),
+    ) {
+        let win = &self.window;
+        let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
+        let gf = self.filters / self.group;
+        let cg = self.group_channels;
+        let dims = [self.batch, self.group, gf];
+        let (xt, wt) = (&self.x, &self.w);
+        b.nest(&dims, |b, nid| {
+            let (n, g, f) = (&nid[0], &nid[1], &nid[2]);
+            let m = b.let_(g.clone().mul_k(gf as i64).add(f.clone()));
+            // First input channel of the group in this image, as an element offset.
+            let x_base = b.let_(
+                n.clone()
+                    .mul_k(self.channels as i64)
+                    .add(g.clone().mul_k(cg as i64))
+                    .mul_k(in_len as i64),
+            );
+            let w_base = b.let_(m.clone().mul_k((cg * k_len) as i64));
+            let y_base = b.let_(
+                n.clone()
+                    .mul_k(self.filters as i64)
+                    .add(m.clone())
+                    .mul_k(out_len as i64),
+            );
+            let start = init(b, &m);
+            let start = b.let_(start);
+            let ostr = strides_of(&win.output);
+            b.nest(&win.output, |b, oidx| {
+                let sum = b.mutable(start);
+                for_taps(b, win, oidx, |b, tap| {
+                    let kflat = linear(tap.kernel, &strides_of(&win.kernel));
+                    let xf = tap.flat.clone();
+                    if_inside(b, tap, |b| {
+                        let (xo, wo) = (b.let_(x_base.add(xf)), b.let_(w_base.add(kflat)));
+                        b.for_(cg, |b, c| {
+                            let xv = b.load(xt, xo.add(c.clone().mul_k(in_len as i64)));
+                            let xv = xe(b, xv, &m);
+                            let wv = b.load(wt, wo.add(c.mul_k(k_len as i64)));
+                            let wv = we(b, wv, &m);
+                            let s = b.get(sum).add(xv.mul(wv));
+                            b.set(sum, s);
+                        });
+                    });
+                });
+                let at = y_base.add(linear(oidx, &ostr));
+                let total = b.get(sum);
+                done(b, at, &m, total);
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::linear::tests::{In, f32s, run_op, to_f32};
+    use shrink_ir::op::{AutoPad, Conv};
+    use shrink_ir::{DType, Op};
+
+    #[test]
+    fn grouped_dilated_strided_conv_with_asymmetric_pads_and_bias() {
+        // x [1, 4, 5, 6], two groups of 2 channels, 4 filters of [2, 2, 3], dilation (2, 1),
+        // stride (1, 2), pads (top 1, left 0, bottom 0, right 2).
+        let (c, h, wd, m, kh, kw) = (4, 5, 6, 4, 2, 3);
+        let x: Vec<f32> = (0..c * h * wd)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let w: Vec<f32> = (0..m * 2 * kh * kw)
+            .map(|i| ((i * 5) % 7) as f32 * 0.5 - 1.5)
+            .collect();
+        let bias = [0.25f32, -1.0, 2.0, 0.0];
+        let (dh, dw, sh, sw, pt, pl, pb, pr) = (2, 1, 1, 2, 1, 0, 0, 2);
+        let oh = (h + pt + pb - (dh * (kh - 1) + 1)) / sh + 1;
+        let ow = (wd + pl + pr - (dw * (kw - 1) + 1)) / sw + 1;
+        let mut want = vec![];
+        for f in 0..m {
+            let g = f / 2;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = bias[f] as f64;
+                    for cc in 0..2 {
+                        for a in 0..kh {
+                            for bb in 0..kw {
+                                let (y, xx) = (
+                                    (i * sh + a * dh) as i64 - pt as i64,
+                                    (j * sw + bb * dw) as i64 - pl as i64,
+                                );
+                                if y < 0 || xx < 0 || y >= h as i64 || xx >= wd as i64 {
+                                    continue;
+                                }
+                                let xv = x[((g * 2 + cc) * h + y as usize) * wd + xx as usize];
+                                let wv = w[((f * 2 + cc) * kh + a) * kw + bb];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    want.push(acc as f32);
+                }
+            }
+        }
+        let op = Op::Conv(Conv::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![dh as i64, dw as i64],
+            group: 2,
+            kernel_shape: vec![],
+            pads: vec![pt as i64, pl as i64, pb as i64, pr as i64],
+            strides: vec![sh as i64, sw as i64],
+        });
+        let (code, outs) = run_op(
+            &op,
+            &[
+                Some(f32s(&[1, c, h, wd], &x)),
+                Some(f32s(&[m, 2, kh, kw], &w)),
+                Some(f32s(&[m], &bias)),
+            ],
+            &[(DType::F32, vec![1, m, oh, ow])],
+        );
+        assert_eq!(code, 0);
+        assert_eq!(to_f32(&outs[0]), want);
+    }
+
+    #[test]
+    fn qlinear_conv_per_channel_scales_zero_points_and_bias() {
+        // 1-D, one input channel, two 1-tap filters.
+        let x = In(DType::I8, vec![1, 1, 2], vec![1i8 as u8, 3]);
+        let w = In(DType::I8, vec![2, 1, 1], vec![2, 5]);
+        let f = |v: &[f32], d: &[usize]| Some(f32s(d, v));
+        let zp = |v: &[i8], d: &[usize]| {
+            Some(In(
+                DType::I8,
+                d.to_vec(),
+                v.iter().map(|&z| z as u8).collect(),
+            ))
+        };
+        let bias = In(
+            DType::I32,
+            vec![2],
+            [10i32, -1].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let op = Op::Conv(Conv::QLinearConv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![],
+            group: 1,
+            kernel_shape: vec![],
+            pads: vec![],
+            strides: vec![],
+        });
+        let (code, outs) = run_op(
+            &op,
+            &[
+                Some(x),
+                f(&[1.0], &[]),
+                zp(&[1], &[]),
+                Some(w),
+                f(&[0.5, 100.0], &[2]),
+                zp(&[1, 4], &[2]),
+                f(&[1.0], &[]),
+                zp(&[-2], &[]),
+                Some(bias),
+            ],
+            &[(DType::I8, vec![1, 2, 2])],
+        );
+        assert_eq!(code, 0);
+        // Filter 0: (x-1)*(2-1) + 10 = [10, 12], * 0.5 = [5, 6], -2 -> [3, 4].
+        // Filter 1: (x-1)*(5-4) - 1 = [-1, 1], * 100 = [-100, 100], -2 -> [-102, 98].
+        let got: Vec<i8> = outs[0].iter().map(|&b| b as i8).collect();
+        assert_eq!(got, vec![3, 4, -102, 98]);
+    }
 }

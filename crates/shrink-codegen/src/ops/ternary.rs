@@ -27,6 +27,9 @@ struct Layer<'a> {
 /// Lowers the node with a ternary strategy when its weight is ternary and the strategy asks for
 /// one; `None` leaves it to the dense lowering.
 pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> {
+    if !cx.graph.contains(cx.node) {
+        return None;
+    }
     let wv = cx.graph.inputs_of(cx.node).get(1).copied().flatten()?;
     let Op::Const(cid) = cx.graph.node(wv.node).op else {
         return None;

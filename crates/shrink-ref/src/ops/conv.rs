@@ -1,6 +1,7 @@
 //! Interpreter for the `Conv` family (Conv, ConvInteger, QLinearConv, all N-D with groups), and
-//! the sliding-window geometry — auto_pad, pads, strides, dilations, ceil_mode — that pooling
-//! shares ([`Window`]).
+//! the taps of a sliding window (which input elements each output position reads) that pooling
+//! shares. The window itself — auto_pad, pads, strides, dilations, ceil_mode — is shrink-ir's
+//! [`Window`], the one shape inference and the code generator use.
 //!
 //! Float convolutions accumulate in f64 and round once; the integer ones accumulate in wrapping
 //! i32 (the spec lets only 32-bit accumulation overflow) and QLinearConv requantizes like
@@ -10,31 +11,9 @@ use super::{optional, required};
 use crate::broadcast::strides;
 use crate::num::Num;
 use crate::{EvalCtx, EvalError, dispatch_float};
-use shrink_ir::op::{AutoPad, Conv};
+use shrink_ir::op::Conv;
+use shrink_ir::window::Window;
 use shrink_ir::{DType, Tensor, ValueType};
-
-/// The window attributes of a conv or pool node, before they are resolved against an input.
-pub(crate) struct WindowSpec<'a> {
-    pub auto_pad: AutoPad,
-    pub kernel: &'a [usize],
-    pub strides: &'a [i64],
-    pub dilations: &'a [i64],
-    pub pads: &'a [i64],
-    pub ceil_mode: bool,
-}
-
-/// Resolved sliding-window geometry over the spatial axes: output extent and the explicit
-/// begin/end padding every output position's window is placed with.
-#[derive(Debug)]
-pub(crate) struct Window {
-    pub input: Vec<usize>,
-    pub output: Vec<usize>,
-    pub kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pad_begin: Vec<usize>,
-    pad_end: Vec<usize>,
-}
 
 /// The window of one output position.
 #[derive(Default)]
@@ -47,127 +26,15 @@ pub(crate) struct Taps {
     pub in_padded: f64,
 }
 
-/// `attr` as `rank` positive values, `1` each when empty.
-fn positive_list(attr: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, EvalError> {
-    if attr.is_empty() {
-        return Ok(vec![1; rank]);
-    }
-    if attr.len() != rank {
-        return Err(EvalError::invalid(format!(
-            "{what} {attr:?} does not have {rank} values"
-        )));
-    }
-    attr.iter()
-        .map(|&v| usize::try_from(v).ok().filter(|&v| v >= 1))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| EvalError::invalid(format!("{what} {attr:?} must be positive")))
+/// Window geometry the interpreter needs beyond the shared [`Window`].
+pub(crate) trait WindowExt {
+    fn taps(&self, out_flat: usize, taps: &mut Taps);
 }
 
-fn to_usize(v: i128, what: &str) -> Result<usize, EvalError> {
-    usize::try_from(v).map_err(|_| EvalError::invalid(format!("{what} {v} is out of range")))
-}
-
-impl Window {
-    /// Resolves `spec` against the spatial dims `input` (pads are ignored unless auto_pad is
-    /// NOTSET, as the spec says).
-    pub(crate) fn new(input: &[usize], spec: &WindowSpec<'_>) -> Result<Window, EvalError> {
-        let r = input.len();
-        if spec.kernel.len() != r {
-            return Err(EvalError::invalid(format!(
-                "kernel {:?} does not match {r} spatial axes",
-                spec.kernel
-            )));
-        }
-        if spec.kernel.contains(&0) {
-            return Err(EvalError::invalid(format!(
-                "kernel {:?} has an empty axis",
-                spec.kernel
-            )));
-        }
-        let strides = positive_list(spec.strides, r, "strides")?;
-        let dilations = positive_list(spec.dilations, r, "dilations")?;
-        let pads: Vec<i64> = if spec.pads.is_empty() {
-            vec![0; 2 * r]
-        } else {
-            spec.pads.to_vec()
-        };
-        if pads.len() != 2 * r || pads.iter().any(|&p| p < 0) {
-            return Err(EvalError::invalid(format!(
-                "pads {:?} must be {} non-negative values",
-                spec.pads,
-                2 * r
-            )));
-        }
-        let (mut output, mut pad_begin, mut pad_end) = (vec![0; r], vec![0; r], vec![0; r]);
-        for a in 0..r {
-            let (inp, s) = (input[a] as i128, strides[a] as i128);
-            let span = (spec.kernel[a] as i128 - 1) * dilations[a] as i128 + 1;
-            let (out, pb, pe) = match spec.auto_pad {
-                AutoPad::NotSet => {
-                    let (pb, pe) = (pads[a] as i128, pads[a + r] as i128);
-                    let room = inp + pb + pe - span;
-                    if room < 0 {
-                        return Err(EvalError::invalid(format!(
-                            "window of extent {span} is larger than padded axis {a} ({})",
-                            inp + pb + pe
-                        )));
-                    }
-                    let mut out = if spec.ceil_mode {
-                        (room + s - 1) / s + 1
-                    } else {
-                        room / s + 1
-                    };
-                    // A ceil-mode window must start inside the input or the begin padding.
-                    if spec.ceil_mode && (out - 1) * s >= inp + pb {
-                        out -= 1;
-                    }
-                    (out, pb, pe)
-                }
-                AutoPad::Valid => {
-                    if inp < span {
-                        return Err(EvalError::invalid(format!(
-                            "window of extent {span} is larger than axis {a} ({inp})"
-                        )));
-                    }
-                    ((inp - span) / s + 1, 0, 0)
-                }
-                AutoPad::SameUpper | AutoPad::SameLower => {
-                    let out = (inp + s - 1) / s;
-                    let total = ((out - 1) * s + span - inp).max(0);
-                    let small = total / 2;
-                    if spec.auto_pad == AutoPad::SameUpper {
-                        (out, small, total - small)
-                    } else {
-                        (out, total - small, small)
-                    }
-                }
-            };
-            output[a] = to_usize(out, "output size")?;
-            pad_begin[a] = to_usize(pb, "padding")?;
-            pad_end[a] = to_usize(pe, "padding")?;
-        }
-        Ok(Window {
-            input: input.to_vec(),
-            output,
-            kernel: spec.kernel.to_vec(),
-            strides,
-            dilations,
-            pad_begin,
-            pad_end,
-        })
-    }
-
-    pub(crate) fn output_len(&self) -> usize {
-        self.output.iter().product()
-    }
-
-    pub(crate) fn input_len(&self) -> usize {
-        self.input.iter().product()
-    }
-
+impl WindowExt for Window {
     /// Fills `taps` with the window of output position `out_flat` (row-major over `output`).
     /// Works per axis in closed form, so huge kernels or pads cost only the taps that land on data.
-    pub(crate) fn taps(&self, out_flat: usize, taps: &mut Taps) {
+    fn taps(&self, out_flat: usize, taps: &mut Taps) {
         let r = self.input.len();
         let (kstr, istr) = (strides(&self.kernel), strides(&self.input));
         // Per axis: first kernel index and input coordinate inside the input, and the run length.
@@ -234,38 +101,10 @@ pub fn eval(
     outs: &[ValueType],
     ctx: &EvalCtx,
 ) -> Result<Vec<Tensor>, EvalError> {
-    let (Conv::Conv {
-        auto_pad,
-        dilations,
-        group,
-        kernel_shape,
-        pads,
-        strides,
-    }
-    | Conv::ConvInteger {
-        auto_pad,
-        dilations,
-        group,
-        kernel_shape,
-        pads,
-        strides,
-    }
-    | Conv::QLinearConv {
-        auto_pad,
-        dilations,
-        group,
-        kernel_shape,
-        pads,
-        strides,
-    }) = op;
-    let attrs = ConvAttrs {
-        auto_pad: *auto_pad,
-        dilations,
-        group: *group,
-        kernel_shape,
-        pads,
-        strides,
-    };
+    let (Conv::Conv { group, .. }
+    | Conv::ConvInteger { group, .. }
+    | Conv::QLinearConv { group, .. }) = op;
+    let attrs = ConvAttrs { op, group: *group };
     let out = match op {
         Conv::Conv { .. } => conv_float(
             &attrs,
@@ -281,12 +120,8 @@ pub fn eval(
 }
 
 struct ConvAttrs<'a> {
-    auto_pad: AutoPad,
-    dilations: &'a [i64],
+    op: &'a Conv,
     group: i64,
-    kernel_shape: &'a [i64],
-    pads: &'a [i64],
-    strides: &'a [i64],
 }
 
 /// A convolution resolved against its input and weight shapes.
@@ -324,28 +159,7 @@ impl ConvShape {
                 a.group
             )));
         };
-        let kernel = &w[2..];
-        if !a.kernel_shape.is_empty()
-            && !a
-                .kernel_shape
-                .iter()
-                .map(|&k| usize::try_from(k).ok())
-                .eq(kernel.iter().map(|&k| Some(k)))
-        {
-            return Err(EvalError::invalid(format!(
-                "kernel_shape {:?} disagrees with weight {w:?}",
-                a.kernel_shape
-            )));
-        }
-        let spec = WindowSpec {
-            auto_pad: a.auto_pad,
-            kernel,
-            strides: a.strides,
-            dilations: a.dilations,
-            pads: a.pads,
-            ceil_mode: false,
-        };
-        let window = Window::new(&x[2..], &spec)?;
+        let window = Window::conv(a.op, x, w).map_err(EvalError::invalid)?;
         let shape = ConvShape {
             batch,
             channels,
@@ -574,6 +388,7 @@ fn qlinear_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shrink_ir::op::AutoPad;
 
     fn conv(
         auto_pad: AutoPad,

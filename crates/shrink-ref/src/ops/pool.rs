@@ -4,11 +4,12 @@
 //!
 //! Max pooling skips NaN (as ONNX Runtime and the ONNX reference do) unless every value in the
 //! window is NaN; averages accumulate in f64 and round once.
-use super::conv::{Taps, Window, WindowSpec};
+use super::conv::{Taps, WindowExt};
 use super::required;
 use crate::num::Num;
 use crate::{EvalCtx, EvalError, dispatch_float, dispatch_num};
 use shrink_ir::op::Pool;
+use shrink_ir::window::Window;
 use shrink_ir::{DType, Tensor, ValueType};
 
 pub fn eval(
@@ -18,25 +19,9 @@ pub fn eval(
     ctx: &EvalCtx,
 ) -> Result<Vec<Tensor>, EvalError> {
     let x = required(ins, 0)?;
+    let window = Window::pool(op, x.dims()).map_err(EvalError::invalid)?;
     match op {
-        Pool::MaxPool {
-            auto_pad,
-            ceil_mode,
-            dilations,
-            kernel_shape,
-            pads,
-            storage_order,
-            strides,
-        } => {
-            let kernel = kernel_dims(kernel_shape, x)?;
-            let spec = WindowSpec {
-                auto_pad: *auto_pad,
-                kernel: &kernel,
-                strides,
-                dilations,
-                pads,
-                ceil_mode: *ceil_mode,
-            };
+        Pool::MaxPool { storage_order, .. } => {
             let column_major = match storage_order {
                 0 => false,
                 1 => true,
@@ -46,86 +31,14 @@ pub fn eval(
                     )));
                 }
             };
-            let window = Window::new(&x.dims()[2..], &spec)?;
             max_pool(x, &window, outs.len() > 1, column_major, ctx)
         }
         Pool::AveragePool {
-            auto_pad,
-            ceil_mode,
-            count_include_pad,
-            dilations,
-            kernel_shape,
-            pads,
-            strides,
-        } => {
-            let kernel = kernel_dims(kernel_shape, x)?;
-            let spec = WindowSpec {
-                auto_pad: *auto_pad,
-                kernel: &kernel,
-                strides,
-                dilations,
-                pads,
-                ceil_mode: *ceil_mode,
-            };
-            let window = Window::new(&x.dims()[2..], &spec)?;
-            average_pool(x, &window, *count_include_pad, ctx).map(|t| vec![t])
-        }
-        Pool::GlobalAveragePool | Pool::GlobalMaxPool => {
-            if x.rank() < 2 {
-                return Err(EvalError::invalid(format!(
-                    "global pooling needs rank >= 2, got {:?}",
-                    x.dims()
-                )));
-            }
-            let window = whole_input(&x.dims()[2..])?;
-            if matches!(op, Pool::GlobalMaxPool) {
-                max_pool(x, &window, false, false, ctx)
-            } else {
-                average_pool(x, &window, false, ctx).map(|t| vec![t])
-            }
-        }
+            count_include_pad, ..
+        } => average_pool(x, &window, *count_include_pad, ctx).map(|t| vec![t]),
+        Pool::GlobalMaxPool => max_pool(x, &window, false, false, ctx),
+        Pool::GlobalAveragePool => average_pool(x, &window, false, ctx).map(|t| vec![t]),
     }
-}
-
-/// `kernel_shape` as dims, checked against the input's spatial rank.
-fn kernel_dims(kernel_shape: &[i64], x: &Tensor) -> Result<Vec<usize>, EvalError> {
-    if kernel_shape.is_empty() || kernel_shape.len() + 2 != x.rank() {
-        return Err(EvalError::invalid(format!(
-            "kernel_shape {kernel_shape:?} does not fit an input of shape {:?}",
-            x.dims()
-        )));
-    }
-    kernel_shape
-        .iter()
-        .map(|&k| usize::try_from(k).ok().filter(|&k| k >= 1))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            EvalError::invalid(format!("kernel_shape {kernel_shape:?} must be positive"))
-        })
-}
-
-/// One window covering all of `spatial` (global pooling).
-fn whole_input(spatial: &[usize]) -> Result<Window, EvalError> {
-    let kernel: Vec<usize> = spatial.iter().map(|&d| d.max(1)).collect();
-    let spec = WindowSpec {
-        auto_pad: shrink_ir::op::AutoPad::NotSet,
-        kernel: &kernel,
-        strides: &[],
-        dilations: &[],
-        pads: &[],
-        ceil_mode: false,
-    };
-    // An empty axis gets a one-wide kernel over one element of padding, i.e. no data.
-    let pads: Vec<i64> = spatial
-        .iter()
-        .map(|&d| i64::from(d == 0))
-        .chain(spatial.iter().map(|_| 0))
-        .collect();
-    let spec = WindowSpec {
-        pads: &pads,
-        ..spec
-    };
-    Window::new(spatial, &spec)
 }
 
 /// Output dims `[N, C, window output...]` for input `x`, checked against the memory cap.

@@ -7,6 +7,7 @@ use super::{InputInfo, ShapeError, shape_of};
 use crate::Op;
 use crate::op::{AutoPad, Conv, Pool};
 use crate::shape::{Dim, Shape};
+use crate::window::{WindowAttrs, axis_params, resolve_axis};
 
 /// Output shapes of a convolution or pooling op (any other op gets unknown shapes).
 pub fn infer(
@@ -43,7 +44,7 @@ pub fn infer(
                 } => (3, (auto_pad, dilations, group, kernel_shape, pads, strides)),
             };
             let (auto_pad, dilations, group, kernel_shape, pads, strides) = attrs;
-            let win = Window {
+            let win = WindowAttrs {
                 auto_pad: *auto_pad,
                 kernel: kernel_shape,
                 pads,
@@ -67,7 +68,7 @@ pub fn infer(
             strides,
             ..
         }) => {
-            let win = Window {
+            let win = WindowAttrs {
                 auto_pad: *auto_pad,
                 kernel: kernel_shape,
                 pads,
@@ -88,7 +89,7 @@ pub fn infer(
             strides,
             ..
         }) => {
-            let win = Window {
+            let win = WindowAttrs {
                 auto_pad: *auto_pad,
                 kernel: kernel_shape,
                 pads,
@@ -118,22 +119,12 @@ pub fn infer(
     })
 }
 
-/// The window attributes shared by convolutions and pools (empty lists = ONNX defaults).
-struct Window<'a> {
-    auto_pad: AutoPad,
-    kernel: &'a [i64],
-    pads: &'a [i64],
-    strides: &'a [i64],
-    dilations: &'a [i64],
-    ceil_mode: bool,
-}
-
 /// Conv: X is [N, C, D1..Dn], W is [M, C/group, k1..kn]; Y is [N, M, out1..outn].
 fn conv(
     x: Option<&Shape>,
     w: Option<&Shape>,
     group: i64,
-    win: &Window<'_>,
+    win: &WindowAttrs<'_>,
 ) -> Result<Option<Shape>, ShapeError> {
     let rank = match (x, w) {
         (Some(x), Some(w)) if x.rank() != w.rank() => {
@@ -186,7 +177,7 @@ fn conv(
 }
 
 /// MaxPool / AveragePool: Y is [N, C, out1..outn].
-fn pool(x: Option<&Shape>, win: &Window<'_>) -> Result<Option<Shape>, ShapeError> {
+fn pool(x: Option<&Shape>, win: &WindowAttrs<'_>) -> Result<Option<Shape>, ShapeError> {
     let Some(x) = x else { return Ok(None) };
     if x.rank() < 3 {
         return Err(ShapeError::new(format!(
@@ -206,114 +197,55 @@ fn pool(x: Option<&Shape>, win: &Window<'_>) -> Result<Option<Shape>, ShapeError
 }
 
 /// The output spatial dims, checking the attribute lengths against the `rank - 2` spatial axes.
+/// Known input sizes and kernels are resolved by [`resolve_axis`], the rule the interpreter and
+/// the code generator use too; symbolic sizes are kept where the window maps positions 1:1.
 fn spatial(
     x: Option<&Shape>,
     rank: usize,
     kernel: &[Option<i64>],
-    win: &Window<'_>,
+    win: &WindowAttrs<'_>,
 ) -> Result<Vec<Dim>, ShapeError> {
     let n = rank - 2;
-    let check = |name: &str, v: &[i64], len: usize| {
-        if v.is_empty() || v.len() == len {
-            Ok(())
-        } else {
-            Err(ShapeError::new(format!(
-                "{name} {v:?} should have {len} entries"
-            )))
-        }
-    };
     if kernel.len() != n {
         return Err(ShapeError::new(format!(
             "kernel_shape has {} entries for {n} spatial dims",
             kernel.len()
         )));
     }
-    check("pads", win.pads, 2 * n)?;
-    check("strides", win.strides, n)?;
-    check("dilations", win.dilations, n)?;
-    let attr = |v: &[i64], i: usize, default: i64| v.get(i).copied().unwrap_or(default);
+    let (strides, dilations, pads) = axis_params(win, n).map_err(ShapeError::new)?;
     (0..n)
         .map(|i| {
             let input = x.map_or(&Dim::Unknown, |x| &x.0[i + 2]);
-            let axis = Axis {
-                kernel: kernel[i],
-                pad_begin: attr(win.pads, i, 0),
-                pad_end: attr(win.pads, i + n, 0),
-                stride: attr(win.strides, i, 1),
-                dilation: attr(win.dilations, i, 1),
+            let k = match kernel[i] {
+                Some(k) if k < 1 => {
+                    return Err(ShapeError::new(format!("kernel size {k} must be positive")));
+                }
+                Some(k) => Some(usize::try_from(k).map_err(|_| super::elementwise::overflow())?),
+                None => None,
             };
-            out_dim(input, &axis, win.auto_pad, win.ceil_mode)
+            let same = matches!(win.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+            let unpadded = win.auto_pad == AutoPad::Valid || pads[i] == (0, 0);
+            match (input, k) {
+                (Dim::Fixed(d), Some(k)) => {
+                    let ax = resolve_axis(
+                        *d,
+                        k,
+                        strides[i],
+                        dilations[i],
+                        pads[i],
+                        win.auto_pad,
+                        win.ceil_mode,
+                    )
+                    .map_err(ShapeError::new)?;
+                    Ok(Dim::Fixed(ax.output))
+                }
+                // SAME keeps ceil(input / stride) whatever the kernel.
+                (Dim::Fixed(d), None) if same => Ok(Dim::Fixed(d.div_ceil(strides[i]))),
+                (other, _) if same && strides[i] == 1 => Ok(other.clone()),
+                // A unit window with unit stride and no padding maps each position to itself.
+                (other, Some(1)) if !same && strides[i] == 1 && unpadded => Ok(other.clone()),
+                _ => Ok(Dim::Unknown),
+            }
         })
         .collect()
-}
-
-/// One spatial axis of a window (kernel `None` = not known statically).
-struct Axis {
-    kernel: Option<i64>,
-    pad_begin: i64,
-    pad_end: i64,
-    stride: i64,
-    dilation: i64,
-}
-
-/// The output size along one axis.
-fn out_dim(input: &Dim, a: &Axis, auto_pad: AutoPad, ceil_mode: bool) -> Result<Dim, ShapeError> {
-    if a.stride < 1 || a.dilation < 1 || a.kernel.is_some_and(|k| k < 1) {
-        return Err(ShapeError::new(
-            "kernel, strides and dilations must be positive",
-        ));
-    }
-    if a.pad_begin < 0 || a.pad_end < 0 {
-        return Err(ShapeError::new("pads must be non-negative"));
-    }
-    // SAME pads so that the output is ceil(input / stride), whatever the kernel.
-    if matches!(auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
-        return Ok(match input {
-            Dim::Fixed(d) => Dim::Fixed(d.div_ceil(a.stride as usize)),
-            other if a.stride == 1 => other.clone(),
-            _ => Dim::Unknown,
-        });
-    }
-    let (pb, pe) = if auto_pad == AutoPad::Valid {
-        (0, 0)
-    } else {
-        (a.pad_begin, a.pad_end)
-    };
-    let Some(k) = a.kernel else {
-        return Ok(Dim::Unknown);
-    };
-    let err = super::elementwise::overflow;
-    // The window's extent with dilation: (k - 1) * d + 1.
-    let extent = (k - 1)
-        .checked_mul(a.dilation)
-        .and_then(|e| e.checked_add(1))
-        .ok_or_else(err)?;
-    let d = match input {
-        Dim::Fixed(d) => i64::try_from(*d).map_err(|_| err())?,
-        // A unit window with unit stride and no padding maps each position to itself.
-        other if extent == 1 && a.stride == 1 && pb == 0 && pe == 0 => return Ok(other.clone()),
-        _ => return Ok(Dim::Unknown),
-    };
-    let padded = d
-        .checked_add(pb)
-        .and_then(|v| v.checked_add(pe))
-        .ok_or_else(err)?;
-    let span = padded - extent;
-    if span < 0 {
-        return Err(ShapeError::new(format!(
-            "window of extent {extent} exceeds padded input {padded}"
-        )));
-    }
-    // span >= 0 and stride >= 1 here.
-    let steps = if ceil_mode {
-        (span as u64).div_ceil(a.stride as u64) as i64
-    } else {
-        span / a.stride
-    };
-    let mut out = steps + 1;
-    // In ceil mode the last window must still start inside the input or its left padding.
-    if ceil_mode && (out - 1).checked_mul(a.stride).ok_or_else(err)? >= d + pb {
-        out -= 1;
-    }
-    super::elementwise::to_dim(out)
 }
