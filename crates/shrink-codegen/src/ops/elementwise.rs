@@ -83,6 +83,25 @@ fn map_broadcast_as(
     });
 }
 
+/// The dtypes the interpreter's numeric kernels take (`dispatch_num!`): not bool, sub-byte
+/// integers or the 8-bit floats.
+fn is_num(d: DType) -> bool {
+    use DType::*;
+    matches!(
+        d,
+        F32 | F64 | F16 | BF16 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64
+    )
+}
+
+/// The dtypes the interpreter's float functions take (`dispatch_float!`).
+fn is_float_fn(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+}
+
+fn refuse(op: &str, d: DType) -> LowerResult {
+    Err(format!("{op} on {d} tensors"))
+}
+
 pub fn lower_unary(b: &mut Builder, op: &Unary, cx: &NodeCtx) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
     if *op == Unary::Identity {
@@ -90,16 +109,17 @@ pub fn lower_unary(b: &mut Builder, op: &Unary, cx: &NodeCtx) -> LowerResult {
         map_broadcast_as(b, &[x], y, true, |_, v| v[0].clone());
         return Ok(());
     }
-    let ty = x.compute_ty();
-    let float_only = !matches!(
-        op,
-        Unary::Abs | Unary::Neg | Unary::Sign | Unary::Relu | Unary::Not
-    );
-    if float_only && !ty.is_float() {
-        return Err(format!("{} on {} tensors", op.name(), x.dtype));
-    }
-    if *op == Unary::Not && ty != Ty::Bool {
-        return Err(format!("Not needs a bool input, got {}", x.dtype));
+    match op {
+        Unary::Not if x.dtype != DType::Bool => {
+            return Err(format!("Not needs a bool input, got {}", x.dtype));
+        }
+        Unary::Not => {}
+        Unary::Abs | Unary::Neg | Unary::Sign | Unary::Relu if !is_num(x.dtype) => {
+            return refuse(op.name(), x.dtype);
+        }
+        Unary::Abs | Unary::Neg | Unary::Sign | Unary::Relu => {}
+        _ if !is_float_fn(x.dtype) => return refuse(op.name(), x.dtype),
+        _ => {}
     }
     map_broadcast(b, &[x], y, |b, v| unary_scalar(b, op, v[0].clone()));
     Ok(())
@@ -243,6 +263,22 @@ pub fn lower_binary(b: &mut Builder, op: &Binary, cx: &NodeCtx) -> LowerResult {
             z.dtype
         ));
     }
+    let logic = matches!(op, Binary::And | Binary::Or);
+    let compare = matches!(
+        op,
+        Binary::Equal
+            | Binary::Less
+            | Binary::Greater
+            | Binary::LessOrEqual
+            | Binary::GreaterOrEqual
+    );
+    if logic && x.dtype != DType::Bool {
+        return Err(format!("{} needs bool inputs, got {}", op.name(), x.dtype));
+    }
+    let takes = logic || is_num(x.dtype) || compare && x.dtype == DType::Bool;
+    if !takes {
+        return refuse(op.name(), x.dtype);
+    }
     if *op == Binary::Div && ty.is_int() && y.numel() > 0 {
         // The interpreter refuses a zero divisor; the kernel returns a status instead.
         let zero = Expr::lit(ty, 0.0);
@@ -283,8 +319,11 @@ pub fn lower_binary(b: &mut Builder, op: &Binary, cx: &NodeCtx) -> LowerResult {
 /// truncated real result and 0^negative refused.
 fn lower_pow(b: &mut Builder, x: &TensorRef, e: &TensorRef, y: &TensorRef) -> LowerResult {
     let (bt, et) = (x.compute_ty(), e.compute_ty());
-    if bt == Ty::Bool || et == Ty::Bool {
-        return Err("Pow on bool tensors".into());
+    if !is_num(e.dtype) {
+        return refuse("Pow exponent", e.dtype);
+    }
+    if !is_num(x.dtype) {
+        return refuse("Pow", x.dtype);
     }
     if bt.is_float() || et.is_float() {
         map_broadcast(b, &[x, e], y, |b, v| {
@@ -367,8 +406,8 @@ pub fn lower_variadic(b: &mut Builder, op: &Variadic, cx: &NodeCtx) -> LowerResu
         ));
     }
     let (d, ty) = (first.dtype, first.compute_ty());
-    if *op == Variadic::Mean && !ty.is_float() {
-        return Err(format!("Mean on {d} tensors"));
+    if !is_num(d) || *op == Variadic::Mean && !ty.is_float() {
+        return refuse(op.name(), d);
     }
     let n = ins.len();
     let op = op.clone();
@@ -436,6 +475,9 @@ pub fn lower_ternary(b: &mut Builder, op: &Ternary, cx: &NodeCtx) -> LowerResult
 fn lower_clip(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     let x = cx.input(0);
     let ty = x.compute_ty();
+    if !is_num(x.dtype) {
+        return refuse("Clip", x.dtype);
+    }
     let bounds = [cx.opt_input(1), cx.opt_input(2)];
     for (t, which) in bounds.iter().zip(["min", "max"]) {
         if let Some(t) = t {
