@@ -343,12 +343,16 @@ pub fn erfc(b: &mut Builder, x: Expr) -> Expr {
     })
 }
 
-/// x^y for floats, as `e^(y·log|x|)` with the C99/IEEE special cases: pow(x, ±0) = 1 and
+/// x^y for floats, as `e^(y·log|x|)` (by repeated squaring for integer and half-integer
+/// |y| ≤ 64) with the
+/// C99/IEEE special cases: pow(x, ±0) = 1 and
 /// pow(1, y) = 1 even for NaN, pow(−1, ±inf) = 1, a negative base takes the sign of an odd
 /// integer exponent, a finite negative base with a finite non-integer exponent gives NaN, and
 /// zeros/infinities follow from log|x| = ∓inf. F32: 0.5 ulp (the f64 product y·log|x| is far more
 /// precise than f32 needs). F64: error up to 4 + 2·|y·ln x| ulp (the rounding of the product is
-/// magnified by exp): a few ulps for results near 1, up to ~1400 near overflow or underflow.
+/// magnified by exp): a few ulps for results near 1, up to ~1400 near overflow or underflow;
+/// integer and half-integer exponents up to 64 are within about |y|/2 ulp and exact when the
+/// result is.
 pub fn pow(b: &mut Builder, x: Expr, y: Expr) -> Expr {
     assert_eq!(x.ty, y.ty, "pow operands");
     let ty = x.ty;
@@ -357,9 +361,32 @@ pub fn pow(b: &mut Builder, x: Expr, y: Expr) -> Expr {
     let y = b.let_(y);
     let a = b.let_(x.clone().abs());
     let l = log(b, a.clone());
-    let mag = exp(b, y.clone().mul(l));
-    let mag = b.let_(mag);
+    let yl = b.let_(y.clone().mul(l));
+    let mag = exp(b, yl.clone());
     let is_int = b.let_(y.clone().trunc().eq(y.clone()));
+    // Small integer and half-integer exponents: square-and-multiply (and a square root), exact
+    // whenever the result and its partial products are representable (9^3 is 729, not 728.99…,
+    // which an integer Pow truncates), and no less accurate than exp·log there. |y·ln x| < 700
+    // keeps every partial product normal.
+    let n = b.let_(y.clone().abs().min(f(127.0)).cast(Ty::I64));
+    let (mut acc, mut sq) = (f(1.0), a.clone());
+    for bit in 0..7 {
+        let set = n.clone().shr(i64k(bit)).and(i64k(1)).eq(i64k(1));
+        acc = b.let_(Expr::select(set, acc.clone().mul(sq.clone()), acc));
+        if bit < 6 {
+            sq = b.let_(sq.clone().mul(sq));
+        }
+    }
+    // Half-integer exponents take one correctly rounded square root (4^1.5 is 8).
+    let twice = y.clone().mul(f(2.0));
+    let half_int = twice.clone().trunc().eq(twice);
+    let acc = Expr::select(is_int.clone(), acc.clone(), acc.mul(a.clone().sqrt()));
+    let acc = b.let_(acc);
+    let acc = Expr::select(y.clone().lt(f(0.0)), f(1.0).div(acc.clone()), acc);
+    let small = half_int
+        .and(y.clone().abs().le(f(64.0)))
+        .and(yl.abs().lt(f(700.0)));
+    let mag = b.let_(Expr::select(small, acc, mag));
     let half = b.let_(y.clone().mul(f(0.5)));
     let odd = is_int.clone().and(half.clone().trunc().ne(half));
     let neg = x.clone().bitcast(Ty::I64).lt(i64k(0));
