@@ -164,9 +164,9 @@ const LOG_ATANH: [f64; 10] = [
     2.0 / 21.0,
 ];
 
-/// log of a positive finite F64 (garbage otherwise: the caller selects the special cases).
-/// x = 2^e·m with m in [√½, √2); log m = 2·atanh(s), s = (m−1)/(m+1), |s| ≤ 0.1716.
-fn log_finite(b: &mut Builder, x: Expr) -> Expr {
+/// x = 2^e·m with m in [√½, √2) for a positive finite F64 `x` (subnormals too): `(e, m − 1)`
+/// as F64s, both exact.
+fn log_parts(b: &mut Builder, x: Expr) -> (Expr, Expr) {
     // Subnormals are scaled into the normal range first.
     let x = b.let_(x);
     let tiny = b.let_(x.clone().lt(f(f64::MIN_POSITIVE)));
@@ -177,8 +177,13 @@ fn log_finite(b: &mut Builder, x: Expr) -> Expr {
     let e = b.let_(t.shr(i64k(52)));
     let m = bits.sub(e.clone().shl(i64k(52))).bitcast(Ty::F64);
     let e = e.sub(Expr::select(tiny, i64k(54), i64k(0)));
-    let ef = b.let_(e.cast(Ty::F64));
-    let fr = b.let_(m.sub(f(1.0)));
+    (b.let_(e.cast(Ty::F64)), b.let_(m.sub(f(1.0))))
+}
+
+/// log of a positive finite F64 (garbage otherwise: the caller selects the special cases).
+/// log m = 2·atanh(s), s = (m−1)/(m+1), |s| ≤ 0.1716.
+fn log_finite(b: &mut Builder, x: Expr) -> Expr {
+    let (ef, fr) = log_parts(b, x);
     let s = b.let_(fr.clone().div(f(2.0).add(fr.clone())));
     let z = b.let_(s.clone().mul(s.clone()));
     let big_s = z.clone().mul(horner(&z, &LOG_ATANH));
@@ -186,6 +191,60 @@ fn log_finite(b: &mut Builder, x: Expr) -> Expr {
     let corr = s.mul(fr.clone().sub(big_s));
     let lo = ef.clone().mul(f(LN2_LO)).sub(corr);
     ef.mul(f(LN2_HI)).add(fr.add(lo))
+}
+
+/// Knuth's TwoSum: `a + c = s + e` exactly.
+fn two_sum(b: &mut Builder, a: Expr, c: Expr) -> (Expr, Expr) {
+    let (a, c) = (b.let_(a), b.let_(c));
+    let s = b.let_(a.clone().add(c.clone()));
+    let bb = b.let_(s.clone().sub(a.clone()));
+    let e = a.sub(s.clone().sub(bb.clone())).add(c.sub(bb));
+    (s, b.let_(e))
+}
+
+/// Veltkamp's split: `a = hi + lo` with 26-bit halves (|a| < 2^995).
+fn split(b: &mut Builder, a: Expr) -> (Expr, Expr) {
+    let a = b.let_(a);
+    let c = b.let_(a.clone().mul(f(134_217_729.0)));
+    let hi = b.let_(c.clone().sub(c.sub(a.clone())));
+    (hi.clone(), b.let_(a.sub(hi)))
+}
+
+/// Dekker's exact product without FMA: `x·y = p + e` (|x|, |y| < 2^995).
+fn two_prod(b: &mut Builder, x: Expr, y: Expr) -> (Expr, Expr) {
+    let (x, y) = (b.let_(x), b.let_(y));
+    let p = b.let_(x.clone().mul(y.clone()));
+    let (xh, xl) = split(b, x);
+    let (yh, yl) = split(b, y);
+    let e = xh
+        .clone()
+        .mul(yh.clone())
+        .sub(p.clone())
+        .add(xh.mul(yl.clone()))
+        .add(xl.clone().mul(yh))
+        .add(xl.mul(yl));
+    (p, b.let_(e))
+}
+
+/// log of a positive finite F64 as `hi + lo`, good to about 2^-58 relative (for pow, whose
+/// error is this times |y·ln x|): s = f/(2+f) is carried as s_hi + s_lo, the series tail
+/// (≤ 1% of the result) in plain f64.
+fn log_dd(b: &mut Builder, x: Expr) -> (Expr, Expr) {
+    let (ef, fr) = log_parts(b, x);
+    let d_hi = b.let_(f(2.0).add(fr.clone()));
+    // Exact: |fr| < 2, so this is Fast2Sum's error term.
+    let d_lo = fr.clone().sub(d_hi.clone().sub(f(2.0)));
+    let s_hi = b.let_(fr.clone().div(d_hi.clone()));
+    let (p, pe) = two_prod(b, s_hi.clone(), d_hi.clone());
+    let r = fr.sub(p).sub(pe).sub(s_hi.clone().mul(d_lo));
+    let s_lo = r.div(d_hi);
+    let z = b.let_(s_hi.clone().mul(s_hi.clone()));
+    let tail = s_hi.clone().mul(z.clone()).mul(horner(&z, &LOG_ATANH));
+    let (h, e1) = two_sum(b, ef.clone().mul(f(LN2_HI)), s_hi.mul(f(2.0)));
+    let lo = e1.add(s_lo.mul(f(2.0)).add(tail).add(ef.mul(f(LN2_LO))));
+    let lo = b.let_(lo);
+    let hi = b.let_(h.clone().add(lo.clone()));
+    (hi.clone(), lo.sub(hi.sub(h)))
 }
 
 /// Natural logarithm. F64: max error 1 ulp; log(0) = −inf, log(x<0) = NaN,
@@ -223,17 +282,44 @@ fn copysign(a: Expr, s: Expr) -> Expr {
     a.abs().bitcast(Ty::U64).or(sign).bitcast(Ty::F64)
 }
 
-/// Hyperbolic tangent: sign(x)·e/(e+2) with e = expm1(2|x|). F64: max error 3 ulp (near
-/// |x| = 0.23, where three roundings meet). F32: 0.5 ulp.
+/// Taylor coefficients of (tanh x − x)/x³ in powers of x² (2^2n·(2^2n − 1)·B_2n/(2n)!,
+/// n = 2..=16, from exact Bernoulli numbers): truncation below 2^-57 relative for |x| < 0.4.
+const TANH_TAYLOR: [f64; 15] = [
+    -0.3333333333333333,
+    0.13333333333333333,
+    -0.05396825396825397,
+    0.021869488536155203,
+    -0.008863235529902197,
+    0.003592128036572481,
+    -0.0014558343870513183,
+    0.000590027440945586,
+    -0.00023912911424355248,
+    9.691537956929451e-05,
+    -3.927832388331683e-05,
+    1.5918905069328964e-05,
+    -6.451689215655431e-06,
+    2.6147711512907546e-06,
+    -1.0597268320104654e-06,
+];
+
+/// Hyperbolic tangent: its Taylor series below |x| = 0.4, sign(x)·e/(e+2) with
+/// e = expm1(2|x|) above. F64: max error 2 ulp. F32: 0.5 ulp.
 pub fn tanh(b: &mut Builder, x: Expr) -> Expr {
     via_f64(b, x, |b, x| {
         let x = b.let_(x);
+        let z = b.let_(x.clone().mul(x.clone()));
+        let series = x
+            .clone()
+            .add(x.clone().mul(z.clone()).mul(horner(&z, &TANH_TAYLOR)));
         // tanh(22) rounds to 1 in f64; the clamp keeps e finite (NaN propagates through min).
         let a = x.clone().abs().min(f(22.0));
         let e = expm1(b, a.mul(f(2.0)));
         let e = b.let_(e);
         let t = e.clone().div(e.add(f(2.0)));
-        copysign(t, x)
+        let big = copysign(t, x.clone());
+        // copysign keeps tanh(−0) = −0, which the series' last addition would lose.
+        let series = copysign(series, x.clone());
+        Expr::select(x.abs().lt(f(0.4)), series, big)
     })
 }
 
@@ -343,16 +429,14 @@ pub fn erfc(b: &mut Builder, x: Expr) -> Expr {
     })
 }
 
-/// x^y for floats, as `e^(y·log|x|)` (by repeated squaring for integer and half-integer
-/// |y| ≤ 64) with the
+/// x^y for floats, as `e^(y·log|x|)` with the
 /// C99/IEEE special cases: pow(x, ±0) = 1 and
 /// pow(1, y) = 1 even for NaN, pow(−1, ±inf) = 1, a negative base takes the sign of an odd
 /// integer exponent, a finite negative base with a finite non-integer exponent gives NaN, and
-/// zeros/infinities follow from log|x| = ∓inf. F32: 0.5 ulp (the f64 product y·log|x| is far more
-/// precise than f32 needs). F64: error up to 4 + 2·|y·ln x| ulp (the rounding of the product is
-/// magnified by exp): a few ulps for results near 1, up to ~1400 near overflow or underflow;
-/// integer and half-integer exponents up to 64 are within about |y|/2 ulp and exact when the
-/// result is.
+/// zeros/infinities follow from log|x| = ∓inf. F32: 0.5 ulp. F64: y·log|x| is formed in
+/// double-double (log good to ~2^-58), so the error grows only as |y·ln x|/32 ulp: measured
+/// max 2 ulp, with |y·ln x| up to 700. Results that are integers below 2^53 (or their
+/// reciprocals) from integer and half-integer exponents up to 64 are exact.
 pub fn pow(b: &mut Builder, x: Expr, y: Expr) -> Expr {
     assert_eq!(x.ty, y.ty, "pow operands");
     let ty = x.ty;
@@ -360,14 +444,27 @@ pub fn pow(b: &mut Builder, x: Expr, y: Expr) -> Expr {
     let x = b.let_(x);
     let y = b.let_(y);
     let a = b.let_(x.clone().abs());
-    let l = log(b, a.clone());
-    let yl = b.let_(y.clone().mul(l));
-    let mag = exp(b, yl.clone());
+    // y·log|x| as a double-double zh + zl, so that exp sees the product's rounding error.
+    let (lh, ll) = log_dd(b, a.clone());
+    // 0, inf and NaN take log's special values (log_dd would read their bits as numbers).
+    let special = b.let_(
+        a.clone()
+            .eq(f(0.0))
+            .or(a.clone().lt(f(f64::INFINITY)).not()),
+    );
+    let lh = Expr::select(special.clone(), log(b, a.clone()), lh);
+    let (zh, ze) = two_prod(b, y.clone(), lh);
+    let zl = ze.add(y.clone().mul(ll));
+    // Beyond these the result over/underflows anyway (and the split of y could overflow).
+    let keep = special
+        .not()
+        .and(zh.clone().abs().lt(f(1e4)))
+        .and(y.clone().abs().lt(f(1e290)));
+    let zl = Expr::select(keep, zl, f(0.0));
+    let mag = exp_dd(b, zh, zl);
     let is_int = b.let_(y.clone().trunc().eq(y.clone()));
-    // Small integer and half-integer exponents: square-and-multiply (and a square root), exact
-    // whenever the result and its partial products are representable (9^3 is 729, not 728.99…,
-    // which an integer Pow truncates), and no less accurate than exp·log there. |y·ln x| < 700
-    // keeps every partial product normal.
+    // Integer and half-integer exponents up to 64 whose result is an exact integer (9^3 is 729,
+    // not 728.99…, which an integer Pow would truncate): square-and-multiply (and a square root).
     let n = b.let_(y.clone().abs().min(f(127.0)).cast(Ty::I64));
     let (mut acc, mut sq) = (f(1.0), a.clone());
     for bit in 0..7 {
@@ -382,10 +479,15 @@ pub fn pow(b: &mut Builder, x: Expr, y: Expr) -> Expr {
     let half_int = twice.clone().trunc().eq(twice);
     let acc = Expr::select(is_int.clone(), acc.clone(), acc.mul(a.clone().sqrt()));
     let acc = b.let_(acc);
+    // Taken only when x^|y| is an integer below 2^53: then every partial product was an exact
+    // integer too, so the result is exact (1/x^|y| rounds once).
+    let exact = acc
+        .clone()
+        .trunc()
+        .eq(acc.clone())
+        .and(acc.clone().lt(f(9_007_199_254_740_992.0)));
     let acc = Expr::select(y.clone().lt(f(0.0)), f(1.0).div(acc.clone()), acc);
-    let small = half_int
-        .and(y.clone().abs().le(f(64.0)))
-        .and(yl.abs().lt(f(700.0)));
+    let small = half_int.and(y.clone().abs().le(f(64.0))).and(exact);
     let mag = b.let_(Expr::select(small, acc, mag));
     let half = b.let_(y.clone().mul(f(0.5)));
     let odd = is_int.clone().and(half.clone().trunc().ne(half));

@@ -206,7 +206,7 @@ fn log1p_accuracy() {
 
 #[test]
 fn tanh_accuracy() {
-    check("tanh", tanh, f64::tanh, (-25.0, 25.0), 3.0, 0.501);
+    check("tanh", tanh, f64::tanh, (-25.0, 25.0), 2.0, 0.501);
 }
 
 fn sigmoid_ref(x: f64) -> f64 {
@@ -400,6 +400,11 @@ fn pow_special_cases_and_accuracy() {
         xs.push(((i * 7919) % 10_007) as f64 / 97.0 - 40.0);
         ys.push(((i * 104_729) % 9_973) as f64 / 613.0 - 8.0);
     }
+    // Large |y·ln x|, where the rounding of the product matters most.
+    for i in 0..20_000 {
+        xs.push(1.0 + ((i * 7919) % 10_007) as f64 * 0.731);
+        ys.push(((i * 104_729) % 9_973) as f64 / 71.3 - 70.0);
+    }
     for (ty, max) in [(DType::F64, 0.0), (DType::F32, 0.501)] {
         let got = run_pow(&xs, &ys, ty);
         let mut worst: f64 = 0.0;
@@ -421,16 +426,11 @@ fn pow_special_cases_and_accuracy() {
                 err(g, want, ulp64, x)
             };
             // The documented f64 bound grows with |y·ln x| (the rounding of the product).
-            let bound = if ty == DType::F64 {
-                let p = (y * x.abs().ln()).abs();
-                let p = if 2.0 * y == (2.0 * y).trunc() && y.abs() <= 64.0 {
-                    p.min(y.abs())
-                } else {
-                    p
-                };
-                4.0 + if p.is_finite() { 2.0 * p } else { 0.0 }
-            } else {
+            let bound = if ty != DType::F64 {
                 max
+            } else {
+                let p = (y * x.abs().ln()).abs();
+                2.0 + if p.is_finite() { p / 16.0 } else { 0.0 }
             };
             assert!(
                 e <= bound,
