@@ -91,7 +91,7 @@ fn check_passes_on_the_shipped_model() {
         "dead_units=3",
         "dense_act=1",
         "ternary_layers=2",
-        "engine interp",
+        "engine jit",
     ] {
         assert!(err.contains(part), "missing `{part}` in: {err}");
     }
@@ -219,11 +219,89 @@ fn bench_json_has_the_contract_fields() {
     let o = shrink(&["bench", &shipped_model(), "--iters", "5", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["engine"], "interp");
+    assert_eq!(v["engine"], "jit");
     assert_eq!(v["iters"], 5);
     assert!(v["median_ns"].as_u64().unwrap() > 0);
     assert!(v["p99_ns"].as_u64().unwrap() >= v["median_ns"].as_u64().unwrap());
     assert!(v["compile_ms"].as_f64().unwrap() >= 0.0);
+    // The interpreter's time in the same run, the baseline of the generated code.
+    assert!(v["interp_median_ns"].as_u64().unwrap() > 0);
+    let o = shrink(&[
+        "bench",
+        &shipped_model(),
+        "--iters",
+        "5",
+        "--json",
+        "--engine",
+        "interp",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["engine"], "interp");
+}
+
+#[test]
+fn jit_and_interpreter_write_the_same_outputs() {
+    let dir = scratch();
+    let set = Path::new(&shipped_model())
+        .parent()
+        .unwrap()
+        .join("test_data_set_0");
+    let mut outs = vec![];
+    for engine in ["jit", "interp"] {
+        let out = dir.join(engine);
+        let o = shrink(&[
+            "run",
+            &shipped_model(),
+            "--input-dir",
+            set.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--engine",
+            engine,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(std::fs::read(out.join("output_0.pb")).unwrap());
+    }
+    assert_eq!(
+        outs[0], outs[1],
+        "jit and interp outputs differ byte for byte"
+    );
+}
+
+#[test]
+fn input_shape_fixes_a_dim_and_a_wrong_rank_is_a_one_line_error() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/onnx-node/test_relu/model.onnx");
+    let m = model.to_str().unwrap();
+    let o = shrink(&[
+        "compile",
+        m,
+        "--target",
+        "host",
+        "--emit",
+        "clif",
+        "--input-shape",
+        "x=3,4,5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("function") && stdout(&o).contains("shrink_run"));
+    assert_one_line_error(
+        &shrink(&[
+            "compile",
+            m,
+            "--target",
+            "host",
+            "--emit",
+            "asm",
+            "--input-shape",
+            "x=3,4",
+        ]),
+        &["--input-shape x", "rank 3"],
+    );
+    assert_one_line_error(
+        &shrink(&["check", m, "--strategy", "fastest"]),
+        &["--strategy", "unknown strategy 'fastest'"],
+    );
 }
 
 #[test]

@@ -63,7 +63,11 @@ fn weights(rng: &mut Rng, rows: usize, cols: usize, row_major: bool) -> Vec<f32>
                 v
             };
             // MatMul's B is [cols, rows]; Gemm with trans_b and Conv lead with rows.
-            let i = if row_major { r * cols + c } else { c * rows + r };
+            let i = if row_major {
+                r * cols + c
+            } else {
+                c * rows + r
+            };
             w[i] = v;
         }
     }
@@ -105,13 +109,28 @@ fn mlp(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
                 trans_a: false,
                 trans_b: true,
             });
-            h = node(&mut g, op, &format!("fc{l}"), &[Some(h), Some(wc), Some(bc)]);
+            h = node(
+                &mut g,
+                op,
+                &format!("fc{l}"),
+                &[Some(h), Some(wc), Some(bc)],
+            );
         } else {
             let wc = konst(&mut g, &format!("w{l}"), &[k, n], w);
-            h = node(&mut g, Op::Linear(Linear::MatMul), &format!("fc{l}"), &[Some(h), Some(wc)]);
+            h = node(
+                &mut g,
+                Op::Linear(Linear::MatMul),
+                &format!("fc{l}"),
+                &[Some(h), Some(wc)],
+            );
             if rng.below(2) == 0 {
                 let bc = konst(&mut g, &format!("b{l}"), &[n], bias);
-                h = node(&mut g, Op::Binary(Binary::Add), &format!("add{l}"), &[Some(h), Some(bc)]);
+                h = node(
+                    &mut g,
+                    Op::Binary(Binary::Add),
+                    &format!("add{l}"),
+                    &[Some(h), Some(bc)],
+                );
             }
         }
         if let Some(a) = activation(rng) {
@@ -131,6 +150,7 @@ fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     let x = g.add_input("x", ValueType::fixed(DType::F32, &[batch, c_in, hw, hw]));
     let mut h: Value = x.into();
     let mut c = c_in;
+    let mut size = hw;
     for l in 0..1 + rng.below(2) {
         let depthwise = rng.below(3) == 0;
         let c_out = if depthwise { c } else { 1 + rng.below(6) };
@@ -138,6 +158,10 @@ fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
         let k = [1, 3][rng.below(2)];
         let stride = 1 + rng.below(2);
         let pad = if k == 3 { rng.below(2) } else { 0 };
+        if size + 2 * pad < k {
+            break;
+        }
+        size = (size + 2 * pad - k) / stride + 1;
         let w = weights(rng, c_out, (c / group) * k * k, true);
         let wc = konst(&mut g, &format!("cw{l}"), &[c_out, c / group, k, k], w);
         let bias: Vec<f32> = (0..c_out).map(|_| rng.uniform()).collect();
@@ -150,9 +174,15 @@ fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
             pads: vec![pad as i64; 4],
             strides: vec![stride as i64; 2],
         });
-        h = node(&mut g, op, &format!("conv{l}"), &[Some(h), Some(wc), Some(bc)]);
+        h = node(
+            &mut g,
+            op,
+            &format!("conv{l}"),
+            &[Some(h), Some(wc), Some(bc)],
+        );
         if rng.below(2) == 0 {
-            let p = |rng: &mut Rng, base: f32| (0..c_out).map(|_| base + rng.uniform() * 0.5).collect();
+            let p =
+                |rng: &mut Rng, base: f32| (0..c_out).map(|_| base + rng.uniform() * 0.5).collect();
             let (s, b, m, v) = (p(rng, 1.0), p(rng, 0.0), p(rng, 0.0), p(rng, 1.0));
             let ins = [
                 Some(h),
@@ -173,7 +203,7 @@ fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
         }
         c = c_out;
     }
-    if rng.below(2) == 0 {
+    if size >= 2 && rng.below(2) == 0 {
         let op = if rng.below(2) == 0 {
             Op::Pool(Pool::MaxPool {
                 auto_pad: shrink::ir::op::AutoPad::NotSet,
@@ -215,7 +245,9 @@ fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     });
     h = node(&mut g, op, "fc", &[Some(h), Some(wc)]);
     g.outputs.push(("y".into(), h));
-    let xs = (0..batch * c_in * hw * hw).map(|_| rng.uniform() * 2.0).collect();
+    let xs = (0..batch * c_in * hw * hw)
+        .map(|_| rng.uniform() * 2.0)
+        .collect();
     (g, vec![Tensor::from_vec(vec![batch, c_in, hw, hw], xs)])
 }
 
@@ -224,7 +256,12 @@ fn norm_chain(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     let dims = [1 + rng.below(4), 1 + rng.below(6), 2 + rng.below(12)];
     let x = g.add_input("x", ValueType::fixed(DType::F32, &dims));
     let d = dims[2];
-    let scale = konst(&mut g, "gamma", &[d], (0..d).map(|_| rng.uniform() + 1.5).collect());
+    let scale = konst(
+        &mut g,
+        "gamma",
+        &[d],
+        (0..d).map(|_| rng.uniform() + 1.5).collect(),
+    );
     let mut h: Value = x.into();
     let norm = if rng.below(2) == 0 {
         Op::Norm(Norm::LayerNormalization {
@@ -241,10 +278,25 @@ fn norm_chain(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     };
     h = node(&mut g, norm, "norm", &[Some(h), Some(scale)]);
     // Broadcasting against a [1, T, 1] tensor and a [D] tensor.
-    let t = konst(&mut g, "t", &[1, dims[1], 1], (0..dims[1]).map(|_| rng.uniform()).collect());
-    h = node(&mut g, Op::Binary(Binary::Add), "add_t", &[Some(h), Some(t)]);
+    let t = konst(
+        &mut g,
+        "t",
+        &[1, dims[1], 1],
+        (0..dims[1]).map(|_| rng.uniform()).collect(),
+    );
+    h = node(
+        &mut g,
+        Op::Binary(Binary::Add),
+        "add_t",
+        &[Some(h), Some(t)],
+    );
     let m = konst(&mut g, "m", &[d], (0..d).map(|_| rng.uniform()).collect());
-    h = node(&mut g, Op::Binary(Binary::Mul), "mul_d", &[Some(h), Some(m)]);
+    h = node(
+        &mut g,
+        Op::Binary(Binary::Mul),
+        "mul_d",
+        &[Some(h), Some(m)],
+    );
     if let Some(a) = activation(rng) {
         h = node(&mut g, Op::Unary(a), "act", &[Some(h)]);
     }
@@ -263,7 +315,10 @@ fn norm_chain(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     h = node(&mut g, Op::Norm(sm), "softmax", &[Some(h)]);
     if rng.below(2) == 0 {
         let axes: Value = g
-            .add_const("axes", Arc::new(Tensor::from_vec(vec![1], vec![rng.below(3) as i64])))
+            .add_const(
+                "axes",
+                Arc::new(Tensor::from_vec(vec![1], vec![rng.below(3) as i64])),
+            )
             .into();
         let op = Op::Reduce(Reduce::ReduceSum {
             keepdims: rng.below(2) == 0,
@@ -325,7 +380,10 @@ fn sweep(family: &str, make: fn(&mut Rng) -> (Graph, Vec<Tensor>)) -> usize {
             }
         }
     }
-    println!("{family}: {cases} graphs × {} strategies agree; {ternary_layers} ternary layers", STRATEGIES.len());
+    println!(
+        "{family}: {cases} graphs × {} strategies agree; {ternary_layers} ternary layers",
+        STRATEGIES.len()
+    );
     ternary_layers
 }
 
@@ -365,7 +423,10 @@ fn forced_stream_beyond_the_cap_is_refused() {
         ..Default::default()
     };
     let err = shrink::compile_jit_with(&g, &opts).unwrap_err().to_string();
-    assert!(err.contains("over the cap") && err.contains("--strategy packed"), "{err}");
+    assert!(
+        err.contains("over the cap") && err.contains("--strategy packed"),
+        "{err}"
+    );
 }
 
 #[test]

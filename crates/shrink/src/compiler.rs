@@ -1,7 +1,7 @@
 //! [`Compiler`]: the one-call API from a model (a path, bytes or an IR graph) to a kernel
 //! running in this process.
 //!
-//! ```no_run
+//! ```
 //! use shrink::{Compiler, CompileOptions};
 //! # fn main() -> Result<(), shrink::Error> {
 //! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/models/ternary_mlp/model.onnx");

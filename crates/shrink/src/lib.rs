@@ -205,6 +205,25 @@ pub fn compile_jit_with(
     g: &Graph,
     options: &shrink_codegen::CodegenOptions,
 ) -> Result<shrink_jit::Kernel, shrink_jit::JitError> {
-    let program = shrink_codegen::lower(g, options)?;
+    let g = with_static_shapes(g).map_err(shrink_codegen::CodegenError::new)?;
+    let program = shrink_codegen::lower(&g, options)?;
     shrink_jit::Kernel::compile(&program)
+}
+
+/// `g` itself when every value has a static shape, else a copy after shape inference (the one
+/// pass code generation cannot do without, also under `--no-opt` or a custom `--passes`).
+pub fn with_static_shapes(g: &Graph) -> Result<std::borrow::Cow<'_, Graph>, String> {
+    let fixed = g.node_ids().iter().all(|&id| {
+        g.node(id)
+            .outputs
+            .iter()
+            .all(|t| t.shape.as_ref().is_some_and(|s| s.as_fixed().is_some()))
+    });
+    if fixed {
+        return Ok(std::borrow::Cow::Borrowed(g));
+    }
+    let mut g = g.clone();
+    shrink_opt::run_passes(&mut g, &["shapes"], &shrink_opt::Ctx::default())
+        .map_err(|e| e.to_string())?;
+    Ok(std::borrow::Cow::Owned(g))
 }

@@ -92,14 +92,14 @@ enum Cmd {
         input: Vec<String>,
         #[arg(long)]
         output_dir: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         engine: Engine,
     },
     /// Run a model on its test data sets and compare with the expected outputs.
     Check {
         model: PathBuf,
         datasets: Vec<PathBuf>,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         engine: Engine,
         #[arg(long)]
         target: Option<String>,
@@ -117,7 +117,7 @@ enum Cmd {
     /// Time a model on its stored test inputs (or zeros).
     Bench {
         model: PathBuf,
-        #[arg(long, value_enum, default_value = "interp")]
+        #[arg(long, value_enum, default_value = "jit")]
         engine: Engine,
         #[arg(long, default_value_t = 100)]
         iters: usize,
@@ -331,7 +331,8 @@ fn what_passes_did(stats: &[shrink::opt::Stats]) -> String {
 
 /// JIT-compiles `g`, with a progress bar on stderr once the compile has taken a second.
 fn compile_with_bar(cli: &Cli, g: &shrink::ir::Graph) -> Result<shrink::Kernel, String> {
-    let program = shrink::codegen::lower(g, &codegen_options(cli).map_err(|e| e.to_string())?)
+    let g = shrink::with_static_shapes(g)?;
+    let program = shrink::codegen::lower(&g, &codegen_options(cli).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let start = Instant::now();
     let bar = indicatif::ProgressBar::hidden();
@@ -695,6 +696,22 @@ fn main() {
             .try_init();
     }
     let cli = Cli::parse();
+    // Bad code generation flags are reported once, before any model is read.
+    let result: Result<bool> = match codegen_options(&cli).and(input_shapes(&cli)) {
+        Err(e) => Err(e),
+        Ok(_) => run_command(&cli),
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run_command(cli: &Cli) -> Result<bool> {
     let result: Result<bool> = match &cli.cmd {
         Cmd::Compile {
             model,
@@ -703,14 +720,14 @@ fn main() {
             header,
             name: _,
             emit,
-        } => cmd_compile(&cli, model, target, out, header, emit).map(|_| true),
+        } => cmd_compile(cli, model, target, out, header, emit).map(|_| true),
         Cmd::Run {
             model,
             input_dir,
             input,
             output_dir,
             engine,
-        } => cmd_run(&cli, model, input_dir, input, output_dir, *engine).map(|_| true),
+        } => cmd_run(cli, model, input_dir, input, output_dir, *engine).map(|_| true),
         Cmd::Check {
             model,
             datasets,
@@ -719,7 +736,7 @@ fn main() {
             rtol,
             atol,
         } => cmd_check(
-            &cli,
+            cli,
             model,
             datasets,
             *engine,
@@ -729,7 +746,7 @@ fn main() {
             },
         ),
         Cmd::Inspect { model, json } => load(model, cli.max_memory).and_then(|imp| {
-            let opt = opt_options(&cli)?;
+            let opt = opt_options(cli)?;
             let staged = if opt.enabled {
                 Some(shrink::optimize_staged(&imp.graph, &opt))
             } else {
@@ -742,7 +759,7 @@ fn main() {
             };
             if let Some(Ok(s)) = &staged {
                 // What the generated code would be: compiled for the host, never run.
-                let cg = codegen_options(&cli)?;
+                let cg = codegen_options(cli)?;
                 let compiled = shrink::compiler::require_static_inputs(&s.optimized)
                     .map_err(|e| e.to_string())
                     .and_then(|_| {
@@ -777,16 +794,9 @@ fn main() {
                     "--threads {threads}: kernels are single-threaded; only 1 is supported"
                 ))
             } else {
-                cmd_bench(&cli, model, *engine, *iters, *json).map(|_| true)
+                cmd_bench(cli, model, *engine, *iters, *json).map(|_| true)
             }
         }
     };
-    match result {
-        Ok(true) => {}
-        Ok(false) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            std::process::exit(1);
-        }
-    }
+    result
 }
