@@ -603,8 +603,30 @@ fn inspect_reports_what_the_optimizer_removed() {
         .iter()
         .map(|&h| (0..8).filter(|&o| w2[h * 8 + o] == 0.0).count())
         .sum::<usize>();
+    // Both layers are small enough to stream, and a stream computes no zero weight at all.
+    for l in [fc1, fc2] {
+        assert_eq!(l["strategy"], "stream", "{l}");
+        assert!(l["code_bytes"].as_u64().unwrap() > 0);
+    }
+    let all_zeros = w1.iter().chain(&w2).filter(|&&w| w == 0.0).count();
     assert_eq!(
         v["totals"]["zeros_eliminated"].as_u64(),
+        Some(all_zeros as u64)
+    );
+    assert!(v["totals"]["code_bytes"].as_u64().unwrap() > 0);
+    assert!(v["totals"]["rodata_bytes"].as_u64().unwrap() > 0);
+    // Packed kernels do multiply-select zero weights: only the removed ones are eliminated.
+    let o = shrink(&[
+        "inspect",
+        "--json",
+        "--strategy",
+        "packed",
+        &shipped_model(),
+    ]);
+    let p: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(p["layers"][0]["strategy"], "packed");
+    assert_eq!(
+        p["totals"]["zeros_eliminated"].as_u64(),
         Some(removed_zeros as u64)
     );
     assert!(v["nodes_after"].as_u64().unwrap() < v["nodes_before"].as_u64().unwrap());

@@ -287,3 +287,44 @@ fn a_chain_of_20000_nodes_compiles_and_runs() {
     shrink::optimize(&mut o, &shrink::OptOptions::default()).unwrap();
     assert_eq!(shrink::compile_jit(&o).unwrap().run(&[x]).unwrap(), want);
 }
+
+#[test]
+fn shipped_models_pass_on_every_strategy() {
+    use shrink::codegen::{CodegenOptions, Strategy};
+    use shrink::compare::{Tolerance, compare};
+    for e in std::fs::read_dir(repo().join("examples/models")).unwrap() {
+        let dir = e.unwrap().path();
+        let (g, inputs) = graph_and_inputs(&dir);
+        let data = load_dataset(&dir.join("test_data_set_0"), 1 << 30).unwrap();
+        assert!(!g.ternary.is_empty(), "{}: no ternary layer", dir.display());
+        for strategy in [
+            Strategy::Auto,
+            Strategy::Stream,
+            Strategy::Packed,
+            Strategy::Dense,
+        ] {
+            let opts = CodegenOptions {
+                strategy,
+                ..Default::default()
+            };
+            let kernel = shrink::compile_jit_with(&g, &opts).unwrap();
+            let outs = kernel.run(&inputs).unwrap();
+            for (got, (_, want)) in outs.iter().zip(&data.outputs) {
+                let c = compare(
+                    got,
+                    want,
+                    Tolerance {
+                        rtol: 1e-4,
+                        atol: 1e-5,
+                    },
+                );
+                assert!(
+                    c.mismatch.is_none(),
+                    "{} {strategy}: {:?}",
+                    dir.display(),
+                    c.mismatch
+                );
+            }
+        }
+    }
+}

@@ -27,6 +27,9 @@ pub struct Layer {
     pub dead_cols: Option<usize>,
     pub strategy: Option<String>,
     pub code_bytes: Option<usize>,
+    /// Zero weights left in the optimized weight (a `stream` computes none of them).
+    #[serde(skip)]
+    pub final_zeros: Option<usize>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -133,6 +136,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
         let (rows, cols) = view_dims(w, layout);
         let zeros = zeros_of(w);
         let (mut ternary, mut scale_kind, mut dead_rows, mut dead_cols) = (false, None, None, None);
+        let mut final_zeros = None;
         if let Some(s) = staged
             && let Some((_, fc, fl)) = finals.get(&name)
         {
@@ -142,6 +146,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
                 dead_rows = Some(rows.saturating_sub(fr));
                 dead_cols = Some(cols.saturating_sub(fcols));
                 zeros_eliminated += zeros.saturating_sub(zeros_of(fw));
+                final_zeros = Some(zeros_of(fw));
                 if let Some(t) = s.optimized.ternary.get(fc) {
                     ternary = true;
                     scale_kind = Some(t.scale.kind().to_string());
@@ -161,6 +166,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             dead_cols,
             strategy: None,
             code_bytes: None,
+            final_zeros,
         });
     }
     // Without the pipeline, still say which layers are ternary candidates.
@@ -236,6 +242,12 @@ pub fn fill_codegen(
         if let Some(k) = program.kernels.iter().find(|k| k.node_name == l.name) {
             l.strategy = Some(k.strategy.to_string());
             l.code_bytes = Some(bytes);
+            // A stream emits nothing for a zero weight: those zeros are eliminated too.
+            if k.strategy == "stream"
+                && let (Some(z), Some(total)) = (l.final_zeros, r.totals.zeros_eliminated.as_mut())
+            {
+                *total += z;
+            }
         }
     }
     r.totals.code_bytes = Some(stats.code_bytes);

@@ -22,6 +22,9 @@ struct Layer<'a> {
     bias: Option<&'a TensorRef>,
     activation: Option<&'a Unary>,
     y: &'a TensorRef,
+    /// Gemm's (alpha, beta): `alpha·x·W + beta·C` rounded once from f64, as the interpreter does;
+    /// `None` for MatMul/DenseAct, which round the product before adding the bias.
+    gemm: Option<(f64, f64)>,
 }
 
 /// Lowers the node with a ternary strategy when its weight is ternary and the strategy asks for
@@ -36,19 +39,37 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
     };
     let w = cx.graph.ternary.get(&cid)?;
     let (x, y) = (cx.input(0), cx.output(0));
+    let layout_for = |trans_b: bool| {
+        if trans_b {
+            WeightLayout::RowsFirst
+        } else {
+            WeightLayout::ColsFirst
+        }
+    };
+    let mut gemm = None;
     let (bias, activation, layout_ok) = match op {
         Op::Linear(Linear::MatMul) => (None, None, w.layout == WeightLayout::ColsFirst),
+        Op::Linear(Linear::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        }) => {
+            gemm = Some((*alpha as f64, *beta as f64));
+            (
+                cx.opt_input(2),
+                None,
+                !trans_a && w.layout == layout_for(*trans_b),
+            )
+        }
         Op::Fused(Fused::DenseAct {
             trans_b,
             activation,
-        }) => {
-            let want = if *trans_b {
-                WeightLayout::RowsFirst
-            } else {
-                WeightLayout::ColsFirst
-            };
-            (cx.opt_input(2), activation.as_ref(), w.layout == want)
-        }
+        }) => (
+            cx.opt_input(2),
+            activation.as_ref(),
+            w.layout == layout_for(*trans_b),
+        ),
         _ => return None,
     };
     // Only the plain [.., cols] × [cols, rows] form: float activations, 2-D weight.
@@ -77,6 +98,7 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         bias,
         activation,
         y,
+        gemm,
     };
     Some(match strategy {
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
@@ -97,7 +119,11 @@ fn scale(w: &TernaryWeights, r: usize) -> Expr {
 fn finish_row(b: &mut Builder, l: &Layer, n: &Expr, r: Expr, acc: Expr, scale: Expr) {
     let rows = l.w.rows as i64;
     let out = b.let_(n.clone().mul_k(rows).add(r));
-    let mut v = acc.mul(scale).cast(Ty::F32);
+    let product = acc.mul(scale);
+    let mut v = match l.gemm {
+        Some((alpha, _)) => product.mul(Expr::f64(alpha)),
+        None => product.cast(Ty::F32),
+    };
     if let Some(bias) = l.bias {
         let strides = broadcast_strides(&bias.dims, &l.y.dims);
         // The bias index of output element `out`: decompose it into the output's dims.
@@ -113,7 +139,13 @@ fn finish_row(b: &mut Builder, l: &Layer, n: &Expr, r: Expr, acc: Expr, scale: E
         }
         idx.reverse();
         let bv = b.load(bias, linear(&idx, &strides));
-        v = v.add(bv);
+        v = match l.gemm {
+            Some((_, beta)) => v.add(bv.cast(Ty::F64).mul(Expr::f64(beta))),
+            None => v.add(bv),
+        };
+    }
+    if l.gemm.is_some() {
+        v = v.cast(Ty::F32);
     }
     if let Some(a) = l.activation {
         v = unary_scalar(b, a, v);
