@@ -85,3 +85,10 @@ fn data_dependent_shape_names_the_node_until_frozen() {
     let err = shapes(&mut bad).unwrap_err();
     assert!(err.contains("'r'"), "{err}");
 }
+
+/// Integration tests see this crate without `cfg(test)`; the self dev-dependency with feature
+/// `verify` keeps the verifier on for `Ctx::default()` here too.
+#[test]
+fn default_ctx_verifies_in_tests() {
+    assert!(Ctx::default().verify);
+}
