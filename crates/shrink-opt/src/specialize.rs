@@ -202,7 +202,7 @@ fn probe(g: &Graph, inputs: &[Tensor], which: &[usize], ctx: &Ctx) -> Option<usi
 }
 
 /// Specializes `g` to the data it will run on: every graph input's declared shape becomes its
-/// tensor's, and each small integer input whose *value* some shape depends on (Reduce axes, a
+/// tensor's, and each small integer input (or scalar) whose *value* some shape depends on (Reduce axes, a
 /// Reshape/Expand target, Pad pads, Slice bounds, … — directly or through shape arithmetic) is
 /// replaced in the graph by a constant ([`specialize_value`]), so that shape inference and
 /// constant folding can make every shape static. Returns the names of the inputs specialized by
@@ -237,7 +237,10 @@ pub fn specialize_to_data(
     let candidates: Vec<usize> = (0..inputs.len())
         .filter(|&i| {
             let t = &inputs[i];
-            t.dtype().is_int() && t.len() <= SHAPE_INPUT_MAX_ELEMS && g.is_used(g.inputs[i].into())
+            // Shape operands are small integer tensors, or scalars (Range bounds of any type).
+            let small_int = t.dtype().is_int() && t.len() <= SHAPE_INPUT_MAX_ELEMS;
+            let scalar = t.rank() == 0 && t.dtype() != shrink_ir::DType::String;
+            (small_int || scalar) && g.is_used(g.inputs[i].into())
         })
         .collect();
     if candidates.is_empty() {
