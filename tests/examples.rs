@@ -86,7 +86,9 @@ fn bitnet_block_output_matches_an_independent_scalar_computation() {
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                let acc: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                let acc: f64 = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
                 out[i * n + j] = acc as f32;
             }
         }
@@ -119,7 +121,9 @@ fn bitnet_block_output_matches_an_independent_scalar_computation() {
     for i in 0..SEQ {
         let s: Vec<f32> = (0..SEQ)
             .map(|j| {
-                let dot: f64 = (0..dim).map(|c| q[i * dim + c] as f64 * k[j * dim + c] as f64).sum();
+                let dot: f64 = (0..dim)
+                    .map(|c| q[i * dim + c] as f64 * k[j * dim + c] as f64)
+                    .sum();
                 dot as f32 * attn_scale
             })
             .collect();
@@ -151,7 +155,11 @@ fn bitnet_block_output_matches_an_independent_scalar_computation() {
         &shrink::ir::Tensor::from_vec(vec![1, SEQ, dim], want.clone()),
         Tolerance::INTERP,
     );
-    assert!(c.mismatch.is_none(), "stored bitnet_block output: {:?}", c.mismatch);
+    assert!(
+        c.mismatch.is_none(),
+        "stored bitnet_block output: {:?}",
+        c.mismatch
+    );
     // The block adds ~1e-3 to an input of ~1, so y alone at rtol 1e-4 would only check the
     // residual: compare what the block adds (y - x, exact in f64 up to y's f32 rounding) with a
     // tolerance relative to that.
@@ -159,7 +167,10 @@ fn bitnet_block_output_matches_an_independent_scalar_computation() {
         .iter()
         .zip(&x)
         .fold(0f64, |m, (&w, &x)| m.max((w as f64 - x as f64).abs()));
-    assert!(max_delta > 1e-4, "the block must change its input ({max_delta})");
+    assert!(
+        max_delta > 1e-4,
+        "the block must change its input ({max_delta})"
+    );
     for i in 0..want.len() {
         let (got, exp) = (stored[i] as f64 - x[i] as f64, want[i] as f64 - x[i] as f64);
         assert!(

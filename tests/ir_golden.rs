@@ -170,22 +170,36 @@ fn sample_inputs(g: &shrink::ir::Graph) -> Result<Vec<shrink::ir::Tensor>, Strin
             let n: usize = dims.iter().product();
             let k = |i: usize| (i * 37 + 11) % 41;
             let t = match ty.dtype {
-                d if d.is_float() => {
-                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| k(i) as f64 / 10.0 - 2.0).collect())
+                d if d.is_float() => shrink::ir::Tensor::from_vec(
+                    dims,
+                    (0..n).map(|i| k(i) as f64 / 10.0 - 2.0).collect(),
+                ),
+                DType::Bool => {
+                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| k(i) % 3 == 0).collect())
                 }
-                DType::Bool => shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| k(i) % 3 == 0).collect()),
                 DType::String => {
-                    return Err(format!("input '{}' is a string tensor; give the file a numeric input", node.name));
+                    return Err(format!(
+                        "input '{}' is a string tensor; give the file a numeric input",
+                        node.name
+                    ));
                 }
-                d if d.is_signed_int() => {
-                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| (k(i) % 7) as i64 - 3).collect())
+                d if d.is_signed_int() => shrink::ir::Tensor::from_vec(
+                    dims,
+                    (0..n).map(|i| (k(i) % 7) as i64 - 3).collect(),
+                ),
+                _ => {
+                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| (k(i) % 7) as i64).collect())
                 }
-                _ => shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| (k(i) % 7) as i64).collect()),
             };
             Ok(if t.dtype() == ty.dtype {
                 t
             } else {
-                shrink::interp::ops::convert::cast(&t, ty.dtype, true, shrink::ir::op::RoundMode::Up)
+                shrink::interp::ops::convert::cast(
+                    &t,
+                    ty.dtype,
+                    true,
+                    shrink::ir::op::RoundMode::Up,
+                )
             })
         })
         .collect()

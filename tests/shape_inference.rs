@@ -107,7 +107,8 @@ fn check_prepared(dir: &Path) -> Result<bool, String> {
     shrink::optimize(&mut g, &opts).map_err(|e| format!("optimizer: {e}"))?;
     shrink::ir::prepare(&g).map_err(|e| e.to_string())?;
     if !by_value.is_empty() {
-        let outs = shrink::interp::run(&g, &inputs, &Default::default()).map_err(|e| e.to_string())?;
+        let outs =
+            shrink::interp::run(&g, &inputs, &Default::default()).map_err(|e| e.to_string())?;
         for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
             let c = shrink::compare::compare(got, want, shrink::compare::Tolerance::INTERP);
             if let Some(m) = c.mismatch {

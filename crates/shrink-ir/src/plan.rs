@@ -161,8 +161,11 @@ pub fn verify_plan(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
         .topo_order()
         .map_err(|_| "the graph has a cycle".to_string())?;
     let pos: HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    if plan.total % ALIGN != 0 {
-        return Err(format!("arena size {} is not a multiple of {ALIGN}", plan.total));
+    if !plan.total.is_multiple_of(ALIGN) {
+        return Err(format!(
+            "arena size {} is not a multiple of {ALIGN}",
+            plan.total
+        ));
     }
     let mut last_use: HashMap<Value, usize> = HashMap::new();
     for &id in &order {
@@ -177,8 +180,10 @@ pub fn verify_plan(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
         if !g.contains(v.node) || v.slot as usize >= g.node(v.node).outputs.len() {
             return Err(format!("slot for {v}, which is not a value of the graph"));
         }
-        if o % ALIGN != 0 {
-            return Err(format!("value {v} is at offset {o}, not aligned to {ALIGN}"));
+        if !o.is_multiple_of(ALIGN) {
+            return Err(format!(
+                "value {v} is at offset {o}, not aligned to {ALIGN}"
+            ));
         }
         if o.checked_add(s).is_none_or(|end| end > plan.total) {
             return Err(format!(
@@ -188,7 +193,9 @@ pub fn verify_plan(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
         }
         let t = g.value_type(v);
         if let Some(dims) = t.shape.as_ref().and_then(|s| s.as_fixed()) {
-            let want = dims.iter().try_fold(t.dtype.size(), |a, &d| a.checked_mul(d));
+            let want = dims
+                .iter()
+                .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d));
             if want != Some(s) {
                 return Err(format!(
                     "value {v} of type {t} needs {want:?} bytes, its slot has {s}"

@@ -165,10 +165,11 @@ pub fn prepare(g: &Graph) -> Result<Prepared, PrepareError> {
             let v = Value::new(id, k as u32);
             let fixed = t.shape.as_ref().and_then(|s| s.as_fixed());
             let Some(d) = fixed else {
-                let index = t
-                    .shape
-                    .as_ref()
-                    .map(|s| s.0.iter().position(|d| !matches!(d, Dim::Fixed(_))).unwrap_or(0));
+                let index = t.shape.as_ref().map(|s| {
+                    s.0.iter()
+                        .position(|d| !matches!(d, Dim::Fixed(_)))
+                        .unwrap_or(0)
+                });
                 return Err(PrepareError::DynamicValue {
                     node: n.name.clone(),
                     op: n.op.name().to_string(),
@@ -259,7 +260,10 @@ mod tests {
     fn anonymous_input_dim_asks_for_the_input_shape() {
         let g = relu_add(Shape(vec![Dim::Fixed(2), Dim::Unknown]));
         let msg = prepare(&g).unwrap_err().to_string();
-        assert!(msg.contains("input 'x'") && msg.contains("dimension 1"), "{msg}");
+        assert!(
+            msg.contains("input 'x'") && msg.contains("dimension 1"),
+            "{msg}"
+        );
         assert!(msg.contains("--input-shape x="), "{msg}");
     }
 

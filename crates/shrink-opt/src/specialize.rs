@@ -186,7 +186,10 @@ fn probe(g: &Graph, inputs: &[Tensor], which: &[usize], ctx: &Ctx) -> Option<usi
     let mut h = g.clone();
     for id in h.node_ids() {
         if !h.node(id).op.is_source() {
-            h.node_mut(id).outputs.iter_mut().for_each(|t| t.shape = None);
+            h.node_mut(id)
+                .outputs
+                .iter_mut()
+                .for_each(|t| t.shape = None);
         }
     }
     for &i in which {

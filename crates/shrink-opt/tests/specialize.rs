@@ -122,7 +122,11 @@ fn specializing_to_data_fixes_inputs_that_shapes_depend_on_and_only_those() {
     assert!(err.contains("'sum'"), "{err}");
     let mut g = g0.clone();
     let names = specialize_to_data(&mut g, &inputs, &static_ctx()).unwrap();
-    assert_eq!(names, ["axes"], "idx only selects rows; no shape depends on it");
+    assert_eq!(
+        names,
+        ["axes"],
+        "idx only selects rows; no shape depends on it"
+    );
     assert_eq!(g.inputs.len(), 3, "the interface is unchanged");
     let before = shrink_ref::run(&g0, &inputs, &Default::default()).unwrap();
     run_passes(&mut g, &shrink_opt::default_pipeline(), &static_ctx()).unwrap();
@@ -133,6 +137,9 @@ fn specializing_to_data_fixes_inputs_that_shapes_depend_on_and_only_those() {
     let mut g = parse_graph(DATA_DEPENDENT).unwrap();
     let x = Tensor::from_vec(vec![2, 3], vec![0f32; 6]);
     let s = Tensor::from_vec(vec![2], vec![3i64, 2]);
-    assert_eq!(specialize_to_data(&mut g, &[x, s], &static_ctx()), Ok(vec!["s".to_string()]));
+    assert_eq!(
+        specialize_to_data(&mut g, &[x, s], &static_ctx()),
+        Ok(vec!["s".to_string()])
+    );
     shapes(&mut g).unwrap();
 }

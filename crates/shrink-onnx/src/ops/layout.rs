@@ -41,7 +41,9 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             if v < 13 {
                 let inputs = match a.ints("axes")? {
                     Some(axes) => n.with_input_at(1, ints_const(&axes)),
-                    None if lop == Layout::Unsqueeze => return Err("attribute 'axes' is required".into()),
+                    None if lop == Layout::Unsqueeze => {
+                        return Err("attribute 'axes' is required".into());
+                    }
                     None => n.with_input_at(1, Input::Absent),
                 };
                 return Ok(Built {
