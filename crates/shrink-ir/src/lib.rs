@@ -5,7 +5,9 @@
 //! [`ValueType`] of each output. Constants are [`Tensor`]s shared by `Arc`, zero-copy views of the
 //! model file where the importer could arrange it. The [`verify()`] function checks the graph's
 //! invariants (run after every pass in tests and debug builds), and [`text`] prints and parses the
-//! `.sir` text form used by golden tests.
+//! `.sir` text form used by golden tests. [`plan`] assigns intermediates their scratch offsets and
+//! checks a plan; [`prepare()`] builds the lowering input (verified graph and plan, the static dims
+//! of every value).
 pub mod dtype;
 pub mod graph;
 pub mod narrow;
