@@ -7,7 +7,8 @@
 //!   contain the `; check: <text>` lines in order, each `; nextln: <text>` on the line right after
 //!   the previous match, and no `; not: <text>` anywhere; `; stat: <pass>.<counter>=<n>` lines pin
 //!   pass statistics exactly. The graph before and after the passes must also compute the same
-//!   outputs on the interpreter for deterministic inputs (float inputs with static shapes).
+//!   outputs on the interpreter for deterministic inputs of every numeric dtype (an input that
+//!   cannot be sampled — a string, a dynamic shape — fails the file).
 //!
 //! `SHRINK_BLESS=1` rewrites a `roundtrip` file with the printer's output (review the diff);
 //! without it a mismatch fails with both texts.
@@ -145,20 +146,54 @@ fn run_opt(passes: &str, comments: &str, mut g: shrink::ir::Graph) -> Result<(),
     Ok(())
 }
 
-/// Deterministic inputs for `g` (values spread over [-2, 2], some exact zeros), or `None` when an
-/// input is not a float tensor of static shape.
-fn sample_inputs(g: &shrink::ir::Graph) -> Option<Vec<shrink::ir::Tensor>> {
+/// Deterministic inputs for `g`: floats spread over [-2, 2] with some exact zeros, signed
+/// integers over -3..=3, unsigned over 0..=6, bools alternating irregularly. An input this cannot
+/// sample (a string, or a shape that is not static) is an error: the comparison before/after the
+/// passes is never skipped.
+fn sample_inputs(g: &shrink::ir::Graph) -> Result<Vec<shrink::ir::Tensor>, String> {
+    use shrink::ir::DType;
     g.inputs
         .iter()
         .map(|&id| {
-            let ty = &g.node(id).outputs[0];
-            let dims = ty.shape.as_ref()?.as_fixed()?;
+            let node = g.node(id);
+            let ty = &node.outputs[0];
+            let dims = ty
+                .shape
+                .as_ref()
+                .and_then(|s| s.as_fixed())
+                .ok_or_else(|| {
+                    format!(
+                        "input '{}' ({ty}) has no static shape, so its outputs cannot be compared",
+                        node.name
+                    )
+                })?;
             let n: usize = dims.iter().product();
-            let v: Vec<f64> = (0..n)
-                .map(|i| ((i * 37 + 11) % 41) as f64 / 10.0 - 2.0)
-                .collect();
-            let t = shrink::ir::Tensor::from_vec(dims, v);
-            ty.dtype.is_float().then(|| {
+            let k = |i: usize| (i * 37 + 11) % 41;
+            let t = match ty.dtype {
+                d if d.is_float() => shrink::ir::Tensor::from_vec(
+                    dims,
+                    (0..n).map(|i| k(i) as f64 / 10.0 - 2.0).collect(),
+                ),
+                DType::Bool => {
+                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| k(i) % 3 == 0).collect())
+                }
+                DType::String => {
+                    return Err(format!(
+                        "input '{}' is a string tensor; give the file a numeric input",
+                        node.name
+                    ));
+                }
+                d if d.is_signed_int() => shrink::ir::Tensor::from_vec(
+                    dims,
+                    (0..n).map(|i| (k(i) % 7) as i64 - 3).collect(),
+                ),
+                _ => {
+                    shrink::ir::Tensor::from_vec(dims, (0..n).map(|i| (k(i) % 7) as i64).collect())
+                }
+            };
+            Ok(if t.dtype() == ty.dtype {
+                t
+            } else {
                 shrink::interp::ops::convert::cast(
                     &t,
                     ty.dtype,
@@ -171,9 +206,7 @@ fn sample_inputs(g: &shrink::ir::Graph) -> Option<Vec<shrink::ir::Tensor>> {
 }
 
 fn same_outputs(a: &shrink::ir::Graph, b: &shrink::ir::Graph) -> Result<(), String> {
-    let Some(ins) = sample_inputs(a) else {
-        return Ok(());
-    };
+    let ins = sample_inputs(a)?;
     let ra = shrink::interp::run(a, &ins, &Default::default()).map_err(|e| e.to_string())?;
     let rb = shrink::interp::run(b, &ins, &Default::default()).map_err(|e| e.to_string())?;
     for (k, (x, y)) in ra.iter().zip(&rb).enumerate() {

@@ -185,3 +185,20 @@ fn dropout_10_is_identity_in_inference() {
     );
     assert_eq!(vals(&y), vals(&x6()));
 }
+
+#[test]
+fn opset_newer_than_the_newest_known_is_refused() {
+    let newest = shrink::onnx::NEWEST_OPSET;
+    let ok = model(newest, &[2, 3], "Relu", &[]);
+    assert_eq!(vals(&run(&ok, x6())), [1.0, 0.0, 3.0, 0.0, 5.0, 0.0]);
+    let m = model(newest + 1, &[2, 3], "Relu", &[]);
+    let e = match shrink::onnx::load_model_bytes("new", m.to_bytes().into(), &Default::default()) {
+        Ok(_) => panic!("a newer opset must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!e.contains('\n'), "one line: {e}");
+    assert!(
+        e.contains(&format!("opset {}", newest + 1)) && e.contains(&newest.to_string()),
+        "{e}"
+    );
+}

@@ -27,6 +27,15 @@ fn optimized(g: &Graph) -> (Graph, Vec<shrink::opt::Stats>) {
     (o, stats)
 }
 
+/// Every test that optimizes with default options (this file, the CLI binary, the conformance
+/// suite) must verify the IR after each pass: `crates/shrink` enables `shrink-opt/verify` for its
+/// tests, because `cfg!(test)` is false for a dependency under `cargo test --release`.
+#[test]
+fn default_options_verify_in_tests() {
+    assert!(shrink::opt::Ctx::default().verify);
+    assert!(shrink::OptOptions::default().ctx.verify);
+}
+
 fn stat(stats: &[shrink::opt::Stats], pass: &str, counter: &str) -> usize {
     stats
         .iter()

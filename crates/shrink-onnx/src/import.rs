@@ -63,6 +63,10 @@ pub fn load_model_bytes(
     import_bytes(name, bytes, None, opts)
 }
 
+/// The newest default-domain (ai.onnx) opset whose op definitions the importer knows. A model
+/// declaring a newer one is refused rather than read with older semantics.
+pub const NEWEST_OPSET: i64 = 28;
+
 fn import_bytes(
     file: &str,
     bytes: Bytes,
@@ -79,6 +83,22 @@ fn import_bytes(
         .ok_or_else(|| {
             ImportError::new(file, "the model imports no default-domain (ai.onnx) opset")
         })?;
+    if opset > NEWEST_OPSET {
+        return Err(ImportError::new(
+            file,
+            format!(
+                "the model uses ai.onnx opset {opset}, newer than the newest shrink knows \
+                 ({NEWEST_OPSET}); its ops may mean something else there — convert the model to \
+                 opset {NEWEST_OPSET} or older"
+            ),
+        ));
+    }
+    if opset < 1 {
+        return Err(ImportError::new(
+            file,
+            format!("the model declares ai.onnx opset {opset}; opsets start at 1"),
+        ));
+    }
     let graph = model
         .graph
         .as_ref()

@@ -18,5 +18,5 @@ pub mod proto {
 }
 
 pub use error::ImportError;
-pub use import::{ImportOptions, Imported, load_model, load_model_bytes};
+pub use import::{ImportOptions, Imported, NEWEST_OPSET, load_model, load_model_bytes};
 pub use tensor::{load_tensor_pb, tensor_from_proto, tensor_to_proto};

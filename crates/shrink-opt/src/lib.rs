@@ -19,7 +19,9 @@ use std::time::Instant;
 /// Settings shared by all passes.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    /// Run the verifier after every pass.
+    /// Run the verifier after every pass (and check the memory plan). On by default in debug
+    /// builds, in this crate's unit tests, and with feature `verify` (which every test crate
+    /// enables, since `cfg!(test)` is false for a dependency).
     pub verify: bool,
     /// Total bytes of new constants constant folding may create (default 1 GiB).
     pub fold_budget: usize,
@@ -33,7 +35,7 @@ pub struct Ctx {
 impl Default for Ctx {
     fn default() -> Ctx {
         Ctx {
-            verify: cfg!(debug_assertions) || cfg!(test),
+            verify: cfg!(debug_assertions) || cfg!(test) || cfg!(feature = "verify"),
             fold_budget: 1 << 30,
             eval: Default::default(),
             require_static: false,

@@ -85,3 +85,61 @@ fn data_dependent_shape_names_the_node_until_frozen() {
     let err = shapes(&mut bad).unwrap_err();
     assert!(err.contains("'r'"), "{err}");
 }
+
+/// Integration tests see this crate without `cfg(test)`; the self dev-dependency with feature
+/// `verify` keeps the verifier on for `Ctx::default()` here too.
+#[test]
+fn default_ctx_verifies_in_tests() {
+    assert!(Ctx::default().verify);
+}
+
+/// The expanded ReduceL2 of the ONNX suite, plus an integer input that only indexes data: the
+/// output is declared static, the ReduceSum in between is not, and its axes are a graph input.
+const AXES_INPUT: &str = "graph {
+  %0 = Input 0 \"x\" : f32[2,3,4]
+  %1 = Input 1 \"axes\" : i64[1]
+  %2 = Input 2 \"idx\" : i64[2]
+  %3 = Mul(%0, %0) \"sq\" : f32[2,3,4]
+  %4 = ReduceSum{keepdims=true, noop_with_empty_axes=false}(%3, %1) \"sum\" : f32[*]
+  %5 = Sqrt(%4) \"l2\" : f32[2,1,4]
+  %6 = Gather{axis=0}(%0, %2) \"pick\" : f32[2,3,4]
+  output \"y\" = %5
+  output \"z\" = %6
+}
+";
+
+#[test]
+fn specializing_to_data_fixes_inputs_that_shapes_depend_on_and_only_those() {
+    use shrink_opt::specialize::{dynamic_values, specialize_to_data};
+    let g0 = parse_graph(AXES_INPUT).unwrap();
+    let x = Tensor::from_vec(vec![2, 3, 4], (0..24).map(|i| i as f32).collect::<Vec<_>>());
+    let axes = Tensor::from_vec(vec![1], vec![1i64]);
+    let idx = Tensor::from_vec(vec![2], vec![1i64, 0]);
+    let inputs = vec![x, axes, idx];
+    // Shapes alone leave the ReduceSum dynamic: its axes are data.
+    let mut g = g0.clone();
+    let err = shapes(&mut g).unwrap_err();
+    assert!(err.contains("'sum'"), "{err}");
+    let mut g = g0.clone();
+    let names = specialize_to_data(&mut g, &inputs, &static_ctx()).unwrap();
+    assert_eq!(
+        names,
+        ["axes"],
+        "idx only selects rows; no shape depends on it"
+    );
+    assert_eq!(g.inputs.len(), 3, "the interface is unchanged");
+    let before = shrink_ref::run(&g0, &inputs, &Default::default()).unwrap();
+    run_passes(&mut g, &shrink_opt::default_pipeline(), &static_ctx()).unwrap();
+    assert!(dynamic_values(&g).is_empty(), "{:?}", dynamic_values(&g));
+    let after = shrink_ref::run(&g, &inputs, &Default::default()).unwrap();
+    assert_eq!(before, after);
+    // A Reshape target given as data is found the same way.
+    let mut g = parse_graph(DATA_DEPENDENT).unwrap();
+    let x = Tensor::from_vec(vec![2, 3], vec![0f32; 6]);
+    let s = Tensor::from_vec(vec![2], vec![3i64, 2]);
+    assert_eq!(
+        specialize_to_data(&mut g, &[x, s], &static_ctx()),
+        Ok(vec!["s".to_string()])
+    );
+    shapes(&mut g).unwrap();
+}

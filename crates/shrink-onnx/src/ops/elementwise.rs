@@ -26,7 +26,27 @@ fn unary(n: &NodeIn<'_>) -> Result<Built, String> {
             *approximate = GeluApprox::from_str_opt(&s)
                 .ok_or_else(|| format!("unknown Gelu approximate '{s}'"))?;
         }
-        _ => {}
+        // Listed rather than `_` so that a new parameterized op cannot silently keep its defaults.
+        Unary::Abs
+        | Unary::Neg
+        | Unary::Sqrt
+        | Unary::Reciprocal
+        | Unary::Exp
+        | Unary::Log
+        | Unary::Erf
+        | Unary::Sign
+        | Unary::Round
+        | Unary::Floor
+        | Unary::Ceil
+        | Unary::Relu
+        | Unary::Sigmoid
+        | Unary::Tanh
+        | Unary::Softplus
+        | Unary::Softsign
+        | Unary::Mish
+        | Unary::HardSwish
+        | Unary::Not
+        | Unary::Identity => {}
     }
     n.keep(Op::Unary(op))
 }

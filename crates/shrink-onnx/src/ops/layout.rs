@@ -9,8 +9,11 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
     let v = n.opset;
     let keep = |op: Layout| n.keep(Op::Layout(op));
-    match n.proto.op_type.as_str() {
-        "Reshape" => {
+    // Matching on the variant (not the name) keeps this exhaustive: a new Layout op does not
+    // compile until it has an arm here.
+    let name = n.proto.op_type.as_str();
+    match Layout::with_defaults(name).ok_or_else(|| super::no_builder(name))? {
+        Layout::Reshape { .. } => {
             let op = Layout::Reshape {
                 allowzero: a.flag("allowzero", false)?,
             };
@@ -25,25 +28,22 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(op)
         }
-        "Flatten" => keep(Layout::Flatten {
+        Layout::Flatten { .. } => keep(Layout::Flatten {
             axis: a.int("axis", 1)?,
         }),
-        "Transpose" => keep(Layout::Transpose {
+        Layout::Transpose { .. } => keep(Layout::Transpose {
             perm: a.ints("perm")?,
         }),
-        "Concat" => keep(Layout::Concat {
+        Layout::Concat { .. } => keep(Layout::Concat {
             axis: a.opt_int("axis")?.ok_or("attribute 'axis' is required")?,
         }),
-        op @ ("Squeeze" | "Unsqueeze") => {
-            let lop = if op == "Squeeze" {
-                Layout::Squeeze
-            } else {
-                Layout::Unsqueeze
-            };
+        lop @ (Layout::Squeeze | Layout::Unsqueeze) => {
             if v < 13 {
                 let inputs = match a.ints("axes")? {
                     Some(axes) => n.with_input_at(1, ints_const(&axes)),
-                    None if op == "Unsqueeze" => return Err("attribute 'axes' is required".into()),
+                    None if lop == Layout::Unsqueeze => {
+                        return Err("attribute 'axes' is required".into());
+                    }
                     None => n.with_input_at(1, Input::Absent),
                 };
                 return Ok(Built {
@@ -53,14 +53,14 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(lop)
         }
-        "Shape" => keep(Layout::Shape {
+        Layout::Shape { .. } => keep(Layout::Shape {
             start: a.int("start", 0)?,
             end: a.opt_int("end")?,
         }),
-        "Gather" => keep(Layout::Gather {
+        Layout::Gather { .. } => keep(Layout::Gather {
             axis: a.int("axis", 0)?,
         }),
-        "Slice" => {
+        Layout::Slice => {
             if v < 10 {
                 let data = n
                     .inputs
@@ -87,7 +87,7 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(Layout::Slice)
         }
-        "Split" => {
+        Layout::Split { .. } => {
             let op = Layout::Split {
                 axis: a.int("axis", 0)?,
                 num_outputs: a.opt_int("num_outputs")?,
@@ -104,9 +104,9 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(op)
         }
-        "Expand" => keep(Layout::Expand),
-        "Tile" => keep(Layout::Tile),
-        "Pad" => {
+        Layout::Expand => keep(Layout::Expand),
+        Layout::Tile => keep(Layout::Tile),
+        Layout::Pad { .. } => {
             let s = a.string("mode")?.unwrap_or_else(|| "constant".into());
             let mode =
                 PadMode::from_str_opt(&s).ok_or_else(|| format!("unknown pad mode '{s}'"))?;
@@ -131,7 +131,7 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(Layout::Pad { mode })
         }
-        "ConstantOfShape" => {
+        Layout::ConstantOfShape { .. } => {
             let value = a.tensor("value", n.cap)?;
             if let Some(t) = &value
                 && t.len() != 1
@@ -143,7 +143,7 @@ fn layout(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             keep(Layout::ConstantOfShape { value })
         }
-        _ => keep(Layout::Range),
+        Layout::Range => keep(Layout::Range),
     }
 }
 
@@ -188,7 +188,7 @@ fn convert(n: &NodeIn<'_>) -> Result<Built, String> {
                 inputs: vec![Input::Value(x)],
             })
         }
-        _ => {
+        "Dropout" => {
             let op = Convert::Dropout {
                 seed: a.opt_int("seed")?,
             };
@@ -211,6 +211,7 @@ fn convert(n: &NodeIn<'_>) -> Result<Built, String> {
             }
             n.keep(Op::Convert(op))
         }
+        other => Err(super::no_builder(other)),
     }
 }
 

@@ -101,6 +101,12 @@ pub fn scalar_const(dtype: DType, v: f64) -> Result<Input, String> {
     Ok(Input::Const(t))
 }
 
+/// The error of a builder reached with an `op_type` its family table lists but it does not
+/// handle: a registry bug, reported instead of building some other op.
+pub fn no_builder(op_type: &str) -> String {
+    format!("internal error: the importer lists '{op_type}' but has no builder for it")
+}
+
 pub type Builder = fn(&NodeIn<'_>) -> Result<Built, String>;
 
 /// The builder for a default-domain `op_type`.

@@ -1,6 +1,6 @@
 //! Neural-network ops: matrix products, (de)quantization, convolution, pooling, normalization,
 //! softmax and transformer blocks.
-use super::{Built, NodeIn, lookup_table};
+use super::{Built, NodeIn, lookup_table, no_builder};
 use crate::attrs::Attrs;
 use shrink_ir::op::{AutoPad, Conv, Linear, Norm, Pool, Quant, Transformer};
 use shrink_ir::{DType, Op};
@@ -25,37 +25,41 @@ fn ints(a: &Attrs<'_>, name: &str) -> Result<Vec<i64>, String> {
 
 fn linear(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
-    let op = match n.proto.op_type.as_str() {
-        "MatMul" => Linear::MatMul,
+    let name = n.proto.op_type.as_str();
+    // Each family matches on its variant (not the name) so that a new op cannot compile without
+    // its own arm.
+    let op = match Linear::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Linear::MatMul => Linear::MatMul,
         // Before opset 7 Gemm's C either matched exactly or set `broadcast`; broadcasting covers both.
-        "Gemm" => Linear::Gemm {
+        Linear::Gemm { .. } => Linear::Gemm {
             alpha: a.float("alpha", 1.0)?,
             beta: a.float("beta", 1.0)?,
             trans_a: a.flag("transA", false)?,
             trans_b: a.flag("transB", false)?,
         },
-        "MatMulInteger" => Linear::MatMulInteger,
-        _ => Linear::QLinearMatMul,
+        Linear::MatMulInteger => Linear::MatMulInteger,
+        Linear::QLinearMatMul => Linear::QLinearMatMul,
     };
     n.keep(Op::Linear(op))
 }
 
 fn quant(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
-    let op = match n.proto.op_type.as_str() {
-        "QuantizeLinear" => Quant::QuantizeLinear {
+    let name = n.proto.op_type.as_str();
+    let op = match Quant::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Quant::QuantizeLinear { .. } => Quant::QuantizeLinear {
             axis: a.int("axis", 1)?,
             block_size: a.int("block_size", 0)?,
             output_dtype: dtype_attr(a, "output_dtype")?,
             saturate: a.flag("saturate", true)?,
             precision: dtype_attr(a, "precision")?,
         },
-        "DequantizeLinear" => Quant::DequantizeLinear {
+        Quant::DequantizeLinear { .. } => Quant::DequantizeLinear {
             axis: a.int("axis", 1)?,
             block_size: a.int("block_size", 0)?,
             output_dtype: dtype_attr(a, "output_dtype")?,
         },
-        _ => Quant::DynamicQuantizeLinear,
+        Quant::DynamicQuantizeLinear => Quant::DynamicQuantizeLinear,
     };
     n.keep(Op::Quant(op))
 }
@@ -71,8 +75,9 @@ fn conv(n: &NodeIn<'_>) -> Result<Built, String> {
     if group < 1 {
         return Err(format!("group must be positive, found {group}"));
     }
-    let op = match n.proto.op_type.as_str() {
-        "Conv" => Conv::Conv {
+    let name = n.proto.op_type.as_str();
+    let op = match Conv::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Conv::Conv { .. } => Conv::Conv {
             auto_pad,
             dilations,
             group,
@@ -80,7 +85,7 @@ fn conv(n: &NodeIn<'_>) -> Result<Built, String> {
             pads,
             strides,
         },
-        "ConvInteger" => Conv::ConvInteger {
+        Conv::ConvInteger { .. } => Conv::ConvInteger {
             auto_pad,
             dilations,
             group,
@@ -88,7 +93,7 @@ fn conv(n: &NodeIn<'_>) -> Result<Built, String> {
             pads,
             strides,
         },
-        _ => Conv::QLinearConv {
+        Conv::QLinearConv { .. } => Conv::QLinearConv {
             auto_pad,
             dilations,
             group,
@@ -102,8 +107,9 @@ fn conv(n: &NodeIn<'_>) -> Result<Built, String> {
 
 fn pool(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
-    let op = match n.proto.op_type.as_str() {
-        "MaxPool" => Pool::MaxPool {
+    let name = n.proto.op_type.as_str();
+    let op = match Pool::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Pool::MaxPool { .. } => Pool::MaxPool {
             auto_pad: auto_pad(a)?,
             ceil_mode: a.flag("ceil_mode", false)?,
             dilations: ints(a, "dilations")?,
@@ -114,7 +120,7 @@ fn pool(n: &NodeIn<'_>) -> Result<Built, String> {
             storage_order: a.int("storage_order", 0)?,
             strides: ints(a, "strides")?,
         },
-        "AveragePool" => Pool::AveragePool {
+        Pool::AveragePool { .. } => Pool::AveragePool {
             auto_pad: auto_pad(a)?,
             ceil_mode: a.flag("ceil_mode", false)?,
             count_include_pad: a.flag("count_include_pad", false)?,
@@ -125,16 +131,20 @@ fn pool(n: &NodeIn<'_>) -> Result<Built, String> {
             pads: ints(a, "pads")?,
             strides: ints(a, "strides")?,
         },
-        "GlobalAveragePool" => Pool::GlobalAveragePool,
-        _ => Pool::GlobalMaxPool,
+        Pool::GlobalAveragePool => Pool::GlobalAveragePool,
+        Pool::GlobalMaxPool => Pool::GlobalMaxPool,
     };
     n.keep(Op::Pool(op))
 }
 
 fn norm(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
-    let op = match n.proto.op_type.as_str() {
-        "BatchNormalization" => {
+    let name = n.proto.op_type.as_str();
+    // Before opset 13 softmax flattened the input to 2-D at `axis` (default 1).
+    let legacy = n.opset < 13;
+    let softmax_axis = || a.int("axis", if legacy { 1 } else { -1 });
+    let op = match Norm::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Norm::BatchNormalization { .. } => {
             if n.opset < 9 && a.int("spatial", 1)? == 0 {
                 return Err("BatchNormalization with spatial=0 is not supported".into());
             }
@@ -144,48 +154,41 @@ fn norm(n: &NodeIn<'_>) -> Result<Built, String> {
                 training_mode: a.flag("training_mode", false)?,
             }
         }
-        "LayerNormalization" => Norm::LayerNormalization {
+        Norm::LayerNormalization { .. } => Norm::LayerNormalization {
             axis: a.int("axis", -1)?,
             epsilon: a.float("epsilon", 1e-5)?,
             stash_type: a.int("stash_type", 1)?,
         },
-        "RMSNormalization" => Norm::RMSNormalization {
+        Norm::RMSNormalization { .. } => Norm::RMSNormalization {
             axis: a.int("axis", -1)?,
             epsilon: a.float("epsilon", 1e-5)?,
             stash_type: a.int("stash_type", 1)?,
         },
-        "InstanceNormalization" => Norm::InstanceNormalization {
+        Norm::InstanceNormalization { .. } => Norm::InstanceNormalization {
             epsilon: a.float("epsilon", 1e-5)?,
         },
-        kind => {
-            // Before opset 13 softmax flattened the input to 2-D at `axis` (default 1).
-            let legacy = n.opset < 13;
-            let axis = a.int("axis", if legacy { 1 } else { -1 })?;
-            if kind == "Softmax" {
-                Norm::Softmax {
-                    axis,
-                    coerce_2d: legacy,
-                }
-            } else {
-                Norm::LogSoftmax {
-                    axis,
-                    coerce_2d: legacy,
-                }
-            }
-        }
+        Norm::Softmax { .. } => Norm::Softmax {
+            axis: softmax_axis()?,
+            coerce_2d: legacy,
+        },
+        Norm::LogSoftmax { .. } => Norm::LogSoftmax {
+            axis: softmax_axis()?,
+            coerce_2d: legacy,
+        },
     };
     n.keep(Op::Norm(op))
 }
 
 fn transformer(n: &NodeIn<'_>) -> Result<Built, String> {
     let a = &n.attrs;
-    let op = match n.proto.op_type.as_str() {
-        "RotaryEmbedding" => Transformer::RotaryEmbedding {
+    let name = n.proto.op_type.as_str();
+    let op = match Transformer::with_defaults(name).ok_or_else(|| no_builder(name))? {
+        Transformer::RotaryEmbedding { .. } => Transformer::RotaryEmbedding {
             interleaved: a.flag("interleaved", false)?,
             num_heads: a.opt_int("num_heads")?,
             rotary_embedding_dim: a.int("rotary_embedding_dim", 0)?,
         },
-        _ => Transformer::SwiGLU {
+        Transformer::SwiGLU { .. } => Transformer::SwiGLU {
             alpha: a.float("alpha", 1.0)?,
         },
     };

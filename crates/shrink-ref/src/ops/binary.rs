@@ -193,6 +193,12 @@ pub(crate) fn is_num(dt: DType) -> bool {
     dt.size() > 1 || matches!(dt, DType::I8 | DType::U8)
 }
 
+/// `eval` sent `op` to the wrong helper: an interpreter bug, reported rather than computing
+/// another op.
+fn not_this_family(op: &Binary, what: &str) -> EvalError {
+    EvalError::invalid(format!("internal error: {} is not a {what} op", op.name()))
+}
+
 fn unsupported(op: &str, dt: DType) -> EvalError {
     EvalError::unsupported(format!("{op} on {dt} tensors"))
 }
@@ -210,10 +216,20 @@ fn arith(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, E
             Binary::Add => map2(a, b, T::DTYPE, ctx, |x: T, y: T| Ok(x.add(y))),
             Binary::Sub => map2(a, b, T::DTYPE, ctx, |x: T, y: T| Ok(x.sub(y))),
             Binary::Mul => map2(a, b, T::DTYPE, ctx, |x: T, y: T| Ok(x.mul(y))),
-            _ => map2(a, b, T::DTYPE, ctx, |x: T, y: T| {
+            Binary::Div => map2(a, b, T::DTYPE, ctx, |x: T, y: T| {
                 x.div(y)
                     .ok_or_else(|| EvalError::invalid("integer division by zero"))
             }),
+            // Listed (no `_`): a new variant must choose its arithmetic, not become Div.
+            Binary::Pow
+            | Binary::PRelu
+            | Binary::And
+            | Binary::Or
+            | Binary::Equal
+            | Binary::Less
+            | Binary::Greater
+            | Binary::LessOrEqual
+            | Binary::GreaterOrEqual => Err(not_this_family(op, "arithmetic")),
         }
     }
     dispatch_num!(dt, T => run::<T>(op, a, b, ctx), else Err(unsupported(op.name(), dt)))
@@ -248,10 +264,22 @@ fn logic(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, E
             )));
         }
     }
-    let and = matches!(op, Binary::And);
-    map2(a, b, DType::Bool, ctx, |x: bool, y: bool| {
-        Ok(if and { x && y } else { x || y })
-    })
+    let f: fn(bool, bool) -> bool = match op {
+        Binary::And => |x, y| x && y,
+        Binary::Or => |x, y| x || y,
+        Binary::Add
+        | Binary::Sub
+        | Binary::Mul
+        | Binary::Div
+        | Binary::Pow
+        | Binary::PRelu
+        | Binary::Equal
+        | Binary::Less
+        | Binary::Greater
+        | Binary::LessOrEqual
+        | Binary::GreaterOrEqual => return Err(not_this_family(op, "logic")),
+    };
+    map2(a, b, DType::Bool, ctx, |x: bool, y: bool| Ok(f(x, y)))
 }
 
 fn compare(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, EvalError> {
@@ -271,7 +299,15 @@ fn compare(op: &Binary, a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor,
             Binary::Less => T::lt,
             Binary::Greater => T::gt,
             Binary::LessOrEqual => T::le,
-            _ => T::ge,
+            Binary::GreaterOrEqual => T::ge,
+            Binary::Add
+            | Binary::Sub
+            | Binary::Mul
+            | Binary::Div
+            | Binary::Pow
+            | Binary::PRelu
+            | Binary::And
+            | Binary::Or => return Err(not_this_family(op, "comparison")),
         };
         map2(a, b, DType::Bool, ctx, |x: T, y: T| Ok(f(&x, &y)))
     }

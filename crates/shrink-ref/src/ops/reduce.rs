@@ -232,7 +232,8 @@ fn reduce_float<T: Num>(
         .map(|s| match kind {
             Kind::Mean => T::from_f64(s / count as f64),
             Kind::L2 => T::from_f64(s.sqrt()),
-            _ => T::from_f64(s),
+            // Max and Min returned above; listed so a new kind has to say what it finishes with.
+            Kind::Sum | Kind::SumSquare | Kind::Max | Kind::Min => T::from_f64(s),
         })
         .collect()
 }

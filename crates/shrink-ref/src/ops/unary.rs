@@ -32,11 +32,16 @@ pub fn eval(
             let v = super::binary::elems::<bool>(x)?;
             Tensor::from_vec(x.dims().to_vec(), v.into_iter().map(|b| !b).collect())
         }
-        Unary::Abs | Unary::Neg | Unary::Sign | Unary::Relu => {
-            dispatch_num!(dt, T => map_num::<T>(op, x)?, else return Err(unsupported(op, dt)))
-        }
-        _ => {
-            let f = float_fn(op);
+        Unary::Abs => sign_only(SignOp::Abs, op, x)?,
+        Unary::Neg => sign_only(SignOp::Neg, op, x)?,
+        Unary::Sign => sign_only(SignOp::Sign, op, x)?,
+        Unary::Relu => sign_only(SignOp::Relu, op, x)?,
+        // Every other op is a float function; `float_fn` is exhaustive, so a new variant has to
+        // be given one (or an arm above) before this compiles.
+        float_op => {
+            let f = float_fn(float_op).ok_or_else(|| {
+                EvalError::invalid(format!("internal error: {} has no function", op.name()))
+            })?;
             dispatch_float!(dt, T => map_f64::<T>(x, f)?, else return Err(unsupported(op, dt)))
         }
     };
@@ -48,18 +53,33 @@ fn unsupported(op: &Unary, dt: DType) -> EvalError {
     EvalError::unsupported(format!("{} on {dt} tensors", op.name()))
 }
 
-fn map_num<T: Num>(op: &Unary, x: &Tensor) -> Result<Tensor, EvalError> {
+/// The ops that work on every numeric dtype in the type itself.
+#[derive(Clone, Copy)]
+enum SignOp {
+    Abs,
+    Neg,
+    Sign,
+    Relu,
+}
+
+fn sign_only(k: SignOp, op: &Unary, x: &Tensor) -> Result<Tensor, EvalError> {
+    let dt = x.dtype();
+    dispatch_num!(dt, T => map_num::<T>(k, x), else Err(unsupported(op, dt)))
+}
+
+fn map_num<T: Num>(k: SignOp, x: &Tensor) -> Result<Tensor, EvalError> {
     let v = super::binary::elements::<T>(x)?;
     let (zero, one) = (T::zero(), T::one());
     let f = |v: T| -> T {
-        match op {
-            Unary::Abs => v.abs(),
-            Unary::Neg => v.neg(),
+        match k {
+            SignOp::Abs => v.abs(),
+            SignOp::Neg => v.neg(),
             // Zero and NaN map to themselves.
-            Unary::Sign if v > zero => one,
-            Unary::Sign if v < zero => zero.sub(one),
-            Unary::Relu if v < zero => zero,
-            _ => v,
+            SignOp::Sign if v > zero => one,
+            SignOp::Sign if v < zero => zero.sub(one),
+            SignOp::Sign => v,
+            SignOp::Relu if v < zero => zero,
+            SignOp::Relu => v,
         }
     };
     Tensor::from_elements(T::DTYPE, x.dims().to_vec(), v.map(f)).ok_or_else(count_mismatch)
@@ -80,8 +100,8 @@ fn map_f64<T: Num>(x: &Tensor, f: impl Fn(f64) -> f64) -> Result<Tensor, EvalErr
 }
 
 /// The f64 function of a float-only unary op (attributes captured).
-fn float_fn(op: &Unary) -> Box<dyn Fn(f64) -> f64> {
-    match *op {
+fn float_fn(op: &Unary) -> Option<Box<dyn Fn(f64) -> f64>> {
+    Some(match *op {
         Unary::Sqrt => Box::new(f64::sqrt),
         Unary::Reciprocal => Box::new(|x| 1.0 / x),
         Unary::Exp => Box::new(f64::exp),
@@ -133,11 +153,11 @@ fn float_fn(op: &Unary) -> Box<dyn Fn(f64) -> f64> {
             let a = alpha as f64;
             Box::new(move |x| x * sigmoid(a * x))
         }
-        // Handled before dispatch; kept total so a new variant cannot silently compute garbage.
+        // Not float functions (handled by `eval`); total so a new variant must be placed.
         Unary::Abs | Unary::Neg | Unary::Sign | Unary::Relu | Unary::Not | Unary::Identity => {
-            Box::new(|x| x)
+            return None;
         }
-    }
+    })
 }
 
 /// `min(max(v, 0), 1)`; `f64::clamp` keeps NaN, as numpy's clip does.

@@ -47,11 +47,23 @@ fn fold<T: Num>(op: &Variadic, ins: &[&Tensor], ctx: &EvalCtx) -> Result<Tensor,
     let step = |a: T, b: T| -> T {
         match op {
             Variadic::Sum | Variadic::Mean => a.add(b),
-            _ if a.is_nan() => a,
-            _ if b.is_nan() => b,
-            Variadic::Max if b > a => b,
-            Variadic::Min if b < a => b,
-            _ => a,
+            // NaN propagates (numpy maximum/minimum).
+            Variadic::Max | Variadic::Min if a.is_nan() => a,
+            Variadic::Max | Variadic::Min if b.is_nan() => b,
+            Variadic::Max => {
+                if b > a {
+                    b
+                } else {
+                    a
+                }
+            }
+            Variadic::Min => {
+                if b < a {
+                    b
+                } else {
+                    a
+                }
+            }
         }
     };
     let mut acc = ins[0].clone();
