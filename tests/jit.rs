@@ -31,24 +31,54 @@ fn jit_models() -> Vec<PathBuf> {
         "jit.txt lists only {} passing cases",
         dirs.len()
     );
-    for e in std::fs::read_dir(repo().join("examples/models")).unwrap() {
-        dirs.push(e.unwrap().path());
-    }
+    dirs.extend(shipped_model_dirs());
     dirs.sort();
     dirs
 }
 
-/// The optimized graph of a model folder and its stored inputs.
-fn graph_and_inputs(dir: &Path) -> (shrink::ir::Graph, Vec<Tensor>) {
+/// The folders of the shipped example models.
+fn shipped_model_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo().join("examples/models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The optimized graph of a model folder, its stored inputs, and the codegen options that guard
+/// the input values the graph was specialized on.
+fn prepared(
+    dir: &Path,
+) -> (
+    shrink::ir::Graph,
+    Vec<Tensor>,
+    shrink::codegen::CodegenOptions,
+) {
     let opts = ImportOptions::default();
     let model = load_model(&dir.join("model.onnx"), &opts).unwrap();
     let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory).unwrap();
     let inputs = shrink::bind_inputs(&model.graph, &data.inputs).unwrap();
     let mut g = model.graph.clone();
-    shrink::specialize_to(&mut g, &inputs);
+    let value_guards = shrink::specialize_to_values(&mut g, &inputs).unwrap();
     let mut o = shrink::OptOptions::default();
     o.ctx.verify = true;
     shrink::optimize(&mut g, &o).unwrap();
+    let options = shrink::codegen::CodegenOptions {
+        value_guards,
+        ..Default::default()
+    };
+    (g, inputs, options)
+}
+
+fn graph_and_inputs(dir: &Path) -> (shrink::ir::Graph, Vec<Tensor>) {
+    let (g, inputs, options) = prepared(dir);
+    assert!(
+        options.value_guards.is_empty(),
+        "{} needs its value guards",
+        dir.display()
+    );
     (g, inputs)
 }
 
@@ -140,8 +170,8 @@ fn every_kernel_is_self_contained_and_stays_inside_its_buffers() {
     let mut checked = 0;
     for dir in jit_models() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let (g, inputs) = graph_and_inputs(&dir);
-        let kernel = match shrink::compile_jit(&g) {
+        let (g, inputs, options) = prepared(&dir);
+        let kernel = match shrink::compile_jit_with(&g, &options) {
             Ok(k) => k,
             // Shipped models whose ops are not all lowered yet are covered by conformance.
             Err(e) if dir.starts_with(repo().join("examples")) => {
@@ -292,8 +322,7 @@ fn a_chain_of_20000_nodes_compiles_and_runs() {
 fn shipped_models_pass_on_every_strategy() {
     use shrink::codegen::{CodegenOptions, Strategy};
     use shrink::compare::{Tolerance, compare};
-    for e in std::fs::read_dir(repo().join("examples/models")).unwrap() {
-        let dir = e.unwrap().path();
+    for dir in shipped_model_dirs() {
         let (g, inputs) = graph_and_inputs(&dir);
         let data = load_dataset(&dir.join("test_data_set_0"), 1 << 30).unwrap();
         assert!(!g.ternary.is_empty(), "{}: no ternary layer", dir.display());
@@ -327,4 +356,24 @@ fn shipped_models_pass_on_every_strategy() {
             }
         }
     }
+}
+
+#[test]
+fn a_kernel_specialized_on_an_input_value_refuses_other_values() {
+    // ReduceSum with its axes as a runtime input and keepdims=0: the output shape depends on the
+    // axes, so the graph is specialized to the stored axes, and the kernel guards them.
+    let dir = repo().join("../shared/onnx-node/test_reduce_l2_do_not_keepdims_example_expanded");
+    let (g, mut inputs, options) = prepared(&dir);
+    assert!(
+        !options.value_guards.is_empty(),
+        "{}: nothing was specialized",
+        dir.display()
+    );
+    let kernel = shrink::compile_jit_with(&g, &options).unwrap();
+    kernel.run(&inputs).unwrap();
+    let (i, axes) = &options.value_guards[0];
+    let other: Vec<i64> = axes.to_i64_vec().iter().map(|a| a + 1).collect();
+    inputs[*i] = Tensor::from_vec(axes.dims().to_vec(), other);
+    let err = kernel.run(&inputs).unwrap_err().to_string();
+    assert!(err.contains("status 4"), "{err}");
 }

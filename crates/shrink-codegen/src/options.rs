@@ -59,7 +59,7 @@ impl FromStr for Strategy {
 }
 
 /// Options of [`crate::lower`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CodegenOptions {
     pub strategy: Strategy,
     /// Per-layer overrides by node name (`--strategy-for`).
@@ -70,6 +70,10 @@ pub struct CodegenOptions {
     /// Largest layer (in nonzero weights) `auto` streams; larger ternary layers are `packed`.
     /// A stream this size is about the size of an L1 instruction cache.
     pub auto_stream_terms: usize,
+    /// Graph inputs the graph was specialized on by value (input index, value): shapes depended
+    /// on them, so the code is only valid for these values. The kernel compares each of them
+    /// first and returns BAD_VALUE for any other value.
+    pub value_guards: Vec<(usize, shrink_ir::Tensor)>,
 }
 
 impl Default for CodegenOptions {
@@ -79,6 +83,7 @@ impl Default for CodegenOptions {
             per_layer: vec![],
             max_stream_terms: 1 << 20,
             auto_stream_terms: 4096,
+            value_guards: vec![],
         }
     }
 }

@@ -72,6 +72,40 @@ pub struct Program {
     pub consts: BTreeMap<ConstId, Arc<Tensor>>,
 }
 
+/// A kernel that returns BAD_VALUE unless graph input `i` holds exactly `value` (bit for bit).
+fn value_guard(g: &Graph, i: usize, value: &Tensor) -> Result<NodeKernel, CodegenError> {
+    let name = g
+        .inputs
+        .get(i)
+        .map(|&id| g.node(id).name.clone())
+        .ok_or_else(|| {
+            CodegenError::new(format!("value guard on input {i}, which does not exist"))
+        })?;
+    let spec_dims = static_dims(g, g.inputs[i].into())?;
+    if value.dtype() != g.dtype(g.inputs[i].into()) || value.dims() != spec_dims.as_slice() {
+        return Err(CodegenError::new(format!(
+            "value guard on input '{name}' does not match its type"
+        )));
+    }
+    let mut b = Builder::new(&format!("guard_{name}"));
+    let input = b.buffer(Place::Input(i), value.dtype(), value.dims());
+    let want = b.table(value.dtype(), value.dims(), value.bytes().to_vec());
+    b.for_(value.len(), |b, k| {
+        let (x, y) = (b.load_raw(&input, k.clone()), b.load_raw(&want, k));
+        let ty = x.ty.bits_ty();
+        b.fail_if(
+            x.bitcast(ty).ne(y.bitcast(ty)),
+            crate::loops::status::BAD_VALUE,
+        );
+    });
+    Ok(NodeKernel {
+        node_name: name,
+        op: "Input",
+        strategy: "loops",
+        kernel: b.finish().map_err(CodegenError::new)?,
+    })
+}
+
 fn static_dims(g: &Graph, v: Value) -> Result<Vec<usize>, CodegenError> {
     let node = g.node(v.node);
     let t = g.value_type(v);
@@ -156,6 +190,9 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
     }
     let mut consts = BTreeMap::new();
     let mut kernels = vec![];
+    for (i, value) in &options.value_guards {
+        kernels.push(value_guard(g, *i, value)?);
+    }
     for &id in &order {
         let node = g.node(id);
         match node.op {

@@ -120,6 +120,23 @@ impl Default for OptOptions {
     }
 }
 
+/// Specializes `g` to the data it will run on ([`shrink_opt::specialize::specialize_to_data`]):
+/// input shapes from the tensors, and inputs whose *values* shapes depend on (runtime axes, pads,
+/// reshape targets) replaced by constants. Returns those inputs as code generation value guards
+/// (index, value): a kernel compiled from `g` refuses any other value of them.
+pub fn specialize_to_values(
+    g: &mut Graph,
+    inputs: &[Tensor],
+) -> Result<Vec<(usize, Tensor)>, String> {
+    let names = shrink_opt::specialize::specialize_to_data(g, inputs, &shrink_opt::Ctx::default())?;
+    Ok(g.inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| names.contains(&g.node(**id).name))
+        .map(|(i, _)| (i, inputs[i].clone()))
+        .collect())
+}
+
 /// Sets each graph input's declared shape to the shape of the tensor that will be fed to it, so
 /// that symbolic dims are specialized to the data at hand.
 pub fn specialize_to(g: &mut Graph, inputs: &[Tensor]) {

@@ -251,7 +251,7 @@ fn prepare(
     inputs: &[(String, Tensor)],
     model: &Path,
     engine: Engine,
-) -> Result<(shrink::ir::Graph, Vec<Tensor>)> {
+) -> Result<(shrink::ir::Graph, Vec<Tensor>, Guards)> {
     let at = |e: String| anyhow!("{}: {e}", model.display());
     let opts = opt_options(cli)?;
     let mut g = imp.graph.clone();
@@ -271,7 +271,14 @@ fn prepare(
         .cloned()
         .collect();
     let bound = shrink::bind_inputs(&g, &given).map_err(at)?;
-    shrink::specialize_to(&mut g, &bound);
+    // Generated code needs static shapes: where they depend on input values (runtime axes,
+    // pads), the graph is specialized to this data and the kernel guards those values.
+    let guards = if engine == Engine::Interp {
+        shrink::specialize_to(&mut g, &bound);
+        vec![]
+    } else {
+        shrink::specialize_to_values(&mut g, &bound).map_err(at)?
+    };
     let rest = shrink::OptOptions {
         freeze: vec![],
         dims: vec![],
@@ -288,7 +295,7 @@ fn prepare(
             engine.name()
         );
     }
-    Ok((g, bound))
+    Ok((g, bound, guards))
 }
 
 /// Whether `check` reports on stderr what it did before its PASS/FAIL lines (stdout stays the
@@ -330,10 +337,18 @@ fn what_passes_did(stats: &[shrink::opt::Stats]) -> String {
 }
 
 /// JIT-compiles `g`, with a progress bar on stderr once the compile has taken a second.
-fn compile_with_bar(cli: &Cli, g: &shrink::ir::Graph) -> Result<shrink::Kernel, String> {
+/// Input values a graph was specialized on (see [`shrink::specialize_to_values`]).
+type Guards = Vec<(usize, Tensor)>;
+
+fn compile_with_bar(
+    cli: &Cli,
+    g: &shrink::ir::Graph,
+    guards: Guards,
+) -> Result<shrink::Kernel, String> {
     let g = shrink::with_static_shapes(g)?;
-    let program = shrink::codegen::lower(&g, &codegen_options(cli).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let mut options = codegen_options(cli).map_err(|e| e.to_string())?;
+    options.value_guards = guards;
+    let program = shrink::codegen::lower(&g, &options).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let bar = indicatif::ProgressBar::hidden();
     bar.set_style(
@@ -360,7 +375,7 @@ fn execute(
     model: &Path,
     engine: Engine,
 ) -> Result<Vec<Tensor>> {
-    let (g, bound) = prepare(cli, imp, inputs, model, engine)?;
+    let (g, bound, guards) = prepare(cli, imp, inputs, model, engine)?;
     let at = |e: String| anyhow!("{}: {e}", model.display());
     match engine {
         Engine::Interp => {
@@ -370,7 +385,7 @@ fn execute(
             shrink::interp::run(&g, &bound, &ctx).map_err(|e| at(e.to_string()))
         }
         Engine::Jit => {
-            let kernel = compile_with_bar(cli, &g).map_err(at)?;
+            let kernel = compile_with_bar(cli, &g, guards).map_err(at)?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
         Engine::Aot => Err(not_yet(engine)),
@@ -615,7 +630,7 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
         }
         None => zeros_like_inputs(&imp)?,
     };
-    let (g, bound) = prepare(cli, &imp, &inputs, model, engine)?;
+    let (g, bound, guards) = prepare(cli, &imp, &inputs, model, engine)?;
     let at = |e: String| anyhow!("{}: {e}", model.display());
     let ctx = shrink::interp::EvalCtx {
         max_bytes: cli.max_memory,
@@ -626,7 +641,7 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
             .map_err(|e| at(e.to_string()))
     };
     let kernel = match engine {
-        Engine::Jit => Some(compile_with_bar(cli, &g).map_err(at)?),
+        Engine::Jit => Some(compile_with_bar(cli, &g, guards).map_err(at)?),
         _ => None,
     };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -376,7 +376,12 @@ impl Emitter<'_, '_> {
             }
             ExprKind::Bitcast(a) => {
                 let x = self.expr(a);
-                self.fb.ins().bitcast(ct, MemFlagsData::new(), x)
+                // Bool and the 8-bit integers share one Cranelift type: nothing to do.
+                if clif_type(a.ty) == ct {
+                    x
+                } else {
+                    self.fb.ins().bitcast(ct, MemFlagsData::new(), x)
+                }
             }
         }
     }
