@@ -2,8 +2,10 @@
 //! (attribute values and types, tensor dims, dtypes and data lengths, value types, node inputs
 //! and op types, opset versions) and byte-wise (flips, truncation), deterministically; each
 //! mutant goes through import, the default optimizer pipeline and the interpreter on the case's
-//! stored inputs. Each stage may refuse the mutant, but only with a one-line error: a panic or a
-//! multi-line message fails the test, naming the case and mutation so it reproduces.
+//! stored inputs; a mutant the interpreter runs is then compiled by the JIT (specialized to the
+//! inputs, like `shrink check`) and must give the interpreter's outputs. Each stage may refuse
+//! the mutant, but only with a one-line error: a panic, a multi-line message or a JIT result that
+//! differs from the interpreter's fails the test, naming the case and mutation so it reproduces.
 use prost::Message as _;
 use shrink::onnx::proto as p;
 use std::path::{Path, PathBuf};
@@ -296,6 +298,7 @@ fn run_stages(
         Ok(i) => i,
         Err(e) => return one_line("import", e.to_string()),
     };
+    let imported = imp.graph.clone();
     let mut g = imp.graph;
     if let Err(e) = shrink::optimize(&mut g, &shrink::OptOptions::verified_within(CAP)) {
         return one_line("optimize", e);
@@ -304,10 +307,38 @@ fn run_stages(
         Ok(i) => i,
         Err(e) => return one_line("bind inputs", e),
     };
-    match shrink::interp::run(&g, &ins, &shrink::interp::EvalCtx { max_bytes: CAP }) {
-        Ok(_) => Ok(()),
-        Err(e) => one_line("run", e.to_string()),
+    let want = match shrink::interp::run(&g, &ins, &shrink::interp::EvalCtx { max_bytes: CAP }) {
+        Ok(outs) => outs,
+        Err(e) => return one_line("run", e.to_string()),
+    };
+    // What the interpreter accepts, the JIT compiles and agrees with, or refuses in one line.
+    let mut j = imported;
+    let value_guards = match shrink::specialize_to_values(&mut j, &ins) {
+        Ok(v) => v,
+        Err(e) => return one_line("specialize", e),
+    };
+    if let Err(e) = shrink::optimize(&mut j, &shrink::OptOptions::verified_within(CAP)) {
+        return one_line("optimize for jit", e);
     }
+    let options = shrink::codegen::CodegenOptions {
+        value_guards,
+        ..Default::default()
+    };
+    let kernel = match shrink::compile_jit_with(&j, &options) {
+        Ok(k) => k,
+        Err(e) => return one_line("jit compile", e.to_string()),
+    };
+    let got = match kernel.run(&ins) {
+        Ok(outs) => outs,
+        Err(e) => return one_line("jit run", e.to_string()),
+    };
+    let tol = shrink::compare::Tolerance::INTERP;
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        if let Some(m) = shrink::compare::compare(a, b, tol).mismatch {
+            return Err(format!("jit output {k} differs from the interpreter: {m}"));
+        }
+    }
+    Ok(())
 }
 
 fn suite() -> Vec<PathBuf> {
