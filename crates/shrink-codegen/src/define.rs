@@ -124,7 +124,12 @@ pub fn define<M: Module>(
         let mut ctx = Context::new();
         ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig.clone());
         let mut gvs = vec![];
-        for d in &k.bufs {
+        let used = k.used_bufs();
+        for (bi, d) in k.bufs.iter().enumerate() {
+            if !used.contains(&crate::loops::ir::BufId(bi as u32)) {
+                gvs.push(None);
+                continue;
+            }
             let data = match &d.place {
                 Place::Const(c) => Some(const_ids[c]),
                 Place::Table(t) => {

@@ -308,6 +308,24 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             }
         }
     }
+    // Only constants some kernel reads become data (a ternary kernel replaces its dense weight).
+    let read: std::collections::BTreeSet<ConstId> = kernels
+        .iter()
+        .flat_map(|nk| {
+            let used = nk.kernel.used_bufs();
+            nk.kernel
+                .bufs
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| used.contains(&crate::loops::ir::BufId(*i as u32)))
+                .filter_map(|(_, d)| match d.place {
+                    Place::Const(c) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    consts.retain(|c, _| read.contains(c));
     Ok(Program {
         inputs,
         outputs,

@@ -84,7 +84,13 @@ pub fn emit_kernel(
     let fail = fb.create_block();
     fb.append_block_param(fail, types::I32);
     let mut bases = Vec::with_capacity(kernel.bufs.len());
+    let used = kernel.used_bufs();
     for (i, decl) in kernel.bufs.iter().enumerate() {
+        if !used.contains(&BufId(i as u32)) {
+            // Never addressed: no load of its pointer, no data object.
+            bases.push(fb.ins().iconst(ptr, 0));
+            continue;
+        }
         let base = match &decl.place {
             Place::Input(k) => {
                 let off = (*k * ptr.bytes() as usize) as i32;

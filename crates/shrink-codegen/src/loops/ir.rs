@@ -279,3 +279,55 @@ pub struct Kernel {
     /// Read-only tables (bytes, little-endian) referenced by `Place::Table`.
     pub tables: Vec<Vec<u8>>,
 }
+
+impl Kernel {
+    /// The buffers the body reads or writes: a declared buffer nobody touches (a dense weight a
+    /// ternary kernel replaced) needs no address and no data object.
+    pub fn used_bufs(&self) -> std::collections::BTreeSet<BufId> {
+        fn expr(e: &Expr, used: &mut std::collections::BTreeSet<BufId>) {
+            match &*e.kind {
+                ExprKind::Lit(_) | ExprKind::Var(_) => {}
+                ExprKind::Load { buf, index } => {
+                    used.insert(*buf);
+                    expr(index, used);
+                }
+                ExprKind::Unary(_, a) | ExprKind::Cast(a) | ExprKind::Bitcast(a) => expr(a, used),
+                ExprKind::Binary(_, a, b) | ExprKind::Cmp(_, a, b) => {
+                    expr(a, used);
+                    expr(b, used);
+                }
+                ExprKind::Select(c, a, b) => {
+                    expr(c, used);
+                    expr(a, used);
+                    expr(b, used);
+                }
+            }
+        }
+        fn stmts(body: &[Stmt], used: &mut std::collections::BTreeSet<BufId>) {
+            for s in body {
+                match s {
+                    Stmt::Loop { body, .. } => stmts(body, used),
+                    Stmt::Set { value, .. } => expr(value, used),
+                    Stmt::Store { buf, index, value } => {
+                        used.insert(*buf);
+                        expr(index, used);
+                        expr(value, used);
+                    }
+                    Stmt::If {
+                        cond,
+                        then,
+                        otherwise,
+                    } => {
+                        expr(cond, used);
+                        stmts(then, used);
+                        stmts(otherwise, used);
+                    }
+                    Stmt::Fail { .. } => {}
+                }
+            }
+        }
+        let mut used = std::collections::BTreeSet::new();
+        stmts(&self.body, &mut used);
+        used
+    }
+}
