@@ -24,6 +24,13 @@ pub struct IsaFacts {
     pub frontend: cranelift_codegen::isa::TargetFrontendConfig,
     /// Native floor/ceil/trunc/nearest (else they are emulated, never libcalls).
     pub has_round: bool,
+    /// 128-bit SIMD is available: innermost contiguous loops get a vector main loop
+    /// ([`super::vectorize`]). Always on x86-64 and AArch64; on RISC-V only with the V extension
+    /// (without it Cranelift panics on any vector type).
+    pub simd: bool,
+    /// x86-64: its scalar and vector `fmin`/`fmax` lowerings make different NaN bits, which the
+    /// vectorizer evens out.
+    pub x86: bool,
 }
 
 impl IsaFacts {
@@ -33,7 +40,20 @@ impl IsaFacts {
             call_conv: isa.default_call_conv(),
             frontend: isa.frontend_config(),
             has_round: isa.has_round(),
+            simd: simd_of(isa),
+            x86: isa.name() == "x64",
         }
+    }
+}
+
+fn simd_of(isa: &dyn TargetIsa) -> bool {
+    match isa.name() {
+        "x64" | "aarch64" => true,
+        "riscv64" => isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_v" && f.as_bool() == Some(true)),
+        _ => false,
     }
 }
 
@@ -124,6 +144,8 @@ pub fn emit_kernel(
         set_once: set_count.iter().map(|&c| c == 1).collect(),
         fail,
         has_round: isa.has_round,
+        simd: isa.simd,
+        x86: isa.x86,
         ptr,
     };
     e.stmts(&kernel.body);
@@ -134,6 +156,26 @@ pub fn emit_kernel(
     e.fb.ins().return_(&[code]);
     e.fb.seal_all_blocks();
     e.fb.finalize(isa.frontend);
+}
+
+/// Loops of at most this many iterations whose body is small are unrolled.
+const MAX_UNROLL: usize = 4;
+/// Most statements (nested loops counted per iteration) an unrolled loop may expand to.
+const UNROLL_BUDGET: usize = 32;
+
+/// Statements `body` executes per run, nested loops counted per iteration (saturating).
+fn stmt_weight(body: &[Stmt]) -> usize {
+    body.iter().fold(0usize, |acc, s| {
+        acc.saturating_add(match s {
+            Stmt::Loop { extent, body, .. } => {
+                extent.saturating_mul(stmt_weight(body)).saturating_add(1)
+            }
+            Stmt::If {
+                then, otherwise, ..
+            } => 1 + stmt_weight(then).saturating_add(stmt_weight(otherwise)),
+            _ => 1,
+        })
+    })
 }
 
 fn count_sets(body: &[Stmt], counts: &mut [u32]) {
@@ -155,27 +197,29 @@ fn count_sets(body: &[Stmt], counts: &mut [u32]) {
     }
 }
 
-struct Emitter<'a, 'f> {
-    fb: FunctionBuilder<'f>,
-    kernel: &'a Kernel,
-    vars: Vec<Variable>,
-    bases: Vec<Value>,
+pub(super) struct Emitter<'a, 'f> {
+    pub(super) fb: FunctionBuilder<'f>,
+    pub(super) kernel: &'a Kernel,
+    pub(super) vars: Vec<Variable>,
+    pub(super) bases: Vec<Value>,
     /// Known value range of each I64 variable (loop counters, single-assignment indices).
-    ranges: Vec<Option<(i64, i64)>>,
-    set_once: Vec<bool>,
+    pub(super) ranges: Vec<Option<(i64, i64)>>,
+    pub(super) set_once: Vec<bool>,
     fail: Block,
-    has_round: bool,
-    ptr: Type,
+    pub(super) has_round: bool,
+    pub(super) simd: bool,
+    pub(super) x86: bool,
+    pub(super) ptr: Type,
 }
 
 impl Emitter<'_, '_> {
-    fn stmts(&mut self, body: &[Stmt]) {
+    pub(super) fn stmts(&mut self, body: &[Stmt]) {
         for s in body {
             self.stmt(s);
         }
     }
 
-    fn stmt(&mut self, s: &Stmt) {
+    pub(super) fn stmt(&mut self, s: &Stmt) {
         match s {
             Stmt::Loop { var, extent, body } => self.for_loop(*var, *extent, body),
             Stmt::Set { var, value } => {
@@ -224,15 +268,49 @@ impl Emitter<'_, '_> {
     }
 
     fn for_loop(&mut self, var: VarId, extent: usize, body: &[Stmt]) {
-        let i = var.0 as usize;
         if extent == 0 {
             return;
         }
-        self.ranges[i] = Some((0, extent as i64 - 1));
+        if self.simd && self.vector_loop(var, extent, body) {
+            return;
+        }
+        self.scalar_range(var, 0, extent, body);
+    }
+
+    /// `for var in start..end { body }` scalar: unrolled when tiny, else a loop.
+    pub(super) fn scalar_range(&mut self, var: VarId, start: usize, end: usize, body: &[Stmt]) {
+        let n = end - start;
+        if n <= MAX_UNROLL && n * stmt_weight(body) <= UNROLL_BUDGET {
+            self.unrolled(var, start, end, body);
+        } else {
+            self.scalar_loop(var, start, end, body);
+        }
+        // The loop variable keeps its range only inside the loop body.
+        self.ranges[var.0 as usize] = None;
+    }
+
+    /// A tiny loop as straight-line copies of its body, the counter a constant in each (so
+    /// every index in them is a constant range too).
+    fn unrolled(&mut self, var: VarId, start: usize, end: usize, body: &[Stmt]) {
+        let i = var.0 as usize;
+        for k in start as i64..end as i64 {
+            self.ranges[i] = Some((k, k));
+            let c = self.fb.ins().iconst(types::I64, k);
+            self.fb.def_var(self.vars[i], c);
+            self.stmts(body);
+        }
+        self.ranges[i] = None;
+    }
+
+    /// `for var in start..end { body }` one element at a time (`start < end`). Leaves `var`'s
+    /// range set; the caller clears it.
+    fn scalar_loop(&mut self, var: VarId, start: usize, end: usize, body: &[Stmt]) {
+        let i = var.0 as usize;
+        self.ranges[i] = Some((start as i64, end as i64 - 1));
         let cv = self.vars[i];
-        let zero = self.fb.ins().iconst(types::I64, 0);
-        self.fb.def_var(cv, zero);
-        if extent == 1 {
+        let first = self.fb.ins().iconst(types::I64, start as i64);
+        self.fb.def_var(cv, first);
+        if end - start == 1 {
             self.stmts(body);
             return;
         }
@@ -246,11 +324,9 @@ impl Emitter<'_, '_> {
         let more = self
             .fb
             .ins()
-            .icmp_imm_s(IntCC::SignedLessThan, next, extent as i64);
+            .icmp_imm_s(IntCC::SignedLessThan, next, end as i64);
         self.fb.ins().brif(more, head, &[], exit, &[]);
         self.fb.switch_to_block(exit);
-        // The loop variable keeps its range only inside the loop body.
-        self.ranges[i] = None;
     }
 
     /// The address of element `index` of `buf`, checked against its length.
@@ -285,7 +361,7 @@ impl Emitter<'_, '_> {
     }
 
     /// Interval of an I64 expression, when it can be bounded.
-    fn range(&self, e: &Expr) -> Option<(i64, i64)> {
+    pub(super) fn range(&self, e: &Expr) -> Option<(i64, i64)> {
         let int_range = |t: Ty| -> Option<(i64, i64)> {
             Some(match t {
                 Ty::Bool => (0, 1),
@@ -334,7 +410,7 @@ impl Emitter<'_, '_> {
         }
     }
 
-    fn expr(&mut self, e: &Expr) -> Value {
+    pub(super) fn expr(&mut self, e: &Expr) -> Value {
         let ct = clif_type(e.ty);
         match &*e.kind {
             ExprKind::Lit(l) => match *l {
@@ -392,7 +468,7 @@ impl Emitter<'_, '_> {
         }
     }
 
-    fn unary(&mut self, op: UnOp, ty: Ty, x: Value) -> Value {
+    pub(super) fn unary(&mut self, op: UnOp, ty: Ty, x: Value) -> Value {
         if ty.is_float() {
             return match op {
                 UnOp::Neg => self.fb.ins().fneg(x),
@@ -465,7 +541,7 @@ impl Emitter<'_, '_> {
         self.fb.ins().select(small, rounded, x)
     }
 
-    fn binary(&mut self, op: BinOp, ty: Ty, x: Value, y: Value) -> Value {
+    pub(super) fn binary(&mut self, op: BinOp, ty: Ty, x: Value, y: Value) -> Value {
         let ct = clif_type(ty);
         if ty.is_float() {
             return match op {
@@ -529,7 +605,7 @@ impl Emitter<'_, '_> {
         }
     }
 
-    fn compare(&mut self, op: CmpOp, ty: Ty, x: Value, y: Value) -> Value {
+    pub(super) fn compare(&mut self, op: CmpOp, ty: Ty, x: Value, y: Value) -> Value {
         if ty.is_float() {
             let cc = match op {
                 CmpOp::Eq => FloatCC::Equal,
@@ -557,7 +633,7 @@ impl Emitter<'_, '_> {
         self.fb.ins().icmp(cc, x, y)
     }
 
-    fn cast(&mut self, from: Ty, to: Ty, x: Value) -> Value {
+    pub(super) fn cast(&mut self, from: Ty, to: Ty, x: Value) -> Value {
         let (fc, tc) = (clif_type(from), clif_type(to));
         if from == to {
             return x;

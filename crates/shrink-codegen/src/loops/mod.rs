@@ -9,6 +9,9 @@ pub mod ir;
 pub mod math;
 #[cfg(test)]
 pub mod testing;
+pub mod vectorize;
+#[cfg(test)]
+mod vectorize_tests;
 
 pub use builder::{Builder, TensorRef};
 pub use expr::{broadcast_strides, linear, strides_of};

@@ -17,6 +17,18 @@ pub fn run_kernel(
     output_bytes: &[usize],
     scratch: usize,
 ) -> (i32, Vec<Vec<u8>>) {
+    run_kernel_with(kernel, inputs, output_bytes, scratch, true)
+}
+
+/// [`run_kernel`] with vectorization allowed (`simd`, when the host has it) or forced off, to
+/// compare the vector emission against the scalar one.
+pub fn run_kernel_with(
+    kernel: &Kernel,
+    inputs: &[Vec<u8>],
+    output_bytes: &[usize],
+    scratch: usize,
+    simd: bool,
+) -> (i32, Vec<Vec<u8>>) {
     let mut fb = settings::builder();
     fb.set("opt_level", "speed").unwrap();
     let isa = cranelift_native::builder()
@@ -26,7 +38,8 @@ pub fn run_kernel(
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
     jb.symbol_lookup_fn(Box::new(|_| None));
     let mut module = JITModule::new(jb);
-    let facts = IsaFacts::of(module.isa());
+    let mut facts = IsaFacts::of(module.isa());
+    facts.simd &= simd;
     let sig = kernel_signature(&facts);
     let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
     let mut ctx = Context::new();
