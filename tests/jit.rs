@@ -395,7 +395,10 @@ fn a_4096_square_ternary_layer_compiles_on_auto_and_agrees() {
         vec![ValueType::fixed(DType::F32, &[1, n])],
     );
     g.outputs.push(("y".into(), y.into()));
-    let xs = Tensor::from_vec(vec![1, n], (0..n).map(|_| rng.uniform()).collect::<Vec<f32>>());
+    let xs = Tensor::from_vec(
+        vec![1, n],
+        (0..n).map(|_| rng.uniform()).collect::<Vec<f32>>(),
+    );
     let want = shrink::interp::run(&g, std::slice::from_ref(&xs), &Default::default()).unwrap();
     let t = std::time::Instant::now();
     let mut o = g.clone();

@@ -2,11 +2,9 @@
 //! softmax rows with -inf, huge and NaN values, LayerNorm over several trailing axes with
 //! broadcast parameters and its statistics outputs, RotaryEmbedding's position-id check.
 //! Each test JIT-runs the single node's kernel (`run_kernel`) and checks values.
-use crate::loops::testing::run_kernel;
-use crate::loops::{Builder, Place, status};
-use crate::ops::{NodeCtx, lower_node};
+use crate::loops::status;
 use shrink_ir::op::{Norm, Transformer};
-use shrink_ir::{DType, Graph, Op, ValueType};
+use shrink_ir::{DType, Op};
 
 /// An input of the node under test: dtype, dims, little-endian bytes.
 struct In(DType, Vec<usize>, Vec<u8>);
@@ -31,45 +29,19 @@ fn i64s(dims: &[usize], v: &[i64]) -> In {
 /// Lowers `op` over `ins` (`None` = absent optional input) with f32 outputs of `outs` dims and
 /// runs it: the status and each output as f32s.
 fn run(op: Op, ins: &[Option<In>], outs: &[&[usize]]) -> (i32, Vec<Vec<f32>>) {
-    let mut g = Graph::new();
-    let node = g.add_input("x", ValueType::fixed(DType::F32, &[1]));
-    let mut b = Builder::new("t");
-    let mut bytes = vec![];
-    let inputs = ins
+    let ins: Vec<Option<crate::ops::op_testing::In>> = ins
         .iter()
         .map(|t| {
-            t.as_ref().map(|In(d, dims, data)| {
-                bytes.push(data.clone());
-                b.buffer(Place::Input(bytes.len() - 1), *d, dims)
-            })
+            t.as_ref()
+                .map(|In(d, dims, data)| crate::ops::op_testing::In::new(*d, dims, data.clone()))
         })
         .collect();
-    let outputs = outs
-        .iter()
-        .enumerate()
-        .map(|(k, d)| b.buffer(Place::Output(k), DType::F32, d))
-        .collect();
-    let options = crate::CodegenOptions::default();
-    let cx = NodeCtx {
-        graph: &g,
-        node,
-        inputs,
-        outputs,
-        consts: vec![None; ins.len()],
-        strategy: options.strategy,
-        options: &options,
-    };
-    lower_node(&mut b, &op, &cx).unwrap();
-    let k = b.finish().unwrap();
-    let sizes: Vec<usize> = outs
-        .iter()
-        .map(|d| d.iter().product::<usize>() * 4)
-        .collect();
-    let (code, outs) = run_kernel(&k, &bytes, &sizes, 0);
+    let outs: Vec<(DType, &[usize])> = outs.iter().map(|d| (DType::F32, *d)).collect();
+    let (code, outs) = crate::ops::op_testing::run_op(&op, &ins, &outs);
     let outs = outs
         .iter()
-        .map(|o| {
-            o.chunks(4)
+        .map(|b| {
+            b.chunks(4)
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                 .collect()
         })

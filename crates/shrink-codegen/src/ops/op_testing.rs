@@ -36,9 +36,14 @@ impl In {
     }
 }
 
-/// Lowers `op` with `ins` (absent optional inputs as `None`) and outputs of the given dtypes
-/// and dims, runs it and returns the status and the output bytes.
-pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, &[usize])]) -> (i32, Vec<Vec<u8>>) {
+/// Lowers one node with `lower` on `ins` (absent optional inputs as `None`; inputs marked
+/// constant are also visible through `const_input`) and outputs of the given dtypes and dims,
+/// runs it and returns the status and the output bytes, or the lowering's error.
+pub fn run_node(
+    lower: impl FnOnce(&mut Builder, &NodeCtx) -> super::LowerResult,
+    ins: &[Option<In>],
+    outs: &[(DType, &[usize])],
+) -> Result<(i32, Vec<Vec<u8>>), String> {
     let mut g = Graph::new();
     let node = g.add_input("x", ValueType::unknown_shape(DType::F32));
     let mut b = Builder::new("op");
@@ -82,9 +87,14 @@ pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, &[usize])]) -> (i32, 
         strategy: options.strategy,
         options: &options,
     };
-    lower_node(&mut b, op, &cx).unwrap();
-    let k = b.finish().unwrap();
-    crate::loops::testing::run_kernel(&k, &data, &sizes, 0)
+    lower(&mut b, &cx)?;
+    let k = b.finish()?;
+    Ok(crate::loops::testing::run_kernel(&k, &data, &sizes, 0))
+}
+
+/// [`run_node`] for an op through the registry; a lowering error fails the test.
+pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, &[usize])]) -> (i32, Vec<Vec<u8>>) {
+    run_node(|b, cx| lower_node(b, op, cx), ins, outs).unwrap()
 }
 
 pub fn f32s(bytes: &[u8]) -> Vec<f32> {

@@ -1,12 +1,10 @@
 //! Unit tests of the Layout lowerings on single JIT-run kernels, for what the conformance suite
 //! does not cover (error statuses, negative steps, empty tensors), and the node harness the
 //! reduction tests share.
-use crate::loops::testing::run_kernel;
-use crate::loops::{Builder, Place, status};
+use crate::loops::{Builder, status};
 use crate::ops::{LowerResult, NodeCtx};
 use shrink_ir::op::{Layout, PadMode};
-use shrink_ir::{DType, Graph, Tensor, ValueType};
-use std::sync::Arc;
+use shrink_ir::{DType, Tensor};
 
 /// An input of a test node: its value, and whether the lowering may see it as a constant.
 pub(crate) struct In(pub Tensor, pub bool);
@@ -18,41 +16,14 @@ pub(crate) fn run_node(
     ins: &[In],
     outs: &[(DType, &[usize])],
 ) -> Result<(i32, Vec<Vec<u8>>), String> {
-    let mut g = Graph::new();
-    let node = g.add_input("x", ValueType::fixed(DType::F32, &[1]));
-    let mut b = Builder::new("t");
-    let inputs = ins
+    let ins: Vec<Option<crate::ops::op_testing::In>> = ins
         .iter()
-        .enumerate()
-        .map(|(i, t)| Some(b.buffer(Place::Input(i), t.0.dtype(), t.0.dims())))
+        .map(|t| {
+            let i = crate::ops::op_testing::In::new(t.0.dtype(), t.0.dims(), t.0.bytes().to_vec());
+            Some(if t.1 { i.constant() } else { i })
+        })
         .collect();
-    let outputs = outs
-        .iter()
-        .enumerate()
-        .map(|(k, (d, dims))| b.buffer(Place::Output(k), *d, dims))
-        .collect();
-    let consts = ins
-        .iter()
-        .map(|t| t.1.then(|| Arc::new(t.0.clone())))
-        .collect();
-    let options = crate::CodegenOptions::default();
-    let cx = NodeCtx {
-        graph: &g,
-        node,
-        inputs,
-        outputs,
-        consts,
-        strategy: options.strategy,
-        options: &options,
-    };
-    lower(&mut b, &cx)?;
-    let k = b.finish()?;
-    let bytes: Vec<Vec<u8>> = ins.iter().map(|t| t.0.bytes().to_vec()).collect();
-    let sizes: Vec<usize> = outs
-        .iter()
-        .map(|(d, dims)| d.size() * dims.iter().product::<usize>())
-        .collect();
-    Ok(run_kernel(&k, &bytes, &sizes, 0))
+    crate::ops::op_testing::run_node(lower, &ins, outs)
 }
 
 fn layout(

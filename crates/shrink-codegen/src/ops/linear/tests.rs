@@ -1,11 +1,8 @@
 //! Unit tests of the Linear family for what the ONNX node suite does not cover (DenseAct with
 //! bias and activation, Gemm with both transposes, integer wrapping, tails of the column tile),
 //! and the helper that JIT-runs one op on byte buffers, shared with the conv and pool tests.
-use crate::loops::testing::run_kernel;
-use crate::loops::{Builder, Place};
-use crate::ops::{NodeCtx, lower_node};
 use shrink_ir::op::{Fused, Linear, Unary};
-use shrink_ir::{DType, Graph, NodeId, Op};
+use shrink_ir::{DType, Op};
 
 /// An input of a test: dtype, dims, raw little-endian bytes.
 pub struct In(pub DType, pub Vec<usize>, pub Vec<u8>);
@@ -28,41 +25,15 @@ pub fn to_f32(bytes: &[u8]) -> Vec<f32> {
 /// Lowers `op` with the given inputs (`None` = absent optional) and output dtypes/dims, runs it
 /// and returns the status and the output bytes.
 pub fn run_op(op: &Op, ins: &[Option<In>], outs: &[(DType, Vec<usize>)]) -> (i32, Vec<Vec<u8>>) {
-    let mut b = Builder::new("t");
-    let mut inputs = vec![];
-    let mut bytes = vec![];
-    for x in ins {
-        match x {
-            Some(In(dt, dims, data)) => {
-                inputs.push(Some(b.buffer(Place::Input(bytes.len()), *dt, dims)));
-                bytes.push(data.clone());
-            }
-            None => inputs.push(None),
-        }
-    }
-    let outputs: Vec<_> = outs
+    let ins: Vec<Option<crate::ops::op_testing::In>> = ins
         .iter()
-        .enumerate()
-        .map(|(k, (dt, dims))| b.buffer(Place::Output(k), *dt, dims))
+        .map(|t| {
+            t.as_ref()
+                .map(|In(d, dims, bytes)| crate::ops::op_testing::In::new(*d, dims, bytes.clone()))
+        })
         .collect();
-    let sizes: Vec<usize> = outs
-        .iter()
-        .map(|(dt, dims)| dims.iter().product::<usize>() * dt.size())
-        .collect();
-    let graph = Graph::new();
-    let options = crate::CodegenOptions::default();
-    let cx = NodeCtx {
-        graph: &graph,
-        node: NodeId(Default::default()),
-        consts: vec![None; inputs.len()],
-        inputs,
-        outputs,
-        strategy: options.strategy,
-        options: &options,
-    };
-    lower_node(&mut b, op, &cx).unwrap();
-    let kernel = b.finish().unwrap();
-    run_kernel(&kernel, &bytes, &sizes, 0)
+    let outs: Vec<(DType, &[usize])> = outs.iter().map(|(d, v)| (*d, v.as_slice())).collect();
+    crate::ops::op_testing::run_op(op, &ins, &outs)
 }
 
 fn iota(n: usize, scale: f32) -> Vec<f32> {
