@@ -116,7 +116,15 @@ fn scale(w: &TernaryWeights, r: usize) -> Expr {
 
 /// Stores `acc` (an F64 sum of signed activations) of output element (n, r): scale, round to
 /// the output type, add the bias, apply the activation.
-fn finish_row(b: &mut Builder, l: &Layer, n: &Expr, r: Expr, acc: Expr, scale: Expr) {
+fn finish_row(
+    b: &mut Builder,
+    l: &Layer,
+    n: &Expr,
+    r: Expr,
+    acc: Expr,
+    scale: Expr,
+    activate: bool,
+) {
     let rows = l.w.rows as i64;
     let out = b.let_(n.clone().mul_k(rows).add(r));
     let product = acc.mul(scale);
@@ -147,10 +155,29 @@ fn finish_row(b: &mut Builder, l: &Layer, n: &Expr, r: Expr, acc: Expr, scale: E
     if l.gemm.is_some() {
         v = v.cast(Ty::F32);
     }
-    if let Some(a) = l.activation {
+    if let Some(a) = l.activation
+        && activate
+    {
         v = unary_scalar(b, a, v);
     }
     b.store(l.y, out, v);
+}
+
+/// Applies the layer's activation in place to rows `[r0, r1)` of every batch row: a stream
+/// writes its pre-activation sums first, so the activation's code exists once in a loop rather
+/// than once per unrolled row. Reading the stored f32 back is exact: the activation applies to
+/// the rounded sum, as in the unfused graph.
+fn activate_rows(b: &mut Builder, l: &Layer, batch: usize, r0: usize, r1: usize) {
+    let Some(a) = l.activation else { return };
+    let rows = l.w.rows as i64;
+    b.for_(batch, |b, n| {
+        b.for_(r1 - r0, |b, r| {
+            let at = b.let_(n.mul_k(rows).add(r.add_k(r0 as i64)));
+            let v = b.load(l.y, at.clone());
+            let v = unary_scalar(b, a, v);
+            b.store(l.y, at, v);
+        });
+    });
 }
 
 /// `stream`: one add or subtract per nonzero weight, nothing for zeros; rows split into
@@ -193,9 +220,10 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
                     b.set(acc, next);
                 }
                 let sum = b.get(acc);
-                finish_row(b, l, &n, Expr::idx(r as i64), sum, scale(w, r));
+                finish_row(b, l, &n, Expr::idx(r as i64), sum, scale(w, r), false);
             }
         });
+        activate_rows(b, l, batch, r0, r1);
         b.next_function();
         r0 = r1;
     }
@@ -246,7 +274,7 @@ fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
                 Some(t) => b.load_raw(t, r.clone()),
                 None => scale(w, 0),
             };
-            finish_row(b, l, &n, r, sum, s);
+            finish_row(b, l, &n, r, sum, s, true);
         });
     });
     Ok(())
