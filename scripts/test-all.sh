@@ -32,7 +32,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test (release-optimised test profile)"
 log=$(mktemp)
 set +e
-cargo test --workspace --release -- --nocapture 2>&1 | tee "$log" | grep -E "^(test result|interp:|running|error|failures|---- )|panicked"
+cargo test --workspace --release -- --nocapture 2>&1 | tee "$log" | grep -E "^(test result|interp:|jit:|running|error|failures|---- )|panicked"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

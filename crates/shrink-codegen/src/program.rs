@@ -3,11 +3,12 @@
 //! intermediates live at their memory-plan offsets in `scratch`, constants are graph constants
 //! in read-only data. [`crate::define`] places the result in a module.
 use crate::CodegenOptions;
+use crate::loops::fuse::{Producer, inline};
 use crate::loops::{Builder, Kernel, Place, TensorRef};
 use crate::ops::{NodeCtx, lower_node};
 use shrink_ir::op::ConstId;
 use shrink_ir::plan::plan_memory;
-use shrink_ir::{DType, Graph, Op, Tensor, Value};
+use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -193,6 +194,9 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
     for (i, value) in &options.value_guards {
         kernels.push(value_guard(g, *i, value)?);
     }
+    let fusion = FusionPlan::new(g, &order, &place);
+    // Producers fused into a consumer not lowered yet, by the value they would have written.
+    let mut pending: HashMap<Value, (Producer, NodeKernel, usize)> = HashMap::new();
     for &id in &order {
         let node = g.node(id);
         match node.op {
@@ -262,9 +266,57 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 "loops"
             },
         );
-        let parts = b
+        let mut parts = b
             .finish_all()
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
+        // Inline the fused producers of this node's inputs; one that cannot be (memory shared
+        // with this node's outputs in a way the inlined reads would see) runs just before it,
+        // its inputs still intact.
+        let mut group = 1;
+        for (j, v) in in_vals.iter().enumerate() {
+            let Some((producer, unfused, size)) = v.and_then(|v| pending.remove(&v)) else {
+                continue;
+            };
+            let target = cx.inputs[j].as_ref().expect("fused input").buf;
+            let fused: Option<Vec<Kernel>> =
+                parts.iter().map(|k| inline(k, target, &producer)).collect();
+            match fused {
+                Some(f) => {
+                    parts = f;
+                    group += size;
+                    // The producer keeps an entry (an empty kernel) so per-node reports still
+                    // list it, as fused.
+                    kernels.push(NodeKernel {
+                        strategy: "fused",
+                        kernel: Kernel {
+                            name: unfused.kernel.name.clone(),
+                            ..Kernel::default()
+                        },
+                        ..unfused
+                    });
+                }
+                None => kernels.push(unfused),
+            }
+        }
+        if parts.len() == 1
+            && group < MAX_FUSED
+            && let Some(v) = fusion.fused_output(id)
+        {
+            let kernel = parts.pop().expect("one part");
+            let unfused = NodeKernel {
+                node_name: node.name.clone(),
+                op: node.op.name(),
+                strategy,
+                kernel: kernel.clone(),
+            };
+            match Producer::of(kernel) {
+                Some(p) if fusion.inputs_survive(&p, id) => {
+                    pending.insert(v, (p, unfused, group));
+                }
+                _ => kernels.push(unfused),
+            }
+            continue;
+        }
         for kernel in parts {
             kernels.push(NodeKernel {
                 node_name: node.name.clone(),
@@ -274,6 +326,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             });
         }
     }
+    assert!(pending.is_empty(), "a fused producer without its consumer");
     // Outputs that are graph inputs, constants or repeated values are copied at the end.
     let mut scratch_bytes = plan.total;
     for (k, v) in copies {
@@ -333,4 +386,102 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         kernels,
         consts,
     })
+}
+
+/// Most nodes fused into one kernel: bounds the inlined expression trees (and the work of
+/// re-inlining a growing kernel) on long chains.
+const MAX_FUSED: usize = 8;
+
+/// Which elementwise nodes are computed inside their consumer's kernel instead of writing their
+/// output to scratch: a Unary/Binary/Ternary/Variadic node whose one output is not a graph
+/// output, is read once, by a node of those families with an output of the same shape (so
+/// each element is recomputed once, not once per broadcast use).
+struct FusionPlan {
+    /// Fused node → its output and its consumer's position in the order.
+    fused: HashMap<NodeId, (Value, usize)>,
+    pos: HashMap<NodeId, usize>,
+    /// Scratch byte range each node's outputs occupy, by position.
+    writes: Vec<Vec<(usize, usize)>>,
+}
+
+fn elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_) | Op::Binary(_) | Op::Ternary(_) | Op::Variadic(_)
+    )
+}
+
+impl FusionPlan {
+    fn new(g: &Graph, order: &[NodeId], place: &HashMap<Value, Place>) -> FusionPlan {
+        let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut uses: HashMap<Value, Vec<NodeId>> = HashMap::new();
+        for &id in order {
+            for v in g.inputs_of(id).into_iter().flatten() {
+                uses.entry(v).or_default().push(id);
+            }
+        }
+        let dims = |v: Value| {
+            g.value_type(v)
+                .shape
+                .as_ref()
+                .and_then(|s| s.as_fixed())
+                .map(|d| d.to_vec())
+        };
+        let mut fused = HashMap::new();
+        for &id in order {
+            let node = g.node(id);
+            if !elementwise(&node.op) || node.outputs.len() != 1 {
+                continue;
+            }
+            let v = Value::new(id, 0);
+            if g.outputs.iter().any(|(_, o)| *o == v) {
+                continue;
+            }
+            let [c] = uses.get(&v).map(|u| u.as_slice()).unwrap_or(&[]) else {
+                continue;
+            };
+            let cn = g.node(*c);
+            if elementwise(&cn.op)
+                && cn.outputs.len() == 1
+                && dims(v).is_some()
+                && dims(v) == dims(Value::new(*c, 0))
+            {
+                fused.insert(id, (v, pos[c]));
+            }
+        }
+        let writes = order
+            .iter()
+            .map(|&id| {
+                (0..g.node(id).outputs.len())
+                    .filter_map(|k| {
+                        let v = Value::new(id, k as u32);
+                        match place.get(&v) {
+                            Some(Place::Scratch(off)) => {
+                                let bytes = dims(v)?.iter().product::<usize>() * g.dtype(v).size();
+                                Some((*off, off + bytes))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        FusionPlan { fused, pos, writes }
+    }
+
+    /// The output of `id` when it is to be fused into its consumer.
+    fn fused_output(&self, id: NodeId) -> Option<Value> {
+        self.fused.get(&id).map(|&(v, _)| v)
+    }
+
+    /// Whether nothing the nodes between producer `id` and its consumer write overlaps what the
+    /// producer reads (the consumer's own writes are checked when inlining).
+    fn inputs_survive(&self, p: &Producer, id: NodeId) -> bool {
+        let (from, to) = (self.pos[&id], self.fused[&id].1);
+        let reads = p.scratch_reads();
+        self.writes[from + 1..to]
+            .iter()
+            .flatten()
+            .all(|w| reads.iter().all(|r| r.1 <= w.0 || w.1 <= r.0))
+    }
 }

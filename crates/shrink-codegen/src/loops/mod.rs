@@ -5,6 +5,7 @@ pub mod builder;
 pub mod convert;
 pub mod emit;
 pub mod expr;
+pub mod fuse;
 pub mod ir;
 pub mod math;
 #[cfg(test)]

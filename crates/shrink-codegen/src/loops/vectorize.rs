@@ -210,7 +210,7 @@ impl Analysis {
 }
 
 /// Structural equality of two expressions.
-fn same(a: &Expr, b: &Expr) -> bool {
+pub(crate) fn same(a: &Expr, b: &Expr) -> bool {
     if Rc::ptr_eq(&a.kind, &b.kind) {
         return true;
     }
