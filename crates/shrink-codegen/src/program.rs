@@ -7,7 +7,6 @@ use crate::loops::fuse::{Producer, inline};
 use crate::loops::{Builder, Kernel, Place, TensorRef};
 use crate::ops::{NodeCtx, lower_node};
 use shrink_ir::op::ConstId;
-use shrink_ir::plan::plan_memory;
 use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -170,7 +169,9 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             )));
         }
     }
-    let plan = plan_memory(g).map_err(CodegenError::new)?;
+    // The lowering input: the graph verified, every shape static, the memory plan verified.
+    let prepared = shrink_ir::prepare(g).map_err(|e| CodegenError::new(e.to_string()))?;
+    let plan = prepared.plan().clone();
     // Where each value lives. A graph output is written straight into its caller buffer by the
     // node that produces it (its first occurrence, when a value is listed twice).
     let mut place: HashMap<Value, Place> = HashMap::new();
