@@ -7,7 +7,7 @@ use crate::loops::fuse::{Producer, inline};
 use crate::loops::{Builder, Kernel, Place, TensorRef};
 use crate::ops::{NodeCtx, lower_node};
 use shrink_ir::op::ConstId;
-use shrink_ir::{DType, Graph, NodeId, Op, Tensor, Value};
+use shrink_ir::{DType, Graph, NodeId, Op, Prepared, Tensor, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -73,7 +73,8 @@ pub struct Program {
 }
 
 /// A kernel that returns BAD_VALUE unless graph input `i` holds exactly `value` (bit for bit).
-fn value_guard(g: &Graph, i: usize, value: &Tensor) -> Result<NodeKernel, CodegenError> {
+fn value_guard(p: &Prepared, i: usize, value: &Tensor) -> Result<NodeKernel, CodegenError> {
+    let g = p.graph();
     let name = g
         .inputs
         .get(i)
@@ -81,8 +82,7 @@ fn value_guard(g: &Graph, i: usize, value: &Tensor) -> Result<NodeKernel, Codege
         .ok_or_else(|| {
             CodegenError::new(format!("value guard on input {i}, which does not exist"))
         })?;
-    let spec_dims = static_dims(g, g.inputs[i].into())?;
-    if value.dtype() != g.dtype(g.inputs[i].into()) || value.dims() != spec_dims.as_slice() {
+    if value.dtype() != g.dtype(g.inputs[i].into()) || value.dims() != p.dims(g.inputs[i].into()) {
         return Err(CodegenError::new(format!(
             "value guard on input '{name}' does not match its type"
         )));
@@ -106,62 +106,37 @@ fn value_guard(g: &Graph, i: usize, value: &Tensor) -> Result<NodeKernel, Codege
     })
 }
 
-fn static_dims(g: &Graph, v: Value) -> Result<Vec<usize>, CodegenError> {
-    let node = g.node(v.node);
-    let t = g.value_type(v);
-    t.shape.as_ref().and_then(|s| s.as_fixed()).ok_or_else(|| {
-        CodegenError::at(
-            &node.name,
-            node.op.name(),
-            format!(
-                "output {} has no static shape (bind its dims with --input-shape or --dim)",
-                v.slot
-            ),
-        )
-    })
-}
-
 /// Lowers every node of `g` (static shapes required) to kernels.
 pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenError> {
-    let io = |name: &str, v: Value| -> Result<IoSpec, CodegenError> {
-        let dtype = g.dtype(v);
-        if dtype == DType::String {
-            return Err(CodegenError::new(format!(
-                "'{name}' is a string tensor; generated code handles numeric tensors only"
-            )));
+    for id in g.node_ids() {
+        let n = g.node(id);
+        if n.outputs.iter().any(|t| t.dtype == DType::String) {
+            let what = if n.op.is_source() {
+                format!(
+                    "'{}' is a string tensor; generated code handles numeric tensors only",
+                    n.name
+                )
+            } else {
+                "string tensors are not supported by generated code".to_string()
+            };
+            return Err(CodegenError::at(&n.name, n.op.name(), what));
         }
-        Ok(IoSpec {
-            name: name.to_string(),
-            dtype,
-            dims: static_dims(g, v)?,
-        })
+    }
+    // The lowering input: the graph verified, every shape static, the memory plan verified.
+    let prepared = shrink_ir::prepare(g).map_err(|e| CodegenError::new(e.to_string()))?;
+    let (plan, order) = (prepared.plan(), prepared.order());
+    let dims = |v: Value| prepared.dims(v).to_vec();
+    let io = |name: &str, v: Value| IoSpec {
+        name: name.to_string(),
+        dtype: g.dtype(v),
+        dims: dims(v),
     };
-    let inputs = g
+    let inputs: Vec<IoSpec> = g
         .inputs
         .iter()
         .map(|&id| io(&g.node(id).name, id.into()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let outputs = g
-        .outputs
-        .iter()
-        .map(|(n, v)| io(n, *v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let order = g
-        .topo_order()
-        .map_err(|_| CodegenError::new("the graph has a cycle"))?;
-    for &id in &order {
-        for k in 0..g.node(id).outputs.len() {
-            static_dims(g, Value::new(id, k as u32))?;
-            if g.node(id).outputs[k].dtype == DType::String {
-                let n = g.node(id);
-                return Err(CodegenError::at(
-                    &n.name,
-                    n.op.name(),
-                    "string tensors are not supported by generated code",
-                ));
-            }
-        }
-    }
+        .collect();
+    let outputs: Vec<IoSpec> = g.outputs.iter().map(|(n, v)| io(n, *v)).collect();
     for (name, _) in &options.per_layer {
         if !order.iter().any(|&id| &g.node(id).name == name) {
             return Err(CodegenError::new(format!(
@@ -169,9 +144,6 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             )));
         }
     }
-    // The lowering input: the graph verified, every shape static, the memory plan verified.
-    let prepared = shrink_ir::prepare(g).map_err(|e| CodegenError::new(e.to_string()))?;
-    let plan = prepared.plan().clone();
     // Where each value lives. A graph output is written straight into its caller buffer by the
     // node that produces it (its first occurrence, when a value is listed twice).
     let mut place: HashMap<Value, Place> = HashMap::new();
@@ -193,12 +165,12 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
     let mut consts = BTreeMap::new();
     let mut kernels = vec![];
     for (i, value) in &options.value_guards {
-        kernels.push(value_guard(g, *i, value)?);
+        kernels.push(value_guard(&prepared, *i, value)?);
     }
-    let fusion = FusionPlan::new(g, &order, &place);
+    let fusion = FusionPlan::new(g, order, &place);
     // Producers fused into a consumer not lowered yet, by the value they would have written.
     let mut pending: HashMap<Value, (Producer, NodeKernel, usize)> = HashMap::new();
-    for &id in &order {
+    for &id in order {
         let node = g.node(id);
         match node.op {
             Op::Input { .. } => continue,
@@ -217,7 +189,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         }
         let mut b = Builder::new(&node.name);
         let mut declare = |b: &mut Builder, v: Value| -> Result<TensorRef, CodegenError> {
-            let dims = static_dims(g, v)?;
+            let dims = dims(v);
             let p = place.get(&v).cloned().ok_or_else(|| {
                 CodegenError::at(
                     &node.name,
@@ -332,7 +304,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
     let mut scratch_bytes = plan.total;
     for (k, v) in copies {
         let mut b = Builder::new(&format!("copy_output_{k}"));
-        let dims = static_dims(g, v)?;
+        let dims = dims(v);
         let src_place = place[&v].clone();
         if let Place::Const(c) = src_place {
             consts.insert(c, g.consts[c.0 as usize].clone());

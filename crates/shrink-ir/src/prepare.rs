@@ -131,10 +131,10 @@ impl Prepared {
     }
 }
 
-/// Checks `g` and builds its lowering input. Graph inputs are checked first, so a symbolic input
-/// dimension is reported as such rather than as the dynamic values it causes downstream.
-pub fn prepare(g: &Graph) -> Result<Prepared, PrepareError> {
-    verify(g).map_err(PrepareError::Invalid)?;
+/// Every graph input has a fully fixed shape (else the error names the input and the dim, and
+/// says which flag binds it). The first check of [`prepare`], also used before code generation
+/// by callers that do not need the rest.
+pub fn check_static_inputs(g: &Graph) -> Result<(), PrepareError> {
     for &id in &g.inputs {
         let n = g.node(id);
         let ty = &n.outputs[0];
@@ -155,6 +155,14 @@ pub fn prepare(g: &Graph) -> Result<Prepared, PrepareError> {
             });
         }
     }
+    Ok(())
+}
+
+/// Checks `g` and builds its lowering input. Graph inputs are checked first, so a symbolic input
+/// dimension is reported as such rather than as the dynamic values it causes downstream.
+pub fn prepare(g: &Graph) -> Result<Prepared, PrepareError> {
+    verify(g).map_err(PrepareError::Invalid)?;
+    check_static_inputs(g)?;
     let order = g
         .topo_order()
         .map_err(|_| PrepareError::Plan("the graph has a cycle".into()))?;

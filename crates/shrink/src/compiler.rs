@@ -162,37 +162,8 @@ pub fn set_input_shape(g: &mut Graph, name: &str, dims: &[usize]) -> Result<(), 
     Ok(())
 }
 
-/// Every graph input must have a fully fixed shape before code generation.
+/// Every graph input must have a fully fixed shape before code generation (the check
+/// [`shrink_ir::prepare`] starts with, for callers that stop short of lowering).
 pub fn require_static_inputs(g: &Graph) -> Result<(), String> {
-    for &id in &g.inputs {
-        let n = g.node(id);
-        match &n.outputs[0].shape {
-            None => {
-                return Err(format!(
-                    "input '{}' has no declared shape: pass --input-shape {}=D0,D1,…",
-                    n.name, n.name
-                ));
-            }
-            Some(s) => {
-                for (i, d) in s.0.iter().enumerate() {
-                    match d {
-                        Dim::Fixed(_) => {}
-                        Dim::Sym(sym) => {
-                            return Err(format!(
-                                "input '{}' has an unbound dimension '{sym}' (dim {i}): pass --dim {sym}=N or --input-shape {}=…",
-                                n.name, n.name
-                            ));
-                        }
-                        Dim::Unknown => {
-                            return Err(format!(
-                                "input '{}' has an unknown dimension (dim {i}): pass --input-shape {}=…",
-                                n.name, n.name
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    shrink_ir::prepare::check_static_inputs(g).map_err(|e| e.to_string())
 }
