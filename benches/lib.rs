@@ -24,3 +24,16 @@ pub fn shipped_models() -> Vec<BenchModel> {
         })
         .collect()
 }
+
+/// Clears the upper halves of the vector registers (x86 with AVX). tract's hand-written AVX
+/// kernels return with them dirty, which slows every legacy-SSE instruction run after them in
+/// this process; the interpreter's line would measure that instead of the interpreter. shrink's
+/// own kernels clear the state at their entry point.
+pub fn clean_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX; vzeroupper only zeroes bits no Rust value lives in across
+        // an asm block.
+        unsafe { std::arch::asm!("vzeroupper") };
+    }
+}

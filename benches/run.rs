@@ -5,7 +5,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use shrink::codegen::{CodegenOptions, Strategy};
 use shrink::compare::{Tolerance, compare};
-use shrink_benches::shipped_models;
+use shrink_benches::{clean_vector_state, shipped_models};
 use std::hint::black_box;
 use tract_onnx::prelude::*;
 
@@ -101,6 +101,7 @@ fn run(c: &mut Criterion) {
         }
         group.bench_function("shrink-interp", |b| {
             b.iter(|| {
+                clean_vector_state();
                 black_box(shrink::interp::run(&g, &m.inputs, &Default::default()).expect("interp"))
             })
         });

@@ -159,22 +159,34 @@ pub fn define<M: Module>(
         });
     }
     let kernel_ids: Vec<FuncId> = pending.iter().map(|f| f.id).collect();
+    let needs_clean_entry = clears_upper_vector_state(module.isa());
     let run = module
         .declare_function(&format!("{prefix}_run"), run_linkage, &sig)
         .map_err(module_err)?;
+    // With an entry stub, the body Cranelift compiles is a local function behind it.
+    let body = if needs_clean_entry {
+        module
+            .declare_function(&format!("{prefix}_run_body"), Linkage::Local, &sig)
+            .map_err(module_err)?
+    } else {
+        run
+    };
     let mut ctx = Context::new();
-    ctx.func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig.clone());
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, body.as_u32()), sig.clone());
     let refs: Vec<_> = kernel_ids
         .iter()
         .map(|&f| module.declare_func_in_func(f, &mut ctx.func))
         .collect();
     build_run(&mut ctx.func, &mut fctx, &refs, &isa);
     pending.push(Pending {
-        id: run,
+        id: body,
         ctx,
         node: prefix.to_string(),
         op: "run".into(),
-        title: format!("; {prefix}_run\n"),
+        title: format!(
+            "; {prefix}_run{}\n",
+            if needs_clean_entry { "_body" } else { "" }
+        ),
     });
     let compiled = {
         let target = module.isa();
@@ -207,7 +219,19 @@ pub fn define<M: Module>(
         text.push_str(&c.listing);
         sizes.push(c.bytes.len());
     }
-    let run_code_bytes = sizes.pop().unwrap_or(0);
+    let mut run_code_bytes = sizes.pop().unwrap_or(0);
+    if needs_clean_entry {
+        let (bytes, relocs) = vzeroupper_stub(body);
+        module
+            .define_function_bytes(run, min_align.max(sym_align), &bytes, &relocs)
+            .map_err(module_err)?;
+        if listing == Some(Listing::Asm) {
+            text.push_str(&format!(
+                "; {prefix}_run\n  vzeroupper\n  jmp {prefix}_run_body\n"
+            ));
+        }
+        run_code_bytes += bytes.len();
+    }
     let imports = imported_symbols(module);
     if !imports.is_empty() {
         return Err(CodegenError::new(format!(
@@ -223,6 +247,36 @@ pub fn define<M: Module>(
         listing: text,
         imports,
     })
+}
+
+/// Whether the entry point clears the upper halves of the vector registers first. On x86 with AVX,
+/// a host that leaves them dirty (hand-written AVX/AVX-512 code without `vzeroupper`, as some
+/// inference libraries do) makes every legacy-SSE instruction Cranelift still emits wait on a
+/// merge with the upper bits: measured here (Xeon, bitnet_block) 58 µs → 595 µs per call after
+/// one dirtying `vpternlogd zmm1`. One `vzeroupper` at entry costs a cycle and removes it; the
+/// code itself uses 128-bit VEX forms, which keep the state clean until it returns. Without AVX
+/// the instruction does not exist (and no host can dirty the state).
+fn clears_upper_vector_state(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
+    isa.name() == "x64"
+        && isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_avx" && f.as_bool() == Some(true))
+}
+
+/// `PREFIX_run` on x86 with AVX: `vzeroupper; jmp PREFIX_run_body` (the body has the same
+/// signature, so a tail jump passes the arguments and the return address through untouched).
+fn vzeroupper_stub(body: FuncId) -> (Vec<u8>, Vec<ModuleReloc>) {
+    // C5 F8 77 = vzeroupper; E9 rel32 = jmp, its displacement patched by the relocation
+    // (relative to the end of the instruction, hence the addend -4).
+    let bytes = vec![0xC5, 0xF8, 0x77, 0xE9, 0, 0, 0, 0];
+    let relocs = vec![ModuleReloc {
+        offset: 4,
+        kind: cranelift_codegen::binemit::Reloc::X86CallPCRel4,
+        name: cranelift_module::ModuleRelocTarget::user(0, body.as_u32()),
+        addend: -4,
+    }];
+    (bytes, relocs)
 }
 
 /// The entry point: call each kernel in order, stop at the first nonzero status.
