@@ -407,6 +407,76 @@ fn a_kernel_specialized_on_an_input_value_refuses_other_values() {
     assert!(err.contains("status 4"), "{err}");
 }
 
+/// A batched stream: vectorized across the batch (an odd batch leaves a scalar remainder), per-row
+/// scales, rows split over several functions, a bias and an activation — against the interpreter.
+#[test]
+fn a_batched_stream_splits_into_functions_and_agrees() {
+    use shrink::codegen::{CodegenOptions, Listing, Strategy};
+    use shrink::ir::op::{Fused, Op, Unary};
+    use shrink::ir::{DType, Graph, ValueType};
+    let (batch, cols, rows) = (5, 96, 80);
+    let mut rng = shrink::demo::Rng(0x5157);
+    // Row r's weights are ternary with its own scale (per-row), ~70% nonzero: ~5400 terms.
+    let mut w = vec![0f32; cols * rows];
+    for r in 0..rows {
+        let s = 0.01 * (1 + r % 7) as f32;
+        for c in 0..cols {
+            w[c * rows + r] = rng.trit(30) * s;
+        }
+    }
+    let mut g = Graph::new();
+    let x = g.add_input("x", ValueType::fixed(DType::F32, &[batch, cols]));
+    let wc = g.add_const(
+        "w",
+        std::sync::Arc::new(Tensor::from_vec(vec![cols, rows], w)),
+    );
+    let bias: Vec<f32> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+    let bc = g.add_const("b", std::sync::Arc::new(Tensor::from_vec(vec![rows], bias)));
+    let y = g.add_node(
+        Op::Fused(Fused::DenseAct {
+            trans_b: false,
+            activation: Some(Unary::Tanh),
+        }),
+        "layer",
+        &[Some(x.into()), Some(wc.into()), Some(bc.into())],
+        vec![ValueType::fixed(DType::F32, &[batch, rows])],
+    );
+    g.outputs.push(("y".into(), y.into()));
+    let xs = Tensor::from_vec(
+        vec![batch, cols],
+        (0..batch * cols)
+            .map(|_| rng.uniform() * 4.0 - 2.0)
+            .collect::<Vec<f32>>(),
+    );
+    let want = shrink::interp::run(&g, std::slice::from_ref(&xs), &Default::default()).unwrap();
+    let mut o = g.clone();
+    shrink::optimize(&mut o, &shrink::OptOptions::default()).unwrap();
+    assert_eq!(o.ternary.len(), 1, "the weight is ternary per row");
+    let opts = CodegenOptions {
+        strategy: Strategy::Stream,
+        ..Default::default()
+    };
+    let program = shrink::codegen::lower(&o, &opts).unwrap();
+    let functions = program
+        .kernels
+        .iter()
+        .filter(|k| k.node_name == "layer")
+        .count();
+    assert!(functions >= 2, "{functions} function(s)");
+    #[cfg(target_arch = "x86_64")]
+    {
+        let asm = shrink::jit::Kernel::listing(&program, Listing::Asm).unwrap();
+        assert!(
+            asm.contains("addpd") && asm.contains("subpd"),
+            "the terms are f64x2 adds and subtracts"
+        );
+    }
+    let kernel = shrink::compile_jit_with(&o, &opts).unwrap();
+    let got = kernel.run(&[xs]).unwrap();
+    let c = shrink::compare::compare(&got[0], &want[0], shrink::compare::Tolerance::INTERP);
+    assert!(c.mismatch.is_none(), "{:?}", c.mismatch);
+}
+
 #[test]
 fn a_4096_square_ternary_layer_compiles_on_auto_and_agrees() {
     use shrink::ir::op::{Linear, Op};

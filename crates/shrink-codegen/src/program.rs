@@ -334,6 +334,21 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             }
         }
     }
+    // Kernels run one at a time, so their private workspaces share one region past everything
+    // else in the arena.
+    let workspace_base = scratch_bytes.div_ceil(64) * 64;
+    for nk in &mut kernels {
+        let mut used = false;
+        for d in &mut nk.kernel.bufs {
+            if let Place::Workspace(off) = d.place {
+                d.place = Place::Scratch(workspace_base + off);
+                used = true;
+            }
+        }
+        if used {
+            scratch_bytes = scratch_bytes.max(workspace_base + nk.kernel.workspace_bytes);
+        }
+    }
     // Only constants some kernel reads become data (a ternary kernel replaces its dense weight).
     let read: std::collections::BTreeSet<ConstId> = kernels
         .iter()

@@ -75,6 +75,16 @@ impl Builder {
         }
     }
 
+    /// Private working memory of `dims` elements of `dtype` for this kernel (all its
+    /// functions), 64-byte aligned: for intermediate layouts such as a transposed copy of an
+    /// input. Its contents are undefined until the kernel writes them.
+    pub fn workspace(&mut self, dtype: DType, dims: &[usize]) -> TensorRef {
+        let bytes = dims.iter().product::<usize>() * dtype.size();
+        let at = self.kernel.workspace_bytes;
+        self.kernel.workspace_bytes = at + bytes.div_ceil(64) * 64;
+        self.buffer(Place::Workspace(at), dtype, dims)
+    }
+
     /// A read-only table of raw elements (little-endian `bytes`) owned by this kernel.
     pub fn table(&mut self, dtype: DType, dims: &[usize], bytes: Vec<u8>) -> TensorRef {
         let ty = Ty::storage(dtype).expect("strings never reach codegen");

@@ -120,7 +120,11 @@ pub fn emit_kernel(
                 let off = (*k * ptr.bytes() as usize) as i32;
                 fb.ins().load(ptr, flags().with_readonly(), params[1], off)
             }
-            Place::Scratch(off) => fb.ins().iadd_imm_s(params[2], *off as i64),
+            // The program resolves workspaces to scratch offsets; a kernel run on its own
+            // (unit tests) has its workspace at the start of the scratch buffer.
+            Place::Scratch(off) | Place::Workspace(off) => {
+                fb.ins().iadd_imm_s(params[2], *off as i64)
+            }
             Place::Const(_) | Place::Table(_) => {
                 let gv = data[i].expect("data object of a read-only buffer");
                 fb.ins().symbol_value(ptr, gv)
@@ -233,9 +237,9 @@ impl Emitter<'_, '_> {
                 self.fb.def_var(self.vars[i], v);
             }
             Stmt::Store { buf, index, value } => {
-                let addr = self.address(*buf, index);
+                let (addr, disp) = self.address(*buf, index);
                 let v = self.expr(value);
-                self.fb.ins().store(flags(), v, addr, 0);
+                self.fb.ins().store(flags(), v, addr, disp);
             }
             Stmt::If {
                 cond,
@@ -329,35 +333,60 @@ impl Emitter<'_, '_> {
         self.fb.switch_to_block(exit);
     }
 
-    /// The address of element `index` of `buf`, checked against its length.
-    fn address(&mut self, buf: BufId, index: &Expr) -> Value {
+    /// The address of element `index` of `buf`, checked against its length, as (base, byte
+    /// displacement): a constant added to a proven index goes into the instruction's
+    /// displacement, so `x[n + k]` for many `k` shares one address register instead of holding
+    /// one per `k`.
+    fn address(&mut self, buf: BufId, index: &Expr) -> (Value, i32) {
         let decl = &self.kernel.bufs[buf.0 as usize];
         let (len, size) = (decl.len as i64, decl.ty.bytes() as i64);
-        let idx = self.expr(index);
         let proven = matches!(self.range(index), Some((lo, hi)) if lo >= 0 && hi < len);
-        if !proven {
-            let bad = self
-                .fb
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, idx, len);
-            let ok = self.fb.create_block();
-            let code = self
-                .fb
-                .ins()
-                .iconst(types::I32, status::OUT_OF_BOUNDS as i64);
-            self.fb
-                .ins()
-                .brif(bad, self.fail, &[BlockArg::Value(code)], ok, &[]);
-            self.fb.switch_to_block(ok);
+        if proven {
+            return self.displaced(buf, index);
         }
-        let base = self.bases[buf.0 as usize];
+        let idx = self.expr(index);
+        let bad = self
+            .fb
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, idx, len);
+        let ok = self.fb.create_block();
+        let code = self
+            .fb
+            .ins()
+            .iconst(types::I32, status::OUT_OF_BOUNDS as i64);
+        self.fb
+            .ins()
+            .brif(bad, self.fail, &[BlockArg::Value(code)], ok, &[]);
+        self.fb.switch_to_block(ok);
+        (self.scaled(buf, idx, size), 0)
+    }
+
+    /// `base + index·size` of an index known to be in bounds, its constant part peeled into the
+    /// displacement when that fits an `i32`.
+    pub(super) fn displaced(&mut self, buf: BufId, index: &Expr) -> (Value, i32) {
+        let size = self.kernel.bufs[buf.0 as usize].ty.bytes() as i64;
+        let (rest, k) = split_constant(index);
+        let disp = k.checked_mul(size).and_then(|d| i32::try_from(d).ok());
+        match (rest, disp) {
+            (Some(rest), Some(d)) if k != 0 => {
+                let idx = self.expr(&rest);
+                (self.scaled(buf, idx, size), d)
+            }
+            _ => {
+                let idx = self.expr(index);
+                (self.scaled(buf, idx, size), 0)
+            }
+        }
+    }
+
+    fn scaled(&mut self, buf: BufId, idx: Value, size: i64) -> Value {
         let idx = if self.ptr == types::I64 {
             idx
         } else {
             self.fb.ins().ireduce(self.ptr, idx)
         };
         let off = self.fb.ins().imul_imm_s(idx, size);
-        self.fb.ins().iadd(base, off)
+        self.fb.ins().iadd(self.bases[buf.0 as usize], off)
     }
 
     /// Interval of an I64 expression, when it can be bounded.
@@ -428,13 +457,13 @@ impl Emitter<'_, '_> {
             },
             ExprKind::Var(v) => self.fb.use_var(self.vars[v.0 as usize]),
             ExprKind::Load { buf, index } => {
-                let addr = self.address(*buf, index);
+                let (addr, disp) = self.address(*buf, index);
                 let f = if self.kernel.bufs[buf.0 as usize].writable() {
                     flags()
                 } else {
                     flags().with_readonly()
                 };
-                self.fb.ins().load(ct, f, addr, 0)
+                self.fb.ins().load(ct, f, addr, disp)
             }
             ExprKind::Unary(op, a) => {
                 let x = self.expr(a);
@@ -724,5 +753,26 @@ fn int_bounds(t: Ty) -> (i64, i64) {
         Ty::I32 => (i32::MIN as i64, i32::MAX as i64),
         Ty::U32 => (0, u32::MAX as i64),
         _ => (i64::MIN, i64::MAX),
+    }
+}
+
+/// `index` as `rest + k` for a literal `k` (peeling nested `+ literal` and `literal +`); `rest`
+/// is `None` when the whole index is the literal.
+fn split_constant(index: &Expr) -> (Option<Expr>, i64) {
+    match &*index.kind {
+        ExprKind::Lit(Lit::Int(k)) if index.ty == Ty::I64 => (None, *k),
+        ExprKind::Binary(BinOp::Add, a, b) if index.ty == Ty::I64 => {
+            let (ra, ka) = split_constant(a);
+            let (rb, kb) = split_constant(b);
+            let rest = match (ra, rb) {
+                (Some(x), Some(y)) => Some(x.add(y)),
+                (x, y) => x.or(y),
+            };
+            match ka.checked_add(kb) {
+                Some(k) => (rest, k),
+                None => (Some(index.clone()), 0),
+            }
+        }
+        _ => (Some(index.clone()), 0),
     }
 }

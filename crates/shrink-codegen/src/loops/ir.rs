@@ -109,6 +109,11 @@ pub enum Place {
     Output(usize),
     /// `scratch + offset` (bytes).
     Scratch(usize),
+    /// Private working memory of one kernel, `offset` bytes into the workspace: the program puts
+    /// every kernel's workspace at one address past the memory plan's arena (kernels run one at
+    /// a time, so they share it) and rewrites this to `Scratch`. Contents do not survive between
+    /// kernels.
+    Workspace(usize),
     /// A graph constant in read-only data.
     Const(ConstId),
     /// A read-only table owned by the kernel (decode tables, folded parameters), by index into
@@ -126,7 +131,10 @@ pub struct BufDecl {
 
 impl BufDecl {
     pub fn writable(&self) -> bool {
-        matches!(self.place, Place::Output(_) | Place::Scratch(_))
+        matches!(
+            self.place,
+            Place::Output(_) | Place::Scratch(_) | Place::Workspace(_)
+        )
     }
 }
 
@@ -278,6 +286,8 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
     /// Read-only tables (bytes, little-endian) referenced by `Place::Table`.
     pub tables: Vec<Vec<u8>>,
+    /// Bytes of working memory `Place::Workspace` buffers take (see [`Place::Workspace`]).
+    pub workspace_bytes: usize,
 }
 
 impl Kernel {

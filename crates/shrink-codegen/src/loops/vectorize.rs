@@ -403,13 +403,13 @@ impl Emitter<'_, '_> {
                 }
                 Stmt::Set { .. } => self.stmt(s),
                 Stmt::Store { buf, index, value } => {
-                    let addr = self.vaddress(*buf, index);
+                    let (addr, disp) = self.vaddress(*buf, index);
                     let mut x = self.vexpr(&mut v, value);
                     if value.ty == Ty::Bool {
                         let one = self.vsplat_int(&plan, 1);
                         x = self.fb.ins().band(x, one);
                     }
-                    self.fb.ins().store(vflags(), x, addr, 0);
+                    self.fb.ins().store(vflags(), x, addr, disp);
                 }
                 _ => unreachable!("checked by plan"),
             }
@@ -437,17 +437,10 @@ impl Emitter<'_, '_> {
         true
     }
 
-    /// Address of lane 0 of a contiguous access (proven in bounds by the plan).
-    fn vaddress(&mut self, buf: BufId, index: &Expr) -> Value {
-        let size = self.kernel.bufs[buf.0 as usize].ty.bytes() as i64;
-        let idx = self.expr(index);
-        let idx = if self.ptr == types::I64 {
-            idx
-        } else {
-            self.fb.ins().ireduce(self.ptr, idx)
-        };
-        let off = self.fb.ins().imul_imm_s(idx, size);
-        self.fb.ins().iadd(self.bases[buf.0 as usize], off)
+    /// Address of lane 0 of a contiguous access (proven in bounds by the plan), as (base, byte
+    /// displacement).
+    fn vaddress(&mut self, buf: BufId, index: &Expr) -> (Value, i32) {
+        self.displaced(buf, index)
     }
 
     /// The integer vector type of the plan's lane width (masks).
@@ -497,13 +490,13 @@ impl Emitter<'_, '_> {
             ExprKind::Lit(_) => unreachable!("literals are uniform"),
             ExprKind::Var(t) => v.vals[t],
             ExprKind::Load { buf, index } => {
-                let addr = self.vaddress(*buf, index);
+                let (addr, disp) = self.vaddress(*buf, index);
                 let f = if self.kernel.bufs[buf.0 as usize].writable() {
                     vflags()
                 } else {
                     vflags().with_readonly()
                 };
-                let x = self.fb.ins().load(vt, f, addr, 0);
+                let x = self.fb.ins().load(vt, f, addr, disp);
                 if e.ty == Ty::Bool {
                     let z = self.vsplat_int(plan, 0);
                     self.fb.ins().icmp(IntCC::NotEqual, x, z)

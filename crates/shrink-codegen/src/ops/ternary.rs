@@ -193,6 +193,10 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
     }
     b.note_strategy("stream");
     let batch = l.x.numel() / w.cols.max(1);
+    if batch >= 2 {
+        stream_across_batch(b, l, batch);
+        return Ok(());
+    }
     let cols = w.cols as i64;
     let mut r0 = 0;
     while r0 < w.rows {
@@ -228,6 +232,77 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
         r0 = r1;
     }
     Ok(())
+}
+
+/// The rows `[r0, r1)` of one generated function: at most [`TERMS_PER_FUNCTION`] terms, at
+/// least one row. Returns `r1`.
+fn next_chunk(w: &TernaryWeights, r0: usize) -> usize {
+    let (mut r1, mut n_terms) = (r0, 0);
+    while r1 < w.rows && (r1 == r0 || n_terms + row_nonzeros(w, r1) <= TERMS_PER_FUNCTION) {
+        n_terms += row_nonzeros(w, r1);
+        r1 += 1;
+    }
+    r1
+}
+
+/// `stream` for a batch of at least two rows, vectorized across the batch: the activations are
+/// first copied transposed and widened to f64 (`xt[c][n]`, in this kernel's workspace), so each
+/// weight's term is one vector load and one vector add or subtract covering consecutive batch
+/// rows (f64x2 in 128-bit registers). Each output row's sum goes to `sums[r][n]`, and a last
+/// loop scales, rounds, adds the bias and applies the activation. The sums are the same f64
+/// chains, in the same order, as the one-row stream's.
+fn stream_across_batch(b: &mut Builder, l: &Layer, batch: usize) {
+    let w = l.w;
+    let (cols, bt) = (w.cols as i64, batch as i64);
+    let xt = b.workspace(shrink_ir::DType::F64, &[w.cols, batch]);
+    let sums = b.workspace(shrink_ir::DType::F64, &[w.rows, batch]);
+    b.for_(w.cols, |b, c| {
+        b.for_(batch, |b, n| {
+            let v = b.load(l.x, n.clone().mul_k(cols).add(c.clone()));
+            b.store(&xt, c.clone().mul_k(bt).add(n), v.cast(Ty::F64));
+        });
+    });
+    let mut r0 = 0;
+    while r0 < w.rows {
+        let r1 = next_chunk(w, r0);
+        for r in r0..r1 {
+            b.for_(batch, |b, n| {
+                // One `let` per partial sum: straight-line values the vectorizer can widen
+                // (a variable set twice would be a loop-carried value to it).
+                let mut acc = Expr::f64(0.0);
+                for c in 0..w.cols {
+                    let s = w.sign(r, c);
+                    if s == 0 {
+                        continue;
+                    }
+                    let xv = b.load(&xt, n.clone().add_k(c as i64 * bt));
+                    acc = b.let_(if s > 0 { acc.add(xv) } else { acc.sub(xv) });
+                }
+                b.store(&sums, n.add_k(r as i64 * bt), acc);
+            });
+        }
+        if r1 < w.rows {
+            b.next_function();
+        }
+        r0 = r1;
+    }
+    b.for_(batch, |b, n| {
+        b.for_(w.rows, |b, r| {
+            let acc = b.load(&sums, r.clone().mul_k(bt).add(n.clone()));
+            let scale = match &w.scale {
+                TernaryScale::PerTensor(s) => Expr::f64(*s),
+                TernaryScale::PerRow(v) => {
+                    let t = b.table(
+                        shrink_ir::DType::F64,
+                        &[v.len()],
+                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    );
+                    b.load(&t, r.clone())
+                }
+            };
+            finish_row(b, l, &n, r, acc, scale, true);
+        });
+    });
 }
 
 fn row_nonzeros(w: &TernaryWeights, r: usize) -> usize {
