@@ -197,20 +197,7 @@ impl TernaryWeights {
                 .collect();
             TernaryScale::PerRow(scales?)
         };
-        let mut signs = vec![0u8; (rows * cols).div_ceil(4)];
-        t.try_for_each_f64(|i, v| {
-            let code = if v > 0.0 {
-                0b01
-            } else if v < 0.0 {
-                0b11
-            } else {
-                return true;
-            };
-            let (r, c) = view_of(i);
-            let k = r * cols + c;
-            signs[k / 4] |= code << ((k % 4) * 2);
-            true
-        });
+        let signs = pack_signs(t, rows, cols, layout);
         Some(TernaryWeights {
             dtype,
             dims: t.dims().to_vec(),
@@ -224,29 +211,168 @@ impl TernaryWeights {
 
     /// The dense tensor: sign × scale in the original dtype.
     pub fn to_tensor(&self) -> Tensor {
-        // Dense memory order (see `detect`), encoded straight into the dtype's bytes.
-        let value = |i: usize| {
-            let (r, c) = match self.layout {
-                WeightLayout::RowsFirst => (i / self.cols, i % self.cols),
-                WeightLayout::ColsFirst => (i % self.rows, i / self.rows),
-            };
-            self.sign(r, c) as f64 * self.row_scale(r)
-        };
-        let n = self.rows * self.cols;
         let size = self.dtype.size();
-        let mut bytes = Vec::with_capacity(n * size);
-        for i in 0..n {
-            let v = value(i);
-            match self.dtype {
-                DType::F32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
-                DType::F64 => bytes.extend_from_slice(&v.to_le_bytes()),
-                DType::F16 => bytes.extend_from_slice(&half::f16::from_f64(v).to_le_bytes()),
-                DType::BF16 => bytes.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
-                _ => bytes.extend_from_slice(&(v as i64).to_le_bytes()[..size]),
-            }
-        }
+        let table = self.encoded_codes();
+        let mut bytes = vec![0u8; self.rows * self.cols * size];
+        for_each_element(self.rows, self.cols, self.layout, |i, r, k| {
+            let code = (self.signs[k / 4] >> ((k % 4) * 2)) & 3;
+            bytes[i * size..(i + 1) * size].copy_from_slice(&table[r][code as usize][..size]);
+        });
         Tensor::from_bytes(self.dtype, self.dims.clone(), bytes.into())
             .expect("sizes computed from dims")
+    }
+
+    /// Whether `t` is exactly (bit for bit) the dense tensor [`Self::to_tensor`] would build,
+    /// without building it: the verifier and the ternary pass ask this of every annotated
+    /// weight, some of them 16M elements large.
+    pub fn matches(&self, t: &Tensor) -> bool {
+        if t.dtype() != self.dtype || t.dims() != self.dims.as_slice() {
+            return false;
+        }
+        let size = self.dtype.size();
+        let (bytes, table) = (&t.bytes()[..], self.encoded_codes());
+        if bytes.len() != self.rows * self.cols * size {
+            return false;
+        }
+        match size {
+            1 => self.matches_n::<1>(bytes, &table),
+            2 => self.matches_n::<2>(bytes, &table),
+            4 => self.matches_n::<4>(bytes, &table),
+            _ => self.matches_n::<8>(bytes, &table),
+        }
+    }
+
+    fn matches_n<const N: usize>(&self, bytes: &[u8], table: &[[[u8; 8]; 4]]) -> bool {
+        let mut same = true;
+        for_each_element(self.rows, self.cols, self.layout, |i, r, k| {
+            let code = (self.signs[k / 4] >> ((k % 4) * 2)) & 3;
+            same &= element::<N>(bytes, i) == table[r][code as usize][..N];
+        });
+        same
+    }
+
+    /// Per view row, the little-endian bytes of the value each 2-bit code stands for (0, +s,
+    /// unused, −s) in the weight's dtype, so decoding is a table lookup per element.
+    fn encoded_codes(&self) -> Vec<[[u8; 8]; 4]> {
+        let encode = |v: f64| -> [u8; 8] {
+            let mut out = [0u8; 8];
+            match self.dtype {
+                DType::F32 => out[..4].copy_from_slice(&(v as f32).to_le_bytes()),
+                DType::F64 => out.copy_from_slice(&v.to_le_bytes()),
+                DType::F16 => out[..2].copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+                DType::BF16 => out[..2].copy_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+                _ => out.copy_from_slice(&(v as i64).to_le_bytes()),
+            }
+            out
+        };
+        let per_row = |s: f64| [encode(0.0), encode(s), encode(0.0), encode(-s)];
+        match &self.scale {
+            TernaryScale::PerTensor(s) => vec![per_row(*s); self.rows],
+            TernaryScale::PerRow(v) => v.iter().map(|&s| per_row(s)).collect(),
+        }
+    }
+}
+
+/// Element `i` of `N`-byte elements, as a fixed-size array (a plain load, no `memcmp` call).
+fn element<const N: usize>(bytes: &[u8], i: usize) -> [u8; N] {
+    bytes[i * N..(i + 1) * N]
+        .try_into()
+        .expect("slice of N bytes")
+}
+
+/// The 2-bit sign codes of `t` in view order ([row][col], 4 per byte).
+fn pack_signs(t: &Tensor, rows: usize, cols: usize, layout: WeightLayout) -> Vec<u8> {
+    let mut signs = vec![0u8; (rows * cols).div_ceil(4)];
+    let raw = &t.bytes()[..];
+    let dtype = t.dtype();
+    // Sign and zero-ness straight from the bits where elements are whole bytes of IEEE floats
+    // or two's-complement integers (NaN and infinities were refused before this point).
+    let kind = if matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+        Some(true)
+    } else if matches!(
+        dtype,
+        DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+    ) {
+        Some(false)
+    } else {
+        None
+    };
+    let signed = dtype.is_signed_int() || dtype.is_float();
+    let mut put = |k: usize, negative: bool| {
+        signs[k / 4] |= if negative { 0b11 } else { 0b01 } << ((k % 4) * 2);
+    };
+    fn walk<const N: usize>(
+        raw: &[u8],
+        (rows, cols, layout): (usize, usize, WeightLayout),
+        float: bool,
+        signed: bool,
+        put: &mut impl FnMut(usize, bool),
+    ) {
+        let top = 1u64 << (8 * N - 1);
+        for_each_element(rows, cols, layout, |i, _, k| {
+            let mut b = [0u8; 8];
+            b[..N].copy_from_slice(&element::<N>(raw, i));
+            let bits = u64::from_le_bytes(b);
+            let magnitude = if float { bits & !top } else { bits };
+            if magnitude != 0 {
+                put(k, signed && bits & top != 0);
+            }
+        });
+    }
+    let shape = (rows, cols, layout);
+    match (kind, dtype.size()) {
+        (Some(float), 1) => walk::<1>(raw, shape, float, signed, &mut put),
+        (Some(float), 2) => walk::<2>(raw, shape, float, signed, &mut put),
+        (Some(float), 4) => walk::<4>(raw, shape, float, signed, &mut put),
+        (Some(float), 8) => walk::<8>(raw, shape, float, signed, &mut put),
+        _ => for_each_element(rows, cols, layout, |i, _, k| {
+            let v = t.get_f64(i);
+            if v != 0.0 {
+                put(k, v < 0.0);
+            }
+        }),
+    }
+    signs
+}
+
+/// Calls `f(dense_index, view_row, view_index)` for every element of a `rows × cols` view of a weight
+/// stored in `layout` (view index `r·cols + c`). For a column-first weight the two orders are
+/// transposes of each other: walking either one in order would touch a new cache line at every
+/// step of the other (4096² weights: a second per pass), so the walk goes tile by tile, where
+/// both stay within a few dozen lines.
+fn for_each_element(
+    rows: usize,
+    cols: usize,
+    layout: WeightLayout,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    match layout {
+        WeightLayout::RowsFirst => {
+            for r in 0..rows {
+                for k in r * cols..(r + 1) * cols {
+                    f(k, r, k);
+                }
+            }
+        }
+        WeightLayout::ColsFirst => {
+            const TILE: usize = 64;
+            for c0 in (0..cols).step_by(TILE) {
+                for r0 in (0..rows).step_by(TILE) {
+                    for c in c0..(c0 + TILE).min(cols) {
+                        for r in r0..(r0 + TILE).min(rows) {
+                            f(c * rows + r, r, r * cols + c);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -300,5 +426,89 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    /// The raw-bits sign packing and the table-driven decode agree with plain f64 arithmetic for
+    /// every whole-byte dtype, both layouts and sizes that are not multiples of the tile; a
+    /// single changed element (or a -0.0) is seen by `matches`.
+    #[test]
+    fn tiled_packing_and_matching_agree_with_f64_per_element() {
+        let (rows, cols) = (70, 130);
+        let digit = |i: usize| ((i * 7919 + i / 3) % 3) as i64 - 1;
+        let scale = 3i64;
+        let make = |dtype: DType, f: &dyn Fn(usize) -> f64| -> Tensor {
+            let v: Vec<f64> = (0..rows * cols).map(f).collect();
+            match dtype {
+                DType::F32 => {
+                    Tensor::from_vec(vec![cols, rows], v.iter().map(|&x| x as f32).collect())
+                }
+                DType::F64 => Tensor::from_vec(vec![cols, rows], v),
+                DType::F16 => Tensor::from_vec(
+                    vec![cols, rows],
+                    v.iter().map(|&x| half::f16::from_f64(x)).collect(),
+                ),
+                DType::BF16 => Tensor::from_vec(
+                    vec![cols, rows],
+                    v.iter().map(|&x| half::bf16::from_f64(x)).collect(),
+                ),
+                DType::I8 => {
+                    Tensor::from_vec(vec![cols, rows], v.iter().map(|&x| x as i8).collect())
+                }
+                DType::I32 => {
+                    Tensor::from_vec(vec![cols, rows], v.iter().map(|&x| x as i32).collect())
+                }
+                DType::I64 => {
+                    Tensor::from_vec(vec![cols, rows], v.iter().map(|&x| x as i64).collect())
+                }
+                _ => unreachable!(),
+            }
+        };
+        for dtype in [
+            DType::F32,
+            DType::F64,
+            DType::F16,
+            DType::BF16,
+            DType::I8,
+            DType::I32,
+            DType::I64,
+        ] {
+            for layout in [WeightLayout::ColsFirst, WeightLayout::RowsFirst] {
+                let t = make(dtype, &|i| (digit(i) * scale) as f64);
+                let w = TernaryWeights::detect(&t, layout, 0).unwrap();
+                let view_of = |i: usize| match layout {
+                    WeightLayout::RowsFirst => (i / w.cols, i % w.cols),
+                    WeightLayout::ColsFirst => (i % w.rows, i / w.rows),
+                };
+                for i in 0..rows * cols {
+                    let (r, c) = view_of(i);
+                    assert_eq!(
+                        w.sign(r, c) as i64,
+                        digit(i),
+                        "{dtype} {layout:?} element {i}"
+                    );
+                }
+                assert_eq!(w.to_tensor(), t, "{dtype} {layout:?}");
+                assert!(w.matches(&t));
+                let changed = make(dtype, &|i| {
+                    if i == 4321 {
+                        0.0
+                    } else {
+                        (digit(i) * scale) as f64
+                    }
+                });
+                assert_eq!(w.matches(&changed), digit(4321) == 0, "{dtype} {layout:?}");
+                if dtype.is_float() {
+                    let negative_zero = make(dtype, &|i| {
+                        let d = digit(i);
+                        if d == 0 && i == 17 {
+                            -0.0
+                        } else {
+                            (d * scale) as f64
+                        }
+                    });
+                    assert_eq!(w.matches(&negative_zero), digit(17) != 0);
+                }
+            }
+        }
     }
 }

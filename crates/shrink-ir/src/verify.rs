@@ -160,7 +160,7 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     }
     for (c, t) in &g.ternary {
         match g.consts.get(c.0 as usize) {
-            Some(dense) if t.to_tensor() == **dense => {}
+            Some(dense) if t.matches(dense) => {}
             Some(_) => {
                 return Err(VerifyError {
                     node: None,

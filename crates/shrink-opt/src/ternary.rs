@@ -34,8 +34,8 @@ pub fn detect_ternary(g: &mut Graph, _ctx: &Ctx) -> Result<Stats, OptError> {
         let Some(w) = TernaryWeights::detect(&dense, ws.layout, 1) else {
             continue;
         };
-        let exact = w.to_tensor();
-        if exact != *dense {
+        if !w.matches(&dense) {
+            let exact = w.to_tensor();
             // Bytes differ either by round-off (near-ternary) or only by the sign of zeros
             // (-0.0 from Round/Clip of small negatives), which is not worth a counter.
             if !exact.try_for_each_f64(|i, v| v == dense.get_f64(i)) {

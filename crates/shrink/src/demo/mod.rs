@@ -132,6 +132,32 @@ pub fn ternary_mlp() -> DemoModel {
     }
 }
 
+/// One `n × n` ternary MatMul (`y = x·W`, x of shape [1, n], 40% zero weights, per-tensor scale
+/// 0.02): the large-layer case of the compile-time benches. Not shipped (a 4096² layer is a
+/// 64 MiB model); its expected output comes from a plain f64 loop.
+pub fn ternary_layer(n: usize) -> DemoModel {
+    let mut rng = Rng(0x4096_0000 | n as u64);
+    let w: Vec<f32> = (0..n * n).map(|_| rng.trit(40) * 0.02).collect();
+    let x: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|c| {
+            let acc: f64 = (0..n).map(|k| x[k] as f64 * w[k * n + c] as f64).sum();
+            acc as f32
+        })
+        .collect();
+    let mut m = ModelBuilder::new("ternary_layer", 21);
+    m.input("x", DType::F32, &[WDim::Fixed(1), WDim::Fixed(n)])
+        .output("y", DType::F32, &[WDim::Fixed(1), WDim::Fixed(n)])
+        .initializer("w", &Tensor::from_vec(vec![n, n], w))
+        .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
+    DemoModel {
+        name: "ternary_layer",
+        model: m.to_bytes(),
+        inputs: vec![("x".into(), Tensor::from_vec(vec![1, n], x))],
+        outputs: vec![("y".into(), Tensor::from_vec(vec![1, n], y))],
+    }
+}
+
 /// Every shipped model.
 pub fn all() -> Vec<DemoModel> {
     vec![ternary_mlp(), bitnet_block(), ternary_cnn()]
