@@ -11,6 +11,7 @@
 //! - `!case  # reason` lines are known exclusions, each with its reason.
 //!
 //! Every case in the suite must appear in the file, so a new case cannot be silently skipped.
+//! `SHRINK_STRATEGY=S` runs the JIT with kernel strategy S forced on every layer it applies to.
 //! `SHRINK_CASES=<regex>` restricts the run to matching cases (for development; then the
 //! completeness check is off) and prints every result. `SHRINK_BLESS=1` rewrites the allowlist
 //! from the results: passing cases are listed (keeping their tolerance lines), failing ones become
@@ -144,11 +145,20 @@ fn run_case_jit(dir: &Path, tol: Tolerance) -> Result<f64, String> {
     shrink::optimize(&mut g, &o).map_err(|e| format!("optimizer: {e}"))?;
     let options = shrink::codegen::CodegenOptions {
         value_guards: guards,
+        strategy: strategy_from_env(),
         ..Default::default()
     };
     let kernel = shrink::compile_jit_with(&g, &options).map_err(|e| e.to_string())?;
     let outs = kernel.run(&inputs).map_err(|e| e.to_string())?;
     compare_all(&outs, &data, tol)
+}
+
+/// `SHRINK_STRATEGY=stream|packed|dense|auto` forces a kernel strategy on every layer it
+/// applies to (default `auto`), to count the suite per strategy against the same allowlist.
+fn strategy_from_env() -> shrink::codegen::Strategy {
+    std::env::var("SHRINK_STRATEGY").map_or(shrink::codegen::Strategy::Auto, |s| {
+        s.parse().unwrap_or_else(|e| panic!("SHRINK_STRATEGY: {e}"))
+    })
 }
 
 /// Rewrites the engine's allowlist from a full run (see the module doc).
