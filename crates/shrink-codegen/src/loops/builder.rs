@@ -222,6 +222,25 @@ impl Builder {
         });
     }
 
+    /// A hand-scheduled piece (see [`super::ir::Native`]): `emit` writes Cranelift IR touching
+    /// only `bufs`; `fallback` builds the loop-language statements that compute the same thing
+    /// on an ISA without 128-bit SIMD.
+    pub fn native(
+        &mut self,
+        name: &'static str,
+        bufs: &[&TensorRef],
+        emit: impl Fn(&mut super::ir::NativeCx) + 'static,
+        fallback: impl FnOnce(&mut Builder),
+    ) {
+        let fallback = self.scoped(fallback);
+        self.push(Stmt::Native(super::ir::Native {
+            name,
+            bufs: bufs.iter().map(|t| t.buf).collect(),
+            emit: std::rc::Rc::new(emit),
+            fallback,
+        }));
+    }
+
     /// Returns status `code` from the kernel when `cond` holds.
     pub fn fail_if(&mut self, cond: Expr, code: i32) {
         self.if_(cond, |b| b.push(Stmt::Fail { code }));

@@ -197,6 +197,7 @@ fn count_sets(body: &[Stmt], counts: &mut [u32]) {
                 count_sets(otherwise, counts);
             }
             Stmt::Store { .. } | Stmt::Fail { .. } => {}
+            Stmt::Native(n) => count_sets(&n.fallback, counts),
         }
     }
 }
@@ -268,6 +269,15 @@ impl Emitter<'_, '_> {
                 let dead = self.fb.create_block();
                 self.fb.switch_to_block(dead);
             }
+            Stmt::Native(n) if self.simd => {
+                let mut cx = NativeCx {
+                    fb: &mut self.fb,
+                    bases: &self.bases,
+                    pointer: self.ptr,
+                };
+                (n.emit)(&mut cx);
+            }
+            Stmt::Native(n) => self.stmts(&n.fallback),
         }
     }
 

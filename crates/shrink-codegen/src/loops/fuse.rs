@@ -245,6 +245,8 @@ impl Inliner<'_> {
                     body: self.stmts(body),
                 },
                 Stmt::Fail { code } => Stmt::Fail { code: *code },
+                // Only elementwise kernels consume fused values, and they have no native parts.
+                Stmt::Native(n) => Stmt::Native(n.clone()),
             };
             out.extend(hoist);
             out.push(s);
@@ -349,7 +351,7 @@ fn read_before_write(body: &[Stmt], r: BufId, w: BufId) -> bool {
                     all_loads(s, l);
                 }
             }
-            Stmt::Fail { .. } => {}
+            Stmt::Fail { .. } | Stmt::Native(_) => {}
         }
     }
     fn loads_in(s: &Stmt, r: BufId) -> Vec<Expr> {

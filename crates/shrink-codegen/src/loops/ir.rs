@@ -250,6 +250,39 @@ pub enum Stmt {
     },
     /// Returns `code` (nonzero) from the kernel at once: the input data is invalid.
     Fail { code: i32 },
+    /// A hand-scheduled piece emitted straight to Cranelift IR (see [`Native`]).
+    Native(Native),
+}
+
+/// What a [`Native`] piece gets to emit itself: the function being built and the base address
+/// of every buffer of the kernel (by [`BufId`]).
+pub struct NativeCx<'a, 'f> {
+    pub fb: &'a mut cranelift_frontend::FunctionBuilder<'f>,
+    pub bases: &'a [cranelift_codegen::ir::Value],
+    pub pointer: cranelift_codegen::ir::Type,
+}
+
+/// A hand-scheduled kernel piece: code the loop language cannot express well (mixed-width
+/// SIMD, lane masks from packed bits), written directly as Cranelift IR against the static
+/// shapes of the buffers it names. It owns its memory safety: every access it emits must be
+/// inside the buffers by construction (the guard-page tests run it). On an ISA without 128-bit
+/// SIMD the emitter runs `fallback`, plain loop-language statements computing the same thing.
+#[derive(Clone)]
+pub struct Native {
+    pub name: &'static str,
+    /// Every buffer `emit` reads or writes.
+    pub bufs: Vec<BufId>,
+    pub emit: std::rc::Rc<dyn Fn(&mut NativeCx)>,
+    pub fallback: Vec<Stmt>,
+}
+
+impl std::fmt::Debug for Native {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Native")
+            .field("name", &self.name)
+            .field("bufs", &self.bufs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Status codes a generated `run` returns. 0 is success; the rest say why the data was refused.
@@ -333,6 +366,10 @@ impl Kernel {
                         stmts(otherwise, used);
                     }
                     Stmt::Fail { .. } => {}
+                    Stmt::Native(n) => {
+                        used.extend(n.bufs.iter().copied());
+                        stmts(&n.fallback, used);
+                    }
                 }
             }
         }

@@ -7,8 +7,11 @@
 //! interpreter's result up to the rounding of a reordered f64 sum.
 use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
+
+mod packed;
 use crate::Strategy;
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
+use packed::packed;
 use shrink_ir::op::{Fused, Linear, Op, Unary};
 use shrink_ir::{TernaryScale, TernaryWeights, WeightLayout};
 
@@ -307,50 +310,4 @@ fn stream_across_batch(b: &mut Builder, l: &Layer, batch: usize) {
 
 fn row_nonzeros(w: &TernaryWeights, r: usize) -> usize {
     (0..w.cols).filter(|&c| w.sign(r, c) != 0).count()
-}
-
-/// `packed`: the 2-bit signs in read-only data (`0b01` = +1, `0b11` = −1, `0b00` = 0, in
-/// [row][col] order), decoded per weight in a loop.
-fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
-    let w = l.w;
-    b.note_strategy("packed");
-    let signs = b.table(shrink_ir::DType::U8, &[w.signs.len()], w.signs.clone());
-    let scales = match &w.scale {
-        TernaryScale::PerRow(v) => Some(b.table(
-            shrink_ir::DType::F64,
-            &[v.len()],
-            v.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        )),
-        TernaryScale::PerTensor(_) => None,
-    };
-    let batch = l.x.numel() / w.cols.max(1);
-    let (rows, cols) = (w.rows, w.cols as i64);
-    b.for_(batch, |b, n| {
-        b.for_(rows, |b, r| {
-            let acc = b.mutable(Expr::f64(0.0));
-            let row_base = b.let_(r.clone().mul_k(cols));
-            b.for_(w.cols, |b, c| {
-                let i = b.let_(row_base.clone().add(c.clone()));
-                let byte = b.load_raw(&signs, i.clone().shr(Expr::idx(2)));
-                let shift = i.and(Expr::idx(3)).mul_k(2).cast(Ty::U8);
-                let code = b.let_(byte.shr(shift).and(Expr::int(Ty::U8, 3)));
-                let xv = b.load(l.x, n.clone().mul_k(cols).add(c));
-                let xv = b.let_(xv.cast(Ty::F64));
-                let term = Expr::select(
-                    code.clone().eq(Expr::int(Ty::U8, 1)),
-                    xv.clone(),
-                    Expr::select(code.eq(Expr::int(Ty::U8, 3)), xv.neg(), Expr::f64(0.0)),
-                );
-                let next = b.get(acc).add(term);
-                b.set(acc, next);
-            });
-            let sum = b.get(acc);
-            let s = match &scales {
-                Some(t) => b.load_raw(t, r.clone()),
-                None => scale(w, 0),
-            };
-            finish_row(b, l, &n, r, sum, s, true);
-        });
-    });
-    Ok(())
 }
