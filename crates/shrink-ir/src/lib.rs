@@ -7,7 +7,7 @@
 //! invariants (run after every pass in tests and debug builds), and [`text`] prints and parses the
 //! `.sir` text form used by golden tests. [`plan`] assigns intermediates their scratch offsets and
 //! checks a plan; [`prepare()`] builds the lowering input (verified graph and plan, the static dims
-//! of every value).
+//! of every value). [`rules`] holds the op rules the interpreter and the code generator share.
 pub mod dtype;
 pub mod graph;
 pub mod narrow;
@@ -15,6 +15,7 @@ pub mod op;
 pub mod plan;
 pub mod prepare;
 pub mod rng;
+pub mod rules;
 pub mod shape;
 pub mod tensor;
 pub mod ternary;

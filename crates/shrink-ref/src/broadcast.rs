@@ -2,25 +2,10 @@
 //! normalization — all with checked arithmetic so bad shapes become errors, not panics.
 use crate::EvalError;
 
-/// The broadcast of several shapes (numpy rules), or an error naming the two that clash.
+/// The broadcast of several shapes (numpy rules; the shared rule
+/// [`shrink_ir::rules::broadcast_dims`]).
 pub fn broadcast_shapes(shapes: &[&[usize]]) -> Result<Vec<usize>, EvalError> {
-    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
-    let mut out = vec![1usize; rank];
-    for s in shapes {
-        let off = rank - s.len();
-        for (i, &d) in s.iter().enumerate() {
-            let o = &mut out[off + i];
-            if *o == 1 {
-                *o = d;
-            } else if d != 1 && d != *o {
-                return Err(EvalError::invalid(format!(
-                    "shapes {:?} cannot broadcast",
-                    shapes
-                )));
-            }
-        }
-    }
-    Ok(out)
+    Ok(shrink_ir::rules::broadcast_dims(shapes)?)
 }
 
 /// Row-major strides of `dims`.
@@ -67,17 +52,8 @@ pub fn broadcast_indices(in_dims: &[usize], out_dims: &[usize]) -> Vec<usize> {
     out
 }
 
-/// Normalizes a possibly negative axis against `rank` (valid range `-rank..rank`).
+/// Normalizes a possibly negative axis against `rank` (valid range `-rank..rank`; the shared rule
+/// [`shrink_ir::rules::norm_axis`]).
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, EvalError> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        return Err(EvalError::invalid(format!(
-            "axis {axis} is out of range for rank {rank}"
-        )));
-    }
-    Ok(if axis < 0 {
-        (axis + r) as usize
-    } else {
-        axis as usize
-    })
+    Ok(shrink_ir::rules::norm_axis(axis, rank)?)
 }

@@ -30,6 +30,17 @@ pub enum EvalError {
     TooLarge(String),
 }
 
+/// A shared op rule's refusal keeps its kind: invalid inputs stay invalid, unimplemented
+/// combinations stay unsupported.
+impl From<shrink_ir::rules::RuleError> for EvalError {
+    fn from(e: shrink_ir::rules::RuleError) -> EvalError {
+        match e {
+            shrink_ir::rules::RuleError::Invalid(m) => EvalError::Invalid(m),
+            shrink_ir::rules::RuleError::Unsupported(m) => EvalError::Unsupported(m),
+        }
+    }
+}
+
 impl EvalError {
     pub fn invalid(msg: impl Into<String>) -> EvalError {
         EvalError::Invalid(msg.into())

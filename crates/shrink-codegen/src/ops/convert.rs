@@ -16,6 +16,7 @@ use crate::loops::{Builder, Expr, TensorRef, Ty, status};
 use shrink_ir::DType;
 use shrink_ir::op::{Convert, RoundMode};
 use shrink_ir::rng::Mt19937;
+use shrink_ir::rules::convert::check_cast_output;
 
 pub fn lower(b: &mut Builder, op: &Convert, cx: &NodeCtx) -> LowerResult {
     match op {
@@ -25,9 +26,7 @@ pub fn lower(b: &mut Builder, op: &Convert, cx: &NodeCtx) -> LowerResult {
             round_mode,
         } => {
             let (x, y) = (cx.input(0), cx.output(0));
-            if y.dtype != *to {
-                return Err(format!("Cast to {to} but the output is {}", y.dtype));
-            }
+            check_cast_output(*to, y.dtype)?;
             cast(b, x, y, *saturate, *round_mode);
             Ok(())
         }

@@ -14,7 +14,7 @@ use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 use crate::loops::convert::{decode, encode};
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
-use matmul::{Dot, Operand, ParamIndex, Plan, fits, matmul_loops};
+use matmul::{Dot, Operand, ParamIndex, Plan, PlanIndex, fits, matmul_loops};
 use shrink_ir::DType;
 use shrink_ir::op::{Fused, Linear, Unary};
 

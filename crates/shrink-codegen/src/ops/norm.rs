@@ -13,6 +13,11 @@ use crate::loops::math;
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear, strides_of};
 use shrink_ir::DType;
 use shrink_ir::op::Norm;
+use shrink_ir::rules::norm::{
+    check_channel_param, check_float, check_param_broadcast, check_stash_type, softmax_groups,
+    split_nc,
+};
+use shrink_ir::rules::norm_axis;
 
 pub fn lower(b: &mut Builder, op: &Norm, cx: &NodeCtx) -> LowerResult {
     let x = float(cx.input(0), "X")?;
@@ -53,12 +58,8 @@ pub fn lower(b: &mut Builder, op: &Norm, cx: &NodeCtx) -> LowerResult {
 
 /// `t` if its dtype is one the interpreter normalizes (f16, bf16, f32, f64).
 pub(super) fn float<'a>(t: &'a TensorRef, what: &str) -> Result<&'a TensorRef, String> {
-    match t.dtype {
-        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(t),
-        d => Err(format!(
-            "{what} has dtype {d}; only float types are supported"
-        )),
-    }
+    check_float(t.dtype, what)?;
+    Ok(t)
 }
 
 /// Element `i` of `t` widened to f64.
@@ -77,32 +78,6 @@ fn f64k(v: f64) -> Expr {
     Expr::f64(v)
 }
 
-fn check_stash_type(stash_type: i64) -> LowerResult {
-    match stash_type {
-        1 | 10 | 11 | 16 => Ok(()),
-        s => Err(format!("stash_type {s} is not a float dtype code")),
-    }
-}
-
-/// `axis` in `-rank..rank` as a dimension index.
-pub(super) fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        return Err(format!("axis {axis} is out of range for rank {rank}"));
-    }
-    Ok(if axis < 0 { axis + r } else { axis } as usize)
-}
-
-/// Splits an [N, C, spatial...] shape into (N, C, spatial size).
-fn split_nc(dims: &[usize], op: &str) -> Result<(usize, usize, usize), String> {
-    match dims {
-        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-        _ => Err(format!(
-            "{op} needs an input of rank >= 2, got shape {dims:?}"
-        )),
-    }
-}
-
 /// Input `i` as a per-channel parameter: exactly `c` float values.
 fn channel_param<'a>(
     cx: &'a NodeCtx,
@@ -111,9 +86,7 @@ fn channel_param<'a>(
     what: &str,
 ) -> Result<&'a TensorRef, String> {
     let t = float(cx.input(i), what)?;
-    if t.rank() > 1 || t.numel() != c {
-        return Err(format!("{what} has shape {:?}; expected [{c}]", t.dims));
-    }
+    check_channel_param(&t.dims, c, what)?;
     Ok(t)
 }
 
@@ -248,19 +221,7 @@ fn instance_norm(b: &mut Builder, cx: &NodeCtx, x: &TensorRef, eps: f64) -> Lowe
 
 /// `t` (Scale or B) read broadcast (unidirectionally) to `dims`: its strides over `dims`.
 fn param_strides(t: &TensorRef, dims: &[usize], what: &str) -> Result<Vec<usize>, String> {
-    let lead = dims.len().checked_sub(t.rank());
-    let fits = lead.is_some_and(|lead| {
-        t.dims
-            .iter()
-            .enumerate()
-            .all(|(d, &n)| n == 1 || n == dims[lead + d])
-    });
-    if !fits {
-        return Err(format!(
-            "{what} of shape {:?} does not broadcast to {dims:?}",
-            t.dims
-        ));
-    }
+    check_param_broadcast(&t.dims, dims, what)?;
     Ok(broadcast_strides(&t.dims, dims))
 }
 
@@ -345,25 +306,8 @@ fn softmax(
     coerce_2d: bool,
     log: bool,
 ) -> LowerResult {
-    let dims = &x.dims;
-    let axis = if coerce_2d && axis == dims.len() as i64 {
-        dims.len()
-    } else {
-        norm_axis(axis, dims.len())?
-    };
-    let (outer, n, inner): (usize, usize, usize) = if coerce_2d {
-        (
-            dims[..axis].iter().product(),
-            dims[axis..].iter().product(),
-            1,
-        )
-    } else {
-        (
-            dims[..axis].iter().product(),
-            dims[axis],
-            dims[axis + 1..].iter().product(),
-        )
-    };
+    // The group (o, i) has its members k at (o * n + k) * inner + i.
+    let (outer, n, inner) = softmax_groups(&x.dims, axis, coerce_2d)?;
     let y = cx.output(0);
     // Softmax keeps exp(x - max) in Y between the sum and the division when Y holds it at
     // least as f32 (one exp per element instead of two; the intermediate f32 rounding is ~1 ulp).

@@ -26,11 +26,7 @@ pub fn lower(b: &mut Builder, op: &Pool, cx: &NodeCtx) -> LowerResult {
     }
     match op {
         Pool::MaxPool { storage_order, .. } => {
-            let col_major = match storage_order {
-                0 => false,
-                1 => true,
-                s => return Err(format!("storage_order {s} must be 0 or 1")),
-            };
+            let col_major = shrink_ir::rules::pool::column_major(*storage_order)?;
             max_pool(b, cx, &win, cx.outputs.len() > 1, col_major)
         }
         Pool::GlobalMaxPool => max_pool(b, cx, &win, false, false),

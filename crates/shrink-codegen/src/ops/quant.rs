@@ -6,13 +6,16 @@
 //! half to even, adds the zero point and saturates (NaN gives the lowest value), or for float
 //! targets adds the zero point in f64 and applies the Cast rules; dequantize subtracts exactly and
 //! multiplies in f32 (f64 for an f64 output). Element conversions are
-//! [`super::convert::cast_value`]'s, so they round exactly as Cast does.
+//! [`super::convert::cast_value`]'s, so they round exactly as Cast does. Which dtypes are
+//! accepted, the parameter checks and the granularity are the rules both engines share
+//! ([`shrink_ir::rules::quant`]).
 use super::convert::{cast_value, normalize};
 use super::{LowerResult, NodeCtx};
 use crate::loops::convert::{decode, encode};
 use crate::loops::{Builder, Expr, TensorRef, Ty};
 use shrink_ir::DType;
 use shrink_ir::op::{Quant, RoundMode};
+use shrink_ir::rules::quant::{self, Granularity, Param, QuantTarget, QuantizePlan};
 
 pub fn lower(b: &mut Builder, op: &Quant, cx: &NodeCtx) -> LowerResult {
     match op {
@@ -23,12 +26,7 @@ pub fn lower(b: &mut Builder, op: &Quant, cx: &NodeCtx) -> LowerResult {
             saturate,
             precision,
         } => {
-            let to = cx.output(0).dtype;
-            if output_dtype.is_some_and(|d| d != to) {
-                return Err(format!(
-                    "output_dtype {output_dtype:?} but the output is {to}"
-                ));
-            }
+            quant::check_output_dtype(*output_dtype, cx.output(0).dtype)?;
             quantize(b, cx, *axis, *block_size, *saturate, *precision)
         }
         Quant::DequantizeLinear {
@@ -36,144 +34,47 @@ pub fn lower(b: &mut Builder, op: &Quant, cx: &NodeCtx) -> LowerResult {
             block_size,
             output_dtype,
         } => {
-            let to = cx.output(0).dtype;
-            if output_dtype.is_some_and(|d| d != to) {
-                return Err(format!(
-                    "output_dtype {output_dtype:?} but the output is {to}"
-                ));
-            }
+            quant::check_output_dtype(*output_dtype, cx.output(0).dtype)?;
             dequantize(b, cx, *axis, *block_size)
         }
         Quant::DynamicQuantizeLinear => dynamic_quantize(b, cx),
     }
 }
 
-/// Where each element of the input finds its scale and zero point, as the interpreter's
-/// `Granularity`: the input is walked as `[outer, len, inner]` with `len` along the axis.
-enum Granularity {
-    PerTensor,
-    PerAxis {
-        outer: usize,
-        len: usize,
-        inner: usize,
-    },
-    Blocked {
-        outer: usize,
-        len: usize,
-        inner: usize,
-        blocks: usize,
-        block: usize,
-    },
-}
-
-impl Granularity {
-    fn new(x: &[usize], scale: &[usize], axis: i64, block_size: i64) -> Result<Self, String> {
-        if scale.iter().product::<usize>() == 1 {
-            return Ok(Granularity::PerTensor);
-        }
-        let r = x.len() as i64;
-        if axis < -r || axis >= r {
-            return Err(format!("axis {axis} is out of range for rank {r}"));
-        }
-        let a = if axis < 0 { axis + r } else { axis } as usize;
-        let (outer, len, inner) = (x[..a].iter().product(), x[a], x[a + 1..].iter().product());
-        if block_size < 0 {
-            return Err(format!("block_size {block_size} is negative"));
-        }
-        if block_size == 0 {
-            if scale != [len] {
-                return Err(format!(
-                    "per-axis scale of shape {scale:?} for an input of shape {x:?} on axis {a}"
-                ));
-            }
-            return Ok(Granularity::PerAxis { outer, len, inner });
-        }
-        let block = block_size as usize;
-        let blocks = len.div_ceil(block);
-        let ok = scale.len() == x.len()
-            && scale
-                .iter()
-                .zip(x)
-                .enumerate()
-                .all(|(i, (&s, &d))| if i == a { s == blocks } else { s == d });
-        if !ok {
-            return Err(format!(
-                "blocked scale of shape {scale:?} for an input of shape {x:?} (axis {a}, block_size {block})"
-            ));
-        }
-        Ok(Granularity::Blocked {
+/// Calls `f(b, i, j)` for every element `i` of an input of `n` elements, with `j` the index of
+/// its scale under `g`.
+fn walk(g: &Granularity, b: &mut Builder, n: usize, f: impl FnOnce(&mut Builder, Expr, Expr)) {
+    match *g {
+        Granularity::PerTensor => b.for_(n, |b, i| f(b, i, Expr::idx(0))),
+        Granularity::PerAxis { outer, len, inner } => b.nest(&[outer, len, inner], |b, ix| {
+            let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
+            let i = o
+                .mul_k((len * inner) as i64)
+                .add(a.clone().mul_k(inner as i64));
+            f(b, i.add(k), a)
+        }),
+        Granularity::Blocked {
             outer,
             len,
             inner,
             blocks,
             block,
-        })
-    }
-
-    /// Calls `f(b, i, j)` for every input element `i` with `j` the index of its scale.
-    fn walk(&self, b: &mut Builder, n: usize, f: impl FnOnce(&mut Builder, Expr, Expr)) {
-        match *self {
-            Granularity::PerTensor => b.for_(n, |b, i| f(b, i, Expr::idx(0))),
-            Granularity::PerAxis { outer, len, inner } => b.nest(&[outer, len, inner], |b, ix| {
-                let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
-                let i = o
-                    .mul_k((len * inner) as i64)
-                    .add(a.clone().mul_k(inner as i64));
-                f(b, i.add(k), a)
-            }),
-            Granularity::Blocked {
-                outer,
-                len,
-                inner,
-                blocks,
-                block,
-            } => b.nest(&[outer, len, inner], |b, ix| {
-                let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
-                let i = o.clone().mul_k((len * inner) as i64);
-                let i = i.add(a.clone().mul_k(inner as i64)).add(k.clone());
-                let blk = a.div(Expr::idx(block as i64));
-                let j = o.mul_k(blocks as i64).add(blk).mul_k(inner as i64).add(k);
-                f(b, i, j)
-            }),
-        }
+        } => b.nest(&[outer, len, inner], |b, ix| {
+            let (o, a, k) = (ix[0].clone(), ix[1].clone(), ix[2].clone());
+            let i = o.clone().mul_k((len * inner) as i64);
+            let i = i.add(a.clone().mul_k(inner as i64)).add(k.clone());
+            let blk = a.div(Expr::idx(block as i64));
+            let j = o.mul_k(blocks as i64).add(blk).mul_k(inner as i64).add(k);
+            f(b, i, j)
+        }),
     }
 }
 
-/// Scale and optional zero point (inputs 1 and 2), checked against each other and the input.
-fn params<'a>(
-    cx: &'a NodeCtx,
-    axis: i64,
-    block_size: i64,
-) -> Result<(&'a TensorRef, Option<&'a TensorRef>, Granularity), String> {
-    let (x, scale, zp) = (cx.input(0), cx.input(1), cx.opt_input(2));
-    if let Some(z) = zp
-        && z.numel() != scale.numel()
-    {
-        return Err(format!(
-            "zero point of shape {:?} but scale of shape {:?}",
-            z.dims, scale.dims
-        ));
+fn param(t: &TensorRef) -> Param<'_> {
+    Param {
+        dtype: t.dtype,
+        dims: &t.dims,
     }
-    if scale.numel() == 0 && x.numel() != 0 {
-        return Err("the scale is empty".into());
-    }
-    let g = Granularity::new(&x.dims, &scale.dims, axis, block_size)?;
-    Ok((scale, zp, g))
-}
-
-/// The range of an integer quantization target.
-fn int_range(d: DType) -> Option<(f64, f64)> {
-    Some(match d {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::U4 => (0.0, 15.0),
-        DType::I4 => (-8.0, 7.0),
-        DType::U2 => (0.0, 3.0),
-        DType::I2 => (-2.0, 1.0),
-        _ => return None,
-    })
 }
 
 /// `v` (compute value of dtype `from`) rounded to the float dtype `p`, as a value of `p`'s
@@ -196,30 +97,22 @@ fn quantize(
 ) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
     let to = y.dtype;
-    if !matches!(x.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::I32) {
-        return Err(format!("QuantizeLinear of a {} input", x.dtype));
-    }
-    let (scale, zp, g) = params(cx, axis, block_size)?;
-    if let Some(z) = zp
-        && z.dtype != to
-    {
-        return Err(format!("zero point is {} but the output is {to}", z.dtype));
-    }
-    let range = int_range(to);
-    let float_target = matches!(
+    let (scale, zp) = (cx.input(1), cx.opt_input(2));
+    let QuantizePlan {
+        granularity: g,
+        target,
+        precision: p,
+    } = quant::quantize_plan(
+        x.dtype,
+        &x.dims,
+        param(scale),
+        zp.map(param),
         to,
-        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1
-    );
-    if range.is_none() && !float_target {
-        return Err(format!("QuantizeLinear to {to}"));
-    }
-    // An integer precision means numpy's true division (f64); e8m0 scales are powers of two.
-    let p = match precision.unwrap_or(scale.dtype) {
-        d @ (DType::F16 | DType::BF16 | DType::F32 | DType::F64) => d,
-        d if d.is_narrow_float() => DType::F32,
-        _ => DType::F64,
-    };
-    g.walk(b, x.numel(), |b, i, j| {
+        axis,
+        block_size,
+        precision,
+    )?;
+    walk(&g, b, x.numel(), |b, i, j| {
         let xv = b.load(x, i.clone());
         let xv = round_to(b, x.dtype, xv, p);
         let s = b.load(scale, j.clone());
@@ -238,8 +131,8 @@ fn quantize(
             let v = b.load(z, j.clone());
             normalize(z.dtype, v)
         });
-        match range {
-            Some((lo, hi)) => {
+        match target {
+            QuantTarget::Int { lo, hi } => {
                 let ty = q.ty;
                 let z = z.map_or(Expr::lit(ty, 0.0), |z| z.cast(ty));
                 // The sum is exact while it can still land in range (|q| < 2^24 in f32).
@@ -249,7 +142,7 @@ fn quantize(
                 let r = Expr::select(v.clone().ne(v), lo, clamped);
                 b.store_raw(y, i, r.cast(Ty::storage(to).expect("integer dtype")));
             }
-            None => {
+            QuantTarget::Float => {
                 let z = z.map_or(Expr::f64(0.0), |z| z.cast(Ty::F64));
                 let v = q.cast(Ty::F64).add(z);
                 let r = cast_value(b, DType::F64, v, to, saturate, RoundMode::Up);
@@ -263,37 +156,18 @@ fn quantize(
 fn dequantize(b: &mut Builder, cx: &NodeCtx, axis: i64, block_size: i64) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
     let (xt, to) = (x.dtype, y.dtype);
-    let ok_input = matches!(
+    let (scale, zp) = (cx.input(1), cx.opt_input(2));
+    let g = quant::dequantize_plan(
         xt,
-        DType::I8
-            | DType::U8
-            | DType::I16
-            | DType::U16
-            | DType::I32
-            | DType::I4
-            | DType::U4
-            | DType::I2
-            | DType::U2
-            | DType::F8E4M3FN
-            | DType::F8E4M3FNUZ
-            | DType::F8E5M2
-            | DType::F8E5M2FNUZ
-            | DType::F4E2M1
-    );
-    if !ok_input {
-        return Err(format!("DequantizeLinear of a {xt} input"));
-    }
-    if !matches!(to, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-        return Err(format!("DequantizeLinear to {to}"));
-    }
-    let (scale, zp, g) = params(cx, axis, block_size)?;
-    if let Some(z) = zp
-        && z.dtype != xt
-    {
-        return Err(format!("zero point is {} but the input is {xt}", z.dtype));
-    }
+        &x.dims,
+        &scale.dims,
+        zp.map(param),
+        to,
+        axis,
+        block_size,
+    )?;
     let ty = if to == DType::F64 { Ty::F64 } else { Ty::F32 };
-    g.walk(b, x.numel(), |b, i, j| {
+    walk(&g, b, x.numel(), |b, i, j| {
         let v = b.load(x, i.clone());
         let v = normalize(xt, v);
         let z = zp.map(|z| {
@@ -321,16 +195,8 @@ fn dequantize(b: &mut Builder, cx: &NodeCtx, axis: i64, block_size: i64) -> Lowe
 /// y = saturate(round(x / scale) + zero point) with NaN giving 0.
 fn dynamic_quantize(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     let x = cx.input(0);
-    if x.dtype != DType::F32 {
-        return Err(format!("DynamicQuantizeLinear of a {} input", x.dtype));
-    }
-    for (k, want) in [DType::U8, DType::F32, DType::U8].into_iter().enumerate() {
-        if let Some(t) = cx.outputs.get(k)
-            && t.dtype != want
-        {
-            return Err(format!("output {k} is {} but must be {want}", t.dtype));
-        }
-    }
+    let declared: Vec<DType> = cx.outputs.iter().map(|t| t.dtype).collect();
+    quant::check_dynamic_quantize(x.dtype, &declared)?;
     let f = Expr::f32;
     // Min and max propagate NaN, which is what the interpreter's NaN rule gives.
     let lo = b.mutable(f(0.0));

@@ -12,16 +12,9 @@ use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, linear, status, strides_of};
 use shrink_ir::DType;
 use shrink_ir::op::Reduce;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Sum,
-    Mean,
-    Max,
-    Min,
-    SumSquare,
-    L2,
-}
+use shrink_ir::rules::reduce::{
+    ReduceKind, arg_axis, check_output_dtype, reduced_axes, reduced_dims,
+};
 
 pub fn lower(b: &mut Builder, op: &Reduce, cx: &NodeCtx) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
@@ -36,20 +29,10 @@ pub fn lower(b: &mut Builder, op: &Reduce, cx: &NodeCtx) -> LowerResult {
             keepdims,
             select_last_index,
         } => return arg_extreme(b, x, y, *axis, *keepdims, *select_last_index, false),
-        Reduce::ReduceSum { .. } => Kind::Sum,
-        Reduce::ReduceMean { .. } => Kind::Mean,
-        Reduce::ReduceMax { .. } => Kind::Max,
-        Reduce::ReduceMin { .. } => Kind::Min,
-        Reduce::ReduceSumSquare { .. } => Kind::SumSquare,
-        Reduce::ReduceL2 { .. } => Kind::L2,
+        _ => ReduceKind::of(op).ok_or("not an axes reduction")?,
     };
     let (keepdims, noop) = op.axes_flags().expect("axes reductions have flags");
-    if x.dtype != y.dtype {
-        return Err(format!(
-            "output declared {} but the input is {}",
-            y.dtype, x.dtype
-        ));
-    }
+    check_output_dtype(x.dtype, y.dtype)?;
     match cx.opt_input(1) {
         Some(axes) if cx.const_input(1).is_none() && axes.numel() > 0 => {
             runtime_axes(b, x, y, axes, keepdims, |b, reduced| {
@@ -57,7 +40,7 @@ pub fn lower(b: &mut Builder, op: &Reduce, cx: &NodeCtx) -> LowerResult {
             })
         }
         _ => {
-            let reduced = reduced_axes(cx, x.rank(), noop)?;
+            let reduced = const_reduced_axes(cx, x.rank(), noop)?;
             check_out_dims(x, y, &reduced, keepdims)?;
             reduce(b, x, y, kind, &reduced)
         }
@@ -144,7 +127,7 @@ fn runtime_axes(
 
 /// Which axes are reduced: those of constant input 1; empty or absent means all of them, unless
 /// `noop_with_empty_axes` — then none.
-fn reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, String> {
+fn const_reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, String> {
     let axes = match cx.opt_input(1) {
         // An empty axes tensor needs no value, constant or not.
         None => vec![],
@@ -159,35 +142,11 @@ fn reduced_axes(cx: &NodeCtx, rank: usize, noop: bool) -> Result<Vec<bool>, Stri
             t.to_i64_vec()
         }
     };
-    if axes.is_empty() {
-        return Ok(vec![!noop; rank]);
-    }
-    let mut reduced = vec![false; rank];
-    for a in axes {
-        let r = rank as i64;
-        if a < -r || a >= r {
-            return Err(format!("axis {a} is out of range for rank {rank}"));
-        }
-        let a = if a < 0 { a + r } else { a } as usize;
-        if reduced[a] {
-            return Err(format!("axis {a} appears twice in the reduction axes"));
-        }
-        reduced[a] = true;
-    }
-    Ok(reduced)
+    Ok(reduced_axes(rank, &axes, noop)?)
 }
 
 fn check_out_dims(x: &TensorRef, y: &TensorRef, reduced: &[bool], keepdims: bool) -> LowerResult {
-    let dims: Vec<usize> = x
-        .dims
-        .iter()
-        .zip(reduced)
-        .filter_map(|(&d, &r)| match (r, keepdims) {
-            (false, _) => Some(d),
-            (true, true) => Some(1),
-            (true, false) => None,
-        })
-        .collect();
+    let dims = reduced_dims(&x.dims, reduced, keepdims);
     if y.dims != dims {
         return Err(format!(
             "output dims {:?} differ from the computed {dims:?}",
@@ -247,7 +206,7 @@ fn reduce(
     b: &mut Builder,
     x: &TensorRef,
     y: &TensorRef,
-    kind: Kind,
+    kind: ReduceKind,
     reduced: &[bool],
 ) -> LowerResult {
     let ct = x.compute_ty();
@@ -270,8 +229,8 @@ fn reduce(
             | DType::I64
             | DType::U64
     );
-    let is_max = kind == Kind::Max;
-    if x.dtype == DType::Bool && matches!(kind, Kind::Max | Kind::Min) {
+    let is_max = kind == ReduceKind::Max;
+    if x.dtype == DType::Bool && matches!(kind, ReduceKind::Max | ReduceKind::Min) {
         // false < true: Max is any, Min is all.
         fold(
             b,
@@ -294,7 +253,7 @@ fn reduce(
         return Err(format!("{kind:?} reduction of {} tensors", x.dtype));
     }
     match kind {
-        Kind::Max | Kind::Min => {
+        ReduceKind::Max | ReduceKind::Min => {
             let init = if ct.is_float() {
                 Expr::lit(
                     ct,
@@ -337,7 +296,7 @@ fn reduce(
             );
         }
         _ if ct.is_float() => {
-            let square = matches!(kind, Kind::SumSquare | Kind::L2);
+            let square = matches!(kind, ReduceKind::SumSquare | ReduceKind::L2);
             fold(
                 b,
                 x,
@@ -352,15 +311,15 @@ fn reduce(
                 |_, a| {
                     let s = a[0].clone();
                     match kind {
-                        Kind::Mean => s.div(Expr::f64(count as f64)),
-                        Kind::L2 => s.sqrt(),
+                        ReduceKind::Mean => s.div(Expr::f64(count as f64)),
+                        ReduceKind::L2 => s.sqrt(),
                         _ => s,
                     }
                     .cast(ct)
                 },
             );
         }
-        Kind::Sum | Kind::SumSquare | Kind::L2 => {
+        ReduceKind::Sum | ReduceKind::SumSquare | ReduceKind::L2 => {
             fold(
                 b,
                 x,
@@ -368,7 +327,7 @@ fn reduce(
                 y,
                 &[Expr::int(ct, 0)],
                 |_, a, v, _| {
-                    let t = if kind == Kind::Sum {
+                    let t = if kind == ReduceKind::Sum {
                         v
                     } else {
                         v.clone().mul(v)
@@ -377,7 +336,7 @@ fn reduce(
                 },
                 |_, a| {
                     let s = a[0].clone();
-                    if kind == Kind::L2 {
+                    if kind == ReduceKind::L2 {
                         // The wrapped integer sum of squares, its root truncated back (as the
                         // spec's reference and the interpreter do).
                         s.cast(Ty::F64).sqrt().cast(ct)
@@ -387,7 +346,7 @@ fn reduce(
                 },
             );
         }
-        Kind::Mean => {
+        ReduceKind::Mean => {
             if count == 0 {
                 // The interpreter refuses an integer mean of nothing; shapes are static, so the
                 // kernel always refuses.
@@ -498,17 +457,7 @@ fn arg_extreme(
     last: bool,
     is_max: bool,
 ) -> LowerResult {
-    if y.dtype != DType::I64 {
-        return Err(format!(
-            "output declared {} but ArgMax/ArgMin produce int64",
-            y.dtype
-        ));
-    }
-    let r = x.rank() as i64;
-    if axis < -r || axis >= r {
-        return Err(format!("axis {axis} is out of range for rank {r}"));
-    }
-    let a = if axis < 0 { axis + r } else { axis } as usize;
+    let a = arg_axis(x.rank(), axis, y.dtype)?;
     let reduced: Vec<bool> = (0..x.rank()).map(|d| d == a).collect();
     check_out_dims(x, y, &reduced, keepdims)?;
     if x.dtype == DType::Bool || Ty::compute(x.dtype).is_none() || x.dtype.is_narrow_float() {

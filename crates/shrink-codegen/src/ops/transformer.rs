@@ -1,10 +1,12 @@
 //! The `Transformer` family as loop nests: RotaryEmbedding (opset 23) and SwiGLU (opset 28).
 //! Both compute in f64 and round once to the output dtype, like the interpreter
-//! (`shrink-ref/src/ops/transformer.rs`).
+//! (`shrink-ref/src/ops/transformer.rs`), and check their inputs with the rules it shares
+//! ([`shrink_ir::rules::transformer`]).
 use super::norm::{float, ld, st};
 use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, math, status};
 use shrink_ir::op::Transformer;
+use shrink_ir::rules::transformer::{RopeLayout, check_swiglu};
 
 pub fn lower(b: &mut Builder, op: &Transformer, cx: &NodeCtx) -> LowerResult {
     let x = float(cx.input(0), "X")?;
@@ -18,12 +20,7 @@ pub fn lower(b: &mut Builder, op: &Transformer, cx: &NodeCtx) -> LowerResult {
     match op {
         Transformer::SwiGLU { alpha } => {
             let g = float(cx.input(1), "B")?;
-            if g.dims != x.dims {
-                return Err(format!(
-                    "SwiGLU inputs differ in shape: {:?} and {:?}",
-                    x.dims, g.dims
-                ));
-            }
+            check_swiglu(&x.dims, &g.dims)?;
             let alpha = f64::from(*alpha);
             b.for_(x.numel(), |b, i| {
                 let a = ld(b, x, i.clone());
@@ -44,58 +41,13 @@ pub fn lower(b: &mut Builder, op: &Transformer, cx: &NodeCtx) -> LowerResult {
     }
 }
 
-/// Where one (batch, position, head) vector of X lives.
-struct RopeLayout {
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    head_size: usize,
-    /// X is [batch, seq, heads * head_size] (else [batch, heads, seq, head_size]).
-    packed_heads: bool,
-}
-
-impl RopeLayout {
-    fn of(dims: &[usize], num_heads: Option<i64>) -> Result<RopeLayout, String> {
-        match *dims {
-            [batch, heads, seq, head_size] => Ok(RopeLayout {
-                batch,
-                seq,
-                heads,
-                head_size,
-                packed_heads: false,
-            }),
-            [batch, seq, hidden] => {
-                let heads = match num_heads {
-                    Some(h) if h > 0 => h as usize,
-                    _ => return Err("RotaryEmbedding on a 3-D input needs num_heads > 0".into()),
-                };
-                if hidden % heads != 0 {
-                    return Err(format!(
-                        "hidden size {hidden} is not divisible by num_heads {heads}"
-                    ));
-                }
-                Ok(RopeLayout {
-                    batch,
-                    seq,
-                    heads,
-                    head_size: hidden / heads,
-                    packed_heads: true,
-                })
-            }
-            _ => Err(format!(
-                "RotaryEmbedding needs a 3-D or 4-D input, got shape {dims:?}"
-            )),
-        }
-    }
-
-    /// Flat offset of the first element of the vector at (b, s, h).
-    fn offset(&self, b: Expr, s: Expr, h: Expr) -> Expr {
-        let (seq, heads, hs) = (self.seq as i64, self.heads as i64, self.head_size as i64);
-        if self.packed_heads {
-            b.mul_k(seq).add(s).mul_k(heads).add(h).mul_k(hs)
-        } else {
-            b.mul_k(heads).add(h).mul_k(seq).add(s).mul_k(hs)
-        }
+/// Flat offset of the first element of the vector at (b, s, h).
+fn offset(lay: &RopeLayout, b: Expr, s: Expr, h: Expr) -> Expr {
+    let (seq, heads, hs) = (lay.seq as i64, lay.heads as i64, lay.head_size as i64);
+    if lay.packed_heads {
+        b.mul_k(seq).add(s).mul_k(heads).add(h).mul_k(hs)
+    } else {
+        b.mul_k(heads).add(h).mul_k(seq).add(s).mul_k(hs)
     }
 }
 
@@ -109,60 +61,18 @@ fn rotary_embedding(
     rotary_dim: i64,
 ) -> LowerResult {
     let lay = RopeLayout::of(&x.dims, num_heads)?;
-    let rot = match rotary_dim {
-        0 => lay.head_size,
-        r if r > 0 && r as usize <= lay.head_size && r % 2 == 0 => r as usize,
-        r => {
-            return Err(format!(
-                "rotary_embedding_dim {r} must be even and at most the head size {}",
-                lay.head_size
-            ));
-        }
-    };
-    if rot % 2 != 0 {
-        return Err(format!("the rotated size {rot} must be even"));
-    }
+    let rot = lay.rotated(rotary_dim)?;
     let half = rot / 2;
     let cos = float(cx.input(1), "cos_cache")?;
     let sin = float(cx.input(2), "sin_cache")?;
-    if cos.dims != sin.dims {
-        return Err(format!(
-            "cos_cache {:?} and sin_cache {:?} differ",
-            cos.dims, sin.dims
-        ));
-    }
-    let bad_cache = || {
-        format!(
-            "cos/sin cache shape {:?} does not fit rotary half-size {half}",
-            cos.dims
-        )
-    };
-    let ids = cx.opt_input(3);
     // position_ids gathers rows of a [max_position, half] cache; without it the cache is
     // [batch, seq, half], one row per (batch, position).
-    match ids {
-        Some(ids) => {
-            let [_, h] = cos.dims[..] else {
-                return Err(bad_cache());
-            };
-            if h != half {
-                return Err(bad_cache());
-            }
-            if ids.dims != [lay.batch, lay.seq] {
-                return Err(format!(
-                    "position_ids has shape {:?}; expected [{}, {}]",
-                    ids.dims, lay.batch, lay.seq
-                ));
-            }
-            if !ids.compute_ty().is_int() {
-                return Err(format!("position_ids has dtype {}", ids.dtype));
-            }
-        }
-        None => {
-            if cos.dims != [lay.batch, lay.seq, half] {
-                return Err(bad_cache());
-            }
-        }
+    let ids = cx.opt_input(3);
+    lay.check_caches(&cos.dims, &sin.dims, ids.map(|t| &t.dims[..]), half)?;
+    if let Some(ids) = ids
+        && !ids.compute_ty().is_int()
+    {
+        return Err(format!("position_ids has dtype {}", ids.dtype));
     }
     // Every id is checked before anything is written, as the interpreter refuses the whole op.
     let max_pos = cos.dims[0] as i64;
@@ -184,7 +94,7 @@ fn rotary_embedding(
             };
             let row = b.let_(row.mul_k(half as i64));
             b.for_(lay.heads, |b, h| {
-                let base = b.let_(lay.offset(bn.clone(), s.clone(), h));
+                let base = b.let_(offset(&lay, bn.clone(), s.clone(), h));
                 b.for_(half, |b, i| {
                     // Interleaved pairs are (2i, 2i+1); otherwise (i, i + half) across the halves.
                     let (p, q) = if interleaved {

@@ -23,6 +23,7 @@ use crate::{EvalCtx, EvalError};
 use half::{bf16, f16};
 use shrink_ir::narrow::{self, round_to_precision};
 use shrink_ir::op::{Convert, RoundMode};
+use shrink_ir::rules::convert::check_cast_output;
 use shrink_ir::{DType, Element, Tensor, ValueType};
 
 pub fn eval(
@@ -38,13 +39,8 @@ pub fn eval(
             round_mode,
         } => {
             let x = required(ins, 0)?;
-            if let Some(ty) = outs.first()
-                && ty.dtype != *to
-            {
-                return Err(EvalError::invalid(format!(
-                    "Cast to {to} but the output is declared {}",
-                    ty.dtype
-                )));
+            if let Some(ty) = outs.first() {
+                check_cast_output(*to, ty.dtype)?;
             }
             ctx.check_alloc(*to, x.dims())?;
             Ok(vec![cast(x, *to, *saturate, *round_mode)])

@@ -10,6 +10,7 @@ use crate::num::Num;
 use crate::{EvalCtx, EvalError, dispatch_float, dispatch_num};
 use half::{bf16, f16};
 use shrink_ir::op::Linear;
+use shrink_ir::rules::linear::MatmulShape;
 use shrink_ir::{DType, Tensor, ValueType};
 
 pub fn eval(
@@ -40,19 +41,13 @@ pub fn eval(
     }
 }
 
-/// How a numpy-style matmul of two shapes pairs up its operands: the promoted `[.., M, K]` and
-/// `[.., K, N]` problems, and for every output batch the batch indices of `a` and `b` it reads.
+/// How a numpy-style matmul of two shapes pairs up its operands: the shared rule's promoted
+/// `[.., M, K]` and `[.., K, N]` problem ([`MatmulShape`]), and for every output batch the batch
+/// indices of `a` and `b` it reads.
 struct MatmulPlan {
-    m: usize,
-    k: usize,
-    n: usize,
-    out_dims: Vec<usize>,
+    shape: MatmulShape,
     /// `(a batch, b batch)` per output batch, row-major over the broadcast batch shape.
     batches: Vec<(usize, usize)>,
-    /// `a`'s dims after 1-D promotion (`[K]` becomes `[1, K]`).
-    a_dims: Vec<usize>,
-    /// `b`'s dims after 1-D promotion (`[K]` becomes `[K, 1]`).
-    b_dims: Vec<usize>,
 }
 
 impl MatmulPlan {
@@ -62,57 +57,19 @@ impl MatmulPlan {
         out_dtype: DType,
         ctx: &EvalCtx,
     ) -> Result<MatmulPlan, EvalError> {
-        if a.is_empty() || b.is_empty() {
-            return Err(EvalError::invalid("matmul operands must have rank >= 1"));
-        }
-        let a_dims = if a.len() == 1 {
-            vec![1, a[0]]
-        } else {
-            a.to_vec()
-        };
-        let b_dims = if b.len() == 1 {
-            vec![b[0], 1]
-        } else {
-            b.to_vec()
-        };
-        let (ar, br) = (a_dims.len(), b_dims.len());
-        let (m, k, k2, n) = (
-            a_dims[ar - 2],
-            a_dims[ar - 1],
-            b_dims[br - 2],
-            b_dims[br - 1],
-        );
-        if k != k2 {
-            return Err(EvalError::invalid(format!(
-                "matmul of {a:?} and {b:?}: inner dimensions differ"
-            )));
-        }
-        let (a_batch, b_batch) = (&a_dims[..ar - 2], &b_dims[..br - 2]);
-        let batch = broadcast_shapes(&[a_batch, b_batch])?;
-        let mut out_dims = batch.clone();
-        if a.len() > 1 {
-            out_dims.push(m);
-        }
-        if b.len() > 1 {
-            out_dims.push(n);
-        }
-        ctx.check_alloc(out_dtype, &out_dims)?;
-        let ai = broadcast_indices(a_batch, &batch);
-        let bi = broadcast_indices(b_batch, &batch);
+        let shape = MatmulShape::matmul(a, b)?;
+        ctx.check_alloc(out_dtype, &shape.out_dims)?;
+        let ai = broadcast_indices(shape.a_batch(), &shape.batch);
+        let bi = broadcast_indices(shape.b_batch(), &shape.batch);
         Ok(MatmulPlan {
-            m,
-            k,
-            n,
-            out_dims,
             batches: ai.into_iter().zip(bi).collect(),
-            a_dims,
-            b_dims,
+            shape,
         })
     }
 
     /// The products, row-major over `out_dims`, accumulated in `A`'s arithmetic.
     fn run<A: Num>(&self, a: &[A], b: &[A]) -> Result<Vec<A>, EvalError> {
-        let (m, k, n) = (self.m, self.k, self.n);
+        let (m, k, n) = (self.shape.m, self.shape.k, self.shape.n);
         let (a_mat, b_mat) = (m * k, k * n);
         let mut out = Vec::with_capacity(self.batches.len() * m * n);
         for &(ab, bb) in &self.batches {
@@ -153,7 +110,7 @@ fn matmul(a: &Tensor, b: &Tensor, ctx: &EvalCtx) -> Result<Tensor, EvalError> {
         } else {
             plan.run(&av, &bv)?
         };
-        Ok(Tensor::from_vec(plan.out_dims, out))
+        Ok(Tensor::from_vec(plan.shape.out_dims, out))
     }, else Err(EvalError::unsupported(format!("MatMul on {dt}"))))
 }
 
@@ -327,10 +284,10 @@ fn centered(
 fn matmul_integer(ins: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Tensor, EvalError> {
     let (a, b) = (required(ins, 0)?, required(ins, 1)?);
     let plan = MatmulPlan::new(a.dims(), b.dims(), DType::I32, ctx)?;
-    let av = centered(a, optional(ins, 2), &plan.a_dims, Side::Row)?;
-    let bv = centered(b, optional(ins, 3), &plan.b_dims, Side::Col)?;
+    let av = centered(a, optional(ins, 2), &plan.shape.a_dims, Side::Row)?;
+    let bv = centered(b, optional(ins, 3), &plan.shape.b_dims, Side::Col)?;
     let out = plan.run(&av, &bv)?;
-    Ok(Tensor::from_vec(plan.out_dims, out))
+    Ok(Tensor::from_vec(plan.shape.out_dims, out))
 }
 
 /// `v` rounded to the scale dtype `dt`, so scale arithmetic rounds after each operation as it
@@ -393,8 +350,8 @@ fn qlinear_matmul(
         .unwrap_or(a.dtype());
     let (lo, hi) = int_range(out_dt)?;
     let plan = MatmulPlan::new(a.dims(), b.dims(), out_dt, ctx)?;
-    let av = centered(a, a_zp, &plan.a_dims, Side::Row)?;
-    let bv = centered(b, b_zp, &plan.b_dims, Side::Col)?;
+    let av = centered(a, a_zp, &plan.shape.a_dims, Side::Row)?;
+    let bv = centered(b, b_zp, &plan.shape.b_dims, Side::Col)?;
     let acc = plan.run(&av, &bv)?;
 
     let sdt = y_scale.dtype();
@@ -408,13 +365,13 @@ fn qlinear_matmul(
         scale_values(b_scale, "b_scale")?,
         scale_values(y_scale, "y_scale")?,
     );
-    let (a_si, _) = operand_param(a_scale, &plan.a_dims, Side::Row)?;
-    let (b_si, _) = operand_param(b_scale, &plan.b_dims, Side::Col)?;
+    let (a_si, _) = operand_param(a_scale, &plan.shape.a_dims, Side::Row)?;
+    let (b_si, _) = operand_param(b_scale, &plan.shape.b_dims, Side::Col)?;
     // y's parameters broadcast over the output.
     let y_param = |p: &Tensor| -> Result<Vec<usize>, EvalError> {
         let d = if p.len() == 1 { &[][..] } else { p.dims() };
-        match broadcast_shapes(&[d, &plan.out_dims]) {
-            Ok(s) if s == plan.out_dims => Ok(broadcast_indices(d, &plan.out_dims)),
+        match broadcast_shapes(&[d, &plan.shape.out_dims]) {
+            Ok(s) if s == plan.shape.out_dims => Ok(broadcast_indices(d, &plan.shape.out_dims)),
             _ => Err(EvalError::invalid(format!(
                 "y quantization parameter of shape {:?} does not fit the output",
                 p.dims()
@@ -423,7 +380,7 @@ fn qlinear_matmul(
     };
     let y_si = y_param(y_scale)?;
     let y_zi = y_zp.map(y_param).transpose()?;
-    let (m, n) = (plan.m, plan.n);
+    let (m, n) = (plan.shape.m, plan.shape.n);
     let mut out = Vec::with_capacity(acc.len());
     for (flat, &acc) in acc.iter().enumerate() {
         let (batch, i, j) = (flat / (m * n), flat / n % m, flat % n);
@@ -436,7 +393,7 @@ fn qlinear_matmul(
         };
         out.push(requantize(acc, mult, zp, lo, hi));
     }
-    int_tensor(out_dt, plan.out_dims, out)
+    int_tensor(out_dt, plan.shape.out_dims, out)
 }
 
 #[cfg(test)]

@@ -3,12 +3,18 @@
 //!
 //! Every op reads its inputs widened to f64, computes in f64 and rounds once to the declared
 //! output dtype. `stash_type` only asks for *at least* a given compute precision, so f64 satisfies
-//! every value of it; the oracle stays one code path instead of one per precision.
+//! every value of it; the oracle stays one code path instead of one per precision. The dtype,
+//! parameter-shape and grouping rules are shared with the code generator
+//! ([`shrink_ir::rules::norm`]).
 use super::{optional, required};
-use crate::broadcast::{broadcast_indices, broadcast_shapes, norm_axis};
+use crate::broadcast::{broadcast_indices, norm_axis};
 use crate::num::Num;
 use crate::{EvalCtx, EvalError};
 use shrink_ir::op::Norm;
+use shrink_ir::rules::norm::{
+    check_channel_param, check_float, check_param_broadcast, check_stash_type, softmax_groups,
+    split_nc,
+};
 use shrink_ir::{DType, Tensor, ValueType};
 
 pub fn eval(
@@ -74,26 +80,13 @@ pub(super) fn float_input<'a>(
     i: usize,
 ) -> Result<&'a Tensor, EvalError> {
     let t = required(ins, i)?;
-    match t.dtype() {
-        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(t),
-        d => Err(EvalError::unsupported(format!(
-            "input {i} has dtype {d}; only float types are supported"
-        ))),
-    }
+    check_float(t.dtype(), &format!("input {i}"))?;
+    Ok(t)
 }
 
 /// The declared dtype of output `k`, or `default` when the node declares fewer outputs.
 fn out_dtype(outs: &[ValueType], k: usize, default: DType) -> DType {
     outs.get(k).map_or(default, |v| v.dtype)
-}
-
-fn check_stash_type(stash_type: i64) -> Result<(), EvalError> {
-    match stash_type {
-        1 | 10 | 11 | 16 => Ok(()),
-        s => Err(EvalError::invalid(format!(
-            "stash_type {s} is not a float dtype code"
-        ))),
-    }
 }
 
 /// A per-channel parameter (scale, bias, mean, var): exactly `c` float values.
@@ -104,39 +97,18 @@ fn channel_param(
     what: &str,
 ) -> Result<Vec<f64>, EvalError> {
     let t = float_input(ins, i)?;
-    if t.rank() > 1 || t.len() != c {
-        return Err(EvalError::invalid(format!(
-            "{what} has shape {:?}; expected [{c}]",
-            t.dims()
-        )));
-    }
+    check_channel_param(t.dims(), c, what)?;
     Ok(t.to_f64_vec())
 }
 
 /// `t` broadcast (unidirectionally) to `dims`, widened to f64.
 fn broadcast_param(t: &Tensor, dims: &[usize], what: &str) -> Result<Vec<f64>, EvalError> {
-    let b = broadcast_shapes(&[t.dims(), dims])?;
-    if b != dims {
-        return Err(EvalError::invalid(format!(
-            "{what} of shape {:?} does not broadcast to {dims:?}",
-            t.dims()
-        )));
-    }
+    check_param_broadcast(t.dims(), dims, what)?;
     let vals = t.to_f64_vec();
     Ok(broadcast_indices(t.dims(), dims)
         .into_iter()
         .map(|i| vals[i])
         .collect())
-}
-
-/// Splits an [N, C, spatial...] shape into (N, C, spatial size).
-fn split_nc(dims: &[usize], op: &str) -> Result<(usize, usize, usize), EvalError> {
-    match dims {
-        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-        _ => Err(EvalError::invalid(format!(
-            "{op} needs an input of rank >= 2, got shape {dims:?}"
-        ))),
-    }
 }
 
 fn batch_norm(
@@ -323,23 +295,8 @@ fn softmax(
     log: bool,
 ) -> Result<Tensor, EvalError> {
     let dims = x.dims();
-    // Coercing to 2-D at axis == rank is well defined (shape [N, 1]), so older opsets accept it.
-    let axis = if coerce_2d && axis == dims.len() as i64 {
-        dims.len()
-    } else {
-        norm_axis(axis, dims.len())?
-    };
-    // The group of element (o, k, i) is o; its members sit at o*n*inner + k*inner + i.
-    let (outer, n, inner) = if coerce_2d {
-        let (rows, len) = split_at_axis(dims, axis);
-        (rows, len, 1)
-    } else {
-        (
-            dims[..axis].iter().product(),
-            dims[axis],
-            dims[axis + 1..].iter().product::<usize>(),
-        )
-    };
+    // The group (o, i) has its members k at (o * n + k) * inner + i.
+    let (outer, n, inner) = softmax_groups(x.dims(), axis, coerce_2d)?;
     let xs = x.to_f64_vec();
     let mut y = vec![0.0; xs.len()];
     for o in 0..outer {

@@ -22,15 +22,7 @@ pub fn eval(
     let window = Window::pool(op, x.dims()).map_err(EvalError::invalid)?;
     match op {
         Pool::MaxPool { storage_order, .. } => {
-            let column_major = match storage_order {
-                0 => false,
-                1 => true,
-                s => {
-                    return Err(EvalError::invalid(format!(
-                        "storage_order {s} must be 0 or 1"
-                    )));
-                }
-            };
+            let column_major = shrink_ir::rules::pool::column_major(*storage_order)?;
             max_pool(x, &window, outs.len() > 1, column_major, ctx)
         }
         Pool::AveragePool {

@@ -9,11 +9,14 @@
 //! lowest value, as numpy and ONNX Runtime do on x86. Float targets add the zero point and use
 //! the Cast rules (`saturate`). DequantizeLinear computes `x - zero_point` exactly and multiplies
 //! in f32 (as the ONNX reference and ONNX Runtime do), rounding once more to an f16/bf16 output.
+//!
+//! Which dtypes are accepted, the scale/zero-point checks and the granularity are the rules the
+//! code generator shares ([`shrink_ir::rules::quant`]); this module only computes.
 use super::convert::{Scalar, build, round_float, scalar_at};
 use super::{optional, required};
-use crate::broadcast::norm_axis;
 use crate::{EvalCtx, EvalError};
 use shrink_ir::op::{Quant, RoundMode};
+use shrink_ir::rules::quant::{self, Granularity, Param, QuantTarget, QuantizePlan};
 use shrink_ir::{DType, Tensor, ValueType};
 
 pub fn eval(
@@ -31,11 +34,7 @@ pub fn eval(
             precision,
         } => {
             let to = declared(outs, 0, "QuantizeLinear")?;
-            if output_dtype.is_some_and(|d| d != to) {
-                return Err(EvalError::invalid(format!(
-                    "output_dtype {output_dtype:?} but the output is declared {to}"
-                )));
-            }
+            quant::check_output_dtype(*output_dtype, to)?;
             quantize(ins, to, *axis, *block_size, *saturate, *precision, ctx).map(|t| vec![t])
         }
         Quant::DequantizeLinear {
@@ -44,11 +43,7 @@ pub fn eval(
             output_dtype,
         } => {
             let to = declared(outs, 0, "DequantizeLinear")?;
-            if output_dtype.is_some_and(|d| d != to) {
-                return Err(EvalError::invalid(format!(
-                    "output_dtype {output_dtype:?} but the output is declared {to}"
-                )));
-            }
+            quant::check_output_dtype(*output_dtype, to)?;
             dequantize(ins, to, *axis, *block_size, ctx).map(|t| vec![t])
         }
         Quant::DynamicQuantizeLinear => dynamic_quantize(required(ins, 0)?, outs),
@@ -61,112 +56,34 @@ fn declared(outs: &[ValueType], k: usize, op: &str) -> Result<DType, EvalError> 
         .ok_or_else(|| EvalError::invalid(format!("{op} needs a declared output {k}")))
 }
 
-/// Where each element of the input finds its scale and zero point.
-enum Granularity {
-    PerTensor,
-    /// The input seen as `[outer, len, inner]` with `len` along the axis.
-    PerAxis {
-        len: usize,
-        inner: usize,
-    },
-    /// As `PerAxis`, with the scale `[outer, blocks, inner]`.
-    Blocked {
-        len: usize,
-        inner: usize,
-        blocks: usize,
-        block: usize,
-    },
-}
-
-impl Granularity {
-    fn new(
-        x: &[usize],
-        scale: &[usize],
-        axis: i64,
-        block_size: i64,
-    ) -> Result<Granularity, EvalError> {
-        if scale.iter().product::<usize>() == 1 {
-            return Ok(Granularity::PerTensor);
-        }
-        let a = norm_axis(axis, x.len())?;
-        let len = x[a];
-        let inner = x[a + 1..].iter().product();
-        if block_size < 0 {
-            return Err(EvalError::invalid(format!(
-                "block_size {block_size} is negative"
-            )));
-        }
-        if block_size == 0 {
-            if scale != [len] {
-                return Err(EvalError::invalid(format!(
-                    "per-axis scale of shape {scale:?} for an input of shape {x:?} on axis {a}"
-                )));
-            }
-            return Ok(Granularity::PerAxis { len, inner });
-        }
-        let block = usize::try_from(block_size)
-            .map_err(|_| EvalError::invalid("block_size is too large"))?;
-        let blocks = len.div_ceil(block);
-        let ok = scale.len() == x.len()
-            && scale
-                .iter()
-                .zip(x)
-                .enumerate()
-                .all(|(i, (&s, &d))| if i == a { s == blocks } else { s == d });
-        if !ok {
-            return Err(EvalError::invalid(format!(
-                "blocked scale of shape {scale:?} for an input of shape {x:?} (axis {a}, block_size {block})"
-            )));
-        }
-        Ok(Granularity::Blocked {
+/// Index into the scale / zero point of input element `i`.
+fn scale_index(g: &Granularity, i: usize) -> usize {
+    match *g {
+        Granularity::PerTensor => 0,
+        Granularity::PerAxis { len, inner, .. } => i / inner % len,
+        Granularity::Blocked {
             len,
             inner,
             blocks,
             block,
-        })
-    }
-
-    /// Index into the scale / zero point of input element `i`.
-    fn index(&self, i: usize) -> usize {
-        match *self {
-            Granularity::PerTensor => 0,
-            Granularity::PerAxis { len, inner } => i / inner % len,
-            Granularity::Blocked {
-                len,
-                inner,
-                blocks,
-                block,
-            } => {
-                let (outer, a, inn) = (i / (len * inner), i / inner % len, i % inner);
-                (outer * blocks + a / block) * inner + inn
-            }
+            ..
+        } => {
+            let (outer, a, inn) = (i / (len * inner), i / inner % len, i % inner);
+            (outer * blocks + a / block) * inner + inn
         }
     }
 }
 
-/// Scale and optional zero point (inputs 1 and 2), checked against each other and the input.
-fn params<'a>(
-    ins: &[Option<&'a Tensor>],
-    x: &Tensor,
-    axis: i64,
-    block_size: i64,
-) -> Result<(&'a Tensor, Option<&'a Tensor>, Granularity), EvalError> {
-    let scale = required(ins, 1)?;
-    let zp = optional(ins, 2);
-    if let Some(z) = zp
-        && z.len() != scale.len()
-    {
-        return Err(EvalError::invalid(format!(
-            "zero point of shape {:?} but scale of shape {:?}",
-            z.dims(),
-            scale.dims()
-        )));
+/// Scale and optional zero point (inputs 1 and 2).
+fn params<'a>(ins: &[Option<&'a Tensor>]) -> Result<(&'a Tensor, Option<&'a Tensor>), EvalError> {
+    Ok((required(ins, 1)?, optional(ins, 2)))
+}
+
+fn param(t: &Tensor) -> Param<'_> {
+    Param {
+        dtype: t.dtype(),
+        dims: t.dims(),
     }
-    if scale.is_empty() && !x.is_empty() {
-        return Err(EvalError::invalid("the scale is empty"));
-    }
-    let g = Granularity::new(x.dims(), scale.dims(), axis, block_size)?;
-    Ok((scale, zp, g))
 }
 
 fn as_f64(s: Scalar) -> f64 {
@@ -174,21 +91,6 @@ fn as_f64(s: Scalar) -> f64 {
         Scalar::Int(v) => v as f64,
         Scalar::Float(f) => f,
     }
-}
-
-/// The range of an integer quantization target.
-fn int_range(d: DType) -> Option<(f64, f64)> {
-    Some(match d {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::U4 => (0.0, 15.0),
-        DType::I4 => (-8.0, 7.0),
-        DType::U2 => (0.0, 3.0),
-        DType::I2 => (-2.0, 1.0),
-        _ => return None,
-    })
 }
 
 fn quantize(
@@ -201,50 +103,33 @@ fn quantize(
     ctx: &EvalCtx,
 ) -> Result<Tensor, EvalError> {
     let x = required(ins, 0)?;
-    if !matches!(
+    let (scale, zp) = params(ins)?;
+    let QuantizePlan {
+        granularity: g,
+        target,
+        precision: p,
+    } = quant::quantize_plan(
         x.dtype(),
-        DType::F32 | DType::F16 | DType::BF16 | DType::I32
-    ) {
-        return Err(EvalError::unsupported(format!(
-            "QuantizeLinear of a {} input",
-            x.dtype()
-        )));
-    }
-    let (scale, zp, g) = params(ins, x, axis, block_size)?;
-    if let Some(z) = zp
-        && z.dtype() != to
-    {
-        return Err(EvalError::invalid(format!(
-            "zero point is {} but the output is declared {to}",
-            z.dtype()
-        )));
-    }
-    let range = int_range(to);
-    let float_target = matches!(
+        x.dims(),
+        param(scale),
+        zp.map(param),
         to,
-        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1
-    );
-    if range.is_none() && !float_target {
-        return Err(EvalError::unsupported(format!("QuantizeLinear to {to}")));
-    }
-    // An int32 precision means numpy's true division (f64); e8m0 scales are powers of two.
-    let p = match precision.unwrap_or(scale.dtype()) {
-        d @ (DType::F16 | DType::BF16 | DType::F32 | DType::F64) => d,
-        d if d.is_narrow_float() => DType::F32,
-        _ => DType::F64,
-    };
+        axis,
+        block_size,
+        precision,
+    )?;
     ctx.check_alloc(to, x.dims())?;
     let zero = |j: usize| zp.map_or(0.0, |z| as_f64(scalar_at(z, j)));
     let value = |i: usize| {
-        let j = g.index(i);
+        let j = scale_index(&g, i);
         let s = round_float(p, as_f64(scalar_at(scale, j)));
         let q = round_float(p, round_float(p, as_f64(scalar_at(x, i))) / s);
-        match range {
-            Some((lo, hi)) => {
+        match target {
+            QuantTarget::Int { lo, hi } => {
                 let y = q.round_ties_even() + zero(j);
                 Scalar::Int(if y.is_nan() { lo } else { y.clamp(lo, hi) } as i128)
             }
-            None => Scalar::Float(q + zero(j)),
+            QuantTarget::Float => Scalar::Float(q + zero(j)),
         }
     };
     Ok(build(
@@ -265,44 +150,19 @@ fn dequantize(
     ctx: &EvalCtx,
 ) -> Result<Tensor, EvalError> {
     let x = required(ins, 0)?;
-    let xt = x.dtype();
-    let ok_input = matches!(
-        xt,
-        DType::I8
-            | DType::U8
-            | DType::I16
-            | DType::U16
-            | DType::I32
-            | DType::I4
-            | DType::U4
-            | DType::I2
-            | DType::U2
-            | DType::F8E4M3FN
-            | DType::F8E4M3FNUZ
-            | DType::F8E5M2
-            | DType::F8E5M2FNUZ
-            | DType::F4E2M1
-    );
-    if !ok_input {
-        return Err(EvalError::unsupported(format!(
-            "DequantizeLinear of a {xt} input"
-        )));
-    }
-    if !matches!(to, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-        return Err(EvalError::unsupported(format!("DequantizeLinear to {to}")));
-    }
-    let (scale, zp, g) = params(ins, x, axis, block_size)?;
-    if let Some(z) = zp
-        && z.dtype() != xt
-    {
-        return Err(EvalError::invalid(format!(
-            "zero point is {} but the input is {xt}",
-            z.dtype()
-        )));
-    }
+    let (scale, zp) = params(ins)?;
+    let g = quant::dequantize_plan(
+        x.dtype(),
+        x.dims(),
+        scale.dims(),
+        zp.map(param),
+        to,
+        axis,
+        block_size,
+    )?;
     ctx.check_alloc(to, x.dims())?;
     let value = |i: usize| {
-        let j = g.index(i);
+        let j = scale_index(&g, i);
         let s = as_f64(scalar_at(scale, j));
         let d = match (scalar_at(x, i), zp.map(|z| scalar_at(z, j))) {
             (Scalar::Int(a), Some(Scalar::Int(b))) => (a - b) as f64,
@@ -329,22 +189,11 @@ fn dequantize(
 /// as the spec's formulas (and the ONNX reference) compute it. NaN in the input propagates to the
 /// scale; NaN quantizes to 0.
 fn dynamic_quantize(x: &Tensor, outs: &[ValueType]) -> Result<Vec<Tensor>, EvalError> {
-    let Some(v) = x.to_vec::<f32>().filter(|_| x.dtype() == DType::F32) else {
-        return Err(EvalError::unsupported(format!(
-            "DynamicQuantizeLinear of a {} input",
-            x.dtype()
-        )));
-    };
-    for (k, want) in [DType::U8, DType::F32, DType::U8].into_iter().enumerate() {
-        if let Some(ty) = outs.get(k)
-            && ty.dtype != want
-        {
-            return Err(EvalError::invalid(format!(
-                "output {k} is declared {} but is {want}",
-                ty.dtype
-            )));
-        }
-    }
+    let declared: Vec<DType> = outs.iter().map(|t| t.dtype).collect();
+    quant::check_dynamic_quantize(x.dtype(), &declared)?;
+    let v = x
+        .to_vec::<f32>()
+        .ok_or_else(|| EvalError::invalid("input bytes do not match its dtype"))?;
     let nan = v.iter().any(|f| f.is_nan());
     // The range always includes 0, which also covers an empty input.
     let (mut lo, mut hi) = (0f32, 0f32);

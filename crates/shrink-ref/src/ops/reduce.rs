@@ -7,21 +7,14 @@
 //! min / max) for Max / Min, NaN for a float mean.
 use super::binary::BroadcastIter;
 use super::{int_list, optional, required};
-use crate::broadcast::{norm_axis, strides};
+use crate::broadcast::strides;
 use crate::num::Num;
 use crate::{EvalCtx, EvalError};
 use shrink_ir::op::Reduce;
+use shrink_ir::rules::reduce::{
+    ReduceKind, arg_axis, check_output_dtype, reduced_axes, reduced_dims,
+};
 use shrink_ir::{DType, Tensor, ValueType};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Sum,
-    Mean,
-    Max,
-    Min,
-    SumSquare,
-    L2,
-}
 
 pub fn eval(
     op: &Reduce,
@@ -59,80 +52,29 @@ pub fn eval(
                 false,
             )?]);
         }
-        Reduce::ReduceSum {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::Sum, keepdims, noop_with_empty_axes),
-        Reduce::ReduceMean {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::Mean, keepdims, noop_with_empty_axes),
-        Reduce::ReduceMax {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::Max, keepdims, noop_with_empty_axes),
-        Reduce::ReduceMin {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::Min, keepdims, noop_with_empty_axes),
-        Reduce::ReduceSumSquare {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::SumSquare, keepdims, noop_with_empty_axes),
-        Reduce::ReduceL2 {
-            keepdims,
-            noop_with_empty_axes,
-        } => (Kind::L2, keepdims, noop_with_empty_axes),
-    };
-    if let Some(o) = outs.first()
-        && o.dtype != x.dtype()
-    {
-        return Err(EvalError::invalid(format!(
-            "output declared {} but the input is {}",
-            o.dtype,
-            x.dtype()
-        )));
-    }
-    let reduced = reduced_axes(x.rank(), optional(ins, 1), *noop)?;
-    Ok(vec![reduce(x, kind, &reduced, *keepdims, ctx)?])
-}
-
-/// Which axes of a rank-`rank` input are reduced. Empty or absent axes mean all of them, unless
-/// `noop` — then none, so each output element is the reduction of one input element (identity
-/// for Sum/Max/Min/Mean, x² for SumSquare, |x| for L2, as the spec's reference computes).
-fn reduced_axes(rank: usize, axes: Option<&Tensor>, noop: bool) -> Result<Vec<bool>, EvalError> {
-    let axes = axes.map(int_list).transpose()?.unwrap_or_default();
-    if axes.is_empty() {
-        return Ok(vec![!noop; rank]);
-    }
-    let mut reduced = vec![false; rank];
-    for a in axes {
-        let a = norm_axis(a, rank)?;
-        if reduced[a] {
-            return Err(EvalError::invalid(format!(
-                "axis {a} appears twice in the reduction axes"
-            )));
+        _ => {
+            let kind =
+                ReduceKind::of(op).ok_or_else(|| EvalError::invalid("not an axes reduction"))?;
+            let (keepdims, noop) = op
+                .axes_flags()
+                .ok_or_else(|| EvalError::invalid("not an axes reduction"))?;
+            (kind, keepdims, noop)
         }
-        reduced[a] = true;
+    };
+    if let Some(o) = outs.first() {
+        check_output_dtype(x.dtype(), o.dtype)?;
     }
-    Ok(reduced)
-}
-
-/// The output dims: reduced axes become 1 (`keepdims`) or are dropped.
-fn out_dims(kept: &[usize], reduced: &[bool], keepdims: bool) -> Vec<usize> {
-    if keepdims {
-        return kept.to_vec();
-    }
-    kept.iter()
-        .zip(reduced)
-        .filter(|(_, r)| !**r)
-        .map(|(d, _)| *d)
-        .collect()
+    let axes = optional(ins, 1)
+        .map(int_list)
+        .transpose()?
+        .unwrap_or_default();
+    let reduced = reduced_axes(x.rank(), &axes, noop)?;
+    Ok(vec![reduce(x, kind, &reduced, keepdims, ctx)?])
 }
 
 fn reduce(
     x: &Tensor,
-    kind: Kind,
+    kind: ReduceKind,
     reduced: &[bool],
     keepdims: bool,
     ctx: &EvalCtx,
@@ -154,8 +96,8 @@ fn reduce(
     // For each input element, the flat index of the output element it folds into (computed
     // lazily: an index vector would be as large as the input).
     let target = || BroadcastIter::new(&kept, dims);
-    let odims = out_dims(&kept, reduced, keepdims);
-    if x.dtype() == DType::Bool && matches!(kind, Kind::Max | Kind::Min) {
+    let odims = reduced_dims(dims, reduced, keepdims);
+    if x.dtype() == DType::Bool && matches!(kind, ReduceKind::Max | ReduceKind::Min) {
         return Ok(reduce_bool(x, kind, &target, n_out, odims));
     }
     crate::dispatch_num!(x.dtype(), T => {
@@ -172,12 +114,12 @@ fn reduce(
 /// Max / Min on booleans with `false < true`: any / all (false / true for an empty set).
 fn reduce_bool(
     x: &Tensor,
-    kind: Kind,
+    kind: ReduceKind,
     target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     odims: Vec<usize>,
 ) -> Tensor {
-    let is_max = kind == Kind::Max;
+    let is_max = kind == ReduceKind::Max;
     let mut acc = vec![!is_max; n_out];
     for (b, t) in x.bytes().iter().zip(target()) {
         let v = *b != 0;
@@ -199,13 +141,13 @@ fn extreme<T: Num>(acc: T, v: T, is_max: bool) -> T {
 
 fn reduce_float<T: Num>(
     xs: &[T],
-    kind: Kind,
+    kind: ReduceKind,
     target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     count: usize,
 ) -> Vec<T> {
-    if let Kind::Max | Kind::Min = kind {
-        let is_max = kind == Kind::Max;
+    if let ReduceKind::Max | ReduceKind::Min = kind {
+        let is_max = kind == ReduceKind::Max;
         let mut acc = vec![
             if is_max {
                 T::min_value()
@@ -222,7 +164,7 @@ fn reduce_float<T: Num>(
     let mut acc = vec![0.0f64; n_out];
     for (&v, t) in xs.iter().zip(target()) {
         let v = v.to_f64();
-        acc[t] += if let Kind::SumSquare | Kind::L2 = kind {
+        acc[t] += if let ReduceKind::SumSquare | ReduceKind::L2 = kind {
             v * v
         } else {
             v
@@ -230,10 +172,12 @@ fn reduce_float<T: Num>(
     }
     acc.into_iter()
         .map(|s| match kind {
-            Kind::Mean => T::from_f64(s / count as f64),
-            Kind::L2 => T::from_f64(s.sqrt()),
+            ReduceKind::Mean => T::from_f64(s / count as f64),
+            ReduceKind::L2 => T::from_f64(s.sqrt()),
             // Max and Min returned above; listed so a new kind has to say what it finishes with.
-            Kind::Sum | Kind::SumSquare | Kind::Max | Kind::Min => T::from_f64(s),
+            ReduceKind::Sum | ReduceKind::SumSquare | ReduceKind::Max | ReduceKind::Min => {
+                T::from_f64(s)
+            }
         })
         .collect()
 }
@@ -250,14 +194,14 @@ fn exact<T: Num>(v: T) -> i128 {
 
 fn reduce_int<T: Num>(
     xs: &[T],
-    kind: Kind,
+    kind: ReduceKind,
     target: &impl Fn() -> BroadcastIter,
     n_out: usize,
     count: usize,
 ) -> Result<Vec<T>, EvalError> {
     Ok(match kind {
-        Kind::Max | Kind::Min => {
-            let is_max = kind == Kind::Max;
+        ReduceKind::Max | ReduceKind::Min => {
+            let is_max = kind == ReduceKind::Max;
             let mut acc = vec![
                 if is_max {
                     T::min_value()
@@ -271,12 +215,12 @@ fn reduce_int<T: Num>(
             }
             acc
         }
-        Kind::Sum | Kind::SumSquare | Kind::L2 => {
+        ReduceKind::Sum | ReduceKind::SumSquare | ReduceKind::L2 => {
             let mut acc = vec![T::zero(); n_out];
             for (&v, t) in xs.iter().zip(target()) {
-                acc[t] = acc[t].add(if kind == Kind::Sum { v } else { v.mul(v) });
+                acc[t] = acc[t].add(if kind == ReduceKind::Sum { v } else { v.mul(v) });
             }
-            if kind == Kind::L2 {
+            if kind == ReduceKind::L2 {
                 // Like the spec's reference: the (wrapped) integer sum of squares, then sqrt
                 // truncated back to the integer type.
                 for s in &mut acc {
@@ -285,7 +229,7 @@ fn reduce_int<T: Num>(
             }
             acc
         }
-        Kind::Mean => {
+        ReduceKind::Mean => {
             if count == 0 && n_out > 0 {
                 return Err(EvalError::invalid(
                     "ReduceMean of an empty set has no integer value",
@@ -314,16 +258,12 @@ fn arg_extreme(
     last: bool,
     is_max: bool,
 ) -> Result<Tensor, EvalError> {
-    if let Some(o) = outs.first()
-        && o.dtype != DType::I64
-    {
-        return Err(EvalError::invalid(format!(
-            "output declared {} but ArgMax/ArgMin produce int64",
-            o.dtype
-        )));
-    }
     let dims = x.dims();
-    let axis = norm_axis(axis, dims.len())?;
+    let axis = arg_axis(
+        dims.len(),
+        axis,
+        outs.first().map_or(DType::I64, |o| o.dtype),
+    )?;
     let len = dims[axis];
     if len == 0 {
         return Err(EvalError::invalid(format!(
@@ -359,7 +299,7 @@ fn arg_extreme(
             }
         }
         let idx: Vec<i64> = best.into_iter().map(|b| b.map_or(0, |(_, k)| k)).collect();
-        Ok(Tensor::from_vec(out_dims(&kept, &reduced, keepdims), idx))
+        Ok(Tensor::from_vec(reduced_dims(dims, &reduced, keepdims), idx))
     }, else Err(EvalError::unsupported(format!("ArgMax/ArgMin of {} tensors", x.dtype()))))
 }
 

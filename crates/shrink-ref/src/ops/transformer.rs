@@ -1,9 +1,11 @@
 //! Interpreter for the `Transformer` family: RotaryEmbedding (opset 23) and SwiGLU (opset 28).
-//! Both compute in f64 and round once to the output dtype.
+//! Both compute in f64 and round once to the output dtype. The layout and shape checks are the
+//! rules the code generator shares ([`shrink_ir::rules::transformer`]).
 use super::norm::{float_input, floats_to_tensor};
 use super::optional;
 use crate::{EvalCtx, EvalError};
 use shrink_ir::op::Transformer;
+use shrink_ir::rules::transformer::{RopeLayout, check_swiglu};
 use shrink_ir::{Tensor, ValueType};
 
 pub fn eval(
@@ -27,13 +29,7 @@ pub fn eval(
 
 /// A * sigmoid(alpha * A) * B, elementwise over tensors of one shape.
 fn swiglu(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Vec<f64>, EvalError> {
-    if a.dims() != b.dims() {
-        return Err(EvalError::invalid(format!(
-            "SwiGLU inputs differ in shape: {:?} and {:?}",
-            a.dims(),
-            b.dims()
-        )));
-    }
+    check_swiglu(a.dims(), b.dims())?;
     let bs = b.to_f64_vec();
     Ok(a.to_f64_vec()
         .into_iter()
@@ -42,61 +38,12 @@ fn swiglu(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Vec<f64>, EvalError> {
         .collect())
 }
 
-/// Where one (batch, position, head) vector of X lives, and which cache row rotates it.
-struct RopeLayout {
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    head_size: usize,
-    /// X is [batch, seq, heads * head_size] (else [batch, heads, seq, head_size]).
-    packed_heads: bool,
-}
-
-impl RopeLayout {
-    fn of(dims: &[usize], num_heads: Option<i64>) -> Result<RopeLayout, EvalError> {
-        match *dims {
-            [batch, heads, seq, head_size] => Ok(RopeLayout {
-                batch,
-                seq,
-                heads,
-                head_size,
-                packed_heads: false,
-            }),
-            [batch, seq, hidden] => {
-                let heads = match num_heads {
-                    Some(h) if h > 0 => h as usize,
-                    _ => {
-                        return Err(EvalError::invalid(
-                            "RotaryEmbedding on a 3-D input needs num_heads > 0",
-                        ));
-                    }
-                };
-                if hidden % heads != 0 {
-                    return Err(EvalError::invalid(format!(
-                        "hidden size {hidden} is not divisible by num_heads {heads}"
-                    )));
-                }
-                Ok(RopeLayout {
-                    batch,
-                    seq,
-                    heads,
-                    head_size: hidden / heads,
-                    packed_heads: true,
-                })
-            }
-            _ => Err(EvalError::invalid(format!(
-                "RotaryEmbedding needs a 3-D or 4-D input, got shape {dims:?}"
-            ))),
-        }
-    }
-
-    /// Flat offset of the first element of the vector at (b, s, h).
-    fn offset(&self, b: usize, s: usize, h: usize) -> usize {
-        if self.packed_heads {
-            ((b * self.seq + s) * self.heads + h) * self.head_size
-        } else {
-            ((b * self.heads + h) * self.seq + s) * self.head_size
-        }
+/// Flat offset of the first element of the vector at (b, s, h).
+fn offset(lay: &RopeLayout, b: usize, s: usize, h: usize) -> usize {
+    if lay.packed_heads {
+        ((b * lay.seq + s) * lay.heads + h) * lay.head_size
+    } else {
+        ((b * lay.heads + h) * lay.seq + s) * lay.head_size
     }
 }
 
@@ -108,33 +55,14 @@ fn rotary_embedding(
     rotary_dim: i64,
 ) -> Result<Vec<f64>, EvalError> {
     let lay = RopeLayout::of(x.dims(), num_heads)?;
-    let rot = match rotary_dim {
-        0 => lay.head_size,
-        r if r > 0 && r as usize <= lay.head_size && r % 2 == 0 => r as usize,
-        r => {
-            return Err(EvalError::invalid(format!(
-                "rotary_embedding_dim {r} must be even and at most the head size {}",
-                lay.head_size
-            )));
-        }
-    };
-    if rot % 2 != 0 {
-        return Err(EvalError::invalid(format!(
-            "the rotated size {rot} must be even"
-        )));
-    }
+    let rot = lay.rotated(rotary_dim)?;
     let half = rot / 2;
     let cos = float_input(ins, 1)?;
     let sin = float_input(ins, 2)?;
-    if cos.dims() != sin.dims() {
-        return Err(EvalError::invalid(format!(
-            "cos_cache {:?} and sin_cache {:?} differ",
-            cos.dims(),
-            sin.dims()
-        )));
-    }
+    let ids = optional(ins, 3);
+    lay.check_caches(cos.dims(), sin.dims(), ids.map(|t| t.dims()), half)?;
     // Cache row (of `half` values) for each (batch, position).
-    let rows = cache_rows(&lay, cos.dims(), optional(ins, 3), half)?;
+    let rows = cache_rows(&lay, cos.dims(), ids)?;
     let (cos, sin) = (cos.to_f64_vec(), sin.to_f64_vec());
     let mut y = x.to_f64_vec();
     // Nothing rotates; returning here also keeps a huge num_heads over an empty hidden size
@@ -146,7 +74,7 @@ fn rotary_embedding(
         for s in 0..lay.seq {
             let row = rows[b * lay.seq + s] * half;
             for h in 0..lay.heads {
-                let base = lay.offset(b, s, h);
+                let base = offset(&lay, b, s, h);
                 for i in 0..half {
                     // Interleaved pairs are (2i, 2i+1); otherwise (i, i + half) across the halves.
                     let (p, q) = if interleaved {
@@ -165,56 +93,31 @@ fn rotary_embedding(
     Ok(y)
 }
 
-/// For each (batch, position) the row index into the caches: `position_ids` into a
-/// [max_position, half] cache, or the (batch, position) row of a [batch, seq, half] cache.
+/// For each (batch, position) the row index into the caches (whose shapes
+/// [`RopeLayout::check_caches`] checked): `position_ids` into a [max_position, half] cache, or
+/// the (batch, position) row of a [batch, seq, half] cache.
 fn cache_rows(
     lay: &RopeLayout,
     cache: &[usize],
     ids: Option<&Tensor>,
-    half: usize,
 ) -> Result<Vec<usize>, EvalError> {
-    let bad = || {
-        EvalError::invalid(format!(
-            "cos/sin cache shape {cache:?} does not fit rotary half-size {half}"
-        ))
+    let Some(ids) = ids else {
+        return Ok((0..lay.batch * lay.seq).collect());
     };
-    match ids {
-        Some(ids) => {
-            let [max_pos, h] = *cache else {
-                return Err(bad());
-            };
-            if h != half {
-                return Err(bad());
-            }
-            if ids.dims() != [lay.batch, lay.seq] {
-                return Err(EvalError::invalid(format!(
-                    "position_ids has shape {:?}; expected [{}, {}]",
-                    ids.dims(),
-                    lay.batch,
-                    lay.seq
-                )));
-            }
-            super::int_list(ids)?
-                .into_iter()
-                .map(|p| {
-                    usize::try_from(p)
-                        .ok()
-                        .filter(|&p| p < max_pos)
-                        .ok_or_else(|| {
-                            EvalError::invalid(format!(
-                                "position id {p} is outside the cache of {max_pos} positions"
-                            ))
-                        })
+    let max_pos = cache.first().copied().unwrap_or(0);
+    super::int_list(ids)?
+        .into_iter()
+        .map(|p| {
+            usize::try_from(p)
+                .ok()
+                .filter(|&p| p < max_pos)
+                .ok_or_else(|| {
+                    EvalError::invalid(format!(
+                        "position id {p} is outside the cache of {max_pos} positions"
+                    ))
                 })
-                .collect()
-        }
-        None => {
-            if cache != [lay.batch, lay.seq, half] {
-                return Err(bad());
-            }
-            Ok((0..lay.batch * lay.seq).collect())
-        }
-    }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::{LowerResult, NodeCtx};
 use crate::loops::{Builder, Expr, TensorRef, Ty, strides_of};
 use shrink_ir::Tensor;
 use shrink_ir::op::Layout;
+use shrink_ir::rules;
 
 pub fn lower(b: &mut Builder, op: &Layout, cx: &NodeCtx) -> LowerResult {
     match op {
@@ -243,26 +244,9 @@ pub(crate) fn opt_const_ints(
     }
 }
 
-/// Normalizes a possibly negative axis against `rank`.
+/// Normalizes a possibly negative axis against `rank` (the shared rule, with a string error).
 pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        return Err(format!("axis {axis} is out of range for rank {rank}"));
-    }
-    Ok(if axis < 0 { axis + r } else { axis } as usize)
-}
-
-/// Normalizes a list of axes, rejecting duplicates.
-pub(crate) fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, String> {
-    let mut out = Vec::with_capacity(axes.len());
-    for &a in axes {
-        let a = norm_axis(a, rank)?;
-        if out.contains(&a) {
-            return Err(format!("axis {a} is listed twice"));
-        }
-        out.push(a);
-    }
-    Ok(out)
+    Ok(rules::norm_axis(axis, rank)?)
 }
 
 /// The output must have the dims the lowering computed (shape inference and this file agree).

@@ -1,34 +1,14 @@
 //! Element-moving ops whose output position maps to one source element: Transpose, Concat,
 //! Slice, Split, Expand, Tile (each one [`copy`]) and Gather (data-dependent indices).
-use super::{
-    Access, Coord, check_dims, const_ints, copy, norm_axes, norm_axis, opt_const_ints, signed,
-};
+use super::{Access, Coord, check_dims, const_ints, copy, norm_axis, opt_const_ints, signed};
 use crate::loops::{Builder, Expr, Ty, broadcast_strides, linear, status, strides_of};
 use crate::ops::{LowerResult, NodeCtx};
+use shrink_ir::rules::layout::{slice_axes, transpose_perm};
 
 pub(super) fn transpose(b: &mut Builder, cx: &NodeCtx, perm: Option<&[i64]>) -> LowerResult {
     let (x, y) = (cx.input(0), cx.output(0));
     let rank = x.rank();
-    let perm: Vec<usize> = match perm {
-        Some(p) => {
-            let p: Vec<usize> = p
-                .iter()
-                .map(|&a| usize::try_from(a).unwrap_or(usize::MAX))
-                .collect();
-            let mut seen = vec![false; rank];
-            for &a in &p {
-                match seen.get_mut(a) {
-                    Some(s) if !*s => *s = true,
-                    _ => return Err(format!("perm {p:?} is not a permutation of 0..{rank}")),
-                }
-            }
-            if p.len() != rank {
-                return Err(format!("perm {p:?} is not a permutation of 0..{rank}"));
-            }
-            p
-        }
-        None => (0..rank).rev().collect(),
-    };
+    let perm = transpose_perm(perm, rank)?;
     let dims: Vec<usize> = perm.iter().map(|&a| x.dims[a]).collect();
     check_dims(y, &dims)?;
     let st = strides_of(&x.dims);
@@ -171,47 +151,8 @@ pub(super) fn tile(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     Ok(())
 }
 
-/// One axis of a slice: the first source coordinate, the step and the element count.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct AxisSlice {
-    pub start: i64,
-    pub step: i64,
-    pub count: usize,
-}
-
-/// The spec's clamping, as the interpreter does it: negative starts/ends count from the end,
-/// then clamp to `[0, dim]` for positive steps or `[-1, dim - 1]` for negative ones.
-pub(super) fn axis_slice(dim: usize, start: i64, end: i64, step: i64) -> Result<AxisSlice, String> {
-    if step == 0 {
-        return Err("Slice step is zero".into());
-    }
-    let d = dim as i128;
-    let (mut s, mut e, step) = (start as i128, end as i128, step as i128);
-    if s < 0 {
-        s += d;
-    }
-    if e < 0 {
-        e += d;
-    }
-    let (s, span) = if step > 0 {
-        s = s.clamp(0, d);
-        e = e.clamp(0, d);
-        (s, e - s)
-    } else {
-        s = s.max(0).min(d - 1);
-        e = e.max(-1).min(d - 1);
-        (s, s - e)
-    };
-    let mag = step.abs();
-    let count = if span <= 0 { 0 } else { (span + mag - 1) / mag };
-    Ok(AxisSlice {
-        start: s as i64,
-        step: step as i64,
-        count: count as usize,
-    })
-}
-
-/// Slice with constant starts/ends/axes/steps, resolved here exactly as the interpreter does.
+/// Slice with constant starts/ends/axes/steps, resolved by the rule the interpreter uses
+/// ([`slice_axes`]).
 pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     let x = cx.input(0);
     if (1..5).any(|i| cx.opt_input(i).is_some() && cx.const_input(i).is_none()) {
@@ -219,30 +160,9 @@ pub(super) fn slice(b: &mut Builder, cx: &NodeCtx) -> LowerResult {
     }
     let starts = const_ints(cx, 1, "Slice starts")?;
     let ends = const_ints(cx, 2, "Slice ends")?;
-    let k = starts.len();
-    let axes = opt_const_ints(cx, 3, "Slice axes")?.unwrap_or_else(|| (0..k as i64).collect());
-    let steps = opt_const_ints(cx, 4, "Slice steps")?.unwrap_or_else(|| vec![1; k]);
-    if ends.len() != k || axes.len() != k || steps.len() != k {
-        return Err(format!(
-            "Slice starts/ends/axes/steps lengths differ: {k}, {}, {}, {}",
-            ends.len(),
-            axes.len(),
-            steps.len()
-        ));
-    }
-    let axes = norm_axes(&axes, x.rank())?;
-    let mut sl: Vec<AxisSlice> = x
-        .dims
-        .iter()
-        .map(|&d| AxisSlice {
-            start: 0,
-            step: 1,
-            count: d,
-        })
-        .collect();
-    for (i, &a) in axes.iter().enumerate() {
-        sl[a] = axis_slice(x.dims[a], starts[i], ends[i], steps[i])?;
-    }
+    let axes = opt_const_ints(cx, 3, "Slice axes")?;
+    let steps = opt_const_ints(cx, 4, "Slice steps")?;
+    let sl = slice_axes(&x.dims, &starts, &ends, axes.as_deref(), steps.as_deref())?;
     let dims: Vec<usize> = sl.iter().map(|s| s.count).collect();
     let y = cx.output(0);
     check_dims(y, &dims)?;

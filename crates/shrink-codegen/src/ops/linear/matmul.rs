@@ -9,102 +9,36 @@
 //! inside the loop and the output is written once.
 use crate::loops::ir::VarId;
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear, strides_of};
+use shrink_ir::rules::broadcast_dims;
+use shrink_ir::rules::linear::MatmulShape;
 
 /// Columns computed together (one accumulator variable each).
 pub const TILE: usize = 8;
 
-/// A matmul problem `[.., M, K] x [.., K, N]` after 1-D promotion, with batch broadcasting.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    /// The broadcast batch dims of the output.
-    pub batch: Vec<usize>,
-    /// Output dims (promoted 1-D axes dropped again).
-    pub out_dims: Vec<usize>,
-    /// Operand dims after promotion (`[K]` is `[1, K]` for a, `[K, 1]` for b).
-    pub a_dims: Vec<usize>,
-    pub b_dims: Vec<usize>,
-    pub a_1d: bool,
-    pub b_1d: bool,
-}
+/// A matmul problem `[.., M, K] x [.., K, N]` after 1-D promotion, with batch broadcasting: the
+/// rule the interpreter shares ([`MatmulShape::matmul`], [`MatmulShape::flat`]).
+pub type Plan = MatmulShape;
 
-impl Plan {
-    /// numpy matmul of operands of dims `a` and `b`.
-    pub fn matmul(a: &[usize], b: &[usize]) -> Result<Plan, String> {
-        if a.is_empty() || b.is_empty() {
-            return Err("matmul operands must have rank >= 1".into());
-        }
-        let a_dims = if a.len() == 1 {
-            vec![1, a[0]]
-        } else {
-            a.to_vec()
-        };
-        let b_dims = if b.len() == 1 {
-            vec![b[0], 1]
-        } else {
-            b.to_vec()
-        };
-        let (ar, br) = (a_dims.len(), b_dims.len());
-        let (m, k, k2, n) = (
-            a_dims[ar - 2],
-            a_dims[ar - 1],
-            b_dims[br - 2],
-            b_dims[br - 1],
-        );
-        if k != k2 {
-            return Err(format!(
-                "matmul of {a:?} and {b:?}: inner dimensions differ"
-            ));
-        }
-        let batch = broadcast(&a_dims[..ar - 2], &b_dims[..br - 2])?;
-        let mut out_dims = batch.clone();
-        if a.len() > 1 {
-            out_dims.push(m);
-        }
-        if b.len() > 1 {
-            out_dims.push(n);
-        }
-        Ok(Plan {
-            m,
-            k,
-            n,
-            batch,
-            out_dims,
-            a_dims,
-            b_dims,
-            a_1d: a.len() == 1,
-            b_1d: b.len() == 1,
-        })
-    }
-
-    /// A plain 2-D problem (Gemm).
-    pub fn flat(m: usize, k: usize, n: usize) -> Plan {
-        Plan {
-            m,
-            k,
-            n,
-            batch: vec![],
-            out_dims: vec![m, n],
-            a_dims: vec![m, k],
-            b_dims: vec![k, n],
-            a_1d: false,
-            b_1d: false,
-        }
-    }
-
+/// What the loop nest needs of a [`Plan`] beyond its dims: operand strides and output indices.
+pub trait PlanIndex {
     /// Per output batch axis, the element stride into a tensor whose leading dims are
     /// `batch_dims` and whose matrices hold `mat` elements (0 where it broadcasts).
-    pub fn batch_strides(&self, batch_dims: &[usize], mat: usize) -> Vec<usize> {
+    fn batch_strides(&self, batch_dims: &[usize], mat: usize) -> Vec<usize>;
+    /// Flat output index of element `(batch, i, j)`.
+    fn out_index(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Expr;
+    /// The output's coordinates of element `(batch, i, j)` (promoted axes left out).
+    fn out_coords(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Vec<Expr>;
+}
+
+impl PlanIndex for Plan {
+    fn batch_strides(&self, batch_dims: &[usize], mat: usize) -> Vec<usize> {
         broadcast_strides(batch_dims, &self.batch)
             .into_iter()
             .map(|s| s * mat)
             .collect()
     }
 
-    /// Flat output index of element `(batch, i, j)`.
-    pub fn out_index(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Expr {
+    fn out_index(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Expr {
         let bf = linear(bidx, &strides_of(&self.batch));
         bf.mul_k(self.m as i64)
             .add(i.clone())
@@ -112,8 +46,7 @@ impl Plan {
             .add(j.clone())
     }
 
-    /// The output's coordinates of element `(batch, i, j)` (promoted axes left out).
-    pub fn out_coords(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Vec<Expr> {
+    fn out_coords(&self, bidx: &[Expr], i: &Expr, j: &Expr) -> Vec<Expr> {
         let mut c = bidx.to_vec();
         if !self.a_1d {
             c.push(i.clone());
@@ -125,33 +58,9 @@ impl Plan {
     }
 }
 
-/// numpy broadcast of two shapes.
-pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    let r = a.len().max(b.len());
-    (0..r)
-        .map(|d| {
-            let x = if d + a.len() >= r {
-                a[d + a.len() - r]
-            } else {
-                1
-            };
-            let y = if d + b.len() >= r {
-                b[d + b.len() - r]
-            } else {
-                1
-            };
-            match (x, y) {
-                (x, y) if x == y || y == 1 => Ok(x),
-                (1, y) => Ok(y),
-                _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-            }
-        })
-        .collect()
-}
-
 /// Whether `p` broadcasts to exactly `target`.
 pub fn fits(p: &[usize], target: &[usize]) -> bool {
-    broadcast(p, target).is_ok_and(|s| s == target)
+    broadcast_dims(&[p, target]).is_ok_and(|s| s == target)
 }
 
 /// How one operand is read: its tensor, batch strides over the plan's batch, and the element

@@ -139,15 +139,7 @@ fn dims_input(t: &Tensor, what: &str) -> Result<Vec<usize>, EvalError> {
 
 /// Normalizes a list of possibly negative axes against `rank`, rejecting duplicates.
 fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, EvalError> {
-    let mut out = Vec::with_capacity(axes.len());
-    for &a in axes {
-        let a = crate::broadcast::norm_axis(a, rank)?;
-        if out.contains(&a) {
-            return Err(EvalError::invalid(format!("axis {a} is listed twice")));
-        }
-        out.push(a);
-    }
-    Ok(out)
+    Ok(shrink_ir::rules::norm_axes(axes, rank)?)
 }
 
 /// Output tensors must carry exactly the declared dtypes.

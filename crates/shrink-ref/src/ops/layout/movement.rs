@@ -1,9 +1,10 @@
 //! Element-moving ops whose output position maps to one source element: Transpose, Concat,
 //! Gather, Slice, Split, Expand, Tile.
-use super::{checked_prod, dims_input, norm_axes, remap, same_dtype, strides_of};
+use super::{checked_prod, dims_input, remap, same_dtype, strides_of};
 use crate::broadcast::{broadcast_shapes, norm_axis};
 use crate::ops::{int_list, optional, required};
 use crate::{EvalCtx, EvalError};
+use shrink_ir::rules::layout::{AxisSlice, slice_axes, transpose_perm};
 use shrink_ir::{Element, Tensor};
 
 pub(super) fn transpose(
@@ -13,32 +14,7 @@ pub(super) fn transpose(
 ) -> Result<Tensor, EvalError> {
     let data = required(ins, 0)?;
     let rank = data.rank();
-    let perm: Vec<usize> = match perm {
-        Some(p) => {
-            let p: Vec<usize> = p
-                .iter()
-                .map(|&a| usize::try_from(a).unwrap_or(usize::MAX))
-                .collect();
-            let mut seen = vec![false; rank];
-            for &a in &p {
-                match seen.get_mut(a) {
-                    Some(s) if !*s => *s = true,
-                    _ => {
-                        return Err(EvalError::invalid(format!(
-                            "perm {p:?} is not a permutation of 0..{rank}"
-                        )));
-                    }
-                }
-            }
-            if p.len() != rank {
-                return Err(EvalError::invalid(format!(
-                    "perm {p:?} is not a permutation of 0..{rank}"
-                )));
-            }
-            p
-        }
-        None => (0..rank).rev().collect(),
-    };
+    let perm = transpose_perm(perm, rank)?;
     let dims = perm.iter().map(|&a| data.dims()[a]).collect();
     let st = strides_of(data.dims());
     remap(data, dims, None, ctx, |idx| {
@@ -162,51 +138,6 @@ pub(super) fn gather(
     })
 }
 
-/// One axis of a slice: the first source coordinate, the step, and the element count.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct AxisSlice {
-    start: i128,
-    step: i128,
-    count: usize,
-}
-
-/// The spec's clamping: negative starts/ends count from the end, then clamp to `[0, dim]` for
-/// positive steps or `[-1, dim - 1]` for negative ones (so INT64_MAX/MIN act as "to the end").
-pub(super) fn axis_slice(
-    dim: usize,
-    start: i64,
-    end: i64,
-    step: i64,
-) -> Result<AxisSlice, EvalError> {
-    if step == 0 {
-        return Err(EvalError::invalid("Slice step is zero"));
-    }
-    let d = dim as i128;
-    let (mut s, mut e, step) = (start as i128, end as i128, step as i128);
-    if s < 0 {
-        s += d;
-    }
-    if e < 0 {
-        e += d;
-    }
-    let (s, span) = if step > 0 {
-        s = s.clamp(0, d);
-        e = e.clamp(0, d);
-        (s, e - s)
-    } else {
-        s = s.max(0).min(d - 1);
-        e = e.max(-1).min(d - 1);
-        (s, s - e)
-    };
-    let mag = step.abs();
-    let count = if span <= 0 { 0 } else { (span + mag - 1) / mag };
-    Ok(AxisSlice {
-        start: s,
-        step,
-        count: count as usize,
-    })
-}
-
 /// Copies the slice of `data` described per axis (axes not listed are taken whole).
 fn take_slices(data: &Tensor, sl: &[AxisSlice], ctx: &EvalCtx) -> Result<Tensor, EvalError> {
     let dims = sl.iter().map(|s| s.count).collect();
@@ -214,48 +145,29 @@ fn take_slices(data: &Tensor, sl: &[AxisSlice], ctx: &EvalCtx) -> Result<Tensor,
     remap(data, dims, None, ctx, |o| {
         let mut flat = 0usize;
         for ((&i, s), &stride) in o.iter().zip(sl).zip(&st) {
-            flat += usize::try_from(s.start + i as i128 * s.step).ok()? * stride;
+            flat += usize::try_from(s.start as i128 + i as i128 * s.step as i128).ok()? * stride;
         }
         Some(flat)
     })
 }
 
 fn whole(dims: &[usize]) -> Vec<AxisSlice> {
-    dims.iter()
-        .map(|&d| AxisSlice {
-            start: 0,
-            step: 1,
-            count: d,
-        })
-        .collect()
+    dims.iter().map(|&d| AxisSlice::whole(d)).collect()
 }
 
 pub(super) fn slice(ins: &[Option<&Tensor>], ctx: &EvalCtx) -> Result<Tensor, EvalError> {
     let data = required(ins, 0)?;
     let starts = int_list(required(ins, 1)?)?;
     let ends = int_list(required(ins, 2)?)?;
-    let k = starts.len();
-    let axes = match optional(ins, 3) {
-        Some(t) => int_list(t)?,
-        None => (0..k as i64).collect(),
-    };
-    let steps = match optional(ins, 4) {
-        Some(t) => int_list(t)?,
-        None => vec![1; k],
-    };
-    if ends.len() != k || axes.len() != k || steps.len() != k {
-        return Err(EvalError::invalid(format!(
-            "Slice starts/ends/axes/steps lengths differ: {k}, {}, {}, {}",
-            ends.len(),
-            axes.len(),
-            steps.len()
-        )));
-    }
-    let axes = norm_axes(&axes, data.rank())?;
-    let mut sl = whole(data.dims());
-    for (i, &a) in axes.iter().enumerate() {
-        sl[a] = axis_slice(data.dims()[a], starts[i], ends[i], steps[i])?;
-    }
+    let axes = optional(ins, 3).map(int_list).transpose()?;
+    let steps = optional(ins, 4).map(int_list).transpose()?;
+    let sl = slice_axes(
+        data.dims(),
+        &starts,
+        &ends,
+        axes.as_deref(),
+        steps.as_deref(),
+    )?;
     take_slices(data, &sl, ctx)
 }
 
@@ -317,7 +229,7 @@ pub(super) fn split(
     let mut outs = Vec::with_capacity(n_outs);
     for s in sizes {
         sl[a] = AxisSlice {
-            start: pos as i128,
+            start: i64::try_from(pos).map_err(|_| EvalError::invalid("split offset overflows"))?,
             step: 1,
             count: s,
         };
