@@ -93,11 +93,22 @@ fn mlp(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
     let batch = 1 + rng.below(9);
     let depth = 1 + rng.below(3);
     let dims: Vec<usize> = (0..=depth).map(|_| 1 + rng.below(48)).collect();
-    let x = g.add_input("x", ValueType::fixed(DType::F32, &[batch, dims[0]]));
+    // Sometimes a sequence of tokens, [seq, batch, features] (MatMul layers only: Gemm is 2-D).
+    let seq = if rng.below(3) == 0 {
+        1 + rng.below(3)
+    } else {
+        0
+    };
+    let x_dims: Vec<usize> = if seq > 0 {
+        vec![seq, batch, dims[0]]
+    } else {
+        vec![batch, dims[0]]
+    };
+    let x = g.add_input("x", ValueType::fixed(DType::F32, &x_dims));
     let mut h: Value = x.into();
     for l in 0..depth {
         let (k, n) = (dims[l], dims[l + 1]);
-        let gemm = rng.below(2) == 0;
+        let gemm = seq == 0 && rng.below(2) == 0;
         let w = weights(rng, n, k, gemm);
         let bias: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
         if gemm {
@@ -138,8 +149,10 @@ fn mlp(rng: &mut Rng) -> (Graph, Vec<Tensor>) {
         }
     }
     g.outputs.push(("y".into(), h));
-    let xs = (0..batch * dims[0]).map(|_| rng.uniform() * 3.0).collect();
-    (g, vec![Tensor::from_vec(vec![batch, dims[0]], xs)])
+    let xs = (0..x_dims.iter().product::<usize>())
+        .map(|_| rng.uniform() * 3.0)
+        .collect();
+    (g, vec![Tensor::from_vec(x_dims, xs)])
 }
 
 fn conv_net(rng: &mut Rng) -> (Graph, Vec<Tensor>) {

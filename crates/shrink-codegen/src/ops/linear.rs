@@ -14,7 +14,7 @@ use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 use crate::loops::convert::{decode, encode};
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
-use matmul::{Dot, Operand, ParamIndex, Plan, PlanIndex, fits, matmul_loops};
+use matmul::{Dot, Operand, ParamIndex, Plan, PlanIndex, fits, matmul_loops, panel_bytes};
 use shrink_ir::DType;
 use shrink_ir::op::{Fused, Linear, Unary};
 
@@ -28,7 +28,7 @@ pub fn lower(b: &mut Builder, op: &Linear, cx: &NodeCtx) -> LowerResult {
             let plan = Plan::matmul(&x.dims, &w.dims)?;
             let dot = LinearDot::new(float_acc(x.dtype, "MatMul")?, &plan, cx.output(0))?;
             let (a, bm) = operands(&plan, x, w, false);
-            matmul_loops(b, &plan, &a, &bm, &dot);
+            loops_over(b, cx, 1, &plan, &a, bm, &dot);
             Ok(())
         }
         Linear::Gemm {
@@ -88,7 +88,7 @@ pub fn lower_fused(b: &mut Builder, op: &Fused, cx: &NodeCtx) -> LowerResult {
         act: activation.as_ref(),
     };
     let (a, bm) = operands(&plan, x, w, *trans_b);
-    matmul_loops(b, &plan, &a, &bm, &dot);
+    loops_over(b, cx, 1, &plan, &a, bm, &dot);
     Ok(())
 }
 
@@ -120,6 +120,7 @@ fn operands<'a>(
         batch_strides: plan.batch_strides(&plan.a_dims[..ar - 2], plan.m * plan.k),
         outer: plan.k,
         inner: 1,
+        panels: false,
     };
     let (p_stride, j_stride) = if trans_w { (1, plan.k) } else { (plan.n, 1) };
     let bm = Operand {
@@ -127,6 +128,7 @@ fn operands<'a>(
         batch_strides: plan.batch_strides(&plan.b_dims[..br - 2], plan.k * plan.n),
         outer: p_stride,
         inner: j_stride,
+        panels: false,
     };
     (a, bm)
 }
@@ -311,14 +313,16 @@ fn gemm(
         batch_strides: vec![],
         outer: if trans_a { 1 } else { ac },
         inner: if trans_a { ac } else { 1 },
+        panels: false,
     };
     let bm = Operand {
         t: w,
         batch_strides: vec![],
         outer: if trans_b { 1 } else { bc },
         inner: if trans_b { bc } else { 1 },
+        panels: false,
     };
-    matmul_loops(b, &plan, &a, &bm, &dot);
+    loops_over(b, cx, 1, &plan, &a, bm, &dot);
     Ok(())
 }
 
@@ -403,6 +407,42 @@ fn quantized(b: &mut Builder, cx: &NodeCtx, qlinear: bool) -> LowerResult {
         return Err(format!("MatMulInteger output of type {}", y.dtype));
     }
     let (a, bm) = operands(&plan, x, w, false);
-    matmul_loops(b, &plan, &a, &bm, &dot);
+    loops_over(b, cx, bi, &plan, &a, bm, &dot);
     Ok(())
+}
+
+/// [`matmul_loops`], with a constant, unbatched B (input `b_input`: the layer's weight) first
+/// re-laid out in column panels so each tile's `k` loop reads it sequentially.
+fn loops_over(
+    b: &mut Builder,
+    cx: &NodeCtx,
+    b_input: usize,
+    plan: &Plan,
+    a: &Operand,
+    bm: Operand,
+    dot: &dyn Dot,
+) {
+    let whole_bytes = !matches!(
+        bm.t.dtype,
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 | DType::F4E2M1 | DType::String
+    );
+    let weight = cx
+        .const_input(b_input)
+        .filter(|_| whole_bytes && bm.batch_strides.iter().all(|&s| s == 0));
+    let Some(weight) = weight else {
+        matmul_loops(b, plan, a, &bm, dot);
+        return;
+    };
+    let size = bm.t.dtype.size();
+    let bytes = panel_bytes(weight.bytes(), size, plan, bm.outer, bm.inner);
+    let table = b.table(bm.t.dtype, &[plan.k * plan.n], bytes);
+    let panels = Operand {
+        t: &table,
+        // All zero: every batch reads the one weight.
+        batch_strides: bm.batch_strides.clone(),
+        outer: 0,
+        inner: 0,
+        panels: true,
+    };
+    matmul_loops(b, plan, a, &panels, dot);
 }

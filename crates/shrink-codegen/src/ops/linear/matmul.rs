@@ -70,6 +70,31 @@ pub struct Operand<'a> {
     pub batch_strides: Vec<usize>,
     pub outer: usize,
     pub inner: usize,
+    /// B only: `t` is a constant re-laid out in column panels ([`panel_bytes`]), so the `k`
+    /// loop of a tile reads consecutive elements (`outer`/`inner` unused).
+    pub panels: bool,
+}
+
+/// A constant B (`[K, N]` elements of `size` bytes at element strides `(outer, inner)` for
+/// `(p, j)`) re-laid out as the tile loop reads it: the columns of each tile of [`TILE`] (and
+/// the last, narrower one) stored together, `k`-major. Element `(p, j0 + t)` of the tile at `j0`
+/// of width `w` sits at `j0·K + p·w + t`. Row-major B read a tile at a time strides a whole row
+/// per `k` step: for a 4096² weight a new page per load.
+pub fn panel_bytes(raw: &[u8], size: usize, plan: &Plan, outer: usize, inner: usize) -> Vec<u8> {
+    let (k, n) = (plan.k, plan.n);
+    let mut out = Vec::with_capacity(k * n * size);
+    let mut j0 = 0;
+    while j0 < n {
+        let width = TILE.min(n - j0);
+        for p in 0..k {
+            for t in 0..width {
+                let at = (p * outer + (j0 + t) * inner) * size;
+                out.extend_from_slice(&raw[at..at + size]);
+            }
+        }
+        j0 += width;
+    }
+    out
 }
 
 /// What the loop needs from an op: the accumulator type, how a loaded element (compute type)
@@ -121,16 +146,23 @@ pub fn matmul_loops(b: &mut Builder, plan: &Plan, a: &Operand, bm: &Operand, dot
                     .iter()
                     .map(|j| dot.b_col(b, bidx, j).map(|z| b.let_(z)))
                     .collect();
-                let starts: Vec<Expr> = cols
-                    .iter()
-                    .map(|j| b.let_(b_base.clone().add(j.clone().mul_k(bm.inner as i64))))
-                    .collect();
+                let starts: Vec<Expr> = if bm.panels {
+                    let tile_base = b.let_(j0.clone().mul_k(plan.k as i64));
+                    (0..width)
+                        .map(|t| tile_base.clone().add_k(t as i64))
+                        .collect()
+                } else {
+                    cols.iter()
+                        .map(|j| b.let_(b_base.clone().add(j.clone().mul_k(bm.inner as i64))))
+                        .collect()
+                };
+                let p_step = if bm.panels { width } else { bm.outer } as i64;
                 let accs: Vec<VarId> = (0..width).map(|_| b.mutable(zero.clone())).collect();
                 b.for_(plan.k, |b, p| {
                     let x = b.load(a.t, a_row.clone().add(p.clone().mul_k(a.inner as i64)));
                     let x = b.let_(dot.a_elem(x, za.as_ref()));
                     for t in 0..width {
-                        let at = starts[t].clone().add(p.clone().mul_k(bm.outer as i64));
+                        let at = starts[t].clone().add(p.clone().mul_k(p_step));
                         let y = b.load(bm.t, at);
                         let y = dot.b_elem(y, zb[t].as_ref());
                         let sum = b.get(accs[t]).add(x.clone().mul(y));
