@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::OnceLock;
+pub use target_lexicon;
 use target_lexicon::Triple;
 
 /// The profile files, in the order `shrink compile --target help` lists them. A new file in
@@ -66,6 +67,9 @@ pub struct TargetProfile {
     pub triple: String,
     /// One line for `--target help`.
     pub description: String,
+    /// Other names `--target` accepts (`x86_64-linux`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// No toolchain or runner here can link or run it (bare metal, macOS): objects only.
     #[serde(default)]
     pub compile_only: bool,
@@ -143,7 +147,14 @@ pub fn profiles() -> &'static [TargetProfile] {
 pub fn parse_profile(file: &str, text: &str) -> Result<TargetProfile, String> {
     let p: TargetProfile = toml::from_str(text)
         .map_err(|e| format!("{file}: {}", e.to_string().replace('\n', " ").trim_end()))?;
-    Triple::from_str(&p.triple).map_err(|e| format!("{file}: triple '{}': {e}", p.triple))?;
+    let t =
+        Triple::from_str(&p.triple).map_err(|e| format!("{file}: triple '{}': {e}", p.triple))?;
+    if t.binary_format == target_lexicon::BinaryFormat::Unknown {
+        return Err(format!(
+            "{file}: triple '{}' names no object format (add -elf)",
+            p.triple
+        ));
+    }
     Ok(p)
 }
 
@@ -156,7 +167,10 @@ pub fn find(name: &str) -> Result<TargetProfile, String> {
     } else {
         name.to_string()
     };
-    if let Some(p) = all.iter().find(|p| p.name == wanted) {
+    if let Some(p) = all
+        .iter()
+        .find(|p| p.name == wanted || p.aliases.contains(&wanted))
+    {
         return Ok(p.clone());
     }
     // A triple: the baseline profile of it is the one named after it; else the first listed.
@@ -358,5 +372,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("y.toml: triple"), "{e}");
+        let e = parse_profile(
+            "z.toml",
+            "name='a'\ntriple='aarch64-unknown-none'\ndescription='d'",
+        )
+        .unwrap_err();
+        assert!(e.contains("no object format"), "{e}");
     }
 }
