@@ -69,15 +69,20 @@ enum Engine {
 enum Cmd {
     /// Compile a model to an object file or static library plus C header.
     Compile {
-        model: PathBuf,
+        model: Option<PathBuf>,
+        /// A profile name or triple (`--target help` lists them), or `host`.
         #[arg(long)]
         target: String,
+        /// The object (`.o`) or static library (`.a`) to write.
         #[arg(short = 'o')]
         out: Option<PathBuf>,
+        /// The C header to write.
         #[arg(long)]
         header: Option<PathBuf>,
+        /// Symbol prefix (a C identifier; default: the model's file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Print the optimized IR, the Cranelift IR or the target's assembly.
         #[arg(long)]
         emit: Option<String>,
     },
@@ -548,37 +553,85 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
         .collect()
 }
 
-/// Whether `--target` names the machine shrink runs on (the JIT's target).
-fn is_host_target(t: &str) -> bool {
-    let arch = std::env::consts::ARCH;
-    t == "host" || t == "native" || t.starts_with(&format!("{arch}-")) && t.contains("linux")
+/// `--target help`: every profile, one line each.
+fn print_targets() {
+    println!("{:<30} {:<30} description", "target", "triple");
+    for p in shrink::target::profiles() {
+        println!("{}", p.summary());
+    }
+    println!(
+        "{:<30} {:<30} this machine's baseline profile",
+        "host",
+        shrink::target::host_triple()
+    );
 }
 
-fn cmd_compile(
-    cli: &Cli,
-    model: &Path,
-    target: &str,
-    out: &Option<PathBuf>,
-    header: &Option<PathBuf>,
-    emit: &Option<String>,
-) -> Result<()> {
-    let listing = match emit.as_deref() {
-        None => None,
-        Some("ir") => None,
+/// What `-o` asks for, by its extension.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutKind {
+    Object,
+    Archive,
+}
+
+fn out_kind(out: &Path) -> Result<OutKind> {
+    match out.extension().and_then(|e| e.to_str()) {
+        Some("o") => Ok(OutKind::Object),
+        Some("a") => Ok(OutKind::Archive),
+        _ => bail!(
+            "-o {}: expected an object (.o) or a static library (.a)",
+            out.display()
+        ),
+    }
+}
+
+/// The symbol prefix: `--name`, else the model's file stem made a C identifier.
+fn symbol_prefix(model: &Path, name: &Option<String>) -> Result<String> {
+    match name {
+        Some(n) => {
+            shrink::aot::check_prefix(n).map_err(|e| anyhow!(e))?;
+            Ok(n.clone())
+        }
+        None => Ok(shrink::aot::c_identifier_from(
+            &model.file_stem().unwrap_or_default().to_string_lossy(),
+        )),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| path.display().to_string())
+}
+
+struct CompileArgs<'a> {
+    model: &'a Option<PathBuf>,
+    target: &'a str,
+    out: &'a Option<PathBuf>,
+    header: &'a Option<PathBuf>,
+    name: &'a Option<String>,
+    emit: &'a Option<String>,
+}
+
+fn cmd_compile(cli: &Cli, a: CompileArgs) -> Result<()> {
+    if a.target == "help" {
+        print_targets();
+        return Ok(());
+    }
+    let profile = shrink::target::find(a.target).map_err(|e| anyhow!(e))?;
+    let Some(model) = a.model else {
+        bail!("compile: give the MODEL to compile");
+    };
+    let listing = match a.emit.as_deref() {
+        None | Some("ir") => None,
         Some("clif") => Some(shrink::codegen::Listing::Clif),
         Some("asm") => Some(shrink::codegen::Listing::Asm),
         Some(other) => bail!("--emit {other}: expected ir, clif or asm"),
     };
-    if emit.is_none() || out.is_some() || header.is_some() {
+    if a.emit.is_none() && a.out.is_none() && a.header.is_none() {
         bail!(
-            "writing objects and static libraries (-o, --header) is not available yet in this version; --emit ir|clif|asm prints what would be compiled"
+            "compile: nothing to write; give -o OUT.a|OUT.o, --header OUT.h or --emit ir|clif|asm"
         );
     }
-    if !is_host_target(target) {
-        bail!(
-            "target '{target}' is not available yet: this version compiles for the host only (--target host)"
-        );
-    }
+    let kind = a.out.as_deref().map(out_kind).transpose()?;
+    let prefix = symbol_prefix(model, a.name)?;
     let options = shrink::CompileOptions {
         opt: opt_options(cli)?,
         input_shapes: input_shapes(cli)?,
@@ -587,17 +640,46 @@ fn cmd_compile(
     };
     let codegen = options.codegen.clone();
     let g = shrink::Compiler::new(options)
-        .optimized_graph(model)
+        .optimized_graph(model.as_path())
         .map_err(|e| anyhow!(e))?;
-    let text = match listing {
-        None => shrink::ir::text::print::print_graph(&g),
-        Some(kind) => {
-            let at = |e: String| anyhow!("{}: {e}", model.display());
-            let p = shrink::codegen::lower(&g, &codegen).map_err(|e| at(e.to_string()))?;
-            shrink::Kernel::listing(&p, kind).map_err(|e| at(e.to_string()))?
+    if a.emit.as_deref() == Some("ir") {
+        print!("{}", shrink::ir::text::print::print_graph(&g));
+        if a.out.is_none() && a.header.is_none() {
+            return Ok(());
         }
-    };
-    print!("{text}");
+    }
+    let at = |e: String| anyhow!("{}: {e}", model.display());
+    let p = shrink::lower_with(&g, &codegen).map_err(|e| at(e.to_string()))?;
+    if let Some(kind) = listing {
+        let text =
+            shrink::aot::listing(&p, &profile, &prefix, kind).map_err(|e| at(e.to_string()))?;
+        print!("{text}");
+    }
+    if a.out.is_none() && a.header.is_none() {
+        return Ok(());
+    }
+    let o = shrink::AotOutput::new(&p, profile, &prefix).map_err(|e| at(e.to_string()))?;
+    if let (Some(path), Some(kind)) = (a.out, kind) {
+        let bytes = match kind {
+            OutKind::Object => o.object.clone(),
+            OutKind::Archive => o.archive().map_err(|e| at(e.to_string()))?,
+        };
+        write_file(path, &bytes)?;
+        eprintln!(
+            "wrote {} ({} bytes; {} {} for {}, code {} bytes, read-only data {} bytes, scratch {} bytes)",
+            path.display(),
+            bytes.len(),
+            o.facts.format,
+            o.facts.architecture,
+            o.profile.name,
+            o.facts.text_bytes,
+            o.facts.rodata_bytes,
+            p.scratch_bytes
+        );
+    }
+    if let Some(path) = a.header {
+        write_file(path, o.header.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -733,9 +815,20 @@ fn run_command(cli: &Cli) -> Result<bool> {
             target,
             out,
             header,
-            name: _,
+            name,
             emit,
-        } => cmd_compile(cli, model, target, out, header, emit).map(|_| true),
+        } => cmd_compile(
+            cli,
+            CompileArgs {
+                model,
+                target,
+                out,
+                header,
+                name,
+                emit,
+            },
+        )
+        .map(|_| true),
         Cmd::Run {
             model,
             input_dir,
