@@ -166,3 +166,107 @@ pub fn check_archive(
     }
     Ok(facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::write::{Object as Writer, Symbol, SymbolSection};
+    use object::{Endianness, SymbolFlags, SymbolScope};
+
+    /// An x86-64 ELF object with `m_run` in .text, then `extra` applied.
+    fn elf(extra: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let text = w.section_id(object::write::StandardSection::Text);
+        let off = w.append_section_data(text, &[0xc3], 16);
+        w.add_symbol(Symbol {
+            name: b"m_run".to_vec(),
+            value: off,
+            size: 1,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Dynamic,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+        extra(&mut w);
+        w.write().unwrap()
+    }
+
+    fn host() -> TargetProfile {
+        shrink_target::find("x86_64-unknown-linux-gnu").unwrap()
+    }
+
+    fn symbol(name: &str, section: SymbolSection, scope: SymbolScope) -> Symbol {
+        Symbol {
+            name: name.as_bytes().to_vec(),
+            value: 0,
+            size: 0,
+            kind: SymbolKind::Data,
+            scope,
+            weak: false,
+            section,
+            flags: SymbolFlags::None,
+        }
+    }
+
+    #[test]
+    fn a_clean_object_passes() {
+        let facts = check_object(&elf(|_| {}), &host(), "m").unwrap();
+        assert_eq!(facts.globals, ["m_run"]);
+        assert_eq!(facts.text_bytes, 1);
+    }
+
+    #[test]
+    fn each_broken_rule_is_refused() {
+        let import = elf(|w| {
+            w.add_symbol(symbol(
+                "memcpy",
+                SymbolSection::Undefined,
+                SymbolScope::Unknown,
+            ));
+        });
+        let e = check_object(&import, &host(), "m").unwrap_err().to_string();
+        assert!(e.contains("imports 'memcpy'"), "{e}");
+        let data = elf(|w| {
+            let d = w.section_id(object::write::StandardSection::Data);
+            w.append_section_data(d, &[1, 2, 3, 4], 4);
+        });
+        let e = check_object(&data, &host(), "m").unwrap_err().to_string();
+        assert!(e.contains("writable data"), "{e}");
+        let global = elf(|w| {
+            let r = w.section_id(object::write::StandardSection::ReadOnlyData);
+            w.append_section_data(r, &[0; 8], 8);
+            w.add_symbol(symbol(
+                "weights",
+                SymbolSection::Section(r),
+                SymbolScope::Dynamic,
+            ));
+        });
+        let e = check_object(&global, &host(), "m").unwrap_err().to_string();
+        assert!(e.contains("'weights' lacks the prefix"), "{e}");
+        let e = check_object(&elf(|_| {}), &host(), "other")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'m_run' lacks the prefix 'other_'"), "{e}");
+        let aarch64 = shrink_target::find("aarch64-unknown-linux-gnu").unwrap();
+        let e = check_object(&elf(|_| {}), &aarch64, "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wants Elf Aarch64"), "{e}");
+        let e = check_object(b"not an object", &host(), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unreadable object"), "{e}");
+    }
+
+    #[test]
+    fn archives_need_an_index_naming_run() {
+        let o = elf(|_| {});
+        let a = crate::archive(&[("m.o".into(), o)]).unwrap();
+        assert_eq!(check_archive(&a, &host(), &["m"]).unwrap().len(), 1);
+        let e = check_archive(&a, &host(), &["m", "n"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lacks n_run"), "{e}");
+    }
+}
