@@ -366,3 +366,55 @@ fn bad_names_and_targets_are_one_line_errors() {
         "{e}"
     );
 }
+
+/// Installs the Debian packages of `profile`'s toolchain when its compiler or runner is missing
+/// (the profiles list them for this purpose); a failure to install fails the test.
+fn ensure_toolchain(profile: &TargetProfile) {
+    if shrink::harness::can_run(profile).is_ok() {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend(profile.toolchain.packages.iter().map(String::as_str));
+    if !apt(&install) {
+        apt(&["update", "-qq"]);
+        apt(&install);
+    }
+    if let Err(e) = shrink::harness::can_run(profile) {
+        panic!("{e} (installing them with apt-get failed)");
+    }
+}
+
+#[test]
+fn foreign_isas_under_qemu_match_the_jit_bit_for_bit() {
+    let foreign: Vec<&TargetProfile> = profiles()
+        .iter()
+        .filter(|p| !p.compile_only && !p.toolchain.runner.is_empty())
+        .collect();
+    assert!(foreign.len() >= 3, "{foreign:?}");
+    for profile in &foreign {
+        ensure_toolchain(profile);
+    }
+    for (name, model) in shipped_models() {
+        let (inputs, want) = inputs_and_jit_outputs(&model);
+        for profile in &foreign {
+            let o = compile(&model, &profile.name, &name);
+            let dir = scratch(&format!("{name}-{}", profile.name));
+            let got =
+                shrink::harness::link_and_run(profile, &[&o], std::slice::from_ref(&inputs), &dir)
+                    .unwrap_or_else(|e| panic!("{name} on {}: {e}", profile.name));
+            assert!(
+                got[0] == want,
+                "{name} on {}: outputs differ from the JIT's",
+                profile.name
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

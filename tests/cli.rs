@@ -388,6 +388,39 @@ fn compile_writes_objects_archives_and_headers_for_named_targets() {
 }
 
 #[test]
+fn check_with_the_aot_engine_links_and_runs_on_the_host() {
+    let o = shrink(&[
+        "check",
+        &shipped_model(),
+        "--engine",
+        "aot",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("PASS test_data_set_0"),
+        "{}",
+        stdout(&o)
+    );
+    assert_one_line_error(
+        &shrink(&[
+            "check",
+            &shipped_model(),
+            "--engine",
+            "aot",
+            "--target",
+            "x86_64-apple-darwin",
+        ]),
+        &["x86_64-apple-darwin", "compile-only"],
+    );
+    assert_one_line_error(
+        &shrink(&["check", &shipped_model(), "--target", "x86_64-v3"]),
+        &["--target x86_64-v3", "--engine aot"],
+    );
+}
+
+#[test]
 fn truncated_model_is_a_one_line_error() {
     let dir = scratch();
     let bytes = std::fs::read(shipped_model()).unwrap();

@@ -111,6 +111,20 @@ pub fn can_run(profile: &TargetProfile) -> Result<(), String> {
             profile.name
         ));
     }
+    for (tool, what) in [
+        (&profile.toolchain.cc, "C compiler"),
+        (&profile.toolchain.runner, "runner"),
+    ] {
+        if let Some(prog) = tool.first()
+            && !on_path(prog)
+        {
+            return Err(format!(
+                "target {}: the {what} '{prog}' is not installed (Debian packages: {})",
+                profile.name,
+                profile.toolchain.packages.join(" ")
+            ));
+        }
+    }
     if profile.toolchain.runner.is_empty() && !profile.runs_natively()? {
         return Err(format!(
             "target {}: this machine cannot run its code (a CPU extension it enables is missing, \
@@ -119,6 +133,24 @@ pub fn can_run(profile: &TargetProfile) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether `prog` names an executable file, directly or in a `PATH` folder.
+fn on_path(prog: &str) -> bool {
+    let executable = |p: &Path| {
+        p.metadata().is_ok_and(|m| {
+            #[cfg(unix)]
+            let run = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0;
+            #[cfg(not(unix))]
+            let run = true;
+            m.is_file() && run
+        })
+    };
+    if prog.contains('/') {
+        return executable(Path::new(prog));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(prog))))
 }
 
 /// Links `outputs` (one static library each) with [`c_main`] in `dir`, runs the program on

@@ -10,6 +10,9 @@ use shrink::onnx::{ImportOptions, Imported, load_model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cli_aot;
+use cli_aot::{CompileArgs, aot_profile, cmd_compile, run_aot};
+
 #[derive(Parser)]
 #[command(
     name = "shrink",
@@ -158,7 +161,7 @@ impl Engine {
 
 fn not_yet(engine: Engine) -> anyhow::Error {
     anyhow!(
-        "engine '{}' is not available yet: 'jit' and 'interp' are implemented in this version",
+        "engine '{}' is not available for bench yet: use 'jit' or 'interp'",
         engine.name()
     )
 }
@@ -379,6 +382,7 @@ fn execute(
     inputs: &[(String, Tensor)],
     model: &Path,
     engine: Engine,
+    target: Option<&shrink::target::TargetProfile>,
 ) -> Result<Vec<Tensor>> {
     let (g, bound, guards) = prepare(cli, imp, inputs, model, engine)?;
     let at = |e: String| anyhow!("{}: {e}", model.display());
@@ -393,7 +397,10 @@ fn execute(
             let kernel = compile_with_bar(cli, &g, guards).map_err(at)?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
-        Engine::Aot => Err(not_yet(engine)),
+        Engine::Aot => {
+            let profile = target.ok_or_else(|| anyhow!("--engine aot needs a --target"))?;
+            run_aot(cli, &g, guards, &bound, profile).map_err(at)
+        }
     }
 }
 
@@ -421,9 +428,7 @@ fn cmd_run(
     output_dir: &Option<PathBuf>,
     engine: Engine,
 ) -> Result<()> {
-    if engine == Engine::Aot {
-        return Err(not_yet(engine));
-    }
+    let profile = aot_profile(engine, None)?;
     let imp = load(model, cli.max_memory)?;
     let inputs = match input_dir {
         Some(d) => {
@@ -436,7 +441,7 @@ fn cmd_run(
             .map(|a| read_input_arg(a, cli.max_memory))
             .collect::<Result<_>>()?,
     };
-    let outs = execute(cli, &imp, &inputs, model, engine)?;
+    let outs = execute(cli, &imp, &inputs, model, engine, profile.as_ref())?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
         let preview: Vec<String> = (0..t.len().min(8))
             .map(|i| match t.strings() {
@@ -466,11 +471,10 @@ fn cmd_check(
     model: &Path,
     datasets: &[PathBuf],
     engine: Engine,
+    target: Option<&str>,
     tol: Tolerance,
 ) -> Result<bool> {
-    if engine == Engine::Aot {
-        return Err(not_yet(engine));
-    }
+    let profile = aot_profile(engine, target)?;
     let imp = load(model, cli.max_memory)?;
     let sets = if datasets.is_empty() {
         datasets_next_to(model)
@@ -489,27 +493,28 @@ fn cmd_check(
         let label = set.file_name().map_or(set.display().to_string(), |n| {
             n.to_string_lossy().into_owned()
         });
-        let outcome = execute(cli, &imp, &data.inputs, model, engine).map(|outs| {
-            if outs.len() != data.outputs.len() {
-                return (
-                    f64::INFINITY,
-                    Some(format!(
-                        "{} outputs, {} expected",
-                        outs.len(),
-                        data.outputs.len()
-                    )),
-                );
-            }
-            let mut worst = 0f64;
-            for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
-                let c = compare(got, want, tol);
-                worst = worst.max(c.max_abs_err);
-                if let Some(m) = c.mismatch {
-                    return (worst, Some(format!("output {k}: {m}")));
+        let outcome =
+            execute(cli, &imp, &data.inputs, model, engine, profile.as_ref()).map(|outs| {
+                if outs.len() != data.outputs.len() {
+                    return (
+                        f64::INFINITY,
+                        Some(format!(
+                            "{} outputs, {} expected",
+                            outs.len(),
+                            data.outputs.len()
+                        )),
+                    );
                 }
-            }
-            (worst, None)
-        });
+                let mut worst = 0f64;
+                for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
+                    let c = compare(got, want, tol);
+                    worst = worst.max(c.max_abs_err);
+                    if let Some(m) = c.mismatch {
+                        return (worst, Some(format!("output {k}: {m}")));
+                    }
+                }
+                (worst, None)
+            });
         match outcome {
             Ok((err, None)) => println!("PASS {label} max_abs_err={err:.3e}"),
             Ok((err, Some(why))) => {
@@ -551,136 +556,6 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
             Ok((n.name.clone(), t.map_err(|e| anyhow!(e))?))
         })
         .collect()
-}
-
-/// `--target help`: every profile, one line each.
-fn print_targets() {
-    println!("{:<30} {:<30} description", "target", "triple");
-    for p in shrink::target::profiles() {
-        println!("{}", p.summary());
-    }
-    println!(
-        "{:<30} {:<30} this machine's baseline profile",
-        "host",
-        shrink::target::host_triple()
-    );
-}
-
-/// What `-o` asks for, by its extension.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OutKind {
-    Object,
-    Archive,
-}
-
-fn out_kind(out: &Path) -> Result<OutKind> {
-    match out.extension().and_then(|e| e.to_str()) {
-        Some("o") => Ok(OutKind::Object),
-        Some("a") => Ok(OutKind::Archive),
-        _ => bail!(
-            "-o {}: expected an object (.o) or a static library (.a)",
-            out.display()
-        ),
-    }
-}
-
-/// The symbol prefix: `--name`, else the model's file stem made a C identifier.
-fn symbol_prefix(model: &Path, name: &Option<String>) -> Result<String> {
-    match name {
-        Some(n) => {
-            shrink::aot::check_prefix(n).map_err(|e| anyhow!(e))?;
-            Ok(n.clone())
-        }
-        None => Ok(shrink::aot::c_identifier_from(
-            &model.file_stem().unwrap_or_default().to_string_lossy(),
-        )),
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| path.display().to_string())
-}
-
-struct CompileArgs<'a> {
-    model: &'a Option<PathBuf>,
-    target: &'a str,
-    out: &'a Option<PathBuf>,
-    header: &'a Option<PathBuf>,
-    name: &'a Option<String>,
-    emit: &'a Option<String>,
-}
-
-fn cmd_compile(cli: &Cli, a: CompileArgs) -> Result<()> {
-    if a.target == "help" {
-        print_targets();
-        return Ok(());
-    }
-    let profile = shrink::target::find(a.target).map_err(|e| anyhow!(e))?;
-    let Some(model) = a.model else {
-        bail!("compile: give the MODEL to compile");
-    };
-    let listing = match a.emit.as_deref() {
-        None | Some("ir") => None,
-        Some("clif") => Some(shrink::codegen::Listing::Clif),
-        Some("asm") => Some(shrink::codegen::Listing::Asm),
-        Some(other) => bail!("--emit {other}: expected ir, clif or asm"),
-    };
-    if a.emit.is_none() && a.out.is_none() && a.header.is_none() {
-        bail!(
-            "compile: nothing to write; give -o OUT.a|OUT.o, --header OUT.h or --emit ir|clif|asm"
-        );
-    }
-    let kind = a.out.as_deref().map(out_kind).transpose()?;
-    let prefix = symbol_prefix(model, a.name)?;
-    let options = shrink::CompileOptions {
-        opt: opt_options(cli)?,
-        input_shapes: input_shapes(cli)?,
-        max_memory: cli.max_memory,
-        codegen: codegen_options(cli)?,
-    };
-    let codegen = options.codegen.clone();
-    let g = shrink::Compiler::new(options)
-        .optimized_graph(model.as_path())
-        .map_err(|e| anyhow!(e))?;
-    if a.emit.as_deref() == Some("ir") {
-        print!("{}", shrink::ir::text::print::print_graph(&g));
-        if a.out.is_none() && a.header.is_none() {
-            return Ok(());
-        }
-    }
-    let at = |e: String| anyhow!("{}: {e}", model.display());
-    let p = shrink::lower_with(&g, &codegen).map_err(|e| at(e.to_string()))?;
-    if let Some(kind) = listing {
-        let text =
-            shrink::aot::listing(&p, &profile, &prefix, kind).map_err(|e| at(e.to_string()))?;
-        print!("{text}");
-    }
-    if a.out.is_none() && a.header.is_none() {
-        return Ok(());
-    }
-    let o = shrink::AotOutput::new(&p, profile, &prefix).map_err(|e| at(e.to_string()))?;
-    if let (Some(path), Some(kind)) = (a.out, kind) {
-        let bytes = match kind {
-            OutKind::Object => o.object.clone(),
-            OutKind::Archive => o.archive().map_err(|e| at(e.to_string()))?,
-        };
-        write_file(path, &bytes)?;
-        eprintln!(
-            "wrote {} ({} bytes; {} {} for {}, code {} bytes, read-only data {} bytes, scratch {} bytes)",
-            path.display(),
-            bytes.len(),
-            o.facts.format,
-            o.facts.architecture,
-            o.profile.name,
-            o.facts.text_bytes,
-            o.facts.rodata_bytes,
-            p.scratch_bytes
-        );
-    }
-    if let Some(path) = a.header {
-        write_file(path, o.header.as_bytes())?;
-    }
-    Ok(())
 }
 
 /// Median and p99 of `iters` warm calls of `f`, in nanoseconds.
@@ -840,7 +715,7 @@ fn run_command(cli: &Cli) -> Result<bool> {
             model,
             datasets,
             engine,
-            target: _,
+            target,
             rtol,
             atol,
         } => cmd_check(
@@ -848,6 +723,7 @@ fn run_command(cli: &Cli) -> Result<bool> {
             model,
             datasets,
             *engine,
+            target.as_deref(),
             Tolerance {
                 rtol: *rtol,
                 atol: *atol,
