@@ -418,3 +418,64 @@ fn foreign_isas_under_qemu_match_the_jit_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn a_model_without_inputs_and_a_scalar_output_has_a_valid_header_and_links() {
+    use shrink::codegen::{IoSpec, Program};
+    let p = Program {
+        inputs: vec![],
+        outputs: vec![IoSpec {
+            name: "odd \"name\" */ ??= é".into(),
+            dtype: shrink::ir::DType::F32,
+            dims: vec![],
+        }],
+        scratch_bytes: 0,
+        kernels: vec![],
+        consts: Default::default(),
+    };
+    let profile = shrink::target::find("host").unwrap();
+    let o = AotOutput::new(&p, profile.clone(), "empty").unwrap();
+    assert!(
+        o.header.contains("#define empty_NUM_INPUTS 0"),
+        "{}",
+        o.header
+    );
+    assert!(
+        o.header
+            .contains("static const size_t empty_OUTPUT_0_DIMS[1] = {0};"),
+        "{}",
+        o.header
+    );
+    let dir = scratch("empty");
+    std::fs::write(dir.join("empty.h"), &o.header).unwrap();
+    for (cc, file, std) in [("gcc", "t.c", "-std=c11"), ("g++", "t.cpp", "-std=c++17")] {
+        std::fs::write(
+            dir.join(file),
+            "#include \"empty.h\"\nint main(void) { return (int)empty_OUTPUT_BYTES[0] - 4; }\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(cc)
+            .args([
+                std,
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&dir)
+            .arg(dir.join(file))
+            .output()
+            .unwrap_or_else(|e| panic!("{cc} is required for the AOT tests: {e}"));
+        assert!(
+            out.status.success(),
+            "{cc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let got = shrink::harness::link_and_run(&profile, &[&o], &[vec![]], &dir).unwrap();
+    assert_eq!(got[0].len(), 1);
+    assert_eq!(got[0][0].len(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
