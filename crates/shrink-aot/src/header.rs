@@ -228,7 +228,8 @@ fn tensors(h: &mut String, prefix: &str, side: &str, specs: &[IoSpec]) {
 /// The header for `p` compiled with symbol prefix `prefix`.
 pub fn header(p: &Program, prefix: &str) -> Result<String, AotError> {
     check_prefix(prefix)?;
-    let guard = format!("{}_SHRINK_H", prefix.to_ascii_uppercase());
+    // Case kept: prefixes differing only in case are distinct symbols, so distinct headers.
+    let guard = format!("SHRINK_{prefix}_H");
     let mut h = String::new();
     writeln!(
         h,
