@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
+# The AOT tests compile the generated headers as C++ too (tests/aot.rs installs the cross
+# toolchains and qemu of the target profiles themselves).
+command -v g++ >/dev/null || need_apt+=(g++)
 command -v pkg-config >/dev/null || true
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

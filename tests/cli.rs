@@ -284,7 +284,8 @@ fn input_shape_fixes_a_dim_and_a_wrong_rank_is_a_one_line_error() {
         "x=3,4,5",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("function") && stdout(&o).contains("shrink_run"));
+    // The symbol prefix defaults to the model's file stem.
+    assert!(stdout(&o).contains("function") && stdout(&o).contains("; model_run"));
     assert_one_line_error(
         &shrink(&[
             "compile",
@@ -305,27 +306,118 @@ fn input_shape_fixes_a_dim_and_a_wrong_rank_is_a_one_line_error() {
 }
 
 #[test]
-fn engines_not_built_yet_say_so() {
-    let o = shrink(&["check", &shipped_model(), "--engine", "aot"]);
-    assert_one_line_error(&o, &["aot", "not available yet"]);
-    let o = shrink(&[
+fn compile_writes_objects_archives_and_headers_for_named_targets() {
+    let dir = scratch();
+    let (a, o, h) = (dir.join("m.a"), dir.join("m.o"), dir.join("m.h"));
+    let out = shrink(&[
         "compile",
         &shipped_model(),
         "--target",
         "x86_64-linux",
         "-o",
-        "m.a",
+        a.to_str().unwrap(),
+        "--header",
+        h.to_str().unwrap(),
+        "--name",
+        "mlp",
     ]);
-    assert_one_line_error(&o, &["not available yet"]);
-    let o = shrink(&[
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&a).unwrap().starts_with(b"!<arch>\n"));
+    assert!(
+        std::fs::read_to_string(&h)
+            .unwrap()
+            .contains("int32_t mlp_run(")
+    );
+    let out = shrink(&[
         "compile",
         &shipped_model(),
         "--target",
-        "riscv64gc-unknown-linux-gnu",
-        "--emit",
-        "clif",
+        "riscv64gcv-unknown-linux-gnu",
+        "-o",
+        o.to_str().unwrap(),
     ]);
-    assert_one_line_error(&o, &["riscv64gc-unknown-linux-gnu", "not available yet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&o).unwrap().starts_with(b"\x7fELF"));
+    let out = shrink(&[
+        "compile",
+        &shipped_model(),
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--emit",
+        "asm",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("; model_run"));
+    let help = shrink(&["compile", "--target", "help"]);
+    assert!(help.status.success());
+    for t in [
+        "x86_64-v4",
+        "riscv64gcv-unknown-linux-gnu",
+        "aarch64-apple-darwin",
+    ] {
+        assert!(stdout(&help).contains(t), "{}", stdout(&help));
+    }
+    assert_one_line_error(
+        &shrink(&["compile", &shipped_model(), "--target", "vax", "-o", "m.a"]),
+        &["unknown target 'vax'", "x86_64-v3", "aarch64-unknown-none"],
+    );
+    assert_one_line_error(
+        &shrink(&[
+            "compile",
+            &shipped_model(),
+            "--target",
+            "host",
+            "-o",
+            "m.so",
+        ]),
+        &["-o m.so", ".o", ".a"],
+    );
+    assert_one_line_error(
+        &shrink(&[
+            "compile",
+            &shipped_model(),
+            "--target",
+            "host",
+            "-o",
+            "m.a",
+            "--name",
+            "9lives",
+        ]),
+        &["--name '9lives'", "C identifier"],
+    );
+}
+
+#[test]
+fn check_with_the_aot_engine_links_and_runs_on_the_host() {
+    let o = shrink(&[
+        "check",
+        &shipped_model(),
+        "--engine",
+        "aot",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("PASS test_data_set_0"),
+        "{}",
+        stdout(&o)
+    );
+    assert_one_line_error(
+        &shrink(&[
+            "check",
+            &shipped_model(),
+            "--engine",
+            "aot",
+            "--target",
+            "x86_64-apple-darwin",
+        ]),
+        &["x86_64-apple-darwin", "compile-only"],
+    );
+    assert_one_line_error(
+        &shrink(&["check", &shipped_model(), "--target", "x86_64-v3"]),
+        &["--target x86_64-v3", "--engine aot"],
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! [`Compiler`]: the one-call API from a model (a path, bytes or an IR graph) to a kernel
-//! running in this process.
+//! running in this process ([`Compiler::compile_jit`]) or to an object file and C header for a
+//! target ([`Compiler::compile_aot`]).
 //!
 //! ```
 //! use shrink::{Compiler, CompileOptions};
@@ -21,6 +22,12 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Error(pub String);
+
+impl From<shrink_aot::AotError> for Error {
+    fn from(e: shrink_aot::AotError) -> Error {
+        Error(e.to_string())
+    }
+}
 
 impl From<shrink_jit::JitError> for Error {
     fn from(e: shrink_jit::JitError) -> Error {
@@ -121,6 +128,68 @@ impl Compiler {
     pub fn compile_jit<'a>(&self, model: impl Into<Model<'a>>) -> Result<Kernel, Error> {
         let g = self.optimized_graph(model)?;
         Ok(crate::compile_jit_with(&g, &self.options.codegen)?)
+    }
+
+    /// Compiles ahead of time for `target` (a profile name, a triple or `host`): an object
+    /// whose one global symbol is `{prefix}_run`, and its C header.
+    pub fn compile_aot<'a>(
+        &self,
+        model: impl Into<Model<'a>>,
+        target: &str,
+        prefix: &str,
+    ) -> Result<AotOutput, Error> {
+        let profile = shrink_target::find(target).map_err(Error)?;
+        shrink_aot::check_prefix(prefix)?;
+        let g = self.optimized_graph(model)?;
+        let program =
+            crate::lower_with(&g, &self.options.codegen).map_err(|e| Error(e.to_string()))?;
+        AotOutput::new(&program, profile, prefix)
+    }
+}
+
+/// An ahead-of-time compile: the object file, its C header, and what they were made for.
+#[derive(Clone, Debug)]
+pub struct AotOutput {
+    pub profile: shrink_target::TargetProfile,
+    pub prefix: String,
+    pub object: Vec<u8>,
+    pub header: String,
+    /// What the object holds (code and data sizes).
+    pub facts: shrink_aot::ObjectFacts,
+    /// The kernel's inputs and outputs, in header order.
+    pub inputs: Vec<shrink_codegen::IoSpec>,
+    pub outputs: Vec<shrink_codegen::IoSpec>,
+    pub scratch_bytes: usize,
+}
+
+impl AotOutput {
+    /// Writes and validates the object and header of a lowered program.
+    pub fn new(
+        program: &shrink_codegen::Program,
+        profile: shrink_target::TargetProfile,
+        prefix: &str,
+    ) -> Result<AotOutput, Error> {
+        let c = shrink_aot::compile(program, &profile, prefix, Default::default())?;
+        let (object, facts) = (c.object, c.facts);
+        let header = shrink_aot::header(program, prefix)?;
+        Ok(AotOutput {
+            profile,
+            prefix: prefix.to_string(),
+            object,
+            header,
+            facts,
+            inputs: program.inputs.clone(),
+            outputs: program.outputs.clone(),
+            scratch_bytes: program.scratch_bytes,
+        })
+    }
+
+    /// The object as a static library (one member, `{prefix}.o`).
+    pub fn archive(&self) -> Result<Vec<u8>, Error> {
+        Ok(shrink_aot::archive(&[(
+            format!("{}.o", self.prefix),
+            self.object.clone(),
+        )])?)
     }
 }
 

@@ -6,17 +6,20 @@ pub mod compare;
 pub mod compiler;
 pub mod dataset;
 pub mod demo;
+pub mod harness;
 pub mod inspect;
 pub mod npy;
 
+pub use shrink_aot as aot;
 pub use shrink_codegen as codegen;
 pub use shrink_ir as ir;
 pub use shrink_jit as jit;
 
-pub use compiler::{CompileOptions, Compiler, Error, Model};
+pub use compiler::{AotOutput, CompileOptions, Compiler, Error, Model};
 pub use shrink_jit::Kernel;
 pub use shrink_onnx as onnx;
 pub use shrink_ref as interp;
+pub use shrink_target as target;
 
 use shrink_ir::{Dim, Graph, Tensor};
 
@@ -243,4 +246,14 @@ pub fn with_static_shapes(g: &Graph) -> Result<std::borrow::Cow<'_, Graph>, Stri
     shrink_opt::run_passes(&mut g, &["shapes"], &shrink_opt::Ctx::default())
         .map_err(|e| e.to_string())?;
     Ok(std::borrow::Cow::Owned(g))
+}
+
+/// Lowers an optimized graph (static shapes) with explicit code generation options: the program
+/// both the JIT and the AOT writer place.
+pub fn lower_with(
+    g: &Graph,
+    options: &shrink_codegen::CodegenOptions,
+) -> Result<shrink_codegen::Program, shrink_codegen::CodegenError> {
+    let g = with_static_shapes(g).map_err(shrink_codegen::CodegenError::new)?;
+    shrink_codegen::lower(&g, options)
 }

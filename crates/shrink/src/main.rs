@@ -10,6 +10,9 @@ use shrink::onnx::{ImportOptions, Imported, load_model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cli_aot;
+use cli_aot::{CompileArgs, aot_profile, cmd_compile, run_aot};
+
 #[derive(Parser)]
 #[command(
     name = "shrink",
@@ -69,15 +72,20 @@ enum Engine {
 enum Cmd {
     /// Compile a model to an object file or static library plus C header.
     Compile {
-        model: PathBuf,
+        model: Option<PathBuf>,
+        /// A profile name or triple (`--target help` lists them), or `host`.
         #[arg(long)]
         target: String,
+        /// The object (`.o`) or static library (`.a`) to write.
         #[arg(short = 'o')]
         out: Option<PathBuf>,
+        /// The C header to write.
         #[arg(long)]
         header: Option<PathBuf>,
+        /// Symbol prefix (a C identifier; default: the model's file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Print the optimized IR, the Cranelift IR or the target's assembly.
         #[arg(long)]
         emit: Option<String>,
     },
@@ -153,7 +161,7 @@ impl Engine {
 
 fn not_yet(engine: Engine) -> anyhow::Error {
     anyhow!(
-        "engine '{}' is not available yet: 'jit' and 'interp' are implemented in this version",
+        "engine '{}' is not available for bench yet: use 'jit' or 'interp'",
         engine.name()
     )
 }
@@ -374,6 +382,7 @@ fn execute(
     inputs: &[(String, Tensor)],
     model: &Path,
     engine: Engine,
+    target: Option<&shrink::target::TargetProfile>,
 ) -> Result<Vec<Tensor>> {
     let (g, bound, guards) = prepare(cli, imp, inputs, model, engine)?;
     let at = |e: String| anyhow!("{}: {e}", model.display());
@@ -388,7 +397,10 @@ fn execute(
             let kernel = compile_with_bar(cli, &g, guards).map_err(at)?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
-        Engine::Aot => Err(not_yet(engine)),
+        Engine::Aot => {
+            let profile = target.ok_or_else(|| anyhow!("--engine aot needs a --target"))?;
+            run_aot(cli, &g, guards, &bound, profile).map_err(at)
+        }
     }
 }
 
@@ -416,9 +428,7 @@ fn cmd_run(
     output_dir: &Option<PathBuf>,
     engine: Engine,
 ) -> Result<()> {
-    if engine == Engine::Aot {
-        return Err(not_yet(engine));
-    }
+    let profile = aot_profile(engine, None)?;
     let imp = load(model, cli.max_memory)?;
     let inputs = match input_dir {
         Some(d) => {
@@ -431,7 +441,7 @@ fn cmd_run(
             .map(|a| read_input_arg(a, cli.max_memory))
             .collect::<Result<_>>()?,
     };
-    let outs = execute(cli, &imp, &inputs, model, engine)?;
+    let outs = execute(cli, &imp, &inputs, model, engine, profile.as_ref())?;
     for (k, ((name, _), t)) in imp.graph.outputs.iter().zip(&outs).enumerate() {
         let preview: Vec<String> = (0..t.len().min(8))
             .map(|i| match t.strings() {
@@ -461,11 +471,10 @@ fn cmd_check(
     model: &Path,
     datasets: &[PathBuf],
     engine: Engine,
+    target: Option<&str>,
     tol: Tolerance,
 ) -> Result<bool> {
-    if engine == Engine::Aot {
-        return Err(not_yet(engine));
-    }
+    let profile = aot_profile(engine, target)?;
     let imp = load(model, cli.max_memory)?;
     let sets = if datasets.is_empty() {
         datasets_next_to(model)
@@ -484,27 +493,28 @@ fn cmd_check(
         let label = set.file_name().map_or(set.display().to_string(), |n| {
             n.to_string_lossy().into_owned()
         });
-        let outcome = execute(cli, &imp, &data.inputs, model, engine).map(|outs| {
-            if outs.len() != data.outputs.len() {
-                return (
-                    f64::INFINITY,
-                    Some(format!(
-                        "{} outputs, {} expected",
-                        outs.len(),
-                        data.outputs.len()
-                    )),
-                );
-            }
-            let mut worst = 0f64;
-            for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
-                let c = compare(got, want, tol);
-                worst = worst.max(c.max_abs_err);
-                if let Some(m) = c.mismatch {
-                    return (worst, Some(format!("output {k}: {m}")));
+        let outcome =
+            execute(cli, &imp, &data.inputs, model, engine, profile.as_ref()).map(|outs| {
+                if outs.len() != data.outputs.len() {
+                    return (
+                        f64::INFINITY,
+                        Some(format!(
+                            "{} outputs, {} expected",
+                            outs.len(),
+                            data.outputs.len()
+                        )),
+                    );
                 }
-            }
-            (worst, None)
-        });
+                let mut worst = 0f64;
+                for (k, (got, (_, want))) in outs.iter().zip(&data.outputs).enumerate() {
+                    let c = compare(got, want, tol);
+                    worst = worst.max(c.max_abs_err);
+                    if let Some(m) = c.mismatch {
+                        return (worst, Some(format!("output {k}: {m}")));
+                    }
+                }
+                (worst, None)
+            });
         match outcome {
             Ok((err, None)) => println!("PASS {label} max_abs_err={err:.3e}"),
             Ok((err, Some(why))) => {
@@ -546,59 +556,6 @@ fn zeros_like_inputs(imp: &Imported) -> Result<Vec<(String, Tensor)>> {
             Ok((n.name.clone(), t.map_err(|e| anyhow!(e))?))
         })
         .collect()
-}
-
-/// Whether `--target` names the machine shrink runs on (the JIT's target).
-fn is_host_target(t: &str) -> bool {
-    let arch = std::env::consts::ARCH;
-    t == "host" || t == "native" || t.starts_with(&format!("{arch}-")) && t.contains("linux")
-}
-
-fn cmd_compile(
-    cli: &Cli,
-    model: &Path,
-    target: &str,
-    out: &Option<PathBuf>,
-    header: &Option<PathBuf>,
-    emit: &Option<String>,
-) -> Result<()> {
-    let listing = match emit.as_deref() {
-        None => None,
-        Some("ir") => None,
-        Some("clif") => Some(shrink::codegen::Listing::Clif),
-        Some("asm") => Some(shrink::codegen::Listing::Asm),
-        Some(other) => bail!("--emit {other}: expected ir, clif or asm"),
-    };
-    if emit.is_none() || out.is_some() || header.is_some() {
-        bail!(
-            "writing objects and static libraries (-o, --header) is not available yet in this version; --emit ir|clif|asm prints what would be compiled"
-        );
-    }
-    if !is_host_target(target) {
-        bail!(
-            "target '{target}' is not available yet: this version compiles for the host only (--target host)"
-        );
-    }
-    let options = shrink::CompileOptions {
-        opt: opt_options(cli)?,
-        input_shapes: input_shapes(cli)?,
-        max_memory: cli.max_memory,
-        codegen: codegen_options(cli)?,
-    };
-    let codegen = options.codegen.clone();
-    let g = shrink::Compiler::new(options)
-        .optimized_graph(model)
-        .map_err(|e| anyhow!(e))?;
-    let text = match listing {
-        None => shrink::ir::text::print::print_graph(&g),
-        Some(kind) => {
-            let at = |e: String| anyhow!("{}: {e}", model.display());
-            let p = shrink::codegen::lower(&g, &codegen).map_err(|e| at(e.to_string()))?;
-            shrink::Kernel::listing(&p, kind).map_err(|e| at(e.to_string()))?
-        }
-    };
-    print!("{text}");
-    Ok(())
 }
 
 /// Median and p99 of `iters` warm calls of `f`, in nanoseconds.
@@ -733,9 +690,20 @@ fn run_command(cli: &Cli) -> Result<bool> {
             target,
             out,
             header,
-            name: _,
+            name,
             emit,
-        } => cmd_compile(cli, model, target, out, header, emit).map(|_| true),
+        } => cmd_compile(
+            cli,
+            CompileArgs {
+                model,
+                target,
+                out,
+                header,
+                name,
+                emit,
+            },
+        )
+        .map(|_| true),
         Cmd::Run {
             model,
             input_dir,
@@ -747,7 +715,7 @@ fn run_command(cli: &Cli) -> Result<bool> {
             model,
             datasets,
             engine,
-            target: _,
+            target,
             rtol,
             atol,
         } => cmd_check(
@@ -755,6 +723,7 @@ fn run_command(cli: &Cli) -> Result<bool> {
             model,
             datasets,
             *engine,
+            target.as_deref(),
             Tolerance {
                 rtol: *rtol,
                 atol: *atol,
