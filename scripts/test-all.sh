@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
-# The AOT tests compile the generated headers as C++ too (tests/aot.rs installs the cross
-# toolchains and qemu of the target profiles themselves).
+# The AOT tests compile the generated headers as C++ too, and link and run the static
+# libraries for AArch64 and RISC-V 64 with the cross compilers under qemu-user (the tests
+# install a profile's packages themselves too, or fail loudly; never skip).
 command -v g++ >/dev/null || need_apt+=(g++)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v riscv64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
+command -v qemu-aarch64 >/dev/null && command -v qemu-riscv64 >/dev/null || need_apt+=(qemu-user)
 command -v pkg-config >/dev/null || true
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -35,7 +39,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test (release-optimised test profile)"
 log=$(mktemp)
 set +e
-cargo test --workspace --release -- --nocapture 2>&1 | tee "$log" | grep -E "^(test result|interp:|jit:|running|error|failures|---- )|panicked"
+cargo test --workspace --release -- --nocapture 2>&1 | tee "$log" | grep -E "^(test result|interp:|jit:|aot-[a-z0-9_]+:|running|error|failures|---- )|panicked"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

@@ -16,6 +16,10 @@ use shrink::target::{TargetProfile, profiles};
 use shrink::{AotOutput, Compiler};
 use std::path::{Path, PathBuf};
 
+#[path = "support/toolchain.rs"]
+mod toolchain;
+use toolchain::ensure_toolchain;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -369,27 +373,6 @@ fn bad_names_and_targets_are_one_line_errors() {
 
 /// Installs the Debian packages of `profile`'s toolchain when its compiler or runner is missing
 /// (the profiles list them for this purpose); a failure to install fails the test.
-fn ensure_toolchain(profile: &TargetProfile) {
-    if shrink::harness::can_run(profile).is_ok() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let mut install = vec!["install", "-y", "-qq"];
-    install.extend(profile.toolchain.packages.iter().map(String::as_str));
-    if !apt(&install) {
-        apt(&["update", "-qq"]);
-        apt(&install);
-    }
-    if let Err(e) = shrink::harness::can_run(profile) {
-        panic!("{e} (installing them with apt-get failed)");
-    }
-}
 
 #[test]
 fn foreign_isas_under_qemu_match_the_jit_bit_for_bit() {
@@ -416,6 +399,72 @@ fn foreign_isas_under_qemu_match_the_jit_bit_for_bit() {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+}
+
+/// Every kernel strategy of the shipped models on every ISA qemu runs (packed's native f64x2
+/// loop on AArch64 and RISC-V V, its loop-language fallback on scalar RISC-V), linked into one
+/// program per profile, against the JIT of the same strategy on this machine.
+#[test]
+fn every_strategy_runs_on_every_isa_and_agrees_with_the_jit() {
+    use shrink::codegen::{CodegenOptions, Strategy};
+    use shrink::compare::{Tolerance, compare};
+    let runnable: Vec<&TargetProfile> = profiles().iter().filter(|p| !p.compile_only).collect();
+    for profile in &runnable {
+        if !profile.toolchain.runner.is_empty() {
+            ensure_toolchain(profile);
+        }
+    }
+    let strategies = [Strategy::Stream, Strategy::Packed, Strategy::Dense];
+    for profile in runnable {
+        if shrink::harness::can_run(profile).is_err() {
+            // An x86 preset this CPU lacks (v4 without AVX-512): the native test says which.
+            assert!(profile.toolchain.runner.is_empty(), "{}", profile.name);
+            continue;
+        }
+        let mut outs = vec![];
+        let mut ins = vec![];
+        let mut wants = vec![];
+        for (name, model) in shipped_models() {
+            let (inputs, _) = inputs_and_jit_outputs(&model);
+            for strategy in strategies {
+                let options = shrink::CompileOptions {
+                    codegen: CodegenOptions {
+                        strategy,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let compiler = Compiler::new(options);
+                let kernel = compiler.compile_jit(model.as_path()).unwrap();
+                wants.push((format!("{name} {strategy}"), kernel.run(&inputs).unwrap()));
+                let prefix = format!("{name}_{strategy}");
+                outs.push(
+                    compiler
+                        .compile_aot(model.as_path(), &profile.name, &prefix)
+                        .unwrap_or_else(|e| panic!("{prefix} for {}: {e}", profile.name)),
+                );
+                ins.push(inputs.clone());
+            }
+        }
+        let dir = scratch(&format!("strategies-{}", profile.name));
+        let refs: Vec<&AotOutput> = outs.iter().collect();
+        let got = shrink::harness::link_and_run(profile, &refs, &ins, &dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
+        for ((what, want), (o, bytes)) in wants.iter().zip(outs.iter().zip(got)) {
+            for ((spec, w), b) in o.outputs.iter().zip(want).zip(bytes) {
+                let t = Tensor::from_bytes(spec.dtype, spec.dims.clone(), b.into()).unwrap();
+                // The scalar fallback of a native loop sums in another order: not bit-identical.
+                let c = compare(&t, w, Tolerance::INTERP);
+                assert!(
+                    c.mismatch.is_none(),
+                    "{what} on {}: {:?}",
+                    profile.name,
+                    c.mismatch
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -2,7 +2,11 @@
 //! - `interp` (`tests/conformance/interp.txt`): the reference interpreter, on the graph as
 //!   imported and on the optimized graph;
 //! - `jit` (`tests/conformance/jit.txt`): the optimized graph compiled to native code for the
-//!   host and run in process (no interpreter involved).
+//!   host and run in process (no interpreter involved);
+//! - `aot-x86_64`, `aot-aarch64`, `aot-riscv64`, `aot-riscv64v` (`tests/conformance/aot-*.txt`):
+//!   the optimized graph compiled ahead of time for that target profile into a static library,
+//!   linked with a generated C harness by the profile's C compiler (many cases per program) and
+//!   run natively or under qemu-user; the cross toolchains are installed when missing.
 //!
 //! Runs every case in `../shared/onnx-node` (import → engine → compare with the stored
 //! outputs) and checks it against the engine's allowlist:
@@ -209,6 +213,23 @@ fn onnx_node_suite_on_jit() {
 }
 
 fn run_suite(engine: &str, run_case: fn(&Path, Tolerance) -> Result<f64, String>) {
+    run_suite_batched(engine, &|cases: &[(PathBuf, Tolerance)]| {
+        cases
+            .iter()
+            .map(|(dir, tol)| {
+                std::panic::catch_unwind(|| run_case(dir, *tol))
+                    .unwrap_or_else(|_| Err("PANIC".into()))
+            })
+            .collect()
+    });
+}
+
+/// Runs the suite with `run_cases`, which gets every selected case (folder, tolerance) at once
+/// and returns one result per case, in order, then checks the results against the allowlist.
+fn run_suite_batched(
+    engine: &str,
+    run_cases: &dyn Fn(&[(PathBuf, Tolerance)]) -> Vec<Result<f64, String>>,
+) {
     let filter = std::env::var("SHRINK_CASES")
         .ok()
         .map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
@@ -232,18 +253,26 @@ fn run_suite(engine: &str, run_case: fn(&Path, Tolerance) -> Result<f64, String>
     let mut newly_passing = Vec::new();
     let mut unlisted = Vec::new();
     let mut results: Vec<(String, Result<f64, String>)> = Vec::new();
-    for dir in &cases {
+    let selected: Vec<(PathBuf, Tolerance)> = cases
+        .iter()
+        .filter(|dir| {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            filter.as_ref().is_none_or(|f| f.is_match(name))
+        })
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            let tol = match allow.get(name) {
+                Some(Entry::Pass(t)) => *t,
+                _ => Tolerance::INTERP,
+            };
+            (dir.clone(), tol)
+        })
+        .collect();
+    let outcomes = run_cases(&selected);
+    assert_eq!(outcomes.len(), selected.len(), "one result per case");
+    for ((dir, _), res) in selected.iter().zip(outcomes) {
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-        if filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
-            continue;
-        }
         let entry = allow.get(&name);
-        let tol = match entry {
-            Some(Entry::Pass(t)) => *t,
-            _ => Tolerance::INTERP,
-        };
-        let res =
-            std::panic::catch_unwind(|| run_case(dir, tol)).unwrap_or_else(|_| Err("PANIC".into()));
         results.push((name.clone(), res.clone()));
         if filter.is_some() {
             if let Some(Entry::Excluded(why)) = entry {
@@ -290,4 +319,144 @@ fn run_suite(engine: &str, run_case: fn(&Path, Tolerance) -> Result<f64, String>
             newly_passing.join("\n")
         );
     }
+}
+
+#[path = "support/toolchain.rs"]
+mod toolchain;
+
+/// Cases linked into one C program: one compiler and one (qemu) process per batch instead of
+/// per case keeps three ISAs inside CI's time.
+const AOT_BATCH: usize = 64;
+
+/// One case ready to link: its static library (prefix `c<i>`), inputs and expected outputs.
+struct AotCase {
+    out: shrink::AotOutput,
+    inputs: Vec<shrink::ir::Tensor>,
+    data: shrink::dataset::DataSet,
+}
+
+/// Import, specialize to the stored inputs, optimize (verifier on), compile for `profile`.
+fn build_aot(
+    dir: &Path,
+    profile: &shrink::target::TargetProfile,
+    prefix: &str,
+) -> Result<AotCase, String> {
+    let opts = ImportOptions::default();
+    let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
+    let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
+    let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
+    let mut g = model.graph.clone();
+    let guards = shrink::specialize_to_values(&mut g, &inputs)?;
+    let mut o = shrink::OptOptions::default();
+    o.ctx.verify = true;
+    shrink::optimize(&mut g, &o).map_err(|e| format!("optimizer: {e}"))?;
+    let options = shrink::codegen::CodegenOptions {
+        value_guards: guards,
+        strategy: strategy_from_env(),
+        ..Default::default()
+    };
+    let program = shrink::lower_with(&g, &options).map_err(|e| e.to_string())?;
+    let out =
+        shrink::AotOutput::new(&program, profile.clone(), prefix).map_err(|e| e.to_string())?;
+    Ok(AotCase { out, inputs, data })
+}
+
+/// The outputs a harness wrote for `case`, compared with its stored outputs.
+fn judge_aot(case: &AotCase, bytes: Vec<Vec<u8>>, tol: Tolerance) -> Result<f64, String> {
+    let outs: Vec<shrink::ir::Tensor> = case
+        .out
+        .outputs
+        .iter()
+        .zip(bytes)
+        .map(|(spec, b)| {
+            shrink::ir::Tensor::from_bytes(spec.dtype, spec.dims.clone(), b.into())
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    compare_all(&outs, &case.data, tol)
+}
+
+/// The AOT engine on target profile `profile`: every case compiled to a static library, linked
+/// [`AOT_BATCH`] at a time into one C program with the profile's compiler, run natively or
+/// under its runner (qemu-user for foreign ISAs). A batch whose program fails (a kernel
+/// returned nonzero, a crash) is rerun one case at a time to say which.
+fn run_cases_aot(profile: &str, cases: &[(PathBuf, Tolerance)]) -> Vec<Result<f64, String>> {
+    let profile = shrink::target::find(profile).expect("a known target profile");
+    toolchain::ensure_toolchain(&profile);
+    let built: Vec<Result<AotCase, String>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (dir, _))| {
+            std::panic::catch_unwind(|| build_aot(dir, &profile, &format!("c{i}")))
+                .unwrap_or_else(|_| Err("PANIC".into()))
+        })
+        .collect();
+    let work = std::env::temp_dir().join(format!(
+        "shrink-conformance-{}-{}",
+        profile.name,
+        std::process::id()
+    ));
+    let mut results: Vec<Option<Result<f64, String>>> = built
+        .iter()
+        .map(|b| b.as_ref().err().map(|e| Err(e.clone())))
+        .collect();
+    let ready: Vec<usize> = (0..cases.len()).filter(|&i| built[i].is_ok()).collect();
+    let case = |i: usize| built[i].as_ref().expect("built");
+    let link = |idx: &[usize], dir: &Path| {
+        let outs: Vec<&shrink::AotOutput> = idx.iter().map(|&i| &case(i).out).collect();
+        let ins: Vec<Vec<shrink::ir::Tensor>> =
+            idx.iter().map(|&i| case(i).inputs.clone()).collect();
+        shrink::harness::link_and_run(&profile, &outs, &ins, dir)
+    };
+    for (b, chunk) in ready.chunks(AOT_BATCH).enumerate() {
+        match link(chunk, &work.join(format!("batch{b}"))) {
+            Ok(per_model) => {
+                for (&i, bytes) in chunk.iter().zip(per_model) {
+                    results[i] = Some(judge_aot(case(i), bytes, cases[i].1));
+                }
+            }
+            Err(_) => {
+                for &i in chunk {
+                    let alone = link(&[i], &work.join(format!("case{i}")));
+                    results[i] = Some(alone.and_then(|mut per_model| {
+                        judge_aot(case(i), per_model.remove(0), cases[i].1)
+                    }));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    results
+        .into_iter()
+        .map(|r| r.expect("every case has a result"))
+        .collect()
+}
+
+#[test]
+fn onnx_node_suite_on_aot_x86_64() {
+    run_suite_batched("aot-x86_64", &|cases| {
+        run_cases_aot("x86_64-unknown-linux-gnu", cases)
+    });
+}
+
+#[test]
+fn onnx_node_suite_on_aot_aarch64_under_qemu() {
+    run_suite_batched("aot-aarch64", &|cases| {
+        run_cases_aot("aarch64-unknown-linux-gnu", cases)
+    });
+}
+
+#[test]
+fn onnx_node_suite_on_aot_riscv64_under_qemu() {
+    run_suite_batched("aot-riscv64", &|cases| {
+        run_cases_aot("riscv64gc-unknown-linux-gnu", cases)
+    });
+}
+
+/// RISC-V with the V extension (128-bit vectors): the vectorized loops and native kernels.
+#[test]
+fn onnx_node_suite_on_aot_riscv64v_under_qemu() {
+    run_suite_batched("aot-riscv64v", &|cases| {
+        run_cases_aot("riscv64gcv-unknown-linux-gnu", cases)
+    });
 }
