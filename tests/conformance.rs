@@ -225,14 +225,11 @@ fn run_suite(engine: &str, run_case: fn(&Path, Tolerance) -> Result<f64, String>
 }
 
 /// Runs a batch of cases (folder, tolerance), one result (max abs error or why not) per case.
-type BatchRunner = dyn Fn(&[(PathBuf, Tolerance)]) -> Vec<Result<f64, String>>;
+type BatchRunner<'a> = dyn Fn(&[(PathBuf, Tolerance)]) -> Vec<Result<f64, String>> + 'a;
 
 /// Runs the suite with `run_cases`, which gets every selected case (folder, tolerance) at once
 /// and returns one result per case, in order, then checks the results against the allowlist.
-fn run_suite_batched(
-    engine: &str,
-    run_cases: &BatchRunner,
-) {
+fn run_suite_batched(engine: &str, run_cases: &BatchRunner<'_>) {
     let filter = std::env::var("SHRINK_CASES")
         .ok()
         .map(|f| regex::Regex::new(&f).expect("SHRINK_CASES is a regex"));
