@@ -528,3 +528,122 @@ fn a_model_without_inputs_and_a_scalar_output_has_a_valid_header_and_links() {
     assert_eq!(got[0][0].len(), 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Builds `tests/aot/abi_check.c` against model `o` (prefix `m`) for its profile and runs it on
+/// `inputs`, expecting `status` and (when 0) `want` from every plain, guarded and threaded run.
+fn abi_check(o: &AotOutput, inputs: &[Tensor], status: i32, want: Option<&[Vec<u8>]>, dir: &Path) {
+    let profile = &o.profile;
+    std::fs::write(dir.join("m.h"), &o.header).unwrap();
+    std::fs::write(dir.join("libm.a"), o.archive().unwrap()).unwrap();
+    let ins: Vec<u8> = inputs.iter().flat_map(|t| t.bytes().to_vec()).collect();
+    std::fs::write(dir.join("inputs.bin"), ins).unwrap();
+    let exe = dir.join("abi_check");
+    let mut cc = profile.toolchain.cc.clone();
+    cc.extend(
+        [
+            "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", "-I",
+        ]
+        .map(String::from),
+    );
+    cc.push(dir.display().to_string());
+    cc.push(repo().join("tests/aot/abi_check.c").display().to_string());
+    cc.push(dir.join("libm.a").display().to_string());
+    cc.extend(["-o".into(), exe.display().to_string()]);
+    let built = std::process::Command::new(&cc[0])
+        .args(&cc[1..])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}: {}",
+        profile.name,
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut run = profile.toolchain.runner.clone();
+    run.push(exe.display().to_string());
+    run.push(dir.join("inputs.bin").display().to_string());
+    run.push(status.to_string());
+    if let Some(want) = want {
+        std::fs::write(dir.join("want.bin"), want.concat()).unwrap();
+        run.push(dir.join("want.bin").display().to_string());
+    }
+    let ran = std::process::Command::new(&run[0])
+        .args(&run[1..])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}: {}",
+        profile.name,
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
+/// The kernel ABI as a C program sees it, on the three ISAs: every buffer against guard pages
+/// (before and after), two threads running one kernel at once with their own scratch, and a
+/// Gather index out of range returning BAD_INDEX (1) without touching memory outside a buffer.
+#[test]
+fn the_c_abi_holds_under_guard_pages_threads_and_bad_indices() {
+    use shrink::onnx::writer::{Attr, ModelBuilder, WDim};
+    let targets = [
+        "x86_64-unknown-linux-gnu",
+        "aarch64-unknown-linux-gnu",
+        "riscv64gc-unknown-linux-gnu",
+    ];
+    let mut gather = ModelBuilder::new("gather", 21);
+    gather
+        .input(
+            "data",
+            shrink::ir::DType::F32,
+            &[WDim::Fixed(4), WDim::Fixed(3)],
+        )
+        .input("idx", shrink::ir::DType::I64, &[WDim::Fixed(2)])
+        .output(
+            "y",
+            shrink::ir::DType::F32,
+            &[WDim::Fixed(2), WDim::Fixed(3)],
+        )
+        .node(
+            "Gather",
+            "pick",
+            &["data", "idx"],
+            &["y"],
+            &[("axis", Attr::Int(0))],
+        );
+    let gather = gather.to_bytes();
+    let data = Tensor::from_vec(vec![4, 3], (0..12).map(|v| v as f32).collect::<Vec<f32>>());
+    for target in targets {
+        let profile = shrink::target::find(target).unwrap();
+        ensure_toolchain(&profile);
+        for (name, model) in shipped_models() {
+            let (inputs, want) = inputs_and_jit_outputs(&model);
+            let o = compile(&model, target, "m");
+            let dir = scratch(&format!("abi-{name}-{target}"));
+            abi_check(&o, &inputs, 0, Some(&want), &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let o = Compiler::default()
+            .compile_aot(gather.as_slice(), target, "m")
+            .unwrap();
+        let dir = scratch(&format!("abi-gather-{target}"));
+        let ok = [data.clone(), Tensor::from_vec(vec![2], vec![3i64, -1])];
+        let want = Compiler::default()
+            .compile_jit(gather.as_slice())
+            .unwrap()
+            .run(&ok)
+            .unwrap();
+        let want: Vec<Vec<u8>> = want.iter().map(|t| t.bytes().to_vec()).collect();
+        assert_eq!(want[0][..4], 9f32.to_le_bytes(), "row 3 first");
+        abi_check(&o, &ok, 0, Some(&want), &dir);
+        for bad in [
+            vec![1i64, 4],
+            vec![-5, 0],
+            vec![i64::MAX, 0],
+            vec![0, i64::MIN],
+        ] {
+            let ins = [data.clone(), Tensor::from_vec(vec![2], bad)];
+            abi_check(&o, &ins, 1, None, &dir);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
