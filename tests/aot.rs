@@ -647,3 +647,37 @@ fn the_c_abi_holds_under_guard_pages_threads_and_bad_indices() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Position independence: the object links into a shared library with `-z text` (the linker
+/// refuses any text relocation) on each ISA; executables link as PIE, Debian's default.
+#[test]
+fn objects_link_into_shared_libraries_without_text_relocations() {
+    for target in [
+        "x86_64-unknown-linux-gnu",
+        "aarch64-unknown-linux-gnu",
+        "riscv64gc-unknown-linux-gnu",
+    ] {
+        let profile = shrink::target::find(target).unwrap();
+        ensure_toolchain(&profile);
+        for (name, model) in shipped_models() {
+            let o = compile(&model, target, &name);
+            let dir = scratch(&format!("so-{name}-{target}"));
+            let obj = dir.join("m.o");
+            std::fs::write(&obj, &o.object).unwrap();
+            let mut cc = profile.toolchain.cc.clone();
+            cc.extend(["-shared", "-Wl,-z,text", "-nostdlib", "-o"].map(String::from));
+            cc.push(dir.join("libm.so").display().to_string());
+            cc.push(obj.display().to_string());
+            let out = std::process::Command::new(&cc[0])
+                .args(&cc[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} for {target}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
