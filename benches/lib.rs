@@ -13,6 +13,29 @@ pub struct BenchModel {
     pub inputs: Vec<Tensor>,
 }
 
+/// One `Add` of two f32[16] inputs: what a call costs beyond the work (checks, dispatch), beside
+/// tract's per-run overhead.
+pub fn one_add() -> BenchModel {
+    use shrink::ir::DType;
+    use shrink::onnx::writer::{ModelBuilder, WDim};
+    let mut m = ModelBuilder::new("one_add", 21);
+    m.input("a", DType::F32, &[WDim::Fixed(16)])
+        .input("b", DType::F32, &[WDim::Fixed(16)])
+        .output("y", DType::F32, &[WDim::Fixed(16)])
+        .node("Add", "add", &["a", "b"], &["y"], &[]);
+    let t = |k: f32| {
+        Tensor::from_vec(
+            vec![16],
+            (0..16).map(|i| i as f32 * k).collect::<Vec<f32>>(),
+        )
+    };
+    BenchModel {
+        name: "one_add".into(),
+        onnx: m.to_bytes(),
+        inputs: vec![t(0.5), t(-0.25)],
+    }
+}
+
 /// The shipped example models (built in memory by their generator, identical to the files).
 pub fn shipped_models() -> Vec<BenchModel> {
     shrink::demo::all()

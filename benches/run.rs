@@ -1,25 +1,28 @@
 //! End-to-end latency on the shipped models' stored inputs: shrink's JIT (one line per kernel
 //! strategy, allocation-free `run_into`), shrink's reference interpreter on the optimized graph,
 //! and tract-onnx's optimized runnable plan, in one criterion group per model. Outputs are
-//! checked to agree before timing, so every line computes the same thing.
+//! checked to agree before timing, so every line computes the same thing. `run/one_add` (one
+//! Add of 16 floats) measures the per-call overhead.
 use criterion::{Criterion, criterion_group, criterion_main};
 use shrink::codegen::{CodegenOptions, Strategy};
 use shrink::compare::{Tolerance, compare};
-use shrink_benches::{clean_vector_state, shipped_models};
+use shrink_benches::{clean_vector_state, one_add, shipped_models};
 use std::hint::black_box;
 use tract_onnx::prelude::*;
 
 fn to_tract(t: &shrink::ir::Tensor) -> TValue {
     let data = t
         .to_vec::<f32>()
-        .expect("the shipped models take f32 inputs");
+        .expect("the benched models take f32 inputs");
     tract_onnx::prelude::Tensor::from_shape(t.dims(), &data)
         .expect("shape matches data")
         .into()
 }
 
 fn run(c: &mut Criterion) {
-    for m in shipped_models() {
+    let mut models = shipped_models();
+    models.push(one_add());
+    for m in models {
         let imp =
             shrink::onnx::load_model_bytes(&m.name, m.onnx.clone().into(), &Default::default())
                 .expect("import");
