@@ -43,7 +43,11 @@ fn main() {
     }
 
     // The same layout as the C example: one line per row, shortest exact float text.
-    println!("output '{}' {:?}:", Mlp::OUTPUT_NAMES[0], Mlp::OUTPUT_0_DIMS);
+    println!(
+        "output '{}' {:?}:",
+        Mlp::OUTPUT_NAMES[0],
+        Mlp::OUTPUT_0_DIMS
+    );
     let row = Mlp::OUTPUT_0_DIMS.last().copied().unwrap_or(1).max(1);
     for r in y.chunks(row) {
         let cells: Vec<String> = r.iter().map(|v| format!("{v:?}")).collect();
