@@ -9,7 +9,7 @@ mod header;
 pub mod validate;
 
 pub use archive::{archive, archive_kind};
-pub use header::{c_identifier_from, check_prefix, header};
+pub use header::{SCRATCH_ALIGN, c_identifier_from, check_prefix, header};
 pub use shrink_codegen::{DefineOptions, Defined, Listing};
 pub use shrink_target::TargetProfile;
 pub use validate::{ObjectFacts, check_archive, check_object};

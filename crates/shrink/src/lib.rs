@@ -2,6 +2,7 @@
 //! used by the `shrink` CLI, the integration tests and benches.
 //!
 //! The layers below are re-exported so that a host needs one dependency.
+pub mod build;
 pub mod compare;
 pub mod compiler;
 pub mod dataset;
