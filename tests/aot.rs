@@ -302,10 +302,18 @@ fn linked_c_program_matches_the_jit_bit_for_bit() {
         "native profiles: {:?}",
         runs.iter().map(|p| &p.name).collect::<Vec<_>>()
     );
+    for profile in &runs {
+        assert!(profile.runs_natively().unwrap(), "{}", profile.name);
+    }
+    assert_shipped_models_match_the_jit(&runs);
+}
+
+/// Each shipped model compiled for each of `profiles`, linked with the C harness and run
+/// (natively or under the runner), gives the JIT's outputs bit for bit.
+fn assert_shipped_models_match_the_jit(profiles: &[&TargetProfile]) {
     for (name, model) in shipped_models() {
         let (inputs, want) = inputs_and_jit_outputs(&model);
-        for profile in &runs {
-            assert!(profile.runs_natively().unwrap(), "{}", profile.name);
+        for profile in profiles {
             let o = compile(&model, &profile.name, &name);
             let dir = scratch(&format!("{name}-{}", profile.name));
             let got =
@@ -384,22 +392,7 @@ fn foreign_isas_under_qemu_match_the_jit_bit_for_bit() {
     for profile in &foreign {
         ensure_toolchain(profile);
     }
-    for (name, model) in shipped_models() {
-        let (inputs, want) = inputs_and_jit_outputs(&model);
-        for profile in &foreign {
-            let o = compile(&model, &profile.name, &name);
-            let dir = scratch(&format!("{name}-{}", profile.name));
-            let got =
-                shrink::harness::link_and_run(profile, &[&o], std::slice::from_ref(&inputs), &dir)
-                    .unwrap_or_else(|e| panic!("{name} on {}: {e}", profile.name));
-            assert!(
-                got[0] == want,
-                "{name} on {}: outputs differ from the JIT's",
-                profile.name
-            );
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
+    assert_shipped_models_match_the_jit(&foreign);
 }
 
 /// Every kernel strategy of the shipped models on every ISA qemu runs (packed's native f64x2

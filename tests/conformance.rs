@@ -133,16 +133,16 @@ fn compare_all(
     Ok(worst)
 }
 
-/// Runs one case on the JIT: import, specialize to the stored inputs, optimize (verifier on),
-/// compile for the host, run, compare.
-fn run_case_jit(dir: &Path, tol: Tolerance) -> Result<f64, String> {
+/// What the JIT and AOT engines compile for one case: the graph imported, specialized to the
+/// stored inputs (shapes that depend on input values — runtime axes, pads — become static and
+/// the kernel guards those values) and optimized with the verifier on; the bound inputs, the
+/// stored data, and the codegen options (guards, `SHRINK_STRATEGY`).
+fn compiled_case(dir: &Path) -> Result<CompiledCase, String> {
     let opts = ImportOptions::default();
     let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
     let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
     let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
     let mut g = model.graph.clone();
-    // Shapes that depend on input values (runtime axes, pads) are specialized to this data; the
-    // kernel guards those values.
     let guards = shrink::specialize_to_values(&mut g, &inputs)?;
     let mut o = shrink::OptOptions::default();
     o.ctx.verify = true;
@@ -152,6 +152,20 @@ fn run_case_jit(dir: &Path, tol: Tolerance) -> Result<f64, String> {
         strategy: strategy_from_env(),
         ..Default::default()
     };
+    Ok((g, inputs, data, options))
+}
+
+type CompiledCase = (
+    shrink::ir::Graph,
+    Vec<shrink::ir::Tensor>,
+    shrink::dataset::DataSet,
+    shrink::codegen::CodegenOptions,
+);
+
+/// Runs one case on the JIT: import, specialize to the stored inputs, optimize (verifier on),
+/// compile for the host, run, compare.
+fn run_case_jit(dir: &Path, tol: Tolerance) -> Result<f64, String> {
+    let (g, inputs, data, options) = compiled_case(dir)?;
     let kernel = shrink::compile_jit_with(&g, &options).map_err(|e| e.to_string())?;
     let outs = kernel.run(&inputs).map_err(|e| e.to_string())?;
     compare_all(&outs, &data, tol)
@@ -341,20 +355,7 @@ fn build_aot(
     profile: &shrink::target::TargetProfile,
     prefix: &str,
 ) -> Result<AotCase, String> {
-    let opts = ImportOptions::default();
-    let model = load_model(&dir.join("model.onnx"), &opts).map_err(|e| e.to_string())?;
-    let data = load_dataset(&dir.join("test_data_set_0"), opts.max_memory)?;
-    let inputs = shrink::bind_inputs(&model.graph, &data.inputs)?;
-    let mut g = model.graph.clone();
-    let guards = shrink::specialize_to_values(&mut g, &inputs)?;
-    let mut o = shrink::OptOptions::default();
-    o.ctx.verify = true;
-    shrink::optimize(&mut g, &o).map_err(|e| format!("optimizer: {e}"))?;
-    let options = shrink::codegen::CodegenOptions {
-        value_guards: guards,
-        strategy: strategy_from_env(),
-        ..Default::default()
-    };
+    let (g, inputs, data, options) = compiled_case(dir)?;
     let program = shrink::lower_with(&g, &options).map_err(|e| e.to_string())?;
     let out =
         shrink::AotOutput::new(&program, profile.clone(), prefix).map_err(|e| e.to_string())?;
