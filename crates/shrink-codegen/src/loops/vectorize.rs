@@ -403,7 +403,8 @@ impl Emitter<'_, '_> {
                 }
                 Stmt::Set { .. } => self.stmt(s),
                 Stmt::Store { buf, index, value } => {
-                    let (addr, disp) = self.vaddress(*buf, index);
+                    // Lane 0's address: every lane is proven in bounds by the plan.
+                    let (addr, disp) = self.displaced(*buf, index);
                     let mut x = self.vexpr(&mut v, value);
                     if value.ty == Ty::Bool {
                         let one = self.vsplat_int(&plan, 1);
@@ -435,12 +436,6 @@ impl Emitter<'_, '_> {
         }
         self.ranges[i] = None;
         true
-    }
-
-    /// Address of lane 0 of a contiguous access (proven in bounds by the plan), as (base, byte
-    /// displacement).
-    fn vaddress(&mut self, buf: BufId, index: &Expr) -> (Value, i32) {
-        self.displaced(buf, index)
     }
 
     /// The integer vector type of the plan's lane width (masks).
@@ -490,7 +485,7 @@ impl Emitter<'_, '_> {
             ExprKind::Lit(_) => unreachable!("literals are uniform"),
             ExprKind::Var(t) => v.vals[t],
             ExprKind::Load { buf, index } => {
-                let (addr, disp) = self.vaddress(*buf, index);
+                let (addr, disp) = self.displaced(*buf, index);
                 let f = if self.kernel.bufs[buf.0 as usize].writable() {
                     vflags()
                 } else {

@@ -289,21 +289,30 @@ fn stream_across_batch(b: &mut Builder, l: &Layer, batch: usize) {
         }
         r0 = r1;
     }
+    finish_from_sums(b, l, &sums, batch);
+}
+
+/// The last loop of the strategies that first gather each output's f64 sum in a workspace
+/// (`sums[r][n]`, F64 `[rows, batch]`): scale (per-row scales from a table), round, add the
+/// bias, activate, store.
+fn finish_from_sums(b: &mut Builder, l: &Layer, sums: &TensorRef, batch: usize) {
+    let w = l.w;
+    let scales = match &w.scale {
+        TernaryScale::PerRow(v) => Some(b.table(
+            shrink_ir::DType::F64,
+            &[v.len()],
+            v.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        )),
+        TernaryScale::PerTensor(_) => None,
+    };
     b.for_(batch, |b, n| {
         b.for_(w.rows, |b, r| {
-            let acc = b.load(&sums, r.clone().mul_k(bt).add(n.clone()));
-            let scale = match &w.scale {
-                TernaryScale::PerTensor(s) => Expr::f64(*s),
-                TernaryScale::PerRow(v) => {
-                    let t = b.table(
-                        shrink_ir::DType::F64,
-                        &[v.len()],
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    );
-                    b.load(&t, r.clone())
-                }
+            let acc = b.load_raw(sums, r.clone().mul_k(batch as i64).add(n.clone()));
+            let s = match &scales {
+                Some(t) => b.load_raw(t, r.clone()),
+                None => scale(w, 0),
             };
-            finish_row(b, l, &n, r, acc, scale, true);
+            finish_row(b, l, &n, r, acc, s, true);
         });
     });
 }

@@ -11,13 +11,13 @@
 //! NaN, as in the graph's MatMul.
 //!
 //! On an ISA without 128-bit SIMD the same sums come from a loop-language fallback.
-use super::{Layer, finish_row};
+use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::{Builder, Expr, Ty};
 use crate::ops::LowerResult;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
-use shrink_ir::{DType, TernaryScale, TernaryWeights};
+use shrink_ir::{DType, TernaryWeights};
 
 /// Batch rows that share one decode of a row's weights (two f64x2 accumulators each: eight
 /// live vectors, well inside the sixteen registers of the smallest ISA).
@@ -53,8 +53,8 @@ pub(super) fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
     let codes = b.table(DType::U8, &[rows * groups], row_aligned_codes(w, groups));
     let pairs = b.table(DType::F64, &[32], pair_table());
     let xs = b.workspace(DType::F64, &[batch, padded]);
-    let sums = b.workspace(DType::F64, &[batch, rows]);
-    let (cols_k, padded_k, rows_k) = (cols as i64, padded as i64, rows as i64);
+    let sums = b.workspace(DType::F64, &[rows, batch]);
+    let (cols_k, padded_k, batch_k) = (cols as i64, padded as i64, batch as i64);
     b.for_(batch, |b, n| {
         let from = b.let_(n.clone().mul_k(cols_k));
         let to = b.let_(n.mul_k(padded_k));
@@ -94,30 +94,12 @@ pub(super) fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
                         }
                     });
                     let total = b.get(acc);
-                    b.store_raw(&sums, n.clone().mul_k(rows_k).add(r), total);
+                    b.store_raw(&sums, r.mul_k(batch_k).add(n.clone()), total);
                 });
             });
         },
     );
-    let row_scales = match &w.scale {
-        TernaryScale::PerRow(v) => Some(b.table(
-            DType::F64,
-            &[v.len()],
-            v.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        )),
-        TernaryScale::PerTensor(_) => None,
-    };
-    b.for_(batch, |b, n| {
-        b.for_(rows, |b, r| {
-            let acc = b.load_raw(&sums, n.clone().mul_k(rows_k).add(r.clone()));
-            let s = match (&row_scales, &w.scale) {
-                (Some(t), _) => b.load_raw(t, r.clone()),
-                (None, TernaryScale::PerTensor(s)) => Expr::f64(*s),
-                (None, TernaryScale::PerRow(_)) => unreachable!("per-row scales have a table"),
-            };
-            finish_row(b, l, &n, r, acc, s, true);
-        });
-    });
+    finish_from_sums(b, l, &sums, batch);
     Ok(())
 }
 
@@ -126,11 +108,9 @@ fn row_aligned_codes(w: &TernaryWeights, groups: usize) -> Vec<u8> {
     let mut out = vec![0u8; w.rows * groups];
     for r in 0..w.rows {
         for c in 0..w.cols {
-            let code = match w.sign(r, c) {
-                1 => 0b01,
-                -1 => 0b11,
-                _ => 0,
-            };
+            // The weights' own codes (same encoding), moved to a byte-aligned row.
+            let k = r * w.cols + c;
+            let code = (w.signs[k / 4] >> ((k % 4) * 2)) & 3;
             out[r * groups + c / 4] |= code << ((c % 4) * 2);
         }
     }
@@ -230,8 +210,8 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: [BufId; 4]) {
             let l0 = fb.ins().extractlane(pair, 0);
             let l1 = fb.ins().extractlane(pair, 1);
             let total = fb.ins().fadd(l0, l1);
-            let base = fb.ins().iadd_imm_s(sums, ((n0 + k) * s.rows * 8) as i64);
-            let off = fb.ins().ishl_imm_s(r, 3);
+            let base = fb.ins().iadd_imm_s(sums, ((n0 + k) * 8) as i64);
+            let off = fb.ins().imul_imm_s(r, (s.batch * 8) as i64);
             let at = fb.ins().iadd(base, off);
             fb.ins().store(flags, total, at, 0);
         }
