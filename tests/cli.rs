@@ -303,6 +303,37 @@ fn input_shape_fixes_a_dim_and_a_wrong_rank_is_a_one_line_error() {
         &shrink(&["check", m, "--strategy", "fastest"]),
         &["--strategy", "unknown strategy 'fastest'"],
     );
+    assert_one_line_error(
+        &shrink(&["check", m, "--activations", "int4"]),
+        &["--activations int4", "expected f32 or int8"],
+    );
+}
+
+/// `--activations int8` is accepted and quantizes the packed layers: `run` writes outputs
+/// that differ from the faithful default's (the kernel tests bound by how much).
+#[test]
+fn int8_activations_change_what_run_writes() {
+    let dir = scratch();
+    let data = repo().join("examples/models/ternary_mlp/test_data_set_0");
+    let mut outs = vec![];
+    for mode in ["f32", "int8"] {
+        let out = dir.join(mode);
+        let o = shrink(&[
+            "run",
+            &shipped_model(),
+            "--input-dir",
+            data.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--strategy",
+            "packed",
+            "--activations",
+            mode,
+        ]);
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+        outs.push(std::fs::read(out.join("output_0.pb")).unwrap());
+    }
+    assert_ne!(outs[0], outs[1]);
 }
 
 #[test]

@@ -516,3 +516,64 @@ fn a_4096_square_ternary_layer_compiles_on_auto_and_agrees() {
     let c = shrink::compare::compare(&got[0], &m.outputs[0].1, shrink::compare::Tolerance::INTERP);
     assert!(c.mismatch.is_none(), "{:?}", c.mismatch);
 }
+
+/// `--activations int8` reaches the packed kernel end to end: its outputs are BitNet's absmax
+/// quantization of the activations (each off by at most absmax/254), so they differ from the
+/// faithful default, stay within that bound of the f64 product, and the default stays within
+/// its own 24-bit bound.
+#[test]
+fn int8_activations_change_packed_layers_within_their_bound() {
+    use shrink::codegen::{Activations, CodegenOptions, Strategy};
+    use shrink::onnx::writer::{ModelBuilder, WDim};
+    let n = 300;
+    let mut rng = shrink::demo::Rng(0xac7);
+    let w: Vec<f32> = (0..n * n).map(|_| rng.trit(33) * 0.05).collect();
+    let x: Vec<f32> = (0..2 * n).map(|_| rng.uniform()).collect();
+    let mut m = ModelBuilder::new("int8", 21);
+    m.input(
+        "x",
+        shrink::ir::DType::F32,
+        &[WDim::Fixed(2), WDim::Fixed(n)],
+    )
+    .output(
+        "y",
+        shrink::ir::DType::F32,
+        &[WDim::Fixed(2), WDim::Fixed(n)],
+    )
+    .initializer("w", &Tensor::from_vec(vec![n, n], w.clone()))
+    .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
+    let g = shrink::Compiler::new(Default::default())
+        .optimized_graph(m.to_bytes().as_slice())
+        .unwrap();
+    let inputs = [Tensor::from_vec(vec![2, n], x.clone())];
+    let run = |activations| {
+        let opts = CodegenOptions {
+            strategy: Strategy::Packed,
+            activations,
+            ..Default::default()
+        };
+        let k = shrink::compile_jit_with(&g, &opts).unwrap();
+        k.run(&inputs).unwrap()[0].to_vec::<f32>().unwrap()
+    };
+    let (faithful, int8) = (run(Activations::F32), run(Activations::Int8));
+    assert_ne!(faithful, int8, "the mode changes the arithmetic");
+    for b in 0..2 {
+        let xs = &x[b * n..(b + 1) * n];
+        let a = xs.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        for c in 0..n {
+            let col = |k: usize| w[k * n + c] as f64;
+            let exact: f64 = (0..n).map(|k| xs[k] as f64 * col(k)).sum();
+            let l1: f64 = (0..n).map(|k| col(k).abs()).sum();
+            let rounding = exact.abs() * f32::EPSILON as f64;
+            let (f, q) = (faithful[b * n + c] as f64, int8[b * n + c] as f64);
+            assert!(
+                (f - exact).abs() <= l1 * a / 16_711_422.0 + rounding,
+                "f32 [{b},{c}]"
+            );
+            assert!(
+                (q - exact).abs() <= l1 * a / 254.0 + rounding,
+                "int8 [{b},{c}]"
+            );
+        }
+    }
+}

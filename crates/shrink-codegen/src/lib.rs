@@ -11,5 +11,5 @@ pub mod options;
 pub mod program;
 
 pub use define::{DefineOptions, Defined, Listing, define};
-pub use options::{CodegenOptions, Strategy};
+pub use options::{Activations, CodegenOptions, Strategy};
 pub use program::{CodegenError, IoSpec, Program, lower};

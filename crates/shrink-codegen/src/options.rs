@@ -58,6 +58,30 @@ impl FromStr for Strategy {
     }
 }
 
+/// What ternary kernels do with float activations (`--activations`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activations {
+    /// Faithful to the f32 graph: `packed` splits each activation vector into three int8 limbs
+    /// (24-bit fixed point on the vector's absmax), which bounds the error of an output row to
+    /// `|scale| · nonzeros · absmax · 2⁻²⁴`.
+    #[default]
+    F32,
+    /// BitNet-style: each activation vector is quantized to int8 on its absmax
+    /// (`round(x · 127 / absmax)`), one limb; faster, and no longer the graph's arithmetic.
+    Int8,
+}
+
+impl FromStr for Activations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Activations, String> {
+        match s {
+            "f32" => Ok(Activations::F32),
+            "int8" => Ok(Activations::Int8),
+            _ => Err(format!("--activations {s}: expected f32 or int8")),
+        }
+    }
+}
+
 /// Options of [`crate::lower`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodegenOptions {
@@ -70,6 +94,8 @@ pub struct CodegenOptions {
     /// Largest layer (in nonzero weights) `auto` streams; larger ternary layers are `packed`.
     /// A stream this size is about the size of an L1 instruction cache.
     pub auto_stream_terms: usize,
+    /// How `packed` ternary layers quantize float activations.
+    pub activations: Activations,
     /// Graph inputs the graph was specialized on by value (input index, value): shapes depended
     /// on them, so the code is only valid for these values. The kernel compares each of them
     /// first and returns BAD_VALUE for any other value.
@@ -83,6 +109,7 @@ impl Default for CodegenOptions {
             per_layer: vec![],
             max_stream_terms: 1 << 20,
             auto_stream_terms: 4096,
+            activations: Activations::F32,
             value_guards: vec![],
         }
     }

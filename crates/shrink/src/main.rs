@@ -54,7 +54,8 @@ struct Cli {
     /// What `auto` optimizes for: speed (default) or size (smallest code + data per layer).
     #[arg(long, global = true, default_value = "speed")]
     optimize: String,
-    /// Activation precision: f32 (default; faithful to the graph).
+    /// Activations of ternary `packed` layers: f32 (default; faithful to the graph, 24-bit
+    /// fixed point) or int8 (BitNet-style absmax quantization per activation vector).
     #[arg(long, global = true, default_value = "f32")]
     activations: String,
     #[command(subcommand)]
@@ -198,11 +199,7 @@ fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
         "size" => o.auto_stream_terms = 32,
         other => bail!("--optimize {other}: expected speed or size"),
     }
-    match cli.activations.as_str() {
-        "f32" => {}
-        "int8" => bail!("--activations int8 is not available yet: kernels keep f32 activations"),
-        other => bail!("--activations {other}: expected f32 or int8"),
-    }
+    o.activations = cli.activations.parse().map_err(|e: String| anyhow!(e))?;
     Ok(o)
 }
 

@@ -31,6 +31,10 @@ pub struct IsaFacts {
     /// x86-64: its scalar and vector `fmin`/`fmax` lowerings make different NaN bits, which the
     /// vectorizer evens out.
     pub x86: bool,
+    /// x86-64 with a VNNI dot product on 128-bit vectors (AVX-VNNI, or AVX-512 VNNI with VL):
+    /// native kernels then shape their integer dot products as the tree Cranelift lowers to
+    /// `vpdpbusd`.
+    pub vnni: bool,
 }
 
 impl IsaFacts {
@@ -42,8 +46,20 @@ impl IsaFacts {
             has_round: isa.has_round(),
             simd: simd_of(isa),
             x86: isa.name() == "x64",
+            vnni: vnni_of(isa),
         }
     }
+}
+
+fn vnni_of(isa: &dyn TargetIsa) -> bool {
+    let on = |name: &str| {
+        isa.isa_flags()
+            .iter()
+            .any(|f| f.name == name && f.as_bool() == Some(true))
+    };
+    isa.name() == "x64"
+        && on("has_avx")
+        && (on("has_avx_vnni") || (on("has_avx512vnni") && on("has_avx512vl")))
 }
 
 fn simd_of(isa: &dyn TargetIsa) -> bool {
@@ -150,6 +166,7 @@ pub fn emit_kernel(
         has_round: isa.has_round,
         simd: isa.simd,
         x86: isa.x86,
+        vnni: isa.vnni,
         ptr,
     };
     e.stmts(&kernel.body);
@@ -214,6 +231,7 @@ pub(super) struct Emitter<'a, 'f> {
     pub(super) has_round: bool,
     pub(super) simd: bool,
     pub(super) x86: bool,
+    pub(super) vnni: bool,
     pub(super) ptr: Type,
 }
 
@@ -274,6 +292,7 @@ impl Emitter<'_, '_> {
                     fb: &mut self.fb,
                     bases: &self.bases,
                     pointer: self.ptr,
+                    vnni: self.vnni,
                 };
                 (n.emit)(&mut cx);
             }

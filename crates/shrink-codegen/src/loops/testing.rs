@@ -29,6 +29,18 @@ pub fn run_kernel_with(
     scratch: usize,
     simd: bool,
 ) -> (i32, Vec<Vec<u8>>) {
+    run_kernel_as(kernel, inputs, output_bytes, scratch, |f| f.simd &= simd)
+}
+
+/// [`run_kernel`] with the host's ISA facts changed by `tweak` (to run the code paths of a
+/// lesser CPU on this one, e.g. without VNNI).
+pub fn run_kernel_as(
+    kernel: &Kernel,
+    inputs: &[Vec<u8>],
+    output_bytes: &[usize],
+    scratch: usize,
+    tweak: impl FnOnce(&mut IsaFacts),
+) -> (i32, Vec<Vec<u8>>) {
     let mut fb = settings::builder();
     fb.set("opt_level", "speed").unwrap();
     let isa = cranelift_native::builder()
@@ -39,7 +51,7 @@ pub fn run_kernel_with(
     jb.symbol_lookup_fn(Box::new(|_| None));
     let mut module = JITModule::new(jb);
     let mut facts = IsaFacts::of(module.isa());
-    facts.simd &= simd;
+    tweak(&mut facts);
     let sig = kernel_signature(&facts);
     let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
     let mut ctx = Context::new();

@@ -2,9 +2,10 @@
 //! weights into straight-line add/subtract code, `packed` reads them 2 bits each from read-only
 //! data. Both compute `y[n, r] = act(scale_r · Σ_c sign(r, c) · x[n, c] + bias)`.
 //!
-//! Numerics: the sum and the scale product are done in f64, as the interpreter does for every
-//! float matrix product (it accumulates in f64 and rounds once), so both strategies give the
-//! interpreter's result up to the rounding of a reordered f64 sum.
+//! Numerics: `stream` sums in f64, as the interpreter does for every float matrix product (it
+//! accumulates in f64 and rounds once), so it gives the interpreter's result up to the rounding
+//! of a reordered f64 sum. `packed` sums exact integers on fixed-point activations (three int8
+//! limbs, 24 bits, by default; one with `--activations int8`): see [`packed`] for its bound.
 use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 
@@ -105,8 +106,16 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
     };
     Some(match strategy {
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
-        _ => packed(b, &layer),
+        _ => packed(b, &layer, limbs_for(cx.options.activations)),
     })
+}
+
+/// Int8 limbs per activation for the activation mode.
+fn limbs_for(a: crate::Activations) -> usize {
+    match a {
+        crate::Activations::F32 => 3,
+        crate::Activations::Int8 => 1,
+    }
 }
 
 /// The scale of row `r` as an f64 literal.

@@ -1,144 +1,366 @@
-//! `packed`: the ternary weights 2 bits each in read-only data, decoded in the kernel.
+//! `packed`: the ternary weights 2 bits each in read-only data, dotted with integer activations
+//! by SIMD integer dot products (the VNNI form on x86 where the CPU or target has it).
 //!
-//! Layout: each output row's codes start on a byte (`groups = ⌈cols/4⌉` bytes per row, four
-//! 2-bit codes per byte, `0b01` = +1, `0b11` = −1, `0b00` = 0, low bits first), and a 256-byte
-//! table maps each 4-bit half of a code byte to the f64 pair of weights it stands for. The
-//! activations are first widened to f64 and padded with zeros to whole groups (workspace), so
-//! the hand-scheduled loop ([`emit_dots`]) per code byte does two table loads and, for each batch
-//! row, two f64x2 loads, multiplies and adds: a weight is decoded once per block of up to
-//! [`BATCH_BLOCK`] batch rows. Multiplying by ±1 or 0 is exact, and the sum is in f64 as in the
-//! interpreter (only its association differs); a zero weight times an infinite activation is
-//! NaN, as in the graph's MatMul.
+//! Weights: each output row is `blocks` 16-byte blocks of 64 weights; byte `i`, 2-bit field `j`
+//! of block `b` holds `u = w + 1 ∈ {0, 1, 2}` of column `64·b + 16·j + i` (the no-shift layout of
+//! CRANELIFT_NOTES.md: `q & (3 << 2j)` is `4^j·u` in place, fed to the dot product as is, its
+//! accumulator shifted right by `2j` once at the end). Rows are padded with zero codes to whole
+//! pairs of blocks; padded activations are zero, so padding adds nothing.
 //!
-//! On an ISA without 128-bit SIMD the same sums come from a loop-language fallback.
+//! Activations: per call, each batch row of `x` is put in fixed point on its own absmax `a`:
+//! `X = round(x · Q / a)`, split into `limbs` balanced int8 digits (`X = Σ_p 256^p · d_p`), with
+//! `Q = 127` for one limb (`--activations int8`, BitNet's absmax quantizer) and `Q = 8 355 711`
+//! (24 bits) for three (the faithful default). Each limb is one int8 dot product against the
+//! same decoded weights, so a weight is decoded once per block of batch rows and limbs. The sums
+//! are exact integers (`dot(u, d) − Σd = dot(w, d)`), combined in i64 and scaled by `a / Q` in
+//! f64: the only error is the rounding of `x`, at most `a / 2Q` per activation, so an output row
+//! is within `|scale| · nonzeros · a / 2Q` of the exact sum (`a · 2⁻²⁴ · nonzeros` for three
+//! limbs). A batch row with an infinite or NaN activation has no fixed point: its sums are
+//! recomputed in f64 from the weights, with the graph's NaN and infinity results.
+//!
+//! Integer sums do not depend on their order, so the SIMD loop ([`emit_dots`]) and the scalar
+//! fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
-use crate::loops::{Builder, Expr, Ty};
+use crate::loops::{Builder, Expr, TensorRef, Ty};
 use crate::ops::LowerResult;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
 use shrink_ir::{DType, TernaryWeights};
 
-/// Batch rows that share one decode of a row's weights (two f64x2 accumulators each: eight
-/// live vectors, well inside the sixteen registers of the smallest ISA).
+/// Weights per 16-byte code block.
+const BLOCK: usize = 64;
+
+/// Rows are padded to a multiple of this many blocks (the most the loop unrolls).
+const BLOCK_PAIR: usize = 2;
+
+/// Batch rows that share one decode of a row's weights.
 const BATCH_BLOCK: usize = 4;
 
-/// Code bytes per loop iteration at most (fewer batch rows get more groups per iteration, so
-/// there are always about eight independent accumulators to hide the add latency). Rows are
-/// padded with zero codes to a multiple of it.
-const UNROLL: usize = 4;
+/// Live i32x4 accumulators the loop aims for: enough independent dot products to cover their
+/// latency, few enough to leave registers for the codes, masks and operands (16 vector
+/// registers on x86-64).
+const ACCUMULATORS: usize = 12;
+
+/// Most columns: keeps every per-lane i32 sum below 2³¹ (a lane adds at most `2¹⁴` per block).
+pub(super) const MAX_COLS: usize = 1 << 20;
+
+/// The largest fixed-point magnitude for `limbs` balanced int8 digits, each in `[-127, 127]`.
+pub(super) fn max_fixed(limbs: usize) -> i64 {
+    (0..limbs).map(|p| 127i64 << (8 * p)).sum()
+}
 
 /// Static shape of one packed layer, as the native loop sees it.
 #[derive(Clone, Copy)]
 struct Shape {
     rows: usize,
-    groups: usize,
-    padded: usize,
+    blocks: usize,
     batch: usize,
+    limbs: usize,
 }
 
-pub(super) fn packed(b: &mut Builder, l: &Layer) -> LowerResult {
+impl Shape {
+    fn padded(self) -> usize {
+        self.blocks * BLOCK
+    }
+}
+
+/// The buffers of the dot-product loop.
+#[derive(Clone, Copy)]
+struct Bufs {
+    codes: BufId,
+    digits: BufId,
+    digit_sums: BufId,
+    steps: BufId,
+    sums: BufId,
+}
+
+pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
     let w = l.w;
+    if w.cols > MAX_COLS {
+        return Err(format!(
+            "strategy 'packed' takes at most {MAX_COLS} columns; this layer has {}",
+            w.cols
+        ));
+    }
     b.note_strategy("packed");
     let batch = l.x.numel() / w.cols.max(1);
-    let (rows, cols) = (w.rows, w.cols);
-    let groups = cols.div_ceil(4).div_ceil(UNROLL) * UNROLL;
-    let padded = groups * 4;
+    let blocks = w.cols.div_ceil(BLOCK * BLOCK_PAIR) * BLOCK_PAIR;
     let shape = Shape {
-        rows,
-        groups,
-        padded,
+        rows: w.rows,
+        blocks,
         batch,
+        limbs,
     };
-    let codes = b.table(DType::U8, &[rows * groups], row_aligned_codes(w, groups));
-    let pairs = b.table(DType::F64, &[32], pair_table());
-    let xs = b.workspace(DType::F64, &[batch, padded]);
-    let sums = b.workspace(DType::F64, &[rows, batch]);
-    let (cols_k, padded_k, batch_k) = (cols as i64, padded as i64, batch as i64);
-    b.for_(batch, |b, n| {
-        let from = b.let_(n.clone().mul_k(cols_k));
-        let to = b.let_(n.mul_k(padded_k));
-        b.for_(cols, |b, c| {
-            let v = b.load(l.x, from.clone().add(c.clone()));
-            b.store(&xs, to.clone().add(c), v.cast(Ty::F64));
-        });
-        if padded > cols {
-            b.for_(padded - cols, |b, c| {
-                b.store(&xs, to.clone().add(c).add_k(cols_k), Expr::f64(0.0));
-            });
-        }
-    });
-    let bufs = [codes.buf, pairs.buf, xs.buf, sums.buf];
+    let codes = b.table(DType::U8, &[w.rows * blocks * 16], block_codes(w, blocks));
+    let digits = b.workspace(DType::I8, &[batch * limbs * shape.padded()]);
+    let digit_sums = b.workspace(DType::I32, &[batch * limbs]);
+    let steps = b.workspace(DType::F64, &[batch]);
+    let sums = b.workspace(DType::F64, &[w.rows, batch]);
+    quantize(b, l, shape, &digits, &digit_sums, &steps);
+    let bufs = Bufs {
+        codes: codes.buf,
+        digits: digits.buf,
+        digit_sums: digit_sums.buf,
+        steps: steps.buf,
+        sums: sums.buf,
+    };
+    let tensors = [&codes, &digits, &digit_sums, &steps, &sums];
     b.native(
         "packed ternary dot products",
-        &[&codes, &pairs, &xs, &sums],
+        &tensors,
         move |cx| emit_dots(cx, shape, bufs),
-        |b| {
-            // The same sums, one weight at a time.
-            b.for_(batch, |b, n| {
-                b.for_(rows, |b, r| {
-                    let acc = b.mutable(Expr::f64(0.0));
-                    b.for_(groups, |b, g| {
-                        let byte = b.let_(
-                            b.load_raw(&codes, r.clone().mul_k(groups as i64).add(g.clone()))
-                                .cast(Ty::I64),
-                        );
-                        for k in 0..4i64 {
-                            let nibble =
-                                byte.clone().shr(Expr::idx(4 * (k / 2))).and(Expr::idx(15));
-                            let wv = b.load_raw(&pairs, nibble.mul_k(2).add_k(k % 2));
-                            let xi = n.clone().mul_k(padded_k).add(g.clone().mul_k(4)).add_k(k);
-                            let xv = b.load_raw(&xs, xi);
-                            let next = b.get(acc).add(xv.mul(wv));
-                            b.set(acc, next);
-                        }
-                    });
-                    let total = b.get(acc);
-                    b.store_raw(&sums, r.mul_k(batch_k).add(n.clone()), total);
-                });
-            });
-        },
+        |b| scalar_dots(b, shape, &codes, &digits, &steps, &sums),
     );
+    exact_nonfinite_rows(b, l, shape, &codes, &steps, &sums);
     finish_from_sums(b, l, &sums, batch);
     Ok(())
 }
 
-/// The codes of `w` with every row starting on a byte.
-fn row_aligned_codes(w: &TernaryWeights, groups: usize) -> Vec<u8> {
-    let mut out = vec![0u8; w.rows * groups];
+/// The codes of `w` in the block layout of the module doc.
+fn block_codes(w: &TernaryWeights, blocks: usize) -> Vec<u8> {
+    let mut out = vec![0u8; w.rows * blocks * 16];
     for r in 0..w.rows {
         for c in 0..w.cols {
-            // The weights' own codes (same encoding), moved to a byte-aligned row.
-            let k = r * w.cols + c;
-            let code = (w.signs[k / 4] >> ((k % 4) * 2)) & 3;
-            out[r * groups + c / 4] |= code << ((c % 4) * 2);
+            let u = (w.sign(r, c) + 1) as u8;
+            let (block, j, i) = (c / BLOCK, (c % BLOCK) / 16, c % 16);
+            out[(r * blocks + block) * 16 + i] |= u << (2 * j);
         }
     }
     out
 }
 
-/// For each 4-bit half of a code byte, the f64 weights of its two codes (little-endian bytes).
-fn pair_table() -> Vec<u8> {
-    let weight = |code: u8| match code {
-        0b01 => 1.0f64,
-        0b11 => -1.0,
-        _ => 0.0,
-    };
-    (0u8..16)
-        .flat_map(|e| [weight(e & 3), weight(e >> 2)])
-        .flat_map(f64::to_le_bytes)
-        .collect()
+/// The code index and field shift of column `c` (a loop-language index) in row `r`'s blocks.
+fn code_at(blocks: usize, r: &Expr, c: &Expr) -> (Expr, Expr) {
+    let block = c.clone().div(Expr::idx(BLOCK as i64));
+    let byte = r
+        .clone()
+        .mul_k(blocks as i64)
+        .add(block)
+        .mul_k(16)
+        .add(c.clone().rem(Expr::idx(16)));
+    let shift = c
+        .clone()
+        .rem(Expr::idx(BLOCK as i64))
+        .div(Expr::idx(16))
+        .mul_k(2);
+    (byte, shift)
 }
 
-/// `sums[n][r] = Σ_c xs[n][c] · w[r][c]` for every row and batch row, in f64x2 lanes. Every
-/// address is an in-range offset by construction: rows < `rows`, groups < `groups`, batch rows
-/// < `batch`, and the tables and workspaces have exactly those extents.
-fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: [BufId; 4]) {
-    let [codes, pairs, xs, sums] = bufs.map(|b| cx.bases[b.0 as usize]);
-    let fb = &mut *cx.fb;
+/// Per batch row: the absmax, the step `a / Q` (NaN when the row has an infinite or NaN value,
+/// 0 when it is all zeros), the limbs of every activation and each limb's sum.
+fn quantize(
+    b: &mut Builder,
+    l: &Layer,
+    s: Shape,
+    digits: &TensorRef,
+    digit_sums: &TensorRef,
+    steps: &TensorRef,
+) {
+    let cols = l.w.cols;
+    let padded = s.padded();
+    let q = max_fixed(s.limbs) as f64;
+    b.for_(s.batch, |b, n| {
+        let from = b.let_(n.clone().mul_k(cols as i64));
+        let amax = b.mutable(Expr::f32(0.0));
+        // x·0 is 0 for every finite x and NaN for an infinity or NaN.
+        let probe = b.mutable(Expr::f32(0.0));
+        b.for_(cols, |b, c| {
+            let v = b.load(l.x, from.clone().add(c));
+            let v = b.let_(v);
+            let m = b.get(amax).max(v.clone().abs());
+            b.set(amax, m);
+            let p = b.get(probe).add(v.mul(Expr::f32(0.0)));
+            b.set(probe, p);
+        });
+        let a = b.let_(b.get(amax).cast(Ty::F64));
+        let finite = b.let_(b.get(probe).eq(Expr::f32(0.0)));
+        let usable = b.let_(finite.clone().and(a.clone().gt(Expr::f64(0.0))));
+        let inv = b.let_(Expr::select(
+            usable,
+            Expr::f64(q).div(a.clone()),
+            Expr::f64(0.0),
+        ));
+        let step = Expr::select(finite, a.div(Expr::f64(q)), Expr::f64(f64::NAN));
+        b.store_raw(steps, n.clone(), step);
+        let sums: Vec<_> = (0..s.limbs)
+            .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
+            .collect();
+        let row = b.let_(n.clone().mul_k((s.limbs * padded) as i64));
+        b.for_(cols, |b, c| {
+            let v = b.load(l.x, from.clone().add(c.clone()));
+            let mut rest = b.let_(v.cast(Ty::F64).mul(inv.clone()).nearest().cast(Ty::I32));
+            for (p, &sum) in sums.iter().enumerate() {
+                let digit = if p + 1 == s.limbs {
+                    rest.clone()
+                } else {
+                    // The balanced low byte: in [-128, 127], and `rest - digit` divides by 256.
+                    let d = b.let_(
+                        rest.clone()
+                            .add(Expr::int(Ty::I32, 128))
+                            .and(Expr::int(Ty::I32, 255))
+                            .sub(Expr::int(Ty::I32, 128)),
+                    );
+                    rest = b.let_(rest.clone().sub(d.clone()).shr(Expr::int(Ty::I32, 8)));
+                    d
+                };
+                let at = row.clone().add_k((p * padded) as i64).add(c.clone());
+                b.store_raw(digits, at, digit.clone().cast(Ty::I8));
+                let next = b.get(sum).add(digit);
+                b.set(sum, next);
+            }
+        });
+        for (p, &sum) in sums.iter().enumerate() {
+            if padded > cols {
+                b.for_(padded - cols, |b, c| {
+                    let at = row.clone().add_k((p * padded + cols) as i64).add(c);
+                    b.store_raw(digits, at, Expr::int(Ty::I8, 0));
+                });
+            }
+            let at = n.clone().mul_k(s.limbs as i64).add_k(p as i64);
+            b.store_raw(digit_sums, at, b.get(sum));
+        }
+    });
+}
+
+/// The fallback of [`emit_dots`]: the same integer sums, one weight at a time.
+fn scalar_dots(
+    b: &mut Builder,
+    s: Shape,
+    codes: &TensorRef,
+    digits: &TensorRef,
+    steps: &TensorRef,
+    sums: &TensorRef,
+) {
+    let padded = s.padded();
+    b.for_(s.batch, |b, n| {
+        let step = b.let_(b.load_raw(steps, n.clone()));
+        b.for_(s.rows, |b, r| {
+            let accs: Vec<_> = (0..s.limbs)
+                .map(|_| b.mutable(Expr::int(Ty::I64, 0)))
+                .collect();
+            b.for_(padded, |b, c| {
+                let (byte, shift) = code_at(s.blocks, &r, &c);
+                let code = b.load_raw(codes, byte).cast(Ty::I64);
+                let w = b.let_(code.shr(shift).and(Expr::idx(3)).add_k(-1));
+                for (p, &acc) in accs.iter().enumerate() {
+                    let at = n
+                        .clone()
+                        .mul_k((s.limbs * padded) as i64)
+                        .add_k((p * padded) as i64)
+                        .add(c.clone());
+                    let d = b.load_raw(digits, at).cast(Ty::I64);
+                    let next = b.get(acc).add(w.clone().mul(d));
+                    b.set(acc, next);
+                }
+            });
+            let mut total = Expr::idx(0);
+            for (p, &acc) in accs.iter().enumerate() {
+                total = total.add(b.get(acc).shl(Expr::idx(8 * p as i64)));
+            }
+            let at = r.mul_k(s.batch as i64).add(n.clone());
+            b.store_raw(sums, at, total.cast(Ty::F64).mul(step.clone()));
+        });
+    });
+}
+
+/// Batch rows whose step is NaN (an infinite or NaN activation) get their sums again in f64,
+/// straight from the activations, so they carry the graph's NaN and infinity results.
+fn exact_nonfinite_rows(
+    b: &mut Builder,
+    l: &Layer,
+    s: Shape,
+    codes: &TensorRef,
+    steps: &TensorRef,
+    sums: &TensorRef,
+) {
+    let cols = l.w.cols;
+    b.for_(s.batch, |b, n| {
+        let step = b.let_(b.load_raw(steps, n.clone()));
+        b.if_(step.clone().ne(step), |b| {
+            b.for_(s.rows, |b, r| {
+                let acc = b.mutable(Expr::f64(0.0));
+                b.for_(cols, |b, c| {
+                    let (byte, shift) = code_at(s.blocks, &r, &c);
+                    let code = b.load_raw(codes, byte).cast(Ty::I64);
+                    let w = code.shr(shift).and(Expr::idx(3)).add_k(-1).cast(Ty::F64);
+                    let x = b.load(l.x, n.clone().mul_k(cols as i64).add(c));
+                    let next = b.get(acc).add(x.cast(Ty::F64).mul(w));
+                    b.set(acc, next);
+                });
+                let at = r.mul_k(s.batch as i64).add(n.clone());
+                b.store_raw(sums, at, b.get(acc));
+            });
+        });
+    });
+}
+
+/// How one batch block keeps its accumulators.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Batch rows in the block.
+    rows: usize,
+    /// Accumulators per (batch row, limb) across the four fields: 4 keeps the fields' `4^j`
+    /// scales apart (no shifts in the loop); 2 or 1 shift each field down first.
+    fields: usize,
+    /// Blocks per loop iteration (1 or [`BLOCK_PAIR`]).
+    unroll: usize,
+}
+
+impl Plan {
+    fn of(rows: usize, limbs: usize) -> Plan {
+        let per = rows * limbs;
+        let fields = [4, 2, 1]
+            .into_iter()
+            .find(|f| per * f <= ACCUMULATORS)
+            .unwrap_or(1);
+        let unroll = if per * fields * BLOCK_PAIR <= ACCUMULATORS.min(8) {
+            BLOCK_PAIR
+        } else {
+            1
+        };
+        Plan {
+            rows,
+            fields,
+            unroll,
+        }
+    }
+    fn scaled(self) -> bool {
+        self.fields == 4
+    }
+    fn accumulators(self, limbs: usize) -> usize {
+        self.rows * limbs * self.fields * self.unroll
+    }
+    /// The accumulator of (batch row `k`, limb `p`, field `j`, unrolled block `u`).
+    fn slot(self, limbs: usize, k: usize, p: usize, j: usize, u: usize) -> usize {
+        ((k * limbs + p) * self.unroll + u) * self.fields + j % self.fields
+    }
+}
+
+/// `sums[r][n] = step_n · Σ_c w[r][c] · X[n][c]`, the integer sums in SIMD registers. Every
+/// address is in range by construction: rows < `rows`, blocks < `blocks`, batch rows < `batch`,
+/// and the table and workspaces have exactly those extents.
+fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
+    let base = |b: BufId| cx.bases[b.0 as usize];
+    let (codes, digits, digit_sums, steps, sums) = (
+        base(bufs.codes),
+        base(bufs.digits),
+        base(bufs.digit_sums),
+        base(bufs.steps),
+        base(bufs.sums),
+    );
+    let vnni = cx.vnni;
     let ptr = cx.pointer;
+    let fb = &mut *cx.fb;
     let flags = MemFlagsData::new().with_notrap();
-    let table = flags.with_readonly();
+    let table = flags.with_readonly().with_can_move();
+    // The digits are written before this loop and not after it: to the loop they are
+    // read-only, and pure loads are placed next to their use (else they stay in program order,
+    // all live at once, and spill).
+    let movable = flags.with_readonly().with_can_move();
+    let row_bytes = (s.blocks * 16) as i64;
+    let padded = s.padded();
     let r_var = fb.declare_var(ptr);
     let zero = fb.ins().iconst(ptr, 0);
     fb.def_var(r_var, zero);
@@ -146,19 +368,24 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: [BufId; 4]) {
     fb.ins().jump(r_head, &[]);
     fb.switch_to_block(r_head);
     let r = fb.use_var(r_var);
-    let row_codes = fb.ins().imul_imm_s(r, s.groups as i64);
-    let row_codes = fb.ins().iadd(codes, row_codes);
+    let row_off = fb.ins().imul_imm_s(r, row_bytes);
+    let row_codes = fb.ins().iadd(codes, row_off);
     for n0 in (0..s.batch).step_by(BATCH_BLOCK) {
-        let nb = BATCH_BLOCK.min(s.batch - n0);
-        let unroll = (BATCH_BLOCK / nb).min(UNROLL);
-        let fzero = fb.ins().f64const(0.0);
-        let vzero = fb.ins().splat(types::F64X2, fzero);
-        // Accumulator (batch row k, unrolled group u, half h) at index (k·unroll + u)·2 + h.
-        let accs: Vec<_> = (0..2 * nb * unroll)
+        let plan = Plan::of(BATCH_BLOCK.min(s.batch - n0), s.limbs);
+        let vzero = fb.ins().iconst(types::I32, 0);
+        let vzero = fb.ins().splat(types::I32X4, vzero);
+        let accs: Vec<Variable> = (0..plan.accumulators(s.limbs))
             .map(|_| {
-                let v = fb.declare_var(types::F64X2);
+                let v = fb.declare_var(types::I32X4);
                 fb.def_var(v, vzero);
                 v
+            })
+            .collect();
+        let masks: Vec<Value> = (0..4)
+            .map(|j| {
+                let m = if plan.scaled() { 3u8 << (2 * j) } else { 3 };
+                let m = fb.ins().iconst(types::I8, m as i64);
+                fb.ins().splat(types::I8X16, m)
             })
             .collect();
         let g_var = fb.declare_var(ptr);
@@ -168,52 +395,75 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: [BufId; 4]) {
         fb.ins().jump(g_head, &[]);
         fb.switch_to_block(g_head);
         let g = fb.use_var(g_var);
-        let at = fb.ins().iadd(row_codes, g);
-        let group_bytes = fb.ins().ishl_imm_s(g, 5);
-        for u in 0..unroll {
-            let byte = fb.ins().uload8(ptr, table, at, u as i32);
-            let lo = fb.ins().band_imm_s(byte, 15);
-            let hi = fb.ins().ushr_imm_s(byte, 4);
-            let weights = [lo, hi].map(|nibble| {
-                let off = fb.ins().ishl_imm_s(nibble, 4);
-                let at = fb.ins().iadd(pairs, off);
-                fb.ins().load(types::F64X2, table, at, 0)
-            });
-            for k in 0..nb {
-                let row = fb.ins().iadd_imm_s(xs, ((n0 + k) * s.padded * 8) as i64);
-                let at = fb.ins().iadd(row, group_bytes);
-                for (half, &wv) in weights.iter().enumerate() {
-                    let x = fb
-                        .ins()
-                        .load(types::F64X2, flags, at, (32 * u + 16 * half) as i32);
-                    let t = fb.ins().fmul(x, wv);
-                    let slot = accs[(k * unroll + u) * 2 + half];
-                    let acc = fb.use_var(slot);
-                    let next = fb.ins().fadd(acc, t);
-                    fb.def_var(slot, next);
+        let code_off = fb.ins().ishl_imm_s(g, 4);
+        let at_codes = fb.ins().iadd(row_codes, code_off);
+        let digit_off = fb.ins().ishl_imm_s(g, 6);
+        let at_digits = fb.ins().iadd(digits, digit_off);
+        for u in 0..plan.unroll {
+            let q = fb
+                .ins()
+                .load(types::I8X16, table, at_codes, (16 * u) as i32);
+            for (j, &mask) in masks.iter().enumerate() {
+                let field = field_of(fb, q, j, mask, plan.scaled());
+                for k in 0..plan.rows {
+                    for p in 0..s.limbs {
+                        let off = ((n0 + k) * s.limbs + p) * padded + 64 * u + 16 * j;
+                        let x = fb.ins().load(types::I8X16, movable, at_digits, off as i32);
+                        let slot = accs[plan.slot(s.limbs, k, p, j, u)];
+                        let acc = fb.use_var(slot);
+                        let next = dot_accumulate(fb, x, field, acc, vnni);
+                        fb.def_var(slot, next);
+                    }
                 }
             }
         }
-        let g_next = fb.ins().iadd_imm_s(g, unroll as i64);
+        let g_next = fb.ins().iadd_imm_s(g, plan.unroll as i64);
         fb.def_var(g_var, g_next);
         let more = fb
             .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, g_next, s.groups as i64);
+            .icmp_imm_s(IntCC::UnsignedLessThan, g_next, s.blocks as i64);
         fb.ins().brif(more, g_head, &[], g_exit, &[]);
         fb.switch_to_block(g_exit);
-        for k in 0..nb {
-            let mut pair = fb.use_var(accs[k * unroll * 2]);
-            for j in 1..unroll * 2 {
-                let a = fb.use_var(accs[k * unroll * 2 + j]);
-                pair = fb.ins().fadd(pair, a);
+        for k in 0..plan.rows {
+            let n = n0 + k;
+            let mut total = fb.ins().iconst(types::I64, 0);
+            for p in 0..s.limbs {
+                let mut v: Option<Value> = None;
+                for u in 0..plan.unroll {
+                    for j in 0..plan.fields {
+                        let mut a = fb.use_var(accs[plan.slot(s.limbs, k, p, j, u)]);
+                        if plan.scaled() && j > 0 {
+                            // Every term of field j is a multiple of 4^j: the shift is exact.
+                            a = fb.ins().sshr_imm_s(a, 2 * j as i64);
+                        }
+                        v = Some(v.map_or(a, |t| fb.ins().iadd(t, a)));
+                    }
+                }
+                let v = v.expect("at least one accumulator");
+                let mut limb = fb.ins().load(
+                    types::I32,
+                    flags,
+                    digit_sums,
+                    ((n * s.limbs + p) * 4) as i32,
+                );
+                limb = fb.ins().sextend(types::I64, limb);
+                let mut sum = fb.ins().iconst(types::I64, 0);
+                for lane in 0..4 {
+                    let e = fb.ins().extractlane(v, lane);
+                    let e = fb.ins().sextend(types::I64, e);
+                    sum = fb.ins().iadd(sum, e);
+                }
+                let dot = fb.ins().isub(sum, limb);
+                let dot = fb.ins().ishl_imm_s(dot, 8 * p as i64);
+                total = fb.ins().iadd(total, dot);
             }
-            let l0 = fb.ins().extractlane(pair, 0);
-            let l1 = fb.ins().extractlane(pair, 1);
-            let total = fb.ins().fadd(l0, l1);
-            let base = fb.ins().iadd_imm_s(sums, ((n0 + k) * 8) as i64);
+            let f = fb.ins().fcvt_from_sint(types::F64, total);
+            let step = fb.ins().load(types::F64, flags, steps, (n * 8) as i32);
+            let f = fb.ins().fmul(f, step);
+            let base = fb.ins().iadd_imm_s(sums, (n * 8) as i64);
             let off = fb.ins().imul_imm_s(r, (s.batch * 8) as i64);
             let at = fb.ins().iadd(base, off);
-            fb.ins().store(flags, total, at, 0);
+            fb.ins().store(flags, f, at, 0);
         }
     }
     let r_next = fb.ins().iadd_imm_s(r, 1);
@@ -225,72 +475,45 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: [BufId; 4]) {
     fb.switch_to_block(done);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::loops::Place;
-    use crate::loops::testing::run_kernel_with;
-    use shrink_ir::{Tensor, WeightLayout};
-
-    /// Batches that fill 1, 2 and a partial batch block, columns that need padding to whole
-    /// unrolled groups, per-row scales: the SIMD loop and the scalar fallback both give the f64
-    /// reference sum rounded to f32, which the interpreter computes.
-    #[test]
-    fn simd_and_fallback_match_an_f64_reference() {
-        for (batch, cols, rows) in [(1, 5, 3), (3, 37, 9), (6, 64, 17), (9, 130, 4)] {
-            let digit = |i: usize| ((i * 2654435761) >> 7) % 3;
-            let mut wv = vec![0f32; cols * rows];
-            for c in 0..cols {
-                for r in 0..rows {
-                    let s = 0.25 * (1 + r % 3) as f32;
-                    wv[c * rows + r] = [0.0, s, -s][digit(c * rows + r)];
-                }
-            }
-            let dense = Tensor::from_vec(vec![cols, rows], wv.clone());
-            let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
-            let x: Vec<f32> = (0..batch * cols)
-                .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-                .collect();
-            let want: Vec<f32> = (0..batch * rows)
-                .map(|i| {
-                    let (n, r) = (i / rows, i % rows);
-                    (0..cols)
-                        .map(|c| x[n * cols + c] as f64 * wv[c * rows + r] as f64)
-                        .sum::<f64>() as f32
-                })
-                .collect();
-            let mut b = Builder::new("packed");
-            let xr = b.buffer(Place::Input(0), DType::F32, &[batch, cols]);
-            let yr = b.buffer(Place::Output(0), DType::F32, &[batch, rows]);
-            let layer = Layer {
-                w: &w,
-                x: &xr,
-                bias: None,
-                activation: None,
-                y: &yr,
-                gemm: None,
-            };
-            packed(&mut b, &layer).unwrap();
-            let k = b.finish().unwrap();
-            let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-            for simd in [true, false] {
-                let (status, outs) = run_kernel_with(
-                    &k,
-                    std::slice::from_ref(&xb),
-                    &[batch * rows * 4],
-                    k.workspace_bytes,
-                    simd,
-                );
-                assert_eq!(status, 0);
-                let got: Vec<f32> = outs[0]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                    let close = (g - e).abs() <= 1e-6 * e.abs().max(1.0);
-                    assert!(close, "{batch}x{cols}x{rows} simd={simd} [{i}]: {g} vs {e}");
-                }
-            }
-        }
+/// Field `j` of the code bytes `q`: in place (`4^j·u`, `mask = 3 << 2j`) when `scaled`, else
+/// shifted down to `u` (`mask = 3`). x86 has no byte shifts: shift 16-bit lanes, then mask off
+/// the bits that crossed from the neighbouring byte.
+fn field_of(fb: &mut FunctionBuilder, q: Value, j: usize, mask: Value, scaled: bool) -> Value {
+    if scaled || j == 0 {
+        return fb.ins().band(q, mask);
     }
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let wide = fb.ins().bitcast(types::I16X8, le, q);
+    let wide = fb.ins().ushr_imm_s(wide, 2 * j as i64);
+    let bytes = fb.ins().bitcast(types::I8X16, le, wide);
+    fb.ins().band(bytes, mask)
 }
+
+/// `acc + Σ x·u` over the 16 byte lanes (x signed, u unsigned), four lanes into each i32 lane.
+/// With VNNI the tree is exactly the one Cranelift's x64 backend lowers to one `vpdpbusd`
+/// (signed operand first, accumulator second); elsewhere the last pairwise add is a plain add,
+/// which keeps the total and is cheaper without VNNI.
+fn dot_accumulate(fb: &mut FunctionBuilder, x: Value, u: Value, acc: Value, vnni: bool) -> Value {
+    let half = |fb: &mut FunctionBuilder, high: bool| {
+        let (xs, us) = if high {
+            (fb.ins().swiden_high(x), fb.ins().uwiden_high(u))
+        } else {
+            (fb.ins().swiden_low(x), fb.ins().uwiden_low(u))
+        };
+        let m = fb.ins().imul(xs, us);
+        let lo = fb.ins().swiden_low(m);
+        let hi = fb.ins().swiden_high(m);
+        fb.ins().iadd_pairwise(lo, hi)
+    };
+    let lo = half(fb, false);
+    let hi = half(fb, true);
+    let both = if vnni {
+        fb.ins().iadd_pairwise(lo, hi)
+    } else {
+        fb.ins().iadd(lo, hi)
+    };
+    fb.ins().iadd(both, acc)
+}
+
+#[cfg(test)]
+mod tests;

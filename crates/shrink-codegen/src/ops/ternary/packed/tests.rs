@@ -1,0 +1,199 @@
+//! The packed kernel against references computed here: the int8 mode bit-exactly (the same
+//! quantizer and integer sum), the faithful mode within its proven bound, every emission path
+//! (VNNI tree, plain SIMD, scalar fallback) bit-identical to the others.
+use super::*;
+use crate::loops::Place;
+use crate::loops::testing::run_kernel_as;
+use crate::ops::ternary::Layer;
+use shrink_ir::{Tensor, WeightLayout};
+
+struct Case {
+    batch: usize,
+    cols: usize,
+    rows: usize,
+    /// Column-first dense weight `[cols, rows]` with ternary values times per-row scales.
+    wv: Vec<f32>,
+    x: Vec<f32>,
+}
+
+fn case(batch: usize, cols: usize, rows: usize) -> Case {
+    let digit = |i: usize| ((i * 2654435761) >> 7) % 3;
+    let mut wv = vec![0f32; cols * rows];
+    for c in 0..cols {
+        for r in 0..rows {
+            let s = 0.25 * (1 + r % 3) as f32;
+            wv[c * rows + r] = [0.0, s, -s][digit(c * rows + r)];
+        }
+    }
+    let x = (0..batch * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    Case {
+        batch,
+        cols,
+        rows,
+        wv,
+        x,
+    }
+}
+
+/// Runs the packed layer on `c` with `limbs` limbs, for every emission path the host can show.
+fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
+    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
+    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
+    let mut b = Builder::new("packed");
+    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
+    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
+    let layer = Layer {
+        w: &w,
+        x: &xr,
+        bias: None,
+        activation: None,
+        y: &yr,
+        gemm: None,
+    };
+    packed(&mut b, &layer, limbs).unwrap();
+    let k = b.finish().unwrap();
+    let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let paths: [fn(&mut crate::loops::emit::IsaFacts); 3] =
+        [|_| {}, |f| f.vnni = false, |f| f.simd = false];
+    paths
+        .iter()
+        .map(|tweak| {
+            let (status, outs) = run_kernel_as(
+                &k,
+                std::slice::from_ref(&xb),
+                &[c.batch * c.rows * 4],
+                k.workspace_bytes,
+                tweak,
+            );
+            assert_eq!(status, 0);
+            outs[0]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+fn absmax(x: &[f32]) -> f64 {
+    x.iter().fold(0f64, |m, v| m.max(v.abs() as f64))
+}
+
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 5, 3),
+    (3, 37, 9),
+    (6, 64, 17),
+    (9, 130, 4),
+    (1, 300, 70),
+    (2, 1000, 33),
+];
+
+/// Three limbs: within `scale · nonzeros · a / 2Q` (plus the f32 rounding of the output) of the
+/// exact f64 sum, and the same bits on every path.
+#[test]
+fn faithful_mode_is_within_its_bound_on_every_path() {
+    let q = max_fixed(3) as f64;
+    for (batch, cols, rows) in SHAPES {
+        let c = case(batch, cols, rows);
+        let got = run(&c, 3);
+        for path in &got[1..] {
+            assert_eq!(path, &got[0], "{batch}x{cols}x{rows}: paths differ");
+        }
+        for n in 0..batch {
+            let xs = &c.x[n * cols..(n + 1) * cols];
+            let a = absmax(xs);
+            for r in 0..rows {
+                let col = |k: usize| c.wv[k * rows + r] as f64;
+                let exact: f64 = (0..cols).map(|k| xs[k] as f64 * col(k)).sum();
+                let bound: f64 = (0..cols).map(|k| col(k).abs()).sum::<f64>() * a / (2.0 * q);
+                let g = got[0][n * rows + r] as f64;
+                let tol = bound * 1.0001 + exact.abs() * f32::EPSILON as f64;
+                assert!(
+                    (g - exact).abs() <= tol,
+                    "{batch}x{cols}x{rows} [{n},{r}]: {g} vs {exact} (bound {tol})"
+                );
+            }
+        }
+    }
+}
+
+/// One limb: BitNet's absmax quantizer `round(x · 127 / a)`, then the exact integer sum scaled
+/// back, bit for bit.
+#[test]
+fn int8_mode_is_the_absmax_quantizer_exactly() {
+    for (batch, cols, rows) in SHAPES {
+        let c = case(batch, cols, rows);
+        let got = run(&c, 1);
+        for path in &got[1..] {
+            assert_eq!(path, &got[0], "{batch}x{cols}x{rows}: paths differ");
+        }
+        for n in 0..batch {
+            let xs = &c.x[n * cols..(n + 1) * cols];
+            let a = absmax(xs);
+            let inv = 127.0 / a;
+            let xq: Vec<i64> = xs
+                .iter()
+                .map(|&v| (v as f64 * inv).round_ties_even() as i64)
+                .collect();
+            for r in 0..rows {
+                let scale = 0.25 * (1 + r % 3) as f64;
+                let dot: i64 = (0..cols)
+                    .map(|k| {
+                        let w = c.wv[k * rows + r];
+                        xq[k]
+                            * if w > 0.0 {
+                                1
+                            } else if w < 0.0 {
+                                -1
+                            } else {
+                                0
+                            }
+                    })
+                    .sum();
+                let want = (dot as f64 * (a / 127.0) * scale) as f32;
+                assert_eq!(
+                    got[0][n * rows + r],
+                    want,
+                    "{batch}x{cols}x{rows} [{n},{r}]"
+                );
+            }
+        }
+    }
+}
+
+/// A batch row holding an infinity or NaN is summed in f64 like the graph: NaN where a zero
+/// weight meets the infinity, ±inf where a nonzero does; other batch rows are unaffected, and
+/// an all-zero row gives zeros.
+#[test]
+fn nonfinite_and_zero_rows_follow_the_graph() {
+    let mut c = case(4, 70, 6);
+    c.x[3] = f32::INFINITY;
+    c.x[70 + 10] = f32::NAN;
+    for v in &mut c.x[140..210] {
+        *v = 0.0;
+    }
+    let clean = case(4, 70, 6);
+    for limbs in [1, 3] {
+        let got = run(&c, limbs);
+        let want_clean = run(&clean, limbs);
+        for path in &got {
+            for r in 0..6 {
+                let w = c.wv[3 * 6 + r];
+                let y = path[r];
+                if w == 0.0 {
+                    assert!(y.is_nan(), "limbs {limbs} row {r}: {y}");
+                } else {
+                    assert_eq!(y, f32::INFINITY * w.signum(), "limbs {limbs} row {r}");
+                }
+                assert!(path[6 + r].is_nan(), "limbs {limbs}: NaN row, col {r}");
+                assert_eq!(path[12 + r], 0.0, "limbs {limbs}: zero row, col {r}");
+                assert_eq!(
+                    path[18 + r],
+                    want_clean[0][18 + r],
+                    "limbs {limbs}: clean row"
+                );
+            }
+        }
+    }
+}
