@@ -5,7 +5,11 @@
 //! of block `b` holds `u = w + 1 ∈ {0, 1, 2}` of column `64·b + 16·j + i` (the no-shift layout of
 //! CRANELIFT_NOTES.md: `q & (3 << 2j)` is `4^j·u` in place, fed to the dot product as is, its
 //! accumulator shifted right by `2j` once at the end). Rows are padded with zero codes to whole
-//! pairs of blocks; padded activations are zero, so padding adds nothing.
+//! groups of [`GROUP`] blocks (256 weights); padded activations are zero, so padding adds
+//! nothing. The activations' limbs are stored group by group, field-major inside a group: the
+//! 16 digits of (block `b`, field `j`) are at `256·(b / 4) + 64·j + 16·(b % 4)`, so the digits
+//! a field needs across 1, 2 or 4 consecutive blocks are contiguous (one load per 128, 256 or
+//! 512 bits of vector).
 //!
 //! Activations: per call, each batch row of `x` is put in fixed point on its own absmax `a`:
 //! `X = round(x · Q / a)`, split into `limbs` balanced int8 digits (`X = Σ_p 256^p · d_p`), with
@@ -32,8 +36,11 @@ use shrink_ir::{DType, TernaryWeights};
 /// Weights per 16-byte code block.
 const BLOCK: usize = 64;
 
-/// Rows are padded to a multiple of this many blocks (the most the loop unrolls).
-const BLOCK_PAIR: usize = 2;
+/// Blocks per group: rows are padded to whole groups, and the loop body covers one group.
+pub(super) const GROUP: usize = 4;
+
+/// Most independent accumulators per field position across a group's blocks.
+const MAX_UNROLL: usize = 2;
 
 /// Batch rows that share one decode of a row's weights.
 const BATCH_BLOCK: usize = 4;
@@ -66,14 +73,25 @@ impl Shape {
     }
 }
 
-/// The buffers of the dot-product loop.
+/// The buffers of the dot-product loop: it reads the codes and digits and writes
+/// `dots[(r·batch + n)·limbs + p] = Σ_c u[r][c] · d_p[n][c]`.
 #[derive(Clone, Copy)]
 struct Bufs {
     codes: BufId,
     digits: BufId,
-    digit_sums: BufId,
-    steps: BufId,
-    sums: BufId,
+    dots: BufId,
+}
+
+/// Where digit `c` (a loop-language index) of a limb row sits (see the module doc).
+fn digit_offset_expr(c: &Expr) -> Expr {
+    let k = |v: i64| Expr::idx(v);
+    let block = c.clone().div(k(BLOCK as i64));
+    c.clone()
+        .div(k(256))
+        .mul_k(256)
+        .add(c.clone().rem(k(64)).div(k(16)).mul_k(64))
+        .add(block.rem(k(GROUP as i64)).mul_k(16))
+        .add(c.clone().rem(k(16)))
 }
 
 pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
@@ -86,7 +104,7 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
     }
     b.note_strategy("packed");
     let batch = l.x.numel() / w.cols.max(1);
-    let blocks = w.cols.div_ceil(BLOCK * BLOCK_PAIR) * BLOCK_PAIR;
+    let blocks = w.cols.div_ceil(BLOCK * GROUP) * GROUP;
     let shape = Shape {
         rows: w.rows,
         blocks,
@@ -97,22 +115,21 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
     let digits = b.workspace(DType::I8, &[batch * limbs * shape.padded()]);
     let digit_sums = b.workspace(DType::I32, &[batch * limbs]);
     let steps = b.workspace(DType::F64, &[batch]);
+    let dots = b.workspace(DType::I32, &[w.rows * batch * limbs]);
     let sums = b.workspace(DType::F64, &[w.rows, batch]);
     quantize(b, l, shape, &digits, &digit_sums, &steps);
     let bufs = Bufs {
         codes: codes.buf,
         digits: digits.buf,
-        digit_sums: digit_sums.buf,
-        steps: steps.buf,
-        sums: sums.buf,
+        dots: dots.buf,
     };
-    let tensors = [&codes, &digits, &digit_sums, &steps, &sums];
     b.native(
         "packed ternary dot products",
-        &tensors,
+        &[&codes, &digits, &dots],
         move |cx| emit_dots(cx, shape, bufs),
-        |b| scalar_dots(b, shape, &codes, &digits, &steps, &sums),
+        |b| scalar_dots(b, shape, &codes, &digits, &dots),
     );
+    combine_limbs(b, shape, &dots, &digit_sums, &steps, &sums);
     exact_nonfinite_rows(b, l, shape, &codes, &steps, &sums);
     finish_from_sums(b, l, &sums, batch);
     Ok(())
@@ -205,7 +222,10 @@ fn quantize(
                     rest = b.let_(rest.clone().sub(d.clone()).shr(Expr::int(Ty::I32, 8)));
                     d
                 };
-                let at = row.clone().add_k((p * padded) as i64).add(c.clone());
+                let at = row
+                    .clone()
+                    .add_k((p * padded) as i64)
+                    .add(digit_offset_expr(&c));
                 b.store_raw(digits, at, digit.clone().cast(Ty::I8));
                 let next = b.get(sum).add(digit);
                 b.set(sum, next);
@@ -214,7 +234,10 @@ fn quantize(
         for (p, &sum) in sums.iter().enumerate() {
             if padded > cols {
                 b.for_(padded - cols, |b, c| {
-                    let at = row.clone().add_k((p * padded + cols) as i64).add(c);
+                    let at = row
+                        .clone()
+                        .add_k((p * padded) as i64)
+                        .add(digit_offset_expr(&c.add_k(cols as i64)));
                     b.store_raw(digits, at, Expr::int(Ty::I8, 0));
                 });
             }
@@ -225,41 +248,63 @@ fn quantize(
 }
 
 /// The fallback of [`emit_dots`]: the same integer sums, one weight at a time.
-fn scalar_dots(
-    b: &mut Builder,
-    s: Shape,
-    codes: &TensorRef,
-    digits: &TensorRef,
-    steps: &TensorRef,
-    sums: &TensorRef,
-) {
+fn scalar_dots(b: &mut Builder, s: Shape, codes: &TensorRef, digits: &TensorRef, dots: &TensorRef) {
     let padded = s.padded();
     b.for_(s.batch, |b, n| {
-        let step = b.let_(b.load_raw(steps, n.clone()));
         b.for_(s.rows, |b, r| {
             let accs: Vec<_> = (0..s.limbs)
-                .map(|_| b.mutable(Expr::int(Ty::I64, 0)))
+                .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
                 .collect();
             b.for_(padded, |b, c| {
                 let (byte, shift) = code_at(s.blocks, &r, &c);
                 let code = b.load_raw(codes, byte).cast(Ty::I64);
-                let w = b.let_(code.shr(shift).and(Expr::idx(3)).add_k(-1));
-                for (p, &acc) in accs.iter().enumerate() {
-                    let at = n
-                        .clone()
+                let u = b.let_(code.shr(shift).and(Expr::idx(3)).cast(Ty::I32));
+                let at = b.let_(
+                    n.clone()
                         .mul_k((s.limbs * padded) as i64)
-                        .add_k((p * padded) as i64)
-                        .add(c.clone());
-                    let d = b.load_raw(digits, at).cast(Ty::I64);
-                    let next = b.get(acc).add(w.clone().mul(d));
+                        .add(digit_offset_expr(&c)),
+                );
+                for (p, &acc) in accs.iter().enumerate() {
+                    let d = b.load_raw(digits, at.clone().add_k((p * padded) as i64));
+                    let next = b.get(acc).add(u.clone().mul(d.cast(Ty::I32)));
                     b.set(acc, next);
                 }
             });
-            let mut total = Expr::idx(0);
+            let at = b.let_(r.mul_k(s.batch as i64).add(n.clone()).mul_k(s.limbs as i64));
             for (p, &acc) in accs.iter().enumerate() {
-                total = total.add(b.get(acc).shl(Expr::idx(8 * p as i64)));
+                b.store_raw(dots, at.clone().add_k(p as i64), b.get(acc));
             }
-            let at = r.mul_k(s.batch as i64).add(n.clone());
+        });
+    });
+}
+
+/// `sums[r][n] = step_n · Σ_p 256^p · (dots[r][n][p] − Σ_c d_p[n][c])`: `u = w + 1`, so
+/// subtracting the digit sums turns `Σ u·d` into `Σ w·d`; exact in i64, one f64 rounding.
+fn combine_limbs(
+    b: &mut Builder,
+    s: Shape,
+    dots: &TensorRef,
+    digit_sums: &TensorRef,
+    steps: &TensorRef,
+    sums: &TensorRef,
+) {
+    let limbs = s.limbs as i64;
+    b.for_(s.batch, |b, n| {
+        let step = b.let_(b.load_raw(steps, n.clone()));
+        let subtract: Vec<Expr> = (0..limbs)
+            .map(|p| {
+                let v = b.load_raw(digit_sums, n.clone().mul_k(limbs).add_k(p));
+                b.let_(v.cast(Ty::I64))
+            })
+            .collect();
+        b.for_(s.rows, |b, r| {
+            let at = b.let_(r.clone().mul_k(s.batch as i64).add(n.clone()));
+            let mut total = Expr::idx(0);
+            for (p, sub) in subtract.iter().enumerate() {
+                let d = b.load_raw(dots, at.clone().mul_k(limbs).add_k(p as i64));
+                let dot = d.cast(Ty::I64).sub(sub.clone());
+                total = total.add(dot.shl(Expr::idx(8 * p as i64)));
+            }
             b.store_raw(sums, at, total.cast(Ty::F64).mul(step.clone()));
         });
     });
@@ -304,7 +349,7 @@ struct Plan {
     /// Accumulators per (batch row, limb) across the four fields: 4 keeps the fields' `4^j`
     /// scales apart (no shifts in the loop); 2 or 1 shift each field down first.
     fields: usize,
-    /// Blocks per loop iteration (1 or [`BLOCK_PAIR`]).
+    /// Accumulator sets the group's blocks rotate through (block `t` uses set `t % unroll`).
     unroll: usize,
 }
 
@@ -315,8 +360,8 @@ impl Plan {
             .into_iter()
             .find(|f| per * f <= ACCUMULATORS)
             .unwrap_or(1);
-        let unroll = if per * fields * BLOCK_PAIR <= ACCUMULATORS.min(8) {
-            BLOCK_PAIR
+        let unroll = if per * fields * MAX_UNROLL <= ACCUMULATORS.min(8) {
+            MAX_UNROLL
         } else {
             1
         };
@@ -332,24 +377,18 @@ impl Plan {
     fn accumulators(self, limbs: usize) -> usize {
         self.rows * limbs * self.fields * self.unroll
     }
-    /// The accumulator of (batch row `k`, limb `p`, field `j`, unrolled block `u`).
-    fn slot(self, limbs: usize, k: usize, p: usize, j: usize, u: usize) -> usize {
-        ((k * limbs + p) * self.unroll + u) * self.fields + j % self.fields
+    /// The accumulator of (batch row `k`, limb `p`, field `j`, block `t` of the group).
+    fn slot(self, limbs: usize, k: usize, p: usize, j: usize, t: usize) -> usize {
+        ((k * limbs + p) * self.unroll + t % self.unroll) * self.fields + j % self.fields
     }
 }
 
-/// `sums[r][n] = step_n · Σ_c w[r][c] · X[n][c]`, the integer sums in SIMD registers. Every
-/// address is in range by construction: rows < `rows`, blocks < `blocks`, batch rows < `batch`,
-/// and the table and workspaces have exactly those extents.
+/// `dots[r][n][p] = Σ_c u[r][c] · d_p[n][c]` in SIMD registers, one group of blocks per loop
+/// iteration. Every address is in range by construction: rows < `rows`, groups < `blocks / 4`,
+/// batch rows < `batch`, and the table and workspaces have exactly those extents.
 fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
     let base = |b: BufId| cx.bases[b.0 as usize];
-    let (codes, digits, digit_sums, steps, sums) = (
-        base(bufs.codes),
-        base(bufs.digits),
-        base(bufs.digit_sums),
-        base(bufs.steps),
-        base(bufs.sums),
-    );
+    let (codes, digits, dots) = (base(bufs.codes), base(bufs.digits), base(bufs.dots));
     let vnni = cx.vnni;
     let ptr = cx.pointer;
     let fb = &mut *cx.fb;
@@ -361,6 +400,7 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
     let movable = flags.with_readonly().with_can_move();
     let row_bytes = (s.blocks * 16) as i64;
     let padded = s.padded();
+    let groups = (s.blocks / GROUP) as i64;
     let r_var = fb.declare_var(ptr);
     let zero = fb.ins().iconst(ptr, 0);
     fb.def_var(r_var, zero);
@@ -395,21 +435,21 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
         fb.ins().jump(g_head, &[]);
         fb.switch_to_block(g_head);
         let g = fb.use_var(g_var);
-        let code_off = fb.ins().ishl_imm_s(g, 4);
+        let code_off = fb.ins().ishl_imm_s(g, 6);
         let at_codes = fb.ins().iadd(row_codes, code_off);
-        let digit_off = fb.ins().ishl_imm_s(g, 6);
+        let digit_off = fb.ins().ishl_imm_s(g, 8);
         let at_digits = fb.ins().iadd(digits, digit_off);
-        for u in 0..plan.unroll {
+        for t in 0..GROUP {
             let q = fb
                 .ins()
-                .load(types::I8X16, table, at_codes, (16 * u) as i32);
+                .load(types::I8X16, table, at_codes, (16 * t) as i32);
             for (j, &mask) in masks.iter().enumerate() {
                 let field = field_of(fb, q, j, mask, plan.scaled());
                 for k in 0..plan.rows {
                     for p in 0..s.limbs {
-                        let off = ((n0 + k) * s.limbs + p) * padded + 64 * u + 16 * j;
+                        let off = ((n0 + k) * s.limbs + p) * padded + 64 * j + 16 * t;
                         let x = fb.ins().load(types::I8X16, movable, at_digits, off as i32);
-                        let slot = accs[plan.slot(s.limbs, k, p, j, u)];
+                        let slot = accs[plan.slot(s.limbs, k, p, j, t)];
                         let acc = fb.use_var(slot);
                         let next = dot_accumulate(fb, x, field, acc, vnni);
                         fb.def_var(slot, next);
@@ -417,53 +457,35 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
                 }
             }
         }
-        let g_next = fb.ins().iadd_imm_s(g, plan.unroll as i64);
+        let g_next = fb.ins().iadd_imm_s(g, 1);
         fb.def_var(g_var, g_next);
-        let more = fb
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedLessThan, g_next, s.blocks as i64);
+        let more = fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, g_next, groups);
         fb.ins().brif(more, g_head, &[], g_exit, &[]);
         fb.switch_to_block(g_exit);
+        let out_row = fb.ins().imul_imm_s(r, (s.batch * s.limbs * 4) as i64);
+        let out_row = fb.ins().iadd(dots, out_row);
         for k in 0..plan.rows {
-            let n = n0 + k;
-            let mut total = fb.ins().iconst(types::I64, 0);
             for p in 0..s.limbs {
                 let mut v: Option<Value> = None;
-                for u in 0..plan.unroll {
+                for t in 0..plan.unroll {
                     for j in 0..plan.fields {
-                        let mut a = fb.use_var(accs[plan.slot(s.limbs, k, p, j, u)]);
+                        let mut a = fb.use_var(accs[plan.slot(s.limbs, k, p, j, t)]);
                         if plan.scaled() && j > 0 {
                             // Every term of field j is a multiple of 4^j: the shift is exact.
                             a = fb.ins().sshr_imm_s(a, 2 * j as i64);
                         }
-                        v = Some(v.map_or(a, |t| fb.ins().iadd(t, a)));
+                        v = Some(v.map_or(a, |acc| fb.ins().iadd(acc, a)));
                     }
                 }
                 let v = v.expect("at least one accumulator");
-                let mut limb = fb.ins().load(
-                    types::I32,
-                    flags,
-                    digit_sums,
-                    ((n * s.limbs + p) * 4) as i32,
-                );
-                limb = fb.ins().sextend(types::I64, limb);
-                let mut sum = fb.ins().iconst(types::I64, 0);
-                for lane in 0..4 {
+                let mut sum = fb.ins().extractlane(v, 0);
+                for lane in 1..4 {
                     let e = fb.ins().extractlane(v, lane);
-                    let e = fb.ins().sextend(types::I64, e);
                     sum = fb.ins().iadd(sum, e);
                 }
-                let dot = fb.ins().isub(sum, limb);
-                let dot = fb.ins().ishl_imm_s(dot, 8 * p as i64);
-                total = fb.ins().iadd(total, dot);
+                let off = (((n0 + k) * s.limbs + p) * 4) as i32;
+                fb.ins().store(flags, sum, out_row, off);
             }
-            let f = fb.ins().fcvt_from_sint(types::F64, total);
-            let step = fb.ins().load(types::F64, flags, steps, (n * 8) as i32);
-            let f = fb.ins().fmul(f, step);
-            let base = fb.ins().iadd_imm_s(sums, (n * 8) as i64);
-            let off = fb.ins().imul_imm_s(r, (s.batch * 8) as i64);
-            let at = fb.ins().iadd(base, off);
-            fb.ins().store(flags, f, at, 0);
         }
     }
     let r_next = fb.ins().iadd_imm_s(r, 1);
