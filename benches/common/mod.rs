@@ -1,5 +1,7 @@
 //! Pieces the criterion benches share that need the dev-dependencies (tract-onnx): included by
 //! each bench with `mod common;`.
+// Each bench uses a different part of this module.
+#![allow(dead_code)]
 use shrink::compare::{Tolerance, compare};
 use shrink::ir::Tensor;
 use std::hint::black_box;

@@ -4,12 +4,14 @@
 //! Layers (DESIGN.md "Code generation"): [`loops`] — the loop-nest language and its emitter;
 //! [`ops`] — every op defined in it; [`program`] — the whole model as one `run` entry point of
 //! the kernel ABI, with constants in read-only data and intermediates in the caller's scratch.
+pub mod cost;
 pub mod define;
 pub mod loops;
 pub mod ops;
 pub mod options;
 pub mod program;
 
+pub use cost::CostModel;
 pub use define::{DefineOptions, Defined, Listing, define};
-pub use options::{Activations, CodegenOptions, Strategy};
+pub use options::{Activations, CodegenOptions, Goal, Strategy};
 pub use program::{CodegenError, IoSpec, Program, lower};

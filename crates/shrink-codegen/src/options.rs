@@ -82,6 +82,16 @@ impl FromStr for Activations {
     }
 }
 
+/// What `auto` minimizes per layer (`--optimize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Goal {
+    /// The cost model's predicted time.
+    #[default]
+    Speed,
+    /// Code plus read-only data bytes.
+    Size,
+}
+
 /// Options of [`crate::lower`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodegenOptions {
@@ -91,9 +101,13 @@ pub struct CodegenOptions {
     /// Most add/subtract terms a forced `stream` layer may emit (about 10 bytes of code each);
     /// beyond it the compile is refused.
     pub max_stream_terms: usize,
-    /// Largest layer (in nonzero weights) `auto` streams; larger ternary layers are `packed`.
-    /// A stream this size is about the size of an L1 instruction cache.
+    /// Largest layer (in nonzero weights) `auto` may stream (its code budget: about 7 bytes of
+    /// code per term); among the strategies within budget, [`Self::cost`] picks the fastest.
     pub auto_stream_terms: usize,
+    /// The measured cost model `auto` compares strategies with.
+    pub cost: crate::CostModel,
+    /// What `auto` minimizes.
+    pub goal: Goal,
     /// How `packed` ternary layers quantize float activations.
     pub activations: Activations,
     /// Graph inputs the graph was specialized on by value (input index, value): shapes depended
@@ -108,7 +122,9 @@ impl Default for CodegenOptions {
             strategy: Strategy::Auto,
             per_layer: vec![],
             max_stream_terms: 1 << 20,
-            auto_stream_terms: 4096,
+            auto_stream_terms: 1 << 16,
+            cost: crate::CostModel::default(),
+            goal: Goal::Speed,
             activations: Activations::F32,
             value_guards: vec![],
         }

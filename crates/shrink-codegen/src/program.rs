@@ -58,6 +58,9 @@ pub struct NodeKernel {
     /// How the node was lowered: `loops` (the loop-nest emitter), or a kernel strategy name
     /// (`dense`, `stream`, `packed`) for layers with weights.
     pub strategy: &'static str,
+    /// The cost model's predicted nanoseconds per call (ternary layers; the node's first
+    /// kernel carries it).
+    pub predicted_ns: Option<f64>,
     pub kernel: Kernel,
 }
 
@@ -102,6 +105,7 @@ fn value_guard(p: &Prepared, i: usize, value: &Tensor) -> Result<NodeKernel, Cod
         node_name: name,
         op: "Input",
         strategy: "loops",
+        predicted_ns: None,
         kernel: b.finish().map_err(CodegenError::new)?,
     })
 }
@@ -232,6 +236,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         };
         lower_node(&mut b, &node.op, &cx)
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
+        let predicted_ns = b.predicted_ns();
         let strategy = b.strategy().unwrap_or(
             if matches!(node.op, Op::Linear(_) | Op::Fused(_) | Op::Conv(_)) {
                 "dense"
@@ -280,6 +285,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 node_name: node.name.clone(),
                 op: node.op.name(),
                 strategy,
+                predicted_ns,
                 kernel: kernel.clone(),
             };
             match Producer::of(kernel) {
@@ -290,11 +296,12 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             }
             continue;
         }
-        for kernel in parts {
+        for (i, kernel) in parts.into_iter().enumerate() {
             kernels.push(NodeKernel {
                 node_name: node.name.clone(),
                 op: node.op.name(),
                 strategy,
+                predicted_ns: predicted_ns.filter(|_| i == 0),
                 kernel,
             });
         }
@@ -319,6 +326,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             node_name: g.outputs[k].0.clone(),
             op: "Identity",
             strategy: "loops",
+            predicted_ns: None,
             kernel: b.finish().map_err(CodegenError::new)?,
         });
     }

@@ -77,6 +77,10 @@ pub struct TargetProfile {
     pub cranelift: CraneliftFlags,
     #[serde(default)]
     pub toolchain: Toolchain,
+    /// Measured constants of the code generator's cost model (`cargo bench --bench
+    /// calibrate` prints them); empty = the code generator's defaults.
+    #[serde(default)]
+    pub cost: BTreeMap<String, f64>,
 }
 
 /// Cranelift settings on top of shrink's defaults (see [`TargetProfile::isa`]).

@@ -102,6 +102,7 @@ pub fn cmd_compile(cli: &Cli, a: CompileArgs) -> Result<()> {
         }
     }
     let at = |e: String| anyhow!("{}: {e}", model.display());
+    let codegen = shrink::options_for_target(&codegen, &profile).map_err(at)?;
     let p = shrink::lower_with(&g, &codegen).map_err(|e| at(e.to_string()))?;
     if let Some(kind) = listing {
         let text =
@@ -147,6 +148,7 @@ pub fn run_aot(
 ) -> Result<Vec<Tensor>, String> {
     let mut options = codegen_options(cli).map_err(|e| e.to_string())?;
     options.value_guards = guards;
+    let options = shrink::options_for_target(&options, profile)?;
     let p = shrink::lower_with(g, &options).map_err(|e| e.to_string())?;
     let o = shrink::AotOutput::new(&p, profile.clone(), "model").map_err(|e| e.to_string())?;
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -141,8 +141,8 @@ impl Compiler {
         let profile = shrink_target::find(target).map_err(Error)?;
         shrink_aot::check_prefix(prefix)?;
         let g = self.optimized_graph(model)?;
-        let program =
-            crate::lower_with(&g, &self.options.codegen).map_err(|e| Error(e.to_string()))?;
+        let codegen = crate::options_for_target(&self.options.codegen, &profile).map_err(Error)?;
+        let program = crate::lower_with(&g, &codegen).map_err(|e| Error(e.to_string()))?;
         AotOutput::new(&program, profile, prefix)
     }
 }

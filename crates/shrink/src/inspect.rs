@@ -27,6 +27,9 @@ pub struct Layer {
     pub dead_cols: Option<usize>,
     pub strategy: Option<String>,
     pub code_bytes: Option<usize>,
+    /// The cost model's predicted time per call of the chosen strategy, in µs (ternary
+    /// layers; measured constants of the target, see `cargo bench --bench calibrate`).
+    pub predicted_us: Option<f64>,
     /// Zero weights left in the optimized weight (a `stream` computes none of them).
     #[serde(skip)]
     pub final_zeros: Option<usize>,
@@ -166,6 +169,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             dead_cols,
             strategy: None,
             code_bytes: None,
+            predicted_us: None,
             final_zeros,
         });
     }
@@ -242,6 +246,7 @@ pub fn fill_codegen(
         if let Some(k) = program.kernels.iter().find(|k| k.node_name == l.name) {
             l.strategy = Some(k.strategy.to_string());
             l.code_bytes = Some(bytes);
+            l.predicted_us = k.predicted_ns.map(|ns| (ns / 10.0).round() / 100.0);
             // A stream emits nothing for a zero weight: those zeros are eliminated too.
             if k.strategy == "stream"
                 && let (Some(z), Some(total)) = (l.final_zeros, r.totals.zeros_eliminated.as_mut())
@@ -308,7 +313,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(
             s,
-            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10}",
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12}",
             "name",
             "op",
             "weight",
@@ -319,13 +324,14 @@ pub fn render(r: &Report) -> String {
             "dead_rows",
             "dead_cols",
             "strategy",
-            "code_bytes"
+            "code_bytes",
+            "predicted_us"
         );
         for l in &r.layers {
             let shape = format!("{:?}", l.weight_shape);
             let _ = writeln!(
                 s,
-                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10}",
+                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12}",
                 l.name,
                 l.op,
                 shape,
@@ -336,7 +342,8 @@ pub fn render(r: &Report) -> String {
                 l.dead_rows.map_or("-".into(), |d| d.to_string()),
                 l.dead_cols.map_or("-".into(), |d| d.to_string()),
                 l.strategy.as_deref().unwrap_or("-"),
-                l.code_bytes.map_or("-".into(), |d| d.to_string())
+                l.code_bytes.map_or("-".into(), |d| d.to_string()),
+                l.predicted_us.map_or("-".into(), |d| format!("{d:.2}"))
             );
         }
     }

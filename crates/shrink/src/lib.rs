@@ -251,10 +251,42 @@ pub fn with_static_shapes(g: &Graph) -> Result<std::borrow::Cow<'_, Graph>, Stri
 
 /// Lowers an optimized graph (static shapes) with explicit code generation options: the program
 /// both the JIT and the AOT writer place.
+/// `options` for compiling to `profile`: its measured cost model when the profile has one.
+pub fn options_for_target(
+    options: &shrink_codegen::CodegenOptions,
+    profile: &shrink_target::TargetProfile,
+) -> Result<shrink_codegen::CodegenOptions, String> {
+    let mut o = options.clone();
+    if !profile.cost.is_empty() {
+        o.cost = shrink_codegen::CostModel::from_table(&profile.cost)
+            .map_err(|e| format!("target {}: {e}", profile.name))?;
+    }
+    Ok(o)
+}
+
 pub fn lower_with(
     g: &Graph,
     options: &shrink_codegen::CodegenOptions,
 ) -> Result<shrink_codegen::Program, shrink_codegen::CodegenError> {
     let g = with_static_shapes(g).map_err(shrink_codegen::CodegenError::new)?;
     shrink_codegen::lower(&g, options)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every built-in profile's `[cost]` table is a complete, valid cost model (or absent), and
+    /// a profile with one hands it to the code generator.
+    #[test]
+    fn every_profile_cost_table_is_a_valid_cost_model() {
+        let defaults = shrink_codegen::CodegenOptions::default();
+        let mut measured = 0;
+        for p in shrink_target::profiles() {
+            let o = super::options_for_target(&defaults, p).unwrap();
+            if !p.cost.is_empty() {
+                measured += 1;
+                assert_eq!(o.cost.packed_weight, p.cost["packed_weight"], "{}", p.name);
+            }
+        }
+        assert!(measured >= 1, "no profile carries measured constants");
+    }
 }

@@ -194,9 +194,7 @@ fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
     }
     match cli.optimize.as_str() {
         "speed" => {}
-        // A packed layer is a loop plus 2 bits per weight: the smallest form of any layer
-        // bigger than a few dozen nonzeros.
-        "size" => o.auto_stream_terms = 32,
+        "size" => o.goal = shrink::codegen::Goal::Size,
         other => bail!("--optimize {other}: expected speed or size"),
     }
     o.activations = cli.activations.parse().map_err(|e: String| anyhow!(e))?;

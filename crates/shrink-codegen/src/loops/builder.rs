@@ -43,6 +43,8 @@ pub struct Builder {
     done: Vec<Vec<Stmt>>,
     /// The kernel strategy a layer lowering chose (for reports).
     strategy: Option<&'static str>,
+    /// The cost model's predicted nanoseconds per call of this lowering, when it priced it.
+    predicted_ns: Option<f64>,
 }
 
 impl Builder {
@@ -56,6 +58,7 @@ impl Builder {
             unsupported: None,
             done: vec![],
             strategy: None,
+            predicted_ns: None,
         }
     }
 
@@ -115,6 +118,16 @@ impl Builder {
     /// Records which kernel strategy this lowering used (`stream`, `packed`, `dense`).
     pub fn note_strategy(&mut self, s: &'static str) {
         self.strategy = Some(s);
+    }
+
+    /// Records the cost model's predicted time of this lowering (for reports).
+    pub fn note_predicted_ns(&mut self, ns: f64) {
+        self.predicted_ns = Some(ns);
+    }
+
+    /// The prediction recorded with [`Builder::note_predicted_ns`].
+    pub fn predicted_ns(&self) -> Option<f64> {
+        self.predicted_ns
     }
 
     /// The strategy recorded with [`Builder::note_strategy`].

@@ -84,11 +84,23 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         && x.compute_ty() == Ty::F32
         && y.compute_ty() == Ty::F32
         && activation.is_none_or(unary_supported);
-    let strategy = match cx.strategy {
+    let shape = crate::cost::LayerShape {
+        rows: w.rows,
+        cols: w.cols,
+        nonzeros: w.nonzeros(),
+        batch: x.numel() / w.cols.max(1),
+        limbs: limbs_for(cx.options.activations),
+    };
+    let chosen = match cx.strategy {
+        Strategy::Auto if fits => fastest(cx.options, &shape),
+        Strategy::Auto => Strategy::Dense,
+        s => s,
+    };
+    if let Some(ns) = cx.options.cost.predict(chosen, &shape) {
+        b.note_predicted_ns(ns);
+    }
+    let strategy = match chosen {
         Strategy::Dense => return None,
-        Strategy::Auto if !fits => return None,
-        Strategy::Auto if w.nonzeros() <= cx.options.auto_stream_terms => Strategy::Stream,
-        Strategy::Auto => Strategy::Packed,
         s if !fits => {
             return Some(Err(format!(
                 "strategy '{s}' needs a float matrix product with a 2-D ternary weight; this layer is lowered dense only"
@@ -108,6 +120,28 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
         _ => packed(b, &layer, limbs_for(cx.options.activations)),
     })
+}
+
+/// The strategy the cost model predicts fastest (or, with `--optimize size`, smallest) for a
+/// layer of `shape`, among those that can take it: `stream` within its code budget, `packed`
+/// within its column limit, `dense`.
+fn fastest(o: &crate::CodegenOptions, shape: &crate::cost::LayerShape) -> Strategy {
+    let mut candidates = vec![Strategy::Dense];
+    if shape.cols <= packed::MAX_COLS {
+        candidates.push(Strategy::Packed);
+    }
+    if shape.nonzeros <= o.auto_stream_terms.min(o.max_stream_terms) {
+        candidates.push(Strategy::Stream);
+    }
+    let price = |s: Strategy| match o.goal {
+        crate::Goal::Speed => o.cost.predict(s, shape).unwrap_or(f64::INFINITY),
+        crate::Goal::Size => crate::cost::bytes(s, shape) as f64,
+    };
+    candidates
+        .into_iter()
+        .map(|s| (price(s), s))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(Strategy::Packed, |(_, s)| s)
 }
 
 /// Int8 limbs per activation for the activation mode.

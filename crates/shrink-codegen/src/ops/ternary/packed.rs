@@ -205,8 +205,28 @@ fn quantize(
             .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
             .collect();
         let row = b.let_(n.clone().mul_k((s.limbs * padded) as i64));
-        b.for_(cols, |b, c| {
-            let v = b.load(l.x, from.clone().add(c.clone()));
+        // Every digit slot of the padded row, in the order of the layout (group, block, field,
+        // byte), so the offset and the column are affine in the loop counters; padding columns
+        // quantize a 0 (the clamped load keeps the read inside `x`).
+        b.nest(&[s.blocks / GROUP, GROUP, 4, 16], |b, idx| {
+            let (g, t, j, i) = (&idx[0], &idx[1], &idx[2], &idx[3]);
+            let c = b.let_(
+                g.clone()
+                    .mul_k(256)
+                    .add(t.clone().mul_k(64))
+                    .add(j.clone().mul_k(16))
+                    .add(i.clone()),
+            );
+            let off = b.let_(
+                g.clone()
+                    .mul_k(256)
+                    .add(j.clone().mul_k(64))
+                    .add(t.clone().mul_k(16))
+                    .add(i.clone()),
+            );
+            let last = Expr::idx(cols as i64 - 1);
+            let v = b.load(l.x, from.clone().add(c.clone().min(last)));
+            let v = Expr::select(c.lt(Expr::idx(cols as i64)), v, Expr::f32(0.0));
             let mut rest = b.let_(v.cast(Ty::F64).mul(inv.clone()).nearest().cast(Ty::I32));
             for (p, &sum) in sums.iter().enumerate() {
                 let digit = if p + 1 == s.limbs {
@@ -222,25 +242,13 @@ fn quantize(
                     rest = b.let_(rest.clone().sub(d.clone()).shr(Expr::int(Ty::I32, 8)));
                     d
                 };
-                let at = row
-                    .clone()
-                    .add_k((p * padded) as i64)
-                    .add(digit_offset_expr(&c));
+                let at = row.clone().add_k((p * padded) as i64).add(off.clone());
                 b.store_raw(digits, at, digit.clone().cast(Ty::I8));
                 let next = b.get(sum).add(digit);
                 b.set(sum, next);
             }
         });
         for (p, &sum) in sums.iter().enumerate() {
-            if padded > cols {
-                b.for_(padded - cols, |b, c| {
-                    let at = row
-                        .clone()
-                        .add_k((p * padded) as i64)
-                        .add(digit_offset_expr(&c.add_k(cols as i64)));
-                    b.store_raw(digits, at, Expr::int(Ty::I8, 0));
-                });
-            }
             let at = n.clone().mul_k(s.limbs as i64).add_k(p as i64);
             b.store_raw(digit_sums, at, b.get(sum));
         }

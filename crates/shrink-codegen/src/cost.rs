@@ -1,0 +1,266 @@
+//! The cost model `auto` chooses a ternary layer's strategy with: a predicted time per strategy,
+//! linear in a few work counts of the layer's shape (the [`features`]), with constants measured
+//! by `cargo bench --bench calibrate` on the target and committed (the `[cost]` table of a
+//! target profile; [`CostModel::default`] holds the figures of the machine shrink is developed
+//! on). Each constant is nanoseconds per unit of its work count, so the model reads as "what
+//! one term, digit or multiply-add costs here".
+use crate::Strategy;
+
+/// What the model needs to know of a ternary layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Output features (rows of the ternary matrix).
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    pub nonzeros: usize,
+    /// Rows of activations per call.
+    pub batch: usize,
+    /// Int8 limbs per activation of `packed` (3 faithful, 1 with `--activations int8`).
+    pub limbs: usize,
+}
+
+/// Measured nanoseconds per unit of work, per strategy (see [`features`] for the units).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostModel {
+    /// Per nonzero weight and pass over the batch (`stream` covers two batch rows per f64x2
+    /// term when the batch has two or more rows).
+    pub stream_term: f64,
+    /// Per output element (scale, round, bias, activation).
+    pub stream_output: f64,
+    /// Per activation digit written (padded columns × batch × limbs).
+    pub packed_digit: f64,
+    /// Per weight and digit (rows × padded columns × batch × limbs).
+    pub packed_weight: f64,
+    /// Per output element (reduction, limb combination, finish).
+    pub packed_output: f64,
+    /// Per multiply-add of the dense f32 kernel.
+    pub dense_mac: f64,
+    /// Per output element of the dense kernel.
+    pub dense_output: f64,
+}
+
+impl Default for CostModel {
+    /// Measured with `cargo bench --bench calibrate` on a 2-core Xeon with AVX-512 VNNI
+    /// (JIT, one thread); see the bench for how.
+    fn default() -> CostModel {
+        CostModel {
+            stream_term: 0.46,
+            stream_output: 0.0,
+            packed_digit: 2.062,
+            packed_weight: 0.02935,
+            packed_output: 6.431,
+            dense_mac: 0.6535,
+            dense_output: 1.614,
+        }
+    }
+}
+
+/// Columns `packed` pads each row to (whole groups of 256 weights).
+pub fn packed_columns(cols: usize) -> usize {
+    cols.div_ceil(256) * 256
+}
+
+/// Estimated code plus read-only data bytes of `strategy` on `l` (what `--optimize size`
+/// minimizes): a stream is about 7 bytes of code per term and batch pass; `packed` is 2 bits per
+/// padded weight plus a loop of a few KiB; `dense` is 4 bytes per weight plus its loop.
+pub fn bytes(strategy: Strategy, l: &LayerShape) -> usize {
+    match strategy {
+        Strategy::Stream => 7 * l.nonzeros * if l.batch == 1 { 1 } else { l.batch.div_ceil(2) },
+        Strategy::Packed => l.rows * packed_columns(l.cols) / 4 + 4096,
+        Strategy::Dense => 4 * l.rows * l.cols + 2048,
+        Strategy::Auto => usize::MAX,
+    }
+}
+
+/// The work counts of `strategy` on `l`, in the order of that strategy's constants; `None` for
+/// a strategy the model does not price (`auto`).
+pub fn features(strategy: Strategy, l: &LayerShape) -> Option<Vec<f64>> {
+    let (rows, cols, batch) = (l.rows as f64, l.cols as f64, l.batch as f64);
+    let outputs = rows * batch;
+    Some(match strategy {
+        Strategy::Stream => {
+            let passes = if l.batch == 1 {
+                1.0
+            } else {
+                l.batch.div_ceil(2) as f64
+            };
+            vec![l.nonzeros as f64 * passes, outputs]
+        }
+        Strategy::Packed => {
+            let digits = packed_columns(l.cols) as f64 * batch * l.limbs as f64;
+            vec![digits, rows * digits, outputs]
+        }
+        Strategy::Dense => vec![rows * cols * batch, outputs],
+        Strategy::Auto => return None,
+    })
+}
+
+impl CostModel {
+    /// The constants of `strategy`, in the order of [`features`].
+    pub fn constants(&self, strategy: Strategy) -> Option<Vec<f64>> {
+        Some(match strategy {
+            Strategy::Stream => vec![self.stream_term, self.stream_output],
+            Strategy::Packed => vec![self.packed_digit, self.packed_weight, self.packed_output],
+            Strategy::Dense => vec![self.dense_mac, self.dense_output],
+            Strategy::Auto => return None,
+        })
+    }
+
+    /// Sets the constants of `strategy` (in the order of [`features`]), e.g. from a fit.
+    pub fn set_constants(&mut self, strategy: Strategy, c: &[f64]) {
+        match (strategy, c) {
+            (Strategy::Stream, [t, o]) => (self.stream_term, self.stream_output) = (*t, *o),
+            (Strategy::Packed, [d, w, o]) => {
+                (self.packed_digit, self.packed_weight, self.packed_output) = (*d, *w, *o)
+            }
+            (Strategy::Dense, [m, o]) => (self.dense_mac, self.dense_output) = (*m, *o),
+            _ => panic!("{} constants for strategy {strategy}", c.len()),
+        }
+    }
+
+    /// Predicted nanoseconds of one call of layer `l` with `strategy`.
+    pub fn predict(&self, strategy: Strategy, l: &LayerShape) -> Option<f64> {
+        let f = features(strategy, l)?;
+        let c = self.constants(strategy)?;
+        Some(f.iter().zip(&c).map(|(f, c)| f * c).sum())
+    }
+
+    /// The cost model of a target profile's `[cost]` table: every constant named, each a
+    /// finite non-negative number.
+    pub fn from_table(
+        table: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<CostModel, String> {
+        let mut m = CostModel::default();
+        let names = [
+            "stream_term",
+            "stream_output",
+            "packed_digit",
+            "packed_weight",
+            "packed_output",
+            "dense_mac",
+            "dense_output",
+        ];
+        for (k, v) in table {
+            if !v.is_finite() || *v < 0.0 {
+                return Err(format!("cost.{k} = {v}: expected a non-negative number"));
+            }
+            let slot = match k.as_str() {
+                "stream_term" => &mut m.stream_term,
+                "stream_output" => &mut m.stream_output,
+                "packed_digit" => &mut m.packed_digit,
+                "packed_weight" => &mut m.packed_weight,
+                "packed_output" => &mut m.packed_output,
+                "dense_mac" => &mut m.dense_mac,
+                "dense_output" => &mut m.dense_output,
+                _ => {
+                    return Err(format!(
+                        "cost.{k}: unknown (expected one of {})",
+                        names.join(", ")
+                    ));
+                }
+            };
+            *slot = *v;
+        }
+        if let Some(missing) = names.iter().find(|n| !table.contains_key(**n)) {
+            return Err(format!("cost.{missing} is missing"));
+        }
+        Ok(m)
+    }
+
+    /// The `[cost]` table of this model, as a target profile spells it.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\ndense_mac = {:.4}\ndense_output = {:.4}\n",
+            self.stream_term,
+            self.stream_output,
+            self.packed_digit,
+            self.packed_weight,
+            self.packed_output,
+            self.dense_mac,
+            self.dense_output
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_round_trips_and_bad_tables_are_refused() {
+        let m = CostModel {
+            stream_term: 0.5,
+            ..CostModel::default()
+        };
+        let table: toml_like::Table = toml_like::parse(&m.to_toml());
+        let back = CostModel::from_table(&table).unwrap();
+        for s in [Strategy::Stream, Strategy::Packed, Strategy::Dense] {
+            let (a, b) = (m.constants(s).unwrap(), back.constants(s).unwrap());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "{s}: {x} vs {y}");
+            }
+        }
+        let mut bad = table.clone();
+        bad.insert("stream_term".into(), -1.0);
+        assert!(
+            CostModel::from_table(&bad)
+                .unwrap_err()
+                .contains("non-negative")
+        );
+        let mut bad = table.clone();
+        bad.remove("dense_mac");
+        assert!(
+            CostModel::from_table(&bad)
+                .unwrap_err()
+                .contains("dense_mac")
+        );
+        let mut bad = table;
+        bad.insert("lut_entry".into(), 1.0);
+        assert!(CostModel::from_table(&bad).unwrap_err().contains("unknown"));
+    }
+
+    /// The model prices work, not names: more rows, columns or batch never cost less.
+    #[test]
+    fn predictions_grow_with_the_work() {
+        let m = CostModel::default();
+        let base = LayerShape {
+            rows: 64,
+            cols: 64,
+            nonzeros: 2700,
+            batch: 1,
+            limbs: 3,
+        };
+        for s in [Strategy::Stream, Strategy::Packed, Strategy::Dense] {
+            let p = m.predict(s, &base).unwrap();
+            for bigger in [
+                LayerShape {
+                    rows: 128,
+                    nonzeros: 5400,
+                    ..base
+                },
+                LayerShape {
+                    cols: 512,
+                    nonzeros: 21600,
+                    ..base
+                },
+                LayerShape { batch: 8, ..base },
+            ] {
+                assert!(m.predict(s, &bigger).unwrap() > p, "{s}: {bigger:?}");
+            }
+        }
+        assert_eq!(m.predict(Strategy::Auto, &base), None);
+    }
+
+    /// A minimal `key = number` reader for the round-trip test (the real reader is the target
+    /// profile's TOML parser).
+    mod toml_like {
+        pub type Table = std::collections::BTreeMap<String, f64>;
+        pub fn parse(text: &str) -> Table {
+            text.lines()
+                .filter_map(|l| l.split_once(" = "))
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+                .collect()
+        }
+    }
+}
