@@ -239,6 +239,48 @@ fn bench_json_has_the_contract_fields() {
     assert_eq!(v["engine"], "interp");
 }
 
+/// `bench --per-layer` lists every layer of the model once, in order, with its strategy, a
+/// measured time and (for the ternary layers) the cost model's prediction.
+#[test]
+fn bench_per_layer_lists_every_layer_with_its_prediction() {
+    let o = shrink(&[
+        "bench",
+        &shipped_model(),
+        "--iters",
+        "20",
+        "--json",
+        "--per-layer",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["node"].as_str().unwrap()).collect();
+    for layer in ["fc1", "fc2"] {
+        assert_eq!(
+            names.iter().filter(|n| **n == layer).count(),
+            1,
+            "{names:?}"
+        );
+    }
+    for l in layers {
+        assert!(l["measured_ns"].as_f64().unwrap() >= 0.0, "{l}");
+        if ["fc1", "fc2"].contains(&l["node"].as_str().unwrap()) {
+            assert_eq!(l["strategy"], "stream", "{l}");
+            assert!(l["predicted_ns"].as_f64().unwrap() > 0.0, "{l}");
+        }
+    }
+    assert_one_line_error(
+        &shrink(&[
+            "bench",
+            &shipped_model(),
+            "--engine",
+            "interp",
+            "--per-layer",
+        ]),
+        &["--per-layer", "--engine jit"],
+    );
+}
+
 #[test]
 fn jit_and_interpreter_write_the_same_outputs() {
     let dir = scratch();

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod harness;
 pub mod inspect;
 pub mod npy;
+pub mod per_layer;
 
 pub use shrink_aot as aot;
 pub use shrink_codegen as codegen;

@@ -134,6 +134,10 @@ enum Cmd {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Also time every layer (JIT): one compile per kernel, each prefix of the program
+        /// timed, beside the cost model's prediction.
+        #[arg(long)]
+        per_layer: bool,
     },
 }
 
@@ -568,9 +572,19 @@ fn time_runs(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(u64, u6
     Ok((median, p99, times.len()))
 }
 
-fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) -> Result<()> {
+fn cmd_bench(
+    cli: &Cli,
+    model: &Path,
+    engine: Engine,
+    iters: usize,
+    json: bool,
+    per_layer: bool,
+) -> Result<()> {
     if engine == Engine::Aot {
         return Err(not_yet(engine));
+    }
+    if per_layer && engine != Engine::Jit {
+        bail!("--per-layer times the JIT's kernels: use --engine jit");
     }
     let t0 = Instant::now();
     let imp = load(model, cli.max_memory)?;
@@ -591,6 +605,16 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
         shrink::interp::run(&g, &bound, &ctx)
             .map(|_| ())
             .map_err(|e| at(e.to_string()))
+    };
+    let layers = if per_layer {
+        let mut options = codegen_options(cli)?;
+        options.value_guards = guards.clone();
+        let static_g = shrink::with_static_shapes(&g).map_err(at)?;
+        let program = shrink::codegen::lower(&static_g, &options).map_err(|e| at(e.to_string()))?;
+        let ins: Vec<&[u8]> = bound.iter().map(|t| t.bytes().as_ref()).collect();
+        Some(shrink::per_layer::per_layer(&program, &ins, iters).map_err(at)?)
+    } else {
+        None
     };
     let kernel = match engine {
         Engine::Jit => Some(compile_with_bar(cli, &g, guards).map_err(at)?),
@@ -622,6 +646,9 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
         if let Some(im) = interp_median {
             obj["interp_median_ns"] = im.into();
         }
+        if let Some(l) = &layers {
+            obj["layers"] = serde_json::to_value(l)?;
+        }
         println!("{obj}");
     } else {
         println!(
@@ -638,6 +665,23 @@ fn cmd_bench(cli: &Cli, model: &Path, engine: Engine, iters: usize, json: bool) 
                 im as f64 / 1e6,
                 im as f64 / median.max(1) as f64
             );
+        }
+        if let Some(layers) = &layers {
+            println!(
+                "  {:<24} {:<16} {:<8} {:>12} {:>12}",
+                "layer", "op", "strategy", "measured_us", "predicted_us"
+            );
+            for l in layers {
+                println!(
+                    "  {:<24} {:<16} {:<8} {:>12.2} {:>12}",
+                    l.node,
+                    l.op,
+                    l.strategy,
+                    l.measured_ns / 1e3,
+                    l.predicted_ns
+                        .map_or("-".into(), |p| format!("{:.2}", p / 1e3))
+                );
+            }
         }
     }
     Ok(())
@@ -767,13 +811,14 @@ fn run_command(cli: &Cli) -> Result<bool> {
             iters,
             threads,
             json,
+            per_layer,
         } => {
             if *threads != 1 {
                 Err(anyhow!(
                     "--threads {threads}: kernels are single-threaded; only 1 is supported"
                 ))
             } else {
-                cmd_bench(cli, model, *engine, *iters, *json).map(|_| true)
+                cmd_bench(cli, model, *engine, *iters, *json, *per_layer).map(|_| true)
             }
         }
     };
