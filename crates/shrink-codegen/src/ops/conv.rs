@@ -2,8 +2,8 @@
 //! as loop nests, and the window walker ([`for_taps`]) that pooling shares: both place windows
 //! with shrink-ir's [`Window`], the type shape inference and the interpreter use.
 //!
-//! Numerics are the interpreter's: float convolutions accumulate in f64 from the bias and round
-//! once; the integer ones accumulate `(x - x_zp) * (w - w_zp[m])` in wrapping i32, QLinearConv
+//! Numerics: f64 convolutions accumulate in f64, f32/f16/bf16 ones in f32 (a fixed order, within
+//! the numerics contract's tolerance of the interpreter's f64 sums); the integer ones accumulate `(x - x_zp) * (w - w_zp[m])` in wrapping i32, QLinearConv
 //! then requantizes per filter like QLinearMatMul. Taps that land in padding are skipped (so
 //! padding contributes exactly nothing, as in the interpreter).
 use super::linear::requantize;
@@ -13,6 +13,9 @@ use crate::loops::{Builder, Expr, TensorRef, Ty, linear, strides_of};
 use shrink_ir::DType;
 use shrink_ir::op::Conv;
 use shrink_ir::window::Window;
+
+/// Largest last-axis kernel extent whose taps the row-wise convolution unrolls.
+const MAX_ROW_TAPS: usize = 16;
 
 /// One tap of a window at some output position.
 pub struct Tap<'a> {
@@ -112,15 +115,23 @@ pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
                 other => other,
             };
             let ty = y.compute_ty();
+            // f32 (and narrower) graphs accumulate in f32, as peers do: a row of sums is then
+            // one f32x4 loop per tap (within the numerics contract's tolerance of the
+            // interpreter's f64 sums; the order is fixed, so every ISA gives the same bits).
+            let acc = if x.dtype == DType::F64 {
+                Ty::F64
+            } else {
+                Ty::F32
+            };
             shape.accumulate(
                 b,
                 |b, m| match bias {
-                    Some(t) => b.load(t, m.clone()).cast(Ty::F64),
-                    None => Expr::f64(0.0),
+                    Some(t) => b.load(t, m.clone()).cast(acc),
+                    None => Expr::lit(acc, 0.0),
                 },
-                |_, v, _| v.cast(Ty::F64),
-                |_, v, _| v.cast(Ty::F64),
-                |b, at, _, acc| b.store(y, at, acc.cast(ty)),
+                |_, v, _| v.cast(acc),
+                |_, v, _| v.cast(acc),
+                |b, at, _, sum| b.store(y, at, sum.cast(ty)),
             );
             Ok(())
         }
@@ -320,10 +331,14 @@ impl Shape {
         &self,
         b: &mut Builder,
         init: impl FnOnce(&mut Builder, &Expr) -> Expr,
-        xe: impl FnOnce(&mut Builder, Expr, &Expr) -> Expr,
-        we: impl FnOnce(&mut Builder, Expr, &Expr) -> Expr,
+        xe: impl Fn(&mut Builder, Expr, &Expr) -> Expr,
+        we: impl Fn(&mut Builder, Expr, &Expr) -> Expr,
         done: impl FnOnce(&mut Builder, Expr, &Expr, Expr),
     ) {
+        let last = self.window.rank() - 1;
+        if self.window.kernel[last] <= MAX_ROW_TAPS && self.window.output[last] >= 2 {
+            return self.accumulate_rows(b, init, xe, we, done);
+        }
         let win = &self.window;
         let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
         let gf = self.filters / self.group;
@@ -370,6 +385,126 @@ impl Shape {
                 let at = y_base.add(linear(oidx, &ostr));
                 let total = b.get(sum);
                 done(b, at, &m, total);
+            });
+        });
+    }
+
+    /// [`Shape::accumulate`] one output row at a time: the row's sums live in a workspace, and
+    /// for each tap row and channel one loop over the row's output positions adds `x·w` to every
+    /// sum. The taps of the last axis are unrolled, so the positions where a tap lands inside
+    /// the input are a static range (no test per element, padding skipped as before), the
+    /// loop has no dependency between iterations, and with stride 1 its loads are contiguous
+    /// (vectorized). Sums are in the same type; only their association differs.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_rows(
+        &self,
+        b: &mut Builder,
+        init: impl FnOnce(&mut Builder, &Expr) -> Expr,
+        xe: impl Fn(&mut Builder, Expr, &Expr) -> Expr,
+        we: impl Fn(&mut Builder, Expr, &Expr) -> Expr,
+        done: impl FnOnce(&mut Builder, Expr, &Expr, Expr),
+    ) {
+        let win = &self.window;
+        let last = win.rank() - 1;
+        let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
+        let (gf, cg) = (self.filters / self.group, self.group_channels);
+        let (xt, wt) = (&self.x, &self.w);
+        let (ow_n, kl_n) = (win.output[last], win.kernel[last]);
+        let (s, d, pb, iw) = (
+            win.strides[last] as i64,
+            win.dilations[last] as i64,
+            win.pad_begin[last] as i64,
+            win.input[last] as i64,
+        );
+        let istr = strides_of(&win.input);
+        let kstr = strides_of(&win.kernel);
+        let ostr = strides_of(&win.output);
+        b.nest(&[self.batch, self.group, gf], |b, nid| {
+            let (n, g, f) = (&nid[0], &nid[1], &nid[2]);
+            let m = b.let_(g.clone().mul_k(gf as i64).add(f.clone()));
+            let x_base = b.let_(
+                n.clone()
+                    .mul_k(self.channels as i64)
+                    .add(g.clone().mul_k(cg as i64))
+                    .mul_k(in_len as i64),
+            );
+            let w_base = b.let_(m.clone().mul_k((cg * k_len) as i64));
+            let y_base = b.let_(
+                n.clone()
+                    .mul_k(self.filters as i64)
+                    .add(m.clone())
+                    .mul_k(out_len as i64),
+            );
+            let start = init(b, &m);
+            let start = b.let_(start);
+            let sums = b.workspace(
+                match start.ty {
+                    Ty::F64 => DType::F64,
+                    Ty::F32 => DType::F32,
+                    _ => DType::I32,
+                },
+                &[ow_n],
+            );
+            b.nest(&win.output[..last], |b, oidx| {
+                b.for_(ow_n, |b, o| b.store_raw(&sums, o, start.clone()));
+                b.nest(&win.kernel[..last], |b, kidx| {
+                    // The tap's row: its coordinates on the outer axes, inside the input or not.
+                    let mut inside: Option<Expr> = None;
+                    let mut row = Expr::idx(0);
+                    for a in 0..last {
+                        let c = b.let_(
+                            oidx[a]
+                                .clone()
+                                .mul_k(win.strides[a] as i64)
+                                .add(kidx[a].clone().mul_k(win.dilations[a] as i64))
+                                .add_k(-(win.pad_begin[a] as i64)),
+                        );
+                        let dim = win.input[a] as i64;
+                        let ok = c.clone().ge(Expr::idx(0)).and(c.clone().lt(Expr::idx(dim)));
+                        inside = Some(inside.map_or(ok.clone(), |p| p.and(ok)));
+                        let clamped = c.max(Expr::idx(0)).min(Expr::idx(dim - 1));
+                        row = row.add(clamped.mul_k(istr[a] as i64));
+                    }
+                    let row = b.let_(row);
+                    let kouter = b.let_(linear(kidx, &kstr[..last]));
+                    let body = |b: &mut Builder| {
+                        b.for_(cg, |b, c| {
+                            let xrow =
+                                b.let_(x_base.add(c.clone().mul_k(in_len as i64)).add(row.clone()));
+                            let wrow = w_base.add(c.mul_k(k_len as i64)).add(kouter.clone());
+                            for kl in 0..kl_n as i64 {
+                                // Output positions whose tap kl lands inside the input.
+                                let lo = ((pb - kl * d).max(0) + s - 1) / s;
+                                let hi =
+                                    ((iw - 1 + pb - kl * d).div_euclid(s) + 1).min(ow_n as i64);
+                                if hi <= lo {
+                                    continue;
+                                }
+                                let wv = b.load(wt, wrow.clone().add_k(kl * kstr[last] as i64));
+                                let wv = we(b, wv, &m);
+                                let wv = b.let_(wv);
+                                b.for_((hi - lo) as usize, |b, i| {
+                                    let o = b.let_(i.add_k(lo));
+                                    let xi =
+                                        xrow.clone().add(o.clone().mul_k(s)).add_k(kl * d - pb);
+                                    let xv = b.load(xt, xi);
+                                    let xv = xe(b, xv, &m);
+                                    let next = b.load_raw(&sums, o.clone()).add(xv.mul(wv.clone()));
+                                    b.store_raw(&sums, o, next);
+                                });
+                            }
+                        });
+                    };
+                    match inside {
+                        Some(cond) => b.if_(cond, body),
+                        None => body(b),
+                    }
+                });
+                let out_row = b.let_(y_base.add(linear(oidx, &ostr[..last])));
+                b.for_(ow_n, |b, o| {
+                    let v = b.load_raw(&sums, o.clone());
+                    done(b, out_row.clone().add(o), &m, v);
+                });
             });
         });
     }

@@ -89,7 +89,12 @@ pub fn run_node(
     };
     lower(&mut b, &cx)?;
     let k = b.finish()?;
-    Ok(crate::loops::testing::run_kernel(&k, &data, &sizes, 0))
+    Ok(crate::loops::testing::run_kernel(
+        &k,
+        &data,
+        &sizes,
+        k.workspace_bytes,
+    ))
 }
 
 /// [`run_node`] for an op through the registry; a lowering error fails the test.
