@@ -5,19 +5,11 @@
 //! Add of 16 floats) measures the per-call overhead.
 use criterion::{Criterion, criterion_group, criterion_main};
 use shrink::codegen::{CodegenOptions, Strategy};
-use shrink::compare::{Tolerance, compare};
 use shrink_benches::{clean_vector_state, one_add, shipped_models};
 use std::hint::black_box;
-use tract_onnx::prelude::*;
 
-fn to_tract(t: &shrink::ir::Tensor) -> TValue {
-    let data = t
-        .to_vec::<f32>()
-        .expect("the benched models take f32 inputs");
-    tract_onnx::prelude::Tensor::from_shape(t.dims(), &data)
-        .expect("shape matches data")
-        .into()
-}
+mod common;
+use common::{JitRun, assert_agree, to_tract, tract_output, tract_plan};
 
 fn run(c: &mut Criterion) {
     let mut models = shipped_models();
@@ -28,35 +20,13 @@ fn run(c: &mut Criterion) {
                 .expect("import");
         let mut g = imp.graph;
         shrink::optimize(&mut g, &Default::default()).expect("optimize");
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut m.onnx.as_slice())
-            .and_then(|model| model.into_optimized())
-            .and_then(|model| model.into_runnable())
-            .expect("tract plan");
-        let tract_inputs: TVec<TValue> = m.inputs.iter().map(to_tract).collect();
+        let plan = tract_plan(&m.onnx);
+        let tract_inputs = m.inputs.iter().map(to_tract).collect();
 
         // Same answer first.
         let ours = shrink::interp::run(&g, &m.inputs, &Default::default()).expect("interp");
-        let theirs = plan.run(tract_inputs.clone()).expect("tract run");
-        let theirs = theirs[0].to_plain_array_view::<f32>().expect("f32 output");
-        let theirs = shrink::ir::Tensor::from_vec(
-            theirs.shape().to_vec(),
-            theirs.iter().copied().collect::<Vec<f32>>(),
-        );
-        let agree = compare(
-            &ours[0],
-            &theirs,
-            Tolerance {
-                rtol: 1e-3,
-                atol: 1e-4,
-            },
-        );
-        assert!(
-            agree.mismatch.is_none(),
-            "{}: shrink and tract disagree: {:?}",
-            m.name,
-            agree.mismatch
-        );
+        let theirs = tract_output(&plan, &tract_inputs);
+        assert_agree(&format!("{}: tract", m.name), &theirs, &ours[0], 1e-3, 1e-4);
 
         let mut group = c.benchmark_group(format!("run/{}", m.name));
         for strategy in [
@@ -71,36 +41,15 @@ fn run(c: &mut Criterion) {
             };
             let kernel = shrink::compile_jit_with(&g, &opts).expect("jit compile");
             let jit = kernel.run(&m.inputs).expect("jit run");
-            let same = compare(
+            assert_agree(
+                &format!("{} jit {strategy}", m.name),
                 &jit[0],
                 &ours[0],
-                Tolerance {
-                    rtol: 1e-4,
-                    atol: 1e-5,
-                },
+                1e-4,
+                1e-5,
             );
-            assert!(
-                same.mismatch.is_none(),
-                "{} jit {strategy}: {:?}",
-                m.name,
-                same.mismatch
-            );
-            let ins: Vec<&[u8]> = m.inputs.iter().map(|t| &t.bytes()[..]).collect();
-            let mut outs: Vec<Vec<u8>> = kernel
-                .outputs()
-                .iter()
-                .map(|s| vec![0; s.bytes()])
-                .collect();
-            let mut scratch = vec![0u8; kernel.scratch_bytes()];
-            group.bench_function(format!("shrink-jit-{strategy}"), |b| {
-                b.iter(|| {
-                    let mut views: Vec<&mut [u8]> =
-                        outs.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    kernel
-                        .run_into(black_box(&ins), &mut views, &mut scratch)
-                        .expect("jit run");
-                })
-            });
+            let mut line = JitRun::new(kernel, &m.inputs);
+            group.bench_function(format!("shrink-jit-{strategy}"), |b| b.iter(|| line.run()));
         }
         group.bench_function("shrink-interp", |b| {
             b.iter(|| {
