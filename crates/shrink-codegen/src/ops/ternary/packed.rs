@@ -126,7 +126,18 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
     b.native(
         "packed ternary dot products",
         &[&codes, &digits, &dots],
-        move |cx| emit_dots(cx, shape, bufs),
+        move |cx| {
+            // Wider vectors than Cranelift's, as machine code of their own, where the target
+            // has them; else the 128-bit loop.
+            if let Some(code) = cx.wide.and_then(|w| x86::dots(w, shape)) {
+                let base = |b: BufId| cx.bases[b.0 as usize];
+                let args = [base(bufs.codes), base(bufs.digits), base(bufs.dots)];
+                if cx.call_machine(code, &args) {
+                    return;
+                }
+            }
+            emit_dots(cx, shape, bufs)
+        },
         |b| scalar_dots(b, shape, &codes, &digits, &dots),
     );
     combine_limbs(b, shape, &dots, &digit_sums, &steps, &sums);
@@ -539,3 +550,4 @@ fn dot_accumulate(fb: &mut FunctionBuilder, x: Value, u: Value, acc: Value, vnni
 
 #[cfg(test)]
 mod tests;
+mod x86;
