@@ -156,7 +156,7 @@ pub fn define<M: Module>(
         let mut machine = MachineFunctions::new(module, &name, listing == Some(Listing::Asm));
         emit_kernel_with(k, &mut ctx.func, &mut fctx, &isa, &gvs, Some(&mut machine));
         if let Some(e) = machine.error {
-            return Err(CodegenError::at(&nk.node_name, &nk.op.to_string(), e));
+            return Err(CodegenError::at(&nk.node_name, nk.op, e));
         }
         pending.push(Pending {
             id,
@@ -309,14 +309,13 @@ impl<M: Module> MachineSink for MachineFunctions<'_, M> {
         let name = format!("{}_m{}", self.kernel, self.count);
         self.count += 1;
         let sig = machine_signature(self.module.isa().pointer_type(), code.args);
-        let defined = self
-            .module
-            .declare_function(&name, Linkage::Local, &sig)
-            .and_then(|id| {
-                self.module
-                    .define_function_bytes(id, MACHINE_ALIGN, &code.bytes, &[])
-                    .map(|()| id)
-            });
+        let defined = match self.module.declare_function(&name, Linkage::Local, &sig) {
+            Ok(id) => self
+                .module
+                .define_function_bytes(id, MACHINE_ALIGN, &code.bytes, &[])
+                .map(|()| id),
+            Err(e) => Err(e),
+        };
         match defined {
             Ok(id) => {
                 self.bytes += code.bytes.len();

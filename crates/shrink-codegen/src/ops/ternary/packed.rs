@@ -22,8 +22,9 @@
 //! limbs). A batch row with an infinite or NaN activation has no fixed point: its sums are
 //! recomputed in f64 from the weights, with the graph's NaN and infinity results.
 //!
-//! Integer sums do not depend on their order, so the SIMD loop ([`emit_dots`]) and the scalar
-//! fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
+//! Integer sums do not depend on their order, so the x86 microkernel with wider vectors
+//! ([`x86`], where the target has AVX-512 or AVX-VNNI), the 128-bit SIMD loop ([`emit_dots`])
+//! and the scalar fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::{Builder, Expr, TensorRef, Ty};

@@ -33,7 +33,7 @@ const BATCH_BLOCK: usize = 8;
 
 /// Independent accumulator chains the loop aims for at least: `vpdpbusd` has a latency of about
 /// five cycles and issues once or twice a cycle.
-const MIN_CHAINS: usize = 8;
+const MIN_CHAINS: usize = 16;
 
 /// How one block of batch rows keeps its accumulators.
 #[derive(Clone, Copy, Debug)]
@@ -270,12 +270,12 @@ fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
     let blocks = s.batch / full.rows;
     let rest = s.batch % full.rows;
     let digit_block = full.rows * s.limbs * s.padded();
-    m.a.mov(r11, s.rows as u64)?;
+    m.a.mov(r11d, s.rows as u32)?;
     let mut row = m.a.create_label();
     m.a.set_label(&mut row)?;
     m.a.mov(r8, rsi)?;
     if blocks > 1 {
-        m.a.mov(r10, blocks as u64)?;
+        m.a.mov(r10d, blocks as u32)?;
         let mut block = m.a.create_label();
         m.a.set_label(&mut block)?;
         batch_block(&mut m, s, full)?;
