@@ -10,7 +10,8 @@
 //! contents do not depend on the number of threads. Nothing is imported: every function and
 //! data object is defined in the module, and a relocation to a libcall is refused as an error.
 use crate::loops::Place;
-use crate::loops::emit::{IsaFacts, emit_kernel, kernel_signature};
+use crate::loops::emit::{IsaFacts, emit_kernel_with, kernel_signature, machine_signature};
+use crate::loops::ir::{MachineCode, MachineSink};
 use crate::program::{CodegenError, Program};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{Function, InstBuilder, UserFuncName, types};
@@ -67,6 +68,9 @@ struct Pending {
     node: String,
     op: String,
     title: String,
+    /// The kernel's machine functions: their listing and code bytes.
+    machine_listing: String,
+    machine_bytes: usize,
 }
 
 /// One compiled function.
@@ -149,13 +153,19 @@ pub fn define<M: Module>(
             };
             gvs.push(data.map(|id| module.declare_data_in_func(id, &mut ctx.func)));
         }
-        emit_kernel(k, &mut ctx.func, &mut fctx, &isa, &gvs);
+        let mut machine = MachineFunctions::new(module, &name, listing == Some(Listing::Asm));
+        emit_kernel_with(k, &mut ctx.func, &mut fctx, &isa, &gvs, Some(&mut machine));
+        if let Some(e) = machine.error {
+            return Err(CodegenError::at(&nk.node_name, nk.op, e));
+        }
         pending.push(Pending {
             id,
             ctx,
             node: nk.node_name.clone(),
             op: nk.op.to_string(),
             title: format!("; {name}: node '{}' (op {})\n", nk.node_name, nk.op),
+            machine_listing: machine.listing,
+            machine_bytes: machine.bytes,
         });
     }
     let kernel_ids: Vec<FuncId> = pending.iter().map(|f| f.id).collect();
@@ -187,6 +197,8 @@ pub fn define<M: Module>(
             "; {prefix}_run{}\n",
             if needs_clean_entry { "_body" } else { "" }
         ),
+        machine_listing: String::new(),
+        machine_bytes: 0,
     });
     let compiled = {
         let target = module.isa();
@@ -217,7 +229,8 @@ pub fn define<M: Module>(
             .define_function_bytes(f.id, align, &c.bytes, &c.relocs)
             .map_err(|e| CodegenError::at(&f.node, &f.op, format!("code generation: {e}")))?;
         text.push_str(&c.listing);
-        sizes.push(c.bytes.len());
+        text.push_str(&f.machine_listing);
+        sizes.push(c.bytes.len() + f.machine_bytes);
     }
     let mut run_code_bytes = sizes.pop().unwrap_or(0);
     if needs_clean_entry {
@@ -247,6 +260,79 @@ pub fn define<M: Module>(
         listing: text,
         imports,
     })
+}
+
+/// Alignment of machine functions: a cache line, so their loops' placement (and speed) does not
+/// depend on what was defined before them.
+const MACHINE_ALIGN: u64 = 64;
+
+/// The [`MachineSink`] of every module shrink defines kernels in (programs here, single kernels
+/// in `loops::testing`): each piece of machine code becomes a local function
+/// `{kernel}_m{n}`, numbered in emission order (so names and bytes are deterministic), defined
+/// from its bytes with no relocations (the kernel passes every address as an argument).
+pub struct MachineFunctions<'m, M: Module> {
+    module: &'m mut M,
+    kernel: String,
+    count: usize,
+    /// The listing of what was placed, when asked for.
+    want_listing: bool,
+    pub listing: String,
+    /// Code bytes placed.
+    pub bytes: usize,
+    /// The first definition that failed (nothing is placed after it).
+    pub error: Option<String>,
+}
+
+impl<'m, M: Module> MachineFunctions<'m, M> {
+    pub fn new(module: &'m mut M, kernel: &str, want_listing: bool) -> Self {
+        MachineFunctions {
+            module,
+            kernel: kernel.to_string(),
+            count: 0,
+            want_listing,
+            listing: String::new(),
+            bytes: 0,
+            error: None,
+        }
+    }
+}
+
+impl<M: Module> MachineSink for MachineFunctions<'_, M> {
+    fn place(
+        &mut self,
+        code: MachineCode,
+        func: &mut Function,
+    ) -> Option<cranelift_codegen::ir::FuncRef> {
+        if self.error.is_some() {
+            return None;
+        }
+        let name = format!("{}_m{}", self.kernel, self.count);
+        self.count += 1;
+        let sig = machine_signature(self.module.isa().pointer_type(), code.args);
+        let defined = match self.module.declare_function(&name, Linkage::Local, &sig) {
+            Ok(id) => self
+                .module
+                .define_function_bytes(id, MACHINE_ALIGN, &code.bytes, &[])
+                .map(|()| id),
+            Err(e) => Err(e),
+        };
+        match defined {
+            Ok(id) => {
+                self.bytes += code.bytes.len();
+                if self.want_listing {
+                    self.listing
+                        .push_str(&format!("; {name}: {} (machine code)\n", code.name));
+                    self.listing.push_str(&code.listing);
+                    self.listing.push('\n');
+                }
+                Some(self.module.declare_func_in_func(id, func))
+            }
+            Err(e) => {
+                self.error = Some(format!("code generation: {e}"));
+                None
+            }
+        }
+    }
 }
 
 /// Whether the entry point clears the upper halves of the vector registers first. On x86 with AVX,

@@ -35,6 +35,20 @@ pub struct IsaFacts {
     /// native kernels then shape their integer dot products as the tree Cranelift lowers to
     /// `vpdpbusd`.
     pub vnni: bool,
+    /// x86-64 vectors wider than Cranelift's 128 bits that native pieces may use through machine
+    /// code of their own ([`NativeCx::call_machine`]); None elsewhere.
+    pub wide: Option<Wide>,
+}
+
+/// The widest integer dot-product vectors of an x86-64 target, and their encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wide {
+    /// 512-bit EVEX: AVX-512 F and VNNI (32 registers).
+    Zmm,
+    /// 256-bit EVEX: AVX-512 VNNI and VL (32 registers; Zen 4 has no AVX-VNNI).
+    YmmEvex,
+    /// 256-bit VEX: AVX-VNNI and AVX2 (16 registers).
+    YmmVex,
 }
 
 impl IsaFacts {
@@ -47,16 +61,50 @@ impl IsaFacts {
             simd: simd_of(isa),
             x86: isa.name() == "x64",
             vnni: vnni_of(isa),
+            wide: wide_of(isa),
         }
     }
 }
 
+fn isa_flag(isa: &dyn TargetIsa, name: &str) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|f| f.name == name && f.as_bool() == Some(true))
+}
+
+/// Every instruction the wide kernels use, by CPUID feature: VEX forms (`vpand`, `vpaddd`,
+/// `vextracti128`, `vpshufd`, `vmovd`, `vpbroadcastd` from xmm) need AVX and AVX2; the zmm forms
+/// (`vpandd`, `vpxord`, `vpsrld`, `vpsrad`, `vpaddd`, `vextracti64x4`, `vpbroadcastd` from a
+/// GPR) need AVX-512 F, `vpdpbusd` zmm AVX-512 VNNI; the EVEX ymm forms add AVX-512 VL; VEX
+/// `vpdpbusd` ymm is AVX-VNNI. No byte or word instruction is used, so AVX-512 BW is not needed.
+fn wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
+    let on = |name: &str| isa_flag(isa, name);
+    if isa.name() != "x64" || !(on("has_avx") && on("has_avx2")) {
+        return None;
+    }
+    if on("has_avx512f") && on("has_avx512vnni") {
+        Some(Wide::Zmm)
+    } else if on("has_avx512vnni") && on("has_avx512vl") {
+        Some(Wide::YmmEvex)
+    } else if on("has_avx_vnni") {
+        Some(Wide::YmmVex)
+    } else {
+        None
+    }
+}
+
+/// The signature of [`MachineCode`] with `args` pointer arguments: System V (the register
+/// convention of x86-64 Linux and macOS), no result.
+pub fn machine_signature(pointer: Type, args: usize) -> Signature {
+    let mut sig = Signature::new(cranelift_codegen::isa::CallConv::SystemV);
+    for _ in 0..args {
+        sig.params.push(AbiParam::new(pointer));
+    }
+    sig
+}
+
 fn vnni_of(isa: &dyn TargetIsa) -> bool {
-    let on = |name: &str| {
-        isa.isa_flags()
-            .iter()
-            .any(|f| f.name == name && f.as_bool() == Some(true))
-    };
+    let on = |name: &str| isa_flag(isa, name);
     isa.name() == "x64"
         && on("has_avx")
         && (on("has_avx_vnni") || (on("has_avx512vnni") && on("has_avx512vl")))
@@ -104,12 +152,25 @@ fn flags() -> MemFlagsData {
 
 /// Writes `kernel` into `func` (whose signature must be [`kernel_signature`]). `data[i]` is the
 /// global value of buffer `i` when it lives in read-only data (`Place::Const` / `Place::Table`).
+/// Native pieces emit Cranelift IR only (no machine code: see [`emit_kernel_with`]).
 pub fn emit_kernel(
     kernel: &Kernel,
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
     isa: &IsaFacts,
     data: &[Option<GlobalValue>],
+) {
+    emit_kernel_with(kernel, func, fctx, isa, data, None)
+}
+
+/// [`emit_kernel`] with a place for the machine code of native pieces.
+pub fn emit_kernel_with<'a>(
+    kernel: &'a Kernel,
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    isa: &IsaFacts,
+    data: &[Option<GlobalValue>],
+    machine: Option<&'a mut dyn MachineSink>,
 ) {
     let mut fb = FunctionBuilder::new(func, fctx);
     let entry = fb.create_block();
@@ -167,6 +228,8 @@ pub fn emit_kernel(
         simd: isa.simd,
         x86: isa.x86,
         vnni: isa.vnni,
+        wide: isa.wide,
+        machine,
         ptr,
     };
     e.stmts(&kernel.body);
@@ -232,6 +295,8 @@ pub(super) struct Emitter<'a, 'f> {
     pub(super) simd: bool,
     pub(super) x86: bool,
     pub(super) vnni: bool,
+    wide: Option<Wide>,
+    machine: Option<&'a mut dyn MachineSink>,
     pub(super) ptr: Type,
 }
 
@@ -293,6 +358,11 @@ impl Emitter<'_, '_> {
                     bases: &self.bases,
                     pointer: self.ptr,
                     vnni: self.vnni,
+                    wide: self.wide,
+                    machine: match &mut self.machine {
+                        Some(m) => Some(&mut **m),
+                        None => None,
+                    },
                 };
                 (n.emit)(&mut cx);
             }

@@ -262,6 +262,63 @@ pub struct NativeCx<'a, 'f> {
     pub pointer: cranelift_codegen::ir::Type,
     /// See [`super::emit::IsaFacts::vnni`].
     pub vnni: bool,
+    /// See [`super::emit::IsaFacts::wide`].
+    pub wide: Option<super::emit::Wide>,
+    /// Where [`NativeCx::call_machine`] puts machine code (None: the module takes none, and the
+    /// piece emits Cranelift IR).
+    pub machine: Option<&'a mut dyn MachineSink>,
+}
+
+impl NativeCx<'_, '_> {
+    /// Places `code` in the module as a function of its own and emits a call to it with `args`
+    /// (pointers). False when there is no sink or it refused (the piece then emits IR instead).
+    pub fn call_machine(
+        &mut self,
+        code: MachineCode,
+        args: &[cranelift_codegen::ir::Value],
+    ) -> bool {
+        use cranelift_codegen::ir::InstBuilder;
+        assert_eq!(
+            code.args,
+            args.len(),
+            "machine function '{}' arguments",
+            code.name
+        );
+        let Some(sink) = self.machine.as_deref_mut() else {
+            return false;
+        };
+        let Some(f) = sink.place(code, self.fb.func) else {
+            return false;
+        };
+        self.fb.ins().call(f, args);
+        true
+    }
+}
+
+/// Machine code of one function written outside Cranelift (an x86 microkernel assembled by
+/// iced-x86): position independent, no relocations, `args` pointer arguments in the System V
+/// registers, no result. It may use only the caller-saved registers and must leave the upper
+/// vector state clean (`vzeroupper`) before it returns.
+#[derive(Clone, Debug)]
+pub struct MachineCode {
+    /// What it is, for the listing.
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    /// Its disassembly, one instruction a line (shown by `--emit asm`).
+    pub listing: String,
+    pub args: usize,
+}
+
+/// What places [`MachineCode`] in a module and imports it into the kernel being built
+/// ([`crate::define::MachineFunctions`] for every module shrink defines kernels in).
+pub trait MachineSink {
+    /// Defines `code` as a local function and returns its reference in `func`; None when it
+    /// cannot (the error is kept for the caller of the emitter).
+    fn place(
+        &mut self,
+        code: MachineCode,
+        func: &mut cranelift_codegen::ir::Function,
+    ) -> Option<cranelift_codegen::ir::FuncRef>;
 }
 
 /// A hand-scheduled kernel piece: code the loop language cannot express well (mixed-width

@@ -1,6 +1,6 @@
 //! Test support: JIT-compiles one loop-language kernel for the host and runs it on byte buffers,
 //! so the emitter, the math library and single ops are tested without the program layer.
-use super::emit::{IsaFacts, emit_kernel, kernel_signature};
+use super::emit::{IsaFacts, emit_kernel_with, kernel_signature};
 use super::ir::{Kernel, Place};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{Function, UserFuncName};
@@ -41,6 +41,19 @@ pub fn run_kernel_as(
     scratch: usize,
     tweak: impl FnOnce(&mut IsaFacts),
 ) -> (i32, Vec<Vec<u8>>) {
+    let (status, outs, _) = run_kernel_traced(kernel, inputs, output_bytes, scratch, tweak);
+    (status, outs)
+}
+
+/// [`run_kernel_as`], also returning how many bytes of machine code native pieces placed (so a
+/// test can tell the machine-code path ran).
+pub fn run_kernel_traced(
+    kernel: &Kernel,
+    inputs: &[Vec<u8>],
+    output_bytes: &[usize],
+    scratch: usize,
+    tweak: impl FnOnce(&mut IsaFacts),
+) -> (i32, Vec<Vec<u8>>, usize) {
     let mut fb = settings::builder();
     fb.set("opt_level", "speed").unwrap();
     let isa = cranelift_native::builder()
@@ -77,7 +90,20 @@ pub fn run_kernel_as(
         }));
     }
     let mut fctx = FunctionBuilderContext::new();
-    emit_kernel(kernel, &mut ctx.func, &mut fctx, &facts, &gvs);
+    // Machine code of native pieces goes where a program's does (`define`), under the same names.
+    let mut machine = crate::define::MachineFunctions::new(&mut module, "k", false);
+    emit_kernel_with(
+        kernel,
+        &mut ctx.func,
+        &mut fctx,
+        &facts,
+        &gvs,
+        Some(&mut machine),
+    );
+    if let Some(e) = machine.error {
+        panic!("{e}");
+    }
+    let machine_bytes = machine.bytes;
     module.define_function(id, &mut ctx).unwrap();
     module.finalize_definitions().unwrap();
     let f: unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32 =
@@ -88,7 +114,7 @@ pub fn run_kernel_as(
     let outp: Vec<*mut u8> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
     let code = unsafe { f(ins.as_ptr(), outp.as_ptr(), scratch.as_mut_ptr()) };
     unsafe { module.free_memory() };
-    (code, outs)
+    (code, outs, machine_bytes)
 }
 
 #[cfg(test)]

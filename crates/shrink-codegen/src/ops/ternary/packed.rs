@@ -22,8 +22,9 @@
 //! limbs). A batch row with an infinite or NaN activation has no fixed point: its sums are
 //! recomputed in f64 from the weights, with the graph's NaN and infinity results.
 //!
-//! Integer sums do not depend on their order, so the SIMD loop ([`emit_dots`]) and the scalar
-//! fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
+//! Integer sums do not depend on their order, so the x86 microkernel with wider vectors
+//! ([`x86`], where the target has AVX-512 or AVX-VNNI), the 128-bit SIMD loop ([`emit_dots`])
+//! and the scalar fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::{Builder, Expr, TensorRef, Ty};
@@ -126,7 +127,18 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
     b.native(
         "packed ternary dot products",
         &[&codes, &digits, &dots],
-        move |cx| emit_dots(cx, shape, bufs),
+        move |cx| {
+            // Wider vectors than Cranelift's, as machine code of their own, where the target
+            // has them; else the 128-bit loop.
+            if let Some(code) = cx.wide.and_then(|w| x86::dots(w, shape)) {
+                let base = |b: BufId| cx.bases[b.0 as usize];
+                let args = [base(bufs.codes), base(bufs.digits), base(bufs.dots)];
+                if cx.call_machine(code, &args) {
+                    return;
+                }
+            }
+            emit_dots(cx, shape, bufs)
+        },
         |b| scalar_dots(b, shape, &codes, &digits, &dots),
     );
     combine_limbs(b, shape, &dots, &digit_sums, &steps, &sums);
@@ -547,3 +559,4 @@ fn dot_accumulate(fb: &mut FunctionBuilder, x: Value, u: Value, acc: Value, vnni
 
 #[cfg(test)]
 mod tests;
+mod x86;

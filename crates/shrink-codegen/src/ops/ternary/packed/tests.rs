@@ -1,9 +1,15 @@
 //! The packed kernel against references computed here: the int8 mode bit-exactly (the same
 //! quantizer and integer sum), the faithful mode within its proven bound, every emission path
-//! (VNNI tree, plain SIMD, scalar fallback) bit-identical to the others.
+//! (zmm and ymm machine code, VNNI tree, plain SIMD, scalar fallback) bit-identical to the
+//! others.
+//!
+//! The machine-code paths need AVX-512 F, VL and VNNI on the host (every CI host, Zen 4 or
+//! Xeon, has them): without them these tests fail, never skip. The VEX ymm path also needs
+//! AVX-VNNI, which Zen 4 lacks: there it is assembled and checked for VEX encodings only.
 use super::*;
 use crate::loops::Place;
-use crate::loops::testing::run_kernel_as;
+use crate::loops::emit::{IsaFacts, Wide};
+use crate::loops::testing::run_kernel_traced;
 use crate::ops::ternary::Layer;
 use shrink_ir::{Tensor, WeightLayout};
 
@@ -55,12 +61,10 @@ fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
     packed(&mut b, &layer, limbs).unwrap();
     let k = b.finish().unwrap();
     let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let paths: [fn(&mut crate::loops::emit::IsaFacts); 3] =
-        [|_| {}, |f| f.vnni = false, |f| f.simd = false];
-    paths
-        .iter()
-        .map(|tweak| {
-            let (status, outs) = run_kernel_as(
+    paths()
+        .into_iter()
+        .map(|(name, tweak)| {
+            let (status, outs, machine) = run_kernel_traced(
                 &k,
                 std::slice::from_ref(&xb),
                 &[c.batch * c.rows * 4],
@@ -68,12 +72,59 @@ fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
                 tweak,
             );
             assert_eq!(status, 0);
+            let wide = name.starts_with("machine");
+            assert_eq!(
+                machine > 0,
+                wide,
+                "{name}: machine code placed: {machine} bytes"
+            );
             outs[0]
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect()
         })
         .collect()
+}
+
+/// Whether the host runs the EVEX machine code (AVX-512 F, VL, VNNI) and the VEX one (AVX-VNNI
+/// too). Panics when it cannot run the EVEX code: these tests must not pass without it.
+fn host_wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let evex = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx2");
+        assert!(
+            evex,
+            "the packed tests run the zmm and EVEX ymm microkernels: this host lacks AVX-512 \
+             F/VL/VNNI (CI hosts have them)"
+        );
+        std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    panic!("the packed tests run x86-64 microkernels: run them on an x86-64 host with AVX-512")
+}
+
+type Tweak = fn(&mut IsaFacts);
+
+/// Every emission path, named (the machine-code ones first).
+fn paths() -> Vec<(&'static str, Tweak)> {
+    let vex = host_wide();
+    let mut p: Vec<(&'static str, Tweak)> = vec![
+        ("machine zmm", |f| f.wide = Some(Wide::Zmm)),
+        ("machine ymm evex", |f| f.wide = Some(Wide::YmmEvex)),
+    ];
+    if vex {
+        p.push(("machine ymm vex", |f| f.wide = Some(Wide::YmmVex)));
+    }
+    p.push(("128-bit vnni", |f| f.wide = None));
+    p.push(("128-bit", |f| {
+        f.wide = None;
+        f.vnni = false
+    }));
+    p.push(("scalar", |f| f.simd = false));
+    p
 }
 
 fn absmax(x: &[f32]) -> f64 {
@@ -195,5 +246,57 @@ fn nonfinite_and_zero_rows_follow_the_graph() {
                 );
             }
         }
+    }
+}
+
+/// Batch 1 to 9 (the machine code's batch blocks and their remainders), columns that are not a
+/// multiple of 256 (padded groups) or span several loop steps with a tail, both limb counts:
+/// every path gives the same bits.
+#[test]
+fn machine_code_matches_every_path_across_batches_and_limbs() {
+    for limbs in [1, 3] {
+        for batch in 1..=9 {
+            for (cols, rows) in [(300, 5), (1500, 3)] {
+                let got = run(&case(batch, cols, rows), limbs);
+                for (path, (name, _)) in got[1..].iter().zip(&paths()[1..]) {
+                    assert_eq!(
+                        path, &got[0],
+                        "limbs {limbs}, {batch}x{cols}x{rows}: {name} differs from zmm"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The VEX ymm kernel (AVX-VNNI) is VEX only, and the EVEX kernels contain no VEX `vpdpbusd`
+/// (Zen 4 has AVX-512 VNNI without AVX-VNNI): checked by decoding, so it holds on any host.
+#[test]
+fn machine_code_uses_only_its_encoding() {
+    use iced_x86::{Code, Decoder, DecoderOptions};
+    let shape = Shape {
+        rows: 3,
+        blocks: 12,
+        batch: 5,
+        limbs: 3,
+    };
+    for wide in [Wide::Zmm, Wide::YmmEvex, Wide::YmmVex] {
+        let code = x86::dots(wide, shape).unwrap();
+        let mut evex = 0;
+        for ins in Decoder::new(64, &code.bytes, DecoderOptions::NONE) {
+            assert_ne!(ins.code(), Code::INVALID, "{wide:?}");
+            // Code names say the encoding: `EVEX_Vpdpbusd_…`, `VEX_Vpand_…`.
+            let name = format!("{:?}", ins.code());
+            if name.starts_with("EVEX_") {
+                evex += 1;
+            } else if wide != Wide::YmmVex {
+                assert_ne!(ins.code(), Code::VEX_Vpdpbusd_ymm_ymm_ymmm256, "{wide:?}");
+            }
+        }
+        assert_eq!(
+            evex == 0,
+            wide == Wide::YmmVex,
+            "{wide:?}: {evex} EVEX instructions"
+        );
     }
 }

@@ -1,0 +1,430 @@
+//! The `packed` dot products as x86-64 machine code with vectors wider than Cranelift's 128 bits
+//! (zmm, or ymm in EVEX or VEX form), assembled with iced-x86 for one static shape and placed in
+//! the module beside the kernel that calls it ([`crate::loops::ir::NativeCx::call_machine`]).
+//!
+//! It computes exactly what `emit_dots` does — `dots[(r·batch + n)·limbs + p] = Σ_c u[r][c] ·
+//! d_p[n][c]` in i32 — with the same no-shift accumulators (field `j` kept in place as `4^j·u`,
+//! its accumulator shifted right by `2j` once at the end), so the sums, being integers, are
+//! bit-identical whatever the order. One vector covers 64 (zmm) or 32 (ymm) code bytes of a
+//! group, and the digits one field needs across those blocks are contiguous in the same order
+//! (the field-major group layout of the module doc of `packed`): each `vpdpbusd` takes its
+//! digits straight from memory.
+//!
+//! Shape: for each weight row, for each block of batch rows (their accumulators all in
+//! registers), one loop over the row's groups; the digits stay in cache across rows, the codes
+//! stream once per block of batch rows. Every address is in range by construction: a row's code
+//! pointer walks its `groups` groups of 64 bytes, the digit pointer the same groups of 256
+//! bytes inside the block's limb rows, and the dot pointer writes each `(r, n, p)` once, in
+//! order. Only caller-saved registers are used (rax, rcx, rdx, rsi, rdi, r8–r11 and vectors,
+//! none callee-saved in System V), nothing touches the stack, and `vzeroupper` precedes `ret`.
+use super::{GROUP, Shape};
+use crate::loops::emit::Wide;
+use crate::loops::ir::MachineCode;
+use iced_x86::code_asm::*;
+use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter, IcedError, Register};
+
+/// Bytes of codes (and of one field's digits) per group.
+const GROUP_CODES: i32 = 16 * GROUP as i32;
+/// Bytes of one limb row's digits per group.
+const GROUP_DIGITS: i32 = 4 * GROUP_CODES;
+
+/// Most batch rows sharing one pass over a weight row's codes.
+const BATCH_BLOCK: usize = 8;
+
+/// Independent accumulator chains the loop aims for at least: `vpdpbusd` has a latency of about
+/// five cycles and issues once or twice a cycle.
+const MIN_CHAINS: usize = 16;
+
+/// How one block of batch rows keeps its accumulators.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Batch rows in the block.
+    rows: usize,
+    /// Accumulators per (batch row, limb) across the four fields: 4 keeps every field in place
+    /// (`q & 3 << 2j`, no shift in the loop); 2 shifts the code once by 4 bits so fields `j`
+    /// and `j + 2` share a scale; 1 shifts each field down to `u`.
+    fields: usize,
+    /// Accumulator sets consecutive vectors of a row rotate through (more independent chains).
+    sets: usize,
+}
+
+impl Plan {
+    /// Vector registers besides the accumulators: two field temporaries, the code, the code
+    /// shifted by 4 (two fields only) and the masks.
+    fn fixed(fields: usize) -> usize {
+        3 + match fields {
+            4 => 4,
+            2 => 1 + 2,
+            _ => 1,
+        }
+    }
+
+    fn of(regs: usize, rows: usize, limbs: usize) -> Option<Plan> {
+        for fields in [4, 2, 1] {
+            let room = regs - Plan::fixed(fields);
+            let per = rows * limbs * fields;
+            if per <= room {
+                let sets = [1, 2, 4]
+                    .into_iter()
+                    .take_while(|u| per * u <= room)
+                    .find(|u| per * u >= MIN_CHAINS)
+                    .unwrap_or(if per * 2 <= room { 2 } else { 1 });
+                return Some(Plan { rows, fields, sets });
+            }
+        }
+        None
+    }
+
+    /// The largest block of at most `batch` rows whose accumulators fit.
+    fn best(regs: usize, batch: usize, limbs: usize) -> Plan {
+        (1..=batch.min(BATCH_BLOCK))
+            .rev()
+            .find_map(|rows| Plan::of(regs, rows, limbs))
+            .expect("one batch row always fits")
+    }
+
+    fn masks(self) -> &'static [u32] {
+        match self.fields {
+            4 => &[0x0303_0303, 0x0C0C_0C0C, 0x3030_3030, 0xC0C0_C0C0],
+            2 => &[0x0303_0303, 0x0C0C_0C0C],
+            _ => &[0x0303_0303],
+        }
+    }
+
+    /// Register of the accumulator of (batch row `k`, limb `p`, field `j`, set `t`).
+    fn acc(self, limbs: usize, k: usize, p: usize, j: usize, t: usize) -> u32 {
+        let i = ((k * limbs + p) * self.sets + t) * self.fields + j % self.fields;
+        (Plan::fixed(self.fields) + i) as u32
+    }
+
+    /// The right shift that brings accumulator field slot `j` back to scale 1.
+    fn shift(self, j: usize) -> u32 {
+        match self.fields {
+            4 => 2 * j as u32,
+            2 => 2 * (j % 2) as u32,
+            _ => 0,
+        }
+    }
+}
+
+// Fixed vector registers (see `Plan::fixed`): field temporaries, code, shifted code, masks.
+const T: [u32; 2] = [0, 1];
+const Q: u32 = 2;
+const Q4: u32 = 3;
+fn mask_reg(fields: usize, i: usize) -> u32 {
+    (if fields == 2 { 4 } else { 3 } + i) as u32
+}
+
+/// The CodeAssembler with the vector forms of one [`Wide`] kind.
+struct Asm {
+    a: CodeAssembler,
+    wide: Wide,
+}
+
+type R = Result<(), IcedError>;
+
+fn zmm(i: u32) -> AsmRegisterZmm {
+    registers::zmm::get_zmm(Register::ZMM0 + i).expect("zmm register")
+}
+fn ymm(i: u32) -> AsmRegisterYmm {
+    registers::ymm::get_ymm(Register::YMM0 + i).expect("ymm register")
+}
+fn xmm(i: u32) -> AsmRegisterXmm {
+    registers::xmm::get_xmm(Register::XMM0 + i).expect("xmm register")
+}
+
+impl Asm {
+    fn new(wide: Wide) -> Result<Asm, IcedError> {
+        let mut a = CodeAssembler::new(64)?;
+        // EVEX kinds: every instruction with both forms takes the EVEX one (the VEX form of
+        // `vpdpbusd` is AVX-VNNI, which Zen 4 lacks, and registers 16–31 need EVEX anyway).
+        a.set_prefer_vex(wide == Wide::YmmVex);
+        Ok(Asm { a, wide })
+    }
+    fn width(&self) -> i32 {
+        if self.wide == Wide::Zmm { 64 } else { 32 }
+    }
+    fn regs(&self) -> usize {
+        if self.wide == Wide::YmmVex { 16 } else { 32 }
+    }
+    fn evex(&self) -> bool {
+        self.wide != Wide::YmmVex
+    }
+    fn mem(&self, base: AsmRegister64, disp: i32) -> AsmMemoryOperand {
+        if self.wide == Wide::Zmm {
+            zmmword_ptr(base + disp)
+        } else {
+            ymmword_ptr(base + disp)
+        }
+    }
+    fn zero(&mut self, d: u32) -> R {
+        match self.wide {
+            Wide::Zmm => self.a.vpxord(zmm(d), zmm(d), zmm(d)),
+            Wide::YmmEvex => self.a.vpxord(ymm(d), ymm(d), ymm(d)),
+            Wide::YmmVex => self.a.vpxor(ymm(d), ymm(d), ymm(d)),
+        }
+    }
+    fn load(&mut self, d: u32, base: AsmRegister64, disp: i32) -> R {
+        let m = self.mem(base, disp);
+        match self.wide {
+            Wide::Zmm => self.a.vmovdqu32(zmm(d), m),
+            Wide::YmmEvex => self.a.vmovdqu32(ymm(d), m),
+            Wide::YmmVex => self.a.vmovdqu(ymm(d), m),
+        }
+    }
+    fn and(&mut self, d: u32, x: u32, y: u32) -> R {
+        match self.wide {
+            Wide::Zmm => self.a.vpandd(zmm(d), zmm(x), zmm(y)),
+            Wide::YmmEvex => self.a.vpandd(ymm(d), ymm(x), ymm(y)),
+            Wide::YmmVex => self.a.vpand(ymm(d), ymm(x), ymm(y)),
+        }
+    }
+    fn add(&mut self, d: u32, x: u32, y: u32) -> R {
+        match self.wide {
+            Wide::Zmm => self.a.vpaddd(zmm(d), zmm(x), zmm(y)),
+            _ => self.a.vpaddd(ymm(d), ymm(x), ymm(y)),
+        }
+    }
+    fn srld(&mut self, d: u32, x: u32, bits: u32) -> R {
+        match self.wide {
+            Wide::Zmm => self.a.vpsrld(zmm(d), zmm(x), bits),
+            _ => self.a.vpsrld(ymm(d), ymm(x), bits),
+        }
+    }
+    fn srad(&mut self, d: u32, x: u32, bits: u32) -> R {
+        match self.wide {
+            Wide::Zmm => self.a.vpsrad(zmm(d), zmm(x), bits),
+            _ => self.a.vpsrad(ymm(d), ymm(x), bits),
+        }
+    }
+    /// `acc += Σ u·d` per i32 lane: `u` unsigned bytes (the field), `d` signed (the digits).
+    fn dot(&mut self, acc: u32, u: u32, base: AsmRegister64, disp: i32) -> R {
+        let m = self.mem(base, disp);
+        match self.wide {
+            Wide::Zmm => self.a.vpdpbusd(zmm(acc), zmm(u), m),
+            _ => self.a.vpdpbusd(ymm(acc), ymm(u), m),
+        }
+    }
+    /// Every dword of vector `d` set to `value` (through ecx and temporary `T[0]`).
+    fn broadcast(&mut self, d: u32, value: u32) -> R {
+        self.a.mov(ecx, value)?;
+        self.a.vmovd(xmm(T[0]), ecx)?;
+        match self.wide {
+            Wide::Zmm => self.a.vpbroadcastd(zmm(d), xmm(T[0])),
+            _ => self.a.vpbroadcastd(ymm(d), xmm(T[0])),
+        }
+    }
+    /// `reg += value` for a 64-bit register (through rcx when `value` needs 64 bits).
+    fn add_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
+        match i32::try_from(value) {
+            Ok(v) => self.a.add(reg, v),
+            Err(_) => {
+                self.a.mov(rcx, value as u64)?;
+                self.a.add(reg, rcx)
+            }
+        }
+    }
+    /// Stores the sum of the i32 lanes of vector `v` (clobbered) to `[rdx + disp]`.
+    fn store_lane_sum(&mut self, v: u32, disp: i32) -> R {
+        let [t0, t1] = T;
+        if self.wide == Wide::Zmm {
+            self.a.vextracti64x4(ymm(t0), zmm(v), 1)?;
+            self.a.vpaddd(ymm(v), ymm(v), ymm(t0))?;
+        }
+        if self.evex() {
+            self.a.vextracti32x4(xmm(t0), ymm(v), 1)?;
+        } else {
+            self.a.vextracti128(xmm(t0), ymm(v), 1)?;
+        }
+        self.a.vpaddd(xmm(t0), xmm(t0), xmm(v))?;
+        self.a.vpshufd(xmm(t1), xmm(t0), 0x4E)?;
+        self.a.vpaddd(xmm(t0), xmm(t0), xmm(t1))?;
+        self.a.vpshufd(xmm(t1), xmm(t0), 0xB1)?;
+        self.a.vpaddd(xmm(t0), xmm(t0), xmm(t1))?;
+        self.a.vmovd(dword_ptr(rdx + disp), xmm(t0))
+    }
+}
+
+/// The machine code of the dot products of `s` with `wide` vectors, with its listing. None for
+/// an empty shape (the Cranelift loop handles those).
+pub(super) fn dots(wide: Wide, s: Shape) -> Option<MachineCode> {
+    if s.rows == 0 || s.batch == 0 || s.blocks == 0 {
+        return None;
+    }
+    let bytes = assemble(wide, s).expect("the packed microkernel assembles");
+    let listing = listing(&bytes);
+    Some(MachineCode {
+        name: "packed ternary dot products",
+        bytes,
+        listing,
+        args: 3,
+    })
+}
+
+/// Arguments (System V): rdi = codes, rsi = digits, rdx = dots. Registers: rdi walks the rows'
+/// codes, rdx the dots, r8 the digit rows of the current batch block, r9 and rax the codes and
+/// digits of the current group, rcx counts groups, r10 batch blocks, r11 rows.
+fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
+    let mut m = Asm::new(wide)?;
+    let full = Plan::best(m.regs(), s.batch, s.limbs);
+    let blocks = s.batch / full.rows;
+    let rest = s.batch % full.rows;
+    let digit_block = full.rows * s.limbs * s.padded();
+    m.a.mov(r11d, s.rows as u32)?;
+    let mut row = m.a.create_label();
+    m.a.set_label(&mut row)?;
+    m.a.mov(r8, rsi)?;
+    if blocks > 1 {
+        m.a.mov(r10d, blocks as u32)?;
+        let mut block = m.a.create_label();
+        m.a.set_label(&mut block)?;
+        batch_block(&mut m, s, full)?;
+        m.add_imm(r8, digit_block)?;
+        m.a.dec(r10)?;
+        m.a.jne(block)?;
+    } else {
+        batch_block(&mut m, s, full)?;
+        if rest > 0 {
+            m.add_imm(r8, digit_block)?;
+        }
+    }
+    if rest > 0 {
+        let plan = Plan::of(m.regs(), rest, s.limbs).expect("a smaller block fits");
+        batch_block(&mut m, s, plan)?;
+    }
+    m.add_imm(rdi, s.blocks * 16)?;
+    m.a.dec(r11)?;
+    m.a.jne(row)?;
+    m.a.vzeroupper()?;
+    m.a.ret()?;
+    m.a.assemble(0)
+}
+
+/// One row's dot products with the batch rows of one block: the digits at r8, the codes at rdi,
+/// the results to rdx (advanced past them).
+fn batch_block(m: &mut Asm, s: Shape, plan: Plan) -> R {
+    for (i, &mask) in plan.masks().iter().enumerate() {
+        m.broadcast(mask_reg(plan.fields, i), mask)?;
+    }
+    let accs = plan.rows * s.limbs * plan.fields * plan.sets;
+    for i in 0..accs {
+        m.zero(Plan::fixed(plan.fields) as u32 + i as u32)?;
+    }
+    let per_group = (GROUP_CODES / m.width()) as usize;
+    let groups_per_step = (plan.sets / per_group).max(1);
+    let groups = s.blocks / GROUP;
+    let (steps, tail) = (groups / groups_per_step, groups % groups_per_step);
+    m.a.mov(r9, rdi)?;
+    m.a.mov(rax, r8)?;
+    if steps > 0 {
+        m.a.mov(ecx, steps as u32)?;
+        let mut top = m.a.create_label();
+        m.a.set_label(&mut top)?;
+        for g in 0..groups_per_step {
+            group(m, s, plan, g)?;
+        }
+        m.a.add(r9, GROUP_CODES * groups_per_step as i32)?;
+        m.a.add(rax, GROUP_DIGITS * groups_per_step as i32)?;
+        m.a.dec(rcx)?;
+        m.a.jne(top)?;
+    }
+    for g in 0..tail {
+        group(m, s, plan, g)?;
+    }
+    for k in 0..plan.rows {
+        for p in 0..s.limbs {
+            let first = plan.acc(s.limbs, k, p, 0, 0);
+            for t in 0..plan.sets {
+                for j in 0..plan.fields {
+                    let a = plan.acc(s.limbs, k, p, j, t);
+                    if plan.shift(j) > 0 {
+                        // Every term of this accumulator is a multiple of 4^j: exact.
+                        m.srad(a, a, plan.shift(j))?;
+                    }
+                    if a != first {
+                        m.add(first, first, a)?;
+                    }
+                }
+            }
+            m.store_lane_sum(first, ((k * s.limbs + p) * 4) as i32)?;
+        }
+    }
+    m.add_imm(rdx, plan.rows * s.limbs * 4)
+}
+
+/// The vectors of group `g` (counted from r9 / rax) for every batch row and limb of the block.
+fn group(m: &mut Asm, s: Shape, plan: Plan, g: usize) -> R {
+    let w = m.width();
+    let per_group = GROUP_CODES / w;
+    let padded = s.padded();
+    for h in 0..per_group {
+        let unit = g * per_group as usize + h as usize;
+        let set = unit % plan.sets;
+        m.load(Q, r9, GROUP_CODES * g as i32 + w * h)?;
+        if plan.fields == 2 {
+            m.srld(Q4, Q, 4)?;
+        }
+        for j in 0..4 {
+            let t = T[j % 2];
+            match plan.fields {
+                4 => m.and(t, Q, mask_reg(4, j))?,
+                2 => m.and(t, if j < 2 { Q } else { Q4 }, mask_reg(2, j % 2))?,
+                _ => {
+                    if j == 0 {
+                        m.and(t, Q, mask_reg(1, 0))?
+                    } else {
+                        // Bits shifted in from the next byte are masked off.
+                        m.srld(t, Q, 2 * j as u32)?;
+                        m.and(t, t, mask_reg(1, 0))?
+                    }
+                }
+            }
+            for k in 0..plan.rows {
+                for p in 0..s.limbs {
+                    let at = (k * s.limbs + p) * padded;
+                    let disp = at as i32 + GROUP_DIGITS * g as i32 + GROUP_CODES * j as i32 + w * h;
+                    m.dot(plan.acc(s.limbs, k, p, j, set), t, rax, disp)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One instruction a line: offset and GNU-assembler syntax (as Cranelift's listing).
+fn listing(bytes: &[u8]) -> String {
+    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut formatter = GasFormatter::new();
+    let mut out = String::new();
+    let mut text = String::new();
+    for ins in &mut decoder {
+        text.clear();
+        formatter.format(&ins, &mut text);
+        out.push_str(&format!("  {:04x}  {text}\n", ins.ip()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accumulators never overlap the fixed registers nor run past the register file.
+    #[test]
+    fn plans_fit_their_register_files() {
+        for regs in [16, 32] {
+            for limbs in [1, 3] {
+                for batch in 1..=12 {
+                    let p = Plan::best(regs, batch, limbs);
+                    let last = p.acc(limbs, p.rows - 1, limbs - 1, p.fields - 1, p.sets - 1);
+                    assert!((last as usize) < regs, "{regs} {limbs} {batch}: {p:?}");
+                    let masks = p.masks().len();
+                    assert_eq!(
+                        mask_reg(p.fields, masks - 1) as usize + 1,
+                        Plan::fixed(p.fields)
+                    );
+                }
+            }
+        }
+    }
+}
