@@ -7,6 +7,7 @@ pub mod emit;
 pub mod expr;
 pub mod fuse;
 pub mod ir;
+pub mod isa;
 pub mod math;
 #[cfg(test)]
 pub mod testing;
