@@ -45,13 +45,13 @@ impl Default for CostModel {
     /// (JIT, one thread); see the bench for how.
     fn default() -> CostModel {
         CostModel {
-            stream_term: 0.46,
-            stream_output: 0.0,
-            packed_digit: 2.062,
-            packed_weight: 0.02935,
-            packed_output: 6.431,
-            dense_mac: 0.6535,
-            dense_output: 1.614,
+            stream_term: 0.4571,
+            stream_output: 0.9553,
+            packed_digit: 1.9968,
+            packed_weight: 0.00666,
+            packed_output: 9.5196,
+            dense_mac: 0.6732,
+            dense_output: 2.1468,
         }
     }
 }
