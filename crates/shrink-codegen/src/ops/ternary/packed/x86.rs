@@ -28,6 +28,10 @@ const GROUP_CODES: i32 = 16 * GROUP as i32;
 /// Bytes of one limb row's digits per group.
 const GROUP_DIGITS: i32 = 4 * GROUP_CODES;
 
+/// Digit bytes (all batch rows and limbs) up to which every row reads all of them from L1
+/// (L1D is 32–48 KiB on the x86 CPUs with VNNI); beyond, the loops swap.
+const L1_DIGITS: usize = 32 * 1024;
+
 /// Most batch rows sharing one pass over a weight row's codes.
 const BATCH_BLOCK: usize = 8;
 
@@ -224,6 +228,16 @@ impl Asm {
             }
         }
     }
+    /// `reg -= value` for a 64-bit register (through rcx when `value` needs 64 bits).
+    fn sub_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
+        match i32::try_from(value) {
+            Ok(v) => self.a.sub(reg, v),
+            Err(_) => {
+                self.a.mov(rcx, value as u64)?;
+                self.a.sub(reg, rcx)
+            }
+        }
+    }
     /// Stores the sum of the i32 lanes of vector `v` (clobbered) to `[rdx + disp]`.
     fn store_lane_sum(&mut self, v: u32, disp: i32) -> R {
         let [t0, t1] = T;
@@ -267,6 +281,9 @@ pub(super) fn dots(wide: Wide, s: Shape) -> Option<MachineCode> {
 fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
     let mut m = Asm::new(wide)?;
     let full = Plan::best(m.regs(), s.batch, s.limbs);
+    if s.batch * s.limbs * s.padded() > L1_DIGITS {
+        return assemble_batch_outer(m, s, full);
+    }
     let blocks = s.batch / full.rows;
     let rest = s.batch % full.rows;
     let digit_block = full.rows * s.limbs * s.padded();
@@ -295,6 +312,50 @@ fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
     m.add_imm(rdi, s.blocks * 16)?;
     m.a.dec(r11)?;
     m.a.jne(row)?;
+    m.a.vzeroupper()?;
+    m.a.ret()?;
+    m.a.assemble(0)
+}
+
+/// [`assemble`] with the batch blocks outside the rows: when all the digits do not fit in L1,
+/// one batch block's digits stay cached across every row, and the codes are read once per
+/// batch block instead (streaming them again costs less than reading every digit from L2 for
+/// every row: measured 14.7 → 35 G weights/s at 4096² with 8 batch rows and 3 limbs).
+fn assemble_batch_outer(mut m: Asm, s: Shape, full: Plan) -> Result<Vec<u8>, IcedError> {
+    let blocks = s.batch / full.rows;
+    let rest = s.batch % full.rows;
+    let row_codes = s.blocks * 16;
+    let row_dots = s.batch * s.limbs * 4;
+    m.a.mov(r8, rsi)?;
+    let one_block = |m: &mut Asm, plan: Plan| -> R {
+        m.a.mov(r11d, s.rows as u32)?;
+        let mut row = m.a.create_label();
+        m.a.set_label(&mut row)?;
+        batch_block(m, s, plan)?;
+        // batch_block advanced rdx past this block's results: on to the same block's next row.
+        m.add_imm(rdx, row_dots - plan.rows * s.limbs * 4)?;
+        m.add_imm(rdi, row_codes)?;
+        m.a.dec(r11)?;
+        m.a.jne(row)?;
+        // Back to the first row, on to the next block's first results and digits.
+        m.sub_imm(rdi, s.rows * row_codes)?;
+        m.sub_imm(rdx, s.rows * row_dots - plan.rows * s.limbs * 4)?;
+        m.add_imm(r8, plan.rows * s.limbs * s.padded())
+    };
+    if blocks > 1 {
+        m.a.mov(r10d, blocks as u32)?;
+        let mut block = m.a.create_label();
+        m.a.set_label(&mut block)?;
+        one_block(&mut m, full)?;
+        m.a.dec(r10)?;
+        m.a.jne(block)?;
+    } else {
+        one_block(&mut m, full)?;
+    }
+    if rest > 0 {
+        let plan = Plan::of(m.regs(), rest, s.limbs).expect("a smaller block fits");
+        one_block(&mut m, plan)?;
+    }
     m.a.vzeroupper()?;
     m.a.ret()?;
     m.a.assemble(0)
