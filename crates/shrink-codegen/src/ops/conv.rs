@@ -277,6 +277,14 @@ fn qlinear(
     Ok(())
 }
 
+/// Where one (image, filter) pair's data starts: the filter index `m` and element offsets.
+struct FilterBases {
+    m: Expr,
+    x_base: Expr,
+    w_base: Expr,
+    y_base: Expr,
+}
+
 /// A convolution resolved against its input and weight shapes.
 struct Shape {
     batch: usize,
@@ -323,6 +331,41 @@ impl Shape {
             .collect()
     }
 
+    /// Runs `f` once per (image, filter), inside a loop nest over both, with the element
+    /// offsets of the filter's group input, its weights and its output plane.
+    fn for_each_filter(&self, b: &mut Builder, f: impl FnOnce(&mut Builder, FilterBases)) {
+        let win = &self.window;
+        let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
+        let (gf, cg) = (self.filters / self.group, self.group_channels);
+        b.nest(&[self.batch, self.group, gf], |b, nid| {
+            let (n, g, fi) = (&nid[0], &nid[1], &nid[2]);
+            let m = b.let_(g.clone().mul_k(gf as i64).add(fi.clone()));
+            // First input channel of the group in this image, as an element offset.
+            let x_base = b.let_(
+                n.clone()
+                    .mul_k(self.channels as i64)
+                    .add(g.clone().mul_k(cg as i64))
+                    .mul_k(in_len as i64),
+            );
+            let w_base = b.let_(m.clone().mul_k((cg * k_len) as i64));
+            let y_base = b.let_(
+                n.clone()
+                    .mul_k(self.filters as i64)
+                    .add(m.clone())
+                    .mul_k(out_len as i64),
+            );
+            f(
+                b,
+                FilterBases {
+                    m,
+                    x_base,
+                    w_base,
+                    y_base,
+                },
+            );
+        });
+    }
+
     /// The convolution loop nest: for each image, filter and output position, `init(m)` plus the
     /// sum over taps inside the input and the group's channels of `xe(x) * we(w, m)` (in
     /// `init`'s type), handed to `done(flat output index, m, sum)`.
@@ -340,53 +383,44 @@ impl Shape {
             return self.accumulate_rows(b, init, xe, we, done);
         }
         let win = &self.window;
-        let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
-        let gf = self.filters / self.group;
+        let (in_len, k_len) = (win.input_len(), win.kernel_len());
         let cg = self.group_channels;
-        let dims = [self.batch, self.group, gf];
         let (xt, wt) = (&self.x, &self.w);
-        b.nest(&dims, |b, nid| {
-            let (n, g, f) = (&nid[0], &nid[1], &nid[2]);
-            let m = b.let_(g.clone().mul_k(gf as i64).add(f.clone()));
-            // First input channel of the group in this image, as an element offset.
-            let x_base = b.let_(
-                n.clone()
-                    .mul_k(self.channels as i64)
-                    .add(g.clone().mul_k(cg as i64))
-                    .mul_k(in_len as i64),
-            );
-            let w_base = b.let_(m.clone().mul_k((cg * k_len) as i64));
-            let y_base = b.let_(
-                n.clone()
-                    .mul_k(self.filters as i64)
-                    .add(m.clone())
-                    .mul_k(out_len as i64),
-            );
-            let start = init(b, &m);
-            let start = b.let_(start);
-            let ostr = strides_of(&win.output);
-            b.nest(&win.output, |b, oidx| {
-                let sum = b.mutable(start);
-                for_taps(b, win, oidx, |b, tap| {
-                    let kflat = linear(tap.kernel, &strides_of(&win.kernel));
-                    let xf = tap.flat.clone();
-                    if_inside(b, tap, |b| {
-                        let (xo, wo) = (b.let_(x_base.add(xf)), b.let_(w_base.add(kflat)));
-                        b.for_(cg, |b, c| {
-                            let xv = b.load(xt, xo.add(c.clone().mul_k(in_len as i64)));
-                            let xv = xe(b, xv, &m);
-                            let wv = b.load(wt, wo.add(c.mul_k(k_len as i64)));
-                            let wv = we(b, wv, &m);
-                            let s = b.get(sum).add(xv.mul(wv));
-                            b.set(sum, s);
+        self.for_each_filter(
+            b,
+            |b,
+             FilterBases {
+                 m,
+                 x_base,
+                 w_base,
+                 y_base,
+             }| {
+                let start = init(b, &m);
+                let start = b.let_(start);
+                let ostr = strides_of(&win.output);
+                b.nest(&win.output, |b, oidx| {
+                    let sum = b.mutable(start);
+                    for_taps(b, win, oidx, |b, tap| {
+                        let kflat = linear(tap.kernel, &strides_of(&win.kernel));
+                        let xf = tap.flat.clone();
+                        if_inside(b, tap, |b| {
+                            let (xo, wo) = (b.let_(x_base.add(xf)), b.let_(w_base.add(kflat)));
+                            b.for_(cg, |b, c| {
+                                let xv = b.load(xt, xo.add(c.clone().mul_k(in_len as i64)));
+                                let xv = xe(b, xv, &m);
+                                let wv = b.load(wt, wo.add(c.mul_k(k_len as i64)));
+                                let wv = we(b, wv, &m);
+                                let s = b.get(sum).add(xv.mul(wv));
+                                b.set(sum, s);
+                            });
                         });
                     });
+                    let at = y_base.add(linear(oidx, &ostr));
+                    let total = b.get(sum);
+                    done(b, at, &m, total);
                 });
-                let at = y_base.add(linear(oidx, &ostr));
-                let total = b.get(sum);
-                done(b, at, &m, total);
-            });
-        });
+            },
+        );
     }
 
     /// [`Shape::accumulate`] one output row at a time: the row's sums live in a workspace, and
@@ -406,8 +440,8 @@ impl Shape {
     ) {
         let win = &self.window;
         let last = win.rank() - 1;
-        let (in_len, out_len, k_len) = (win.input_len(), win.output_len(), win.kernel_len());
-        let (gf, cg) = (self.filters / self.group, self.group_channels);
+        let (in_len, k_len) = (win.input_len(), win.kernel_len());
+        let cg = self.group_channels;
         let (xt, wt) = (&self.x, &self.w);
         let (ow_n, kl_n) = (win.output[last], win.kernel[last]);
         let (s, d, pb, iw) = (
@@ -419,94 +453,90 @@ impl Shape {
         let istr = strides_of(&win.input);
         let kstr = strides_of(&win.kernel);
         let ostr = strides_of(&win.output);
-        b.nest(&[self.batch, self.group, gf], |b, nid| {
-            let (n, g, f) = (&nid[0], &nid[1], &nid[2]);
-            let m = b.let_(g.clone().mul_k(gf as i64).add(f.clone()));
-            let x_base = b.let_(
-                n.clone()
-                    .mul_k(self.channels as i64)
-                    .add(g.clone().mul_k(cg as i64))
-                    .mul_k(in_len as i64),
-            );
-            let w_base = b.let_(m.clone().mul_k((cg * k_len) as i64));
-            let y_base = b.let_(
-                n.clone()
-                    .mul_k(self.filters as i64)
-                    .add(m.clone())
-                    .mul_k(out_len as i64),
-            );
-            let start = init(b, &m);
-            let start = b.let_(start);
-            let sums = b.workspace(
-                match start.ty {
-                    Ty::F64 => DType::F64,
-                    Ty::F32 => DType::F32,
-                    _ => DType::I32,
-                },
-                &[ow_n],
-            );
-            b.nest(&win.output[..last], |b, oidx| {
-                b.for_(ow_n, |b, o| b.store_raw(&sums, o, start.clone()));
-                b.nest(&win.kernel[..last], |b, kidx| {
-                    // The tap's row: its coordinates on the outer axes, inside the input or not.
-                    let mut inside: Option<Expr> = None;
-                    let mut row = Expr::idx(0);
-                    for a in 0..last {
-                        let c = b.let_(
-                            oidx[a]
-                                .clone()
-                                .mul_k(win.strides[a] as i64)
-                                .add(kidx[a].clone().mul_k(win.dilations[a] as i64))
-                                .add_k(-(win.pad_begin[a] as i64)),
-                        );
-                        let dim = win.input[a] as i64;
-                        let ok = c.clone().ge(Expr::idx(0)).and(c.clone().lt(Expr::idx(dim)));
-                        inside = Some(inside.map_or(ok.clone(), |p| p.and(ok)));
-                        let clamped = c.max(Expr::idx(0)).min(Expr::idx(dim - 1));
-                        row = row.add(clamped.mul_k(istr[a] as i64));
-                    }
-                    let row = b.let_(row);
-                    let kouter = b.let_(linear(kidx, &kstr[..last]));
-                    let body = |b: &mut Builder| {
-                        b.for_(cg, |b, c| {
-                            let xrow =
-                                b.let_(x_base.add(c.clone().mul_k(in_len as i64)).add(row.clone()));
-                            let wrow = w_base.add(c.mul_k(k_len as i64)).add(kouter.clone());
-                            for kl in 0..kl_n as i64 {
-                                // Output positions whose tap kl lands inside the input.
-                                let lo = ((pb - kl * d).max(0) + s - 1) / s;
-                                let hi =
-                                    ((iw - 1 + pb - kl * d).div_euclid(s) + 1).min(ow_n as i64);
-                                if hi <= lo {
-                                    continue;
+        self.for_each_filter(
+            b,
+            |b,
+             FilterBases {
+                 m,
+                 x_base,
+                 w_base,
+                 y_base,
+             }| {
+                let start = init(b, &m);
+                let start = b.let_(start);
+                let sums = b.workspace(
+                    match start.ty {
+                        Ty::F64 => DType::F64,
+                        Ty::F32 => DType::F32,
+                        _ => DType::I32,
+                    },
+                    &[ow_n],
+                );
+                b.nest(&win.output[..last], |b, oidx| {
+                    b.for_(ow_n, |b, o| b.store_raw(&sums, o, start.clone()));
+                    b.nest(&win.kernel[..last], |b, kidx| {
+                        // The tap's row: its coordinates on the outer axes, inside the input or not.
+                        let mut inside: Option<Expr> = None;
+                        let mut row = Expr::idx(0);
+                        for a in 0..last {
+                            let c = b.let_(
+                                oidx[a]
+                                    .clone()
+                                    .mul_k(win.strides[a] as i64)
+                                    .add(kidx[a].clone().mul_k(win.dilations[a] as i64))
+                                    .add_k(-(win.pad_begin[a] as i64)),
+                            );
+                            let dim = win.input[a] as i64;
+                            let ok = c.clone().ge(Expr::idx(0)).and(c.clone().lt(Expr::idx(dim)));
+                            inside = Some(inside.map_or(ok.clone(), |p| p.and(ok)));
+                            let clamped = c.max(Expr::idx(0)).min(Expr::idx(dim - 1));
+                            row = row.add(clamped.mul_k(istr[a] as i64));
+                        }
+                        let row = b.let_(row);
+                        let kouter = b.let_(linear(kidx, &kstr[..last]));
+                        let body = |b: &mut Builder| {
+                            b.for_(cg, |b, c| {
+                                let xrow = b.let_(
+                                    x_base.add(c.clone().mul_k(in_len as i64)).add(row.clone()),
+                                );
+                                let wrow = w_base.add(c.mul_k(k_len as i64)).add(kouter.clone());
+                                for kl in 0..kl_n as i64 {
+                                    // Output positions whose tap kl lands inside the input.
+                                    let lo = ((pb - kl * d).max(0) + s - 1) / s;
+                                    let hi =
+                                        ((iw - 1 + pb - kl * d).div_euclid(s) + 1).min(ow_n as i64);
+                                    if hi <= lo {
+                                        continue;
+                                    }
+                                    let wv = b.load(wt, wrow.clone().add_k(kl * kstr[last] as i64));
+                                    let wv = we(b, wv, &m);
+                                    let wv = b.let_(wv);
+                                    b.for_((hi - lo) as usize, |b, i| {
+                                        let o = b.let_(i.add_k(lo));
+                                        let xi =
+                                            xrow.clone().add(o.clone().mul_k(s)).add_k(kl * d - pb);
+                                        let xv = b.load(xt, xi);
+                                        let xv = xe(b, xv, &m);
+                                        let next =
+                                            b.load_raw(&sums, o.clone()).add(xv.mul(wv.clone()));
+                                        b.store_raw(&sums, o, next);
+                                    });
                                 }
-                                let wv = b.load(wt, wrow.clone().add_k(kl * kstr[last] as i64));
-                                let wv = we(b, wv, &m);
-                                let wv = b.let_(wv);
-                                b.for_((hi - lo) as usize, |b, i| {
-                                    let o = b.let_(i.add_k(lo));
-                                    let xi =
-                                        xrow.clone().add(o.clone().mul_k(s)).add_k(kl * d - pb);
-                                    let xv = b.load(xt, xi);
-                                    let xv = xe(b, xv, &m);
-                                    let next = b.load_raw(&sums, o.clone()).add(xv.mul(wv.clone()));
-                                    b.store_raw(&sums, o, next);
-                                });
-                            }
-                        });
-                    };
-                    match inside {
-                        Some(cond) => b.if_(cond, body),
-                        None => body(b),
-                    }
+                            });
+                        };
+                        match inside {
+                            Some(cond) => b.if_(cond, body),
+                            None => body(b),
+                        }
+                    });
+                    let out_row = b.let_(y_base.add(linear(oidx, &ostr[..last])));
+                    b.for_(ow_n, |b, o| {
+                        let v = b.load_raw(&sums, o.clone());
+                        done(b, out_row.clone().add(o), &m, v);
+                    });
                 });
-                let out_row = b.let_(y_base.add(linear(oidx, &ostr[..last])));
-                b.for_(ow_n, |b, o| {
-                    let v = b.load_raw(&sums, o.clone());
-                    done(b, out_row.clone().add(o), &m, v);
-                });
-            });
-        });
+            },
+        );
     }
 }
 
