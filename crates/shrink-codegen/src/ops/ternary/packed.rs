@@ -30,7 +30,7 @@ use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::{Builder, Expr, TensorRef, Ty};
 use crate::ops::LowerResult;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use shrink_ir::{DType, TernaryWeights};
 
@@ -413,108 +413,106 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
     let ptr = cx.pointer;
     let fb = &mut *cx.fb;
     let flags = MemFlagsData::new().with_notrap();
-    let table = flags.with_readonly().with_can_move();
-    // The digits are written before this loop and not after it: to the loop they are
-    // read-only, and pure loads are placed next to their use (else they stay in program order,
-    // all live at once, and spill).
-    let movable = flags.with_readonly().with_can_move();
+    // The codes are read-only data; the digits are written before this loop and not after it,
+    // so to the loop they are read-only too. Pure loads are placed next to their use (else they
+    // stay in program order, all live at once, and spill).
+    let pure = flags.with_readonly().with_can_move();
     let row_bytes = (s.blocks * 16) as i64;
     let padded = s.padded();
     let groups = (s.blocks / GROUP) as i64;
-    let r_var = fb.declare_var(ptr);
-    let zero = fb.ins().iconst(ptr, 0);
-    fb.def_var(r_var, zero);
-    let (r_head, done) = (fb.create_block(), fb.create_block());
-    fb.ins().jump(r_head, &[]);
-    fb.switch_to_block(r_head);
-    let r = fb.use_var(r_var);
-    let row_off = fb.ins().imul_imm_s(r, row_bytes);
-    let row_codes = fb.ins().iadd(codes, row_off);
-    for n0 in (0..s.batch).step_by(BATCH_BLOCK) {
-        let plan = Plan::of(BATCH_BLOCK.min(s.batch - n0), s.limbs);
-        let vzero = fb.ins().iconst(types::I32, 0);
-        let vzero = fb.ins().splat(types::I32X4, vzero);
-        let accs: Vec<Variable> = (0..plan.accumulators(s.limbs))
-            .map(|_| {
-                let v = fb.declare_var(types::I32X4);
-                fb.def_var(v, vzero);
-                v
-            })
-            .collect();
-        let masks: Vec<Value> = (0..4)
-            .map(|j| {
-                let m = if plan.scaled() { 3u8 << (2 * j) } else { 3 };
-                let m = fb.ins().iconst(types::I8, m as i64);
-                fb.ins().splat(types::I8X16, m)
-            })
-            .collect();
-        let g_var = fb.declare_var(ptr);
-        let gz = fb.ins().iconst(ptr, 0);
-        fb.def_var(g_var, gz);
-        let (g_head, g_exit) = (fb.create_block(), fb.create_block());
-        fb.ins().jump(g_head, &[]);
-        fb.switch_to_block(g_head);
-        let g = fb.use_var(g_var);
-        let code_off = fb.ins().ishl_imm_s(g, 6);
-        let at_codes = fb.ins().iadd(row_codes, code_off);
-        let digit_off = fb.ins().ishl_imm_s(g, 8);
-        let at_digits = fb.ins().iadd(digits, digit_off);
-        for t in 0..GROUP {
-            let q = fb
-                .ins()
-                .load(types::I8X16, table, at_codes, (16 * t) as i32);
-            for (j, &mask) in masks.iter().enumerate() {
-                let field = field_of(fb, q, j, mask, plan.scaled());
-                for k in 0..plan.rows {
-                    for p in 0..s.limbs {
-                        let off = ((n0 + k) * s.limbs + p) * padded + 64 * j + 16 * t;
-                        let x = fb.ins().load(types::I8X16, movable, at_digits, off as i32);
-                        let slot = accs[plan.slot(s.limbs, k, p, j, t)];
-                        let acc = fb.use_var(slot);
-                        let next = dot_accumulate(fb, x, field, acc, vnni);
-                        fb.def_var(slot, next);
-                    }
-                }
-            }
-        }
-        let g_next = fb.ins().iadd_imm_s(g, 1);
-        fb.def_var(g_var, g_next);
-        let more = fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, g_next, groups);
-        fb.ins().brif(more, g_head, &[], g_exit, &[]);
-        fb.switch_to_block(g_exit);
-        let out_row = fb.ins().imul_imm_s(r, (s.batch * s.limbs * 4) as i64);
-        let out_row = fb.ins().iadd(dots, out_row);
-        for k in 0..plan.rows {
-            for p in 0..s.limbs {
-                let mut v: Option<Value> = None;
-                for t in 0..plan.unroll {
-                    for j in 0..plan.fields {
-                        let mut a = fb.use_var(accs[plan.slot(s.limbs, k, p, j, t)]);
-                        if plan.scaled() && j > 0 {
-                            // Every term of field j is a multiple of 4^j: the shift is exact.
-                            a = fb.ins().sshr_imm_s(a, 2 * j as i64);
+    counted_loop(fb, ptr, s.rows as i64, |fb, r| {
+        let row_off = fb.ins().imul_imm_s(r, row_bytes);
+        let row_codes = fb.ins().iadd(codes, row_off);
+        for n0 in (0..s.batch).step_by(BATCH_BLOCK) {
+            let plan = Plan::of(BATCH_BLOCK.min(s.batch - n0), s.limbs);
+            let vzero = fb.ins().iconst(types::I32, 0);
+            let vzero = fb.ins().splat(types::I32X4, vzero);
+            let accs: Vec<Variable> = (0..plan.accumulators(s.limbs))
+                .map(|_| {
+                    let v = fb.declare_var(types::I32X4);
+                    fb.def_var(v, vzero);
+                    v
+                })
+                .collect();
+            let masks: Vec<Value> = (0..4)
+                .map(|j| {
+                    let m = if plan.scaled() { 3u8 << (2 * j) } else { 3 };
+                    let m = fb.ins().iconst(types::I8, m as i64);
+                    fb.ins().splat(types::I8X16, m)
+                })
+                .collect();
+            counted_loop(fb, ptr, groups, |fb, g| {
+                let code_off = fb.ins().ishl_imm_s(g, 6);
+                let at_codes = fb.ins().iadd(row_codes, code_off);
+                let digit_off = fb.ins().ishl_imm_s(g, 8);
+                let at_digits = fb.ins().iadd(digits, digit_off);
+                for t in 0..GROUP {
+                    let q = fb.ins().load(types::I8X16, pure, at_codes, (16 * t) as i32);
+                    for (j, &mask) in masks.iter().enumerate() {
+                        let field = field_of(fb, q, j, mask, plan.scaled());
+                        for k in 0..plan.rows {
+                            for p in 0..s.limbs {
+                                let off = ((n0 + k) * s.limbs + p) * padded + 64 * j + 16 * t;
+                                let x = fb.ins().load(types::I8X16, pure, at_digits, off as i32);
+                                let slot = accs[plan.slot(s.limbs, k, p, j, t)];
+                                let acc = fb.use_var(slot);
+                                let next = dot_accumulate(fb, x, field, acc, vnni);
+                                fb.def_var(slot, next);
+                            }
                         }
-                        v = Some(v.map_or(a, |acc| fb.ins().iadd(acc, a)));
                     }
                 }
-                let v = v.expect("at least one accumulator");
-                let mut sum = fb.ins().extractlane(v, 0);
-                for lane in 1..4 {
-                    let e = fb.ins().extractlane(v, lane);
-                    sum = fb.ins().iadd(sum, e);
+            });
+            let out_row = fb.ins().imul_imm_s(r, (s.batch * s.limbs * 4) as i64);
+            let out_row = fb.ins().iadd(dots, out_row);
+            for k in 0..plan.rows {
+                for p in 0..s.limbs {
+                    let mut v: Option<Value> = None;
+                    for t in 0..plan.unroll {
+                        for j in 0..plan.fields {
+                            let mut a = fb.use_var(accs[plan.slot(s.limbs, k, p, j, t)]);
+                            if plan.scaled() && j > 0 {
+                                // Every term of field j is a multiple of 4^j: the shift is exact.
+                                a = fb.ins().sshr_imm_s(a, 2 * j as i64);
+                            }
+                            v = Some(v.map_or(a, |acc| fb.ins().iadd(acc, a)));
+                        }
+                    }
+                    let v = v.expect("at least one accumulator");
+                    let mut sum = fb.ins().extractlane(v, 0);
+                    for lane in 1..4 {
+                        let e = fb.ins().extractlane(v, lane);
+                        sum = fb.ins().iadd(sum, e);
+                    }
+                    let off = (((n0 + k) * s.limbs + p) * 4) as i32;
+                    fb.ins().store(flags, sum, out_row, off);
                 }
-                let off = (((n0 + k) * s.limbs + p) * 4) as i32;
-                fb.ins().store(flags, sum, out_row, off);
             }
         }
-    }
-    let r_next = fb.ins().iadd_imm_s(r, 1);
-    fb.def_var(r_var, r_next);
-    let more = fb
-        .ins()
-        .icmp_imm_s(IntCC::UnsignedLessThan, r_next, s.rows as i64);
-    fb.ins().brif(more, r_head, &[], done, &[]);
-    fb.switch_to_block(done);
+    });
+}
+
+/// `for i in 0..n` (`n ≥ 1`) in Cranelift IR: `body` is emitted once, with the counter `i` (a
+/// pointer-sized value), in the loop's block; the builder continues after the loop.
+fn counted_loop(
+    fb: &mut FunctionBuilder,
+    ptr: Type,
+    n: i64,
+    body: impl FnOnce(&mut FunctionBuilder, Value),
+) {
+    let var = fb.declare_var(ptr);
+    let zero = fb.ins().iconst(ptr, 0);
+    fb.def_var(var, zero);
+    let (head, exit) = (fb.create_block(), fb.create_block());
+    fb.ins().jump(head, &[]);
+    fb.switch_to_block(head);
+    let i = fb.use_var(var);
+    body(fb, i);
+    let next = fb.ins().iadd_imm_s(i, 1);
+    fb.def_var(var, next);
+    let more = fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, next, n);
+    fb.ins().brif(more, head, &[], exit, &[]);
+    fb.switch_to_block(exit);
 }
 
 /// Field `j` of the code bytes `q`: in place (`4^j·u`, `mask = 3 << 2j`) when `scaled`, else

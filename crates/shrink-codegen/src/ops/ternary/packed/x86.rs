@@ -218,23 +218,21 @@ impl Asm {
             _ => self.a.vpbroadcastd(ymm(d), xmm(T[0])),
         }
     }
-    /// `reg += value` for a 64-bit register (through rcx when `value` needs 64 bits).
+    /// `reg += value` for a 64-bit register.
     fn add_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
-        match i32::try_from(value) {
+        self.add_signed(reg, value as i64)
+    }
+    /// `reg -= value` for a 64-bit register.
+    fn sub_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
+        self.add_signed(reg, -(value as i64))
+    }
+    /// `reg += delta`, through rcx when `delta` does not fit an instruction's 32-bit immediate.
+    fn add_signed(&mut self, reg: AsmRegister64, delta: i64) -> R {
+        match i32::try_from(delta) {
             Ok(v) => self.a.add(reg, v),
             Err(_) => {
-                self.a.mov(rcx, value as u64)?;
+                self.a.mov(rcx, delta as u64)?;
                 self.a.add(reg, rcx)
-            }
-        }
-    }
-    /// `reg -= value` for a 64-bit register (through rcx when `value` needs 64 bits).
-    fn sub_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
-        match i32::try_from(value) {
-            Ok(v) => self.a.sub(reg, v),
-            Err(_) => {
-                self.a.mov(rcx, value as u64)?;
-                self.a.sub(reg, rcx)
             }
         }
     }
