@@ -162,6 +162,32 @@ fn every_profile_compiles_every_shipped_model_to_a_valid_object_and_archive() {
     println!("{table}");
 }
 
+/// Panics unless `cc` (gcc or g++, language standard `std`) accepts `file` with every warning
+/// an error and headers from `include`.
+fn assert_compiles_strictly(cc: &str, std: &str, include: &Path, file: &Path, what: &str) {
+    let out = std::process::Command::new(cc)
+        .args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(include)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{cc} is required for the AOT tests (apt-get install gcc g++): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{cc} {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn headers_compile_as_c_and_cpp() {
     let dir = scratch("headers");
@@ -181,27 +207,7 @@ fn headers_compile_as_c_and_cpp() {
             };
             let file = dir.join(format!("{name}.{ext}"));
             std::fs::write(&file, src).unwrap();
-            let out = std::process::Command::new(cc)
-                .args([
-                    std,
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    "-pedantic",
-                    "-fsyntax-only",
-                    "-I",
-                ])
-                .arg(&dir)
-                .arg(&file)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("{cc} is required for the AOT tests (apt-get install gcc g++): {e}")
-                });
-            assert!(
-                out.status.success(),
-                "{cc} {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_compiles_strictly(cc, std, &dir, &file, &name);
         }
     }
 }
@@ -496,25 +502,7 @@ fn a_model_without_inputs_and_a_scalar_output_has_a_valid_header_and_links() {
             "#include \"empty.h\"\nint main(void) { return (int)empty_OUTPUT_BYTES[0] - 4; }\n",
         )
         .unwrap();
-        let out = std::process::Command::new(cc)
-            .args([
-                std,
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-fsyntax-only",
-                "-I",
-            ])
-            .arg(&dir)
-            .arg(dir.join(file))
-            .output()
-            .unwrap_or_else(|e| panic!("{cc} is required for the AOT tests: {e}"));
-        assert!(
-            out.status.success(),
-            "{cc}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_compiles_strictly(cc, std, &dir, &dir.join(file), "empty");
     }
     let got = shrink::harness::link_and_run(&profile, &[&o], &[vec![]], &dir).unwrap();
     assert_eq!(got[0].len(), 1);
