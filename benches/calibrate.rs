@@ -8,8 +8,7 @@
 //! profile. Run: `cargo bench --bench calibrate`.
 use shrink::codegen::cost::{LayerShape, features};
 use shrink::codegen::{Activations, CodegenOptions, CostModel, Strategy};
-use shrink::ir::{DType, Tensor};
-use shrink::onnx::writer::{ModelBuilder, WDim};
+use shrink::ir::Tensor;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -21,13 +20,9 @@ fn layer(rows: usize, cols: usize, batch: usize) -> (shrink::ir::Graph, Vec<Tens
     let w: Vec<f32> = (0..rows * cols).map(|_| rng.trit(33) * 0.03).collect();
     let nonzeros = w.iter().filter(|v| **v != 0.0).count();
     let x: Vec<f32> = (0..batch * cols).map(|_| rng.uniform()).collect();
-    let mut m = ModelBuilder::new("calibrate", 21);
-    m.input("x", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(cols)])
-        .output("y", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(rows)])
-        .initializer("w", &Tensor::from_vec(vec![cols, rows], w))
-        .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
+    let model = shrink::demo::matmul_model("calibrate", batch, cols, rows, w);
     let g = shrink::Compiler::new(Default::default())
-        .optimized_graph(m.to_bytes().as_slice())
+        .optimized_graph(model.as_slice())
         .expect("optimize");
     (g, vec![Tensor::from_vec(vec![batch, cols], x)], nonzeros)
 }

@@ -65,21 +65,14 @@ pub fn clean_vector_state() {
 /// shape `[n, n]`: about a third of the weights zero, the rest ±s_c with a scale per output
 /// column (per-row scales in shrink's terms). Inputs uniform in [-1, 1].
 pub fn ternary_matvec(n: usize, batch: usize) -> BenchModel {
-    use shrink::ir::DType;
-    use shrink::onnx::writer::{ModelBuilder, WDim};
     let mut rng = shrink::demo::Rng(0x7e57_0000 | (n * 16 + batch) as u64);
     let scales: Vec<f32> = (0..n).map(|c| 0.01 + 0.001 * (c % 7) as f32).collect();
     let w: Vec<f32> = (0..n * n).map(|i| rng.trit(33) * scales[i % n]).collect();
     let x: Vec<f32> = (0..batch * n).map(|_| rng.uniform()).collect();
     let name = format!("ternary_{n}x{n}_b{batch}");
-    let mut m = ModelBuilder::new(&name, 21);
-    m.input("x", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(n)])
-        .output("y", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(n)])
-        .initializer("w", &Tensor::from_vec(vec![n, n], w))
-        .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
     BenchModel {
+        onnx: shrink::demo::matmul_model(&name, batch, n, n, w),
         name,
-        onnx: m.to_bytes(),
         inputs: vec![Tensor::from_vec(vec![batch, n], x)],
     }
 }

@@ -524,26 +524,13 @@ fn a_4096_square_ternary_layer_compiles_on_auto_and_agrees() {
 #[test]
 fn int8_activations_change_packed_layers_within_their_bound() {
     use shrink::codegen::{Activations, CodegenOptions, Strategy};
-    use shrink::onnx::writer::{ModelBuilder, WDim};
     let n = 300;
     let mut rng = shrink::demo::Rng(0xac7);
     let w: Vec<f32> = (0..n * n).map(|_| rng.trit(33) * 0.05).collect();
     let x: Vec<f32> = (0..2 * n).map(|_| rng.uniform()).collect();
-    let mut m = ModelBuilder::new("int8", 21);
-    m.input(
-        "x",
-        shrink::ir::DType::F32,
-        &[WDim::Fixed(2), WDim::Fixed(n)],
-    )
-    .output(
-        "y",
-        shrink::ir::DType::F32,
-        &[WDim::Fixed(2), WDim::Fixed(n)],
-    )
-    .initializer("w", &Tensor::from_vec(vec![n, n], w.clone()))
-    .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
+    let model = shrink::demo::matmul_model("int8", 2, n, n, w.clone());
     let g = shrink::Compiler::new(Default::default())
-        .optimized_graph(m.to_bytes().as_slice())
+        .optimized_graph(model.as_slice())
         .unwrap();
     let inputs = [Tensor::from_vec(vec![2, n], x.clone())];
     let run = |activations| {

@@ -145,17 +145,23 @@ pub fn ternary_layer(n: usize) -> DemoModel {
             acc as f32
         })
         .collect();
-    let mut m = ModelBuilder::new("ternary_layer", 21);
-    m.input("x", DType::F32, &[WDim::Fixed(1), WDim::Fixed(n)])
-        .output("y", DType::F32, &[WDim::Fixed(1), WDim::Fixed(n)])
-        .initializer("w", &Tensor::from_vec(vec![n, n], w))
-        .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
     DemoModel {
         name: "ternary_layer",
-        model: m.to_bytes(),
+        model: matmul_model("ternary_layer", 1, n, n, w),
         inputs: vec![("x".into(), Tensor::from_vec(vec![1, n], x))],
         outputs: vec![("y".into(), Tensor::from_vec(vec![1, n], y))],
     }
+}
+
+/// The ONNX bytes of one MatMul node `layer`: `y[batch, rows] = x[batch, cols] · w`, with `w`
+/// (`[cols, rows]`, row-major) an initializer.
+pub fn matmul_model(name: &str, batch: usize, cols: usize, rows: usize, w: Vec<f32>) -> Vec<u8> {
+    let mut m = ModelBuilder::new(name, 21);
+    m.input("x", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(cols)])
+        .output("y", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(rows)])
+        .initializer("w", &Tensor::from_vec(vec![cols, rows], w))
+        .node("MatMul", "layer", &["x", "w"], &["y"], &[]);
+    m.to_bytes()
 }
 
 /// Every shipped model.
