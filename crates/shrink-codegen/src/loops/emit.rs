@@ -111,6 +111,7 @@ pub fn emit_kernel_with<'a>(
         simd: isa.simd,
         x86: isa.x86,
         vnni: isa.vnni,
+        fma: isa.fma,
         wide: isa.wide,
         machine,
         ptr,
@@ -178,6 +179,7 @@ pub(super) struct Emitter<'a, 'f> {
     pub(super) simd: bool,
     pub(super) x86: bool,
     pub(super) vnni: bool,
+    fma: bool,
     wide: Option<Wide>,
     machine: Option<&'a mut dyn MachineSink>,
     pub(super) ptr: Type,
@@ -241,6 +243,7 @@ impl Emitter<'_, '_> {
                     bases: &self.bases,
                     pointer: self.ptr,
                     vnni: self.vnni,
+                    fma: self.fma,
                     wide: self.wide,
                     machine: match &mut self.machine {
                         Some(m) => Some(&mut **m),

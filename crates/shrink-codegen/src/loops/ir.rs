@@ -262,6 +262,8 @@ pub struct NativeCx<'a, 'f> {
     pub pointer: cranelift_codegen::ir::Type,
     /// See [`super::emit::IsaFacts::vnni`].
     pub vnni: bool,
+    /// See [`super::emit::IsaFacts::fma`].
+    pub fma: bool,
     /// See [`super::emit::IsaFacts::wide`].
     pub wide: Option<super::emit::Wide>,
     /// Where [`NativeCx::call_machine`] puts machine code (None: the module takes none, and the

@@ -24,6 +24,9 @@ pub struct IsaFacts {
     /// native kernels then shape their integer dot products as the tree Cranelift lowers to
     /// `vpdpbusd`.
     pub vnni: bool,
+    /// A native fused multiply-add (scalar and 128-bit vectors): float kernels use `fma` only
+    /// then, since without it Cranelift calls `fmaf` (an import).
+    pub fma: bool,
     /// x86-64 vectors wider than Cranelift's 128 bits that native pieces may use through machine
     /// code of their own ([`NativeCx::call_machine`]); None elsewhere.
     pub wide: Option<Wide>,
@@ -50,6 +53,7 @@ impl IsaFacts {
             simd: simd_of(isa),
             x86: isa.name() == "x64",
             vnni: vnni_of(isa),
+            fma: isa.has_native_fma(),
             wide: wide_of(isa),
         }
     }

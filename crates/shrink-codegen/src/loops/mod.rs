@@ -9,6 +9,7 @@ pub mod fuse;
 pub mod ir;
 pub mod isa;
 pub mod math;
+pub mod native;
 #[cfg(test)]
 pub mod testing;
 pub mod vectorize;

@@ -2,10 +2,13 @@
 //! written with the one tiled dot-product loop of [`matmul`]; each op only says how elements
 //! enter the sum (zero points) and what happens to a finished sum (its epilogue).
 //!
-//! Numerics are the interpreter's: float products accumulate in f64 and round once to the
-//! output dtype; integer MatMul/Gemm wrap in the element type; the quantized ops accumulate in
+//! f32 and f64 products run as SIMD register tiles ([`gemm`]) and sum in their element type, as
+//! ONNX runtimes do (within the numerics contract's tolerance of the interpreter, which sums in
+//! f64); other float types accumulate in f64 and round once to the output dtype; integer
+//! MatMul/Gemm wrap in the element type; the quantized ops accumulate in
 //! wrapping i32 and requantize with the scale arithmetic rounded in the scale dtype after each
 //! operation, then `round_half_even(acc * multiplier) + zero_point`, saturated.
+mod gemm;
 mod matmul;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -218,8 +221,10 @@ impl Dot for LinearDot<'_> {
             Finish::Gemm { alpha, beta, c } => {
                 let c = c.as_ref().map(|(t, s)| b.load(t, linear(&coords(), s)));
                 let unit = *alpha == 1.0 && (*beta == 1.0 || c.is_none());
-                if ty.is_int() && unit {
-                    // Integer Gemm with unit coefficients stays exact (wrapping).
+                if (ty.is_int() || acc.ty == ty) && unit {
+                    // Integer Gemm with unit coefficients stays exact (wrapping); a float sum
+                    // already in the output type adds C with the one rounding the f64 form
+                    // would make.
                     c.map_or(acc.clone(), |c| acc.clone().add(c))
                 } else {
                     // Other coefficients scale through f64 (and truncate for integers).
@@ -422,6 +427,9 @@ fn loops_over(
     bm: Operand,
     dot: &dyn Dot,
 ) {
+    if gemm::try_lower(b, plan, a, &bm, cx.const_input(b_input), dot) {
+        return;
+    }
     let whole_bytes = !matches!(
         bm.t.dtype,
         DType::I4 | DType::U4 | DType::I2 | DType::U2 | DType::F4E2M1 | DType::String

@@ -44,6 +44,17 @@ pub fn run_node(
     ins: &[Option<In>],
     outs: &[(DType, &[usize])],
 ) -> Result<(i32, Vec<Vec<u8>>), String> {
+    run_node_as(lower, ins, outs, |_| {})
+}
+
+/// [`run_node`] on the host with its ISA facts changed by `tweak` (SIMD or FMA off, to run the
+/// code paths of a lesser target here).
+pub fn run_node_as(
+    lower: impl FnOnce(&mut Builder, &NodeCtx) -> super::LowerResult,
+    ins: &[Option<In>],
+    outs: &[(DType, &[usize])],
+    tweak: impl FnOnce(&mut crate::loops::emit::IsaFacts),
+) -> Result<(i32, Vec<Vec<u8>>), String> {
     let mut g = Graph::new();
     let node = g.add_input("x", ValueType::unknown_shape(DType::F32));
     let mut b = Builder::new("op");
@@ -89,11 +100,12 @@ pub fn run_node(
     };
     lower(&mut b, &cx)?;
     let k = b.finish()?;
-    Ok(crate::loops::testing::run_kernel(
+    Ok(crate::loops::testing::run_kernel_as(
         &k,
         &data,
         &sizes,
         k.workspace_bytes,
+        tweak,
     ))
 }
 
