@@ -113,6 +113,7 @@ pub fn emit_kernel_with<'a>(
         vnni: isa.vnni,
         fma: isa.fma,
         wide: isa.wide,
+        float_wide: isa.float_wide,
         machine,
         ptr,
     };
@@ -181,6 +182,7 @@ pub(super) struct Emitter<'a, 'f> {
     pub(super) vnni: bool,
     fma: bool,
     wide: Option<Wide>,
+    float_wide: Option<Wide>,
     machine: Option<&'a mut dyn MachineSink>,
     pub(super) ptr: Type,
 }
@@ -245,6 +247,7 @@ impl Emitter<'_, '_> {
                     vnni: self.vnni,
                     fma: self.fma,
                     wide: self.wide,
+                    float_wide: self.float_wide,
                     machine: match &mut self.machine {
                         Some(m) => Some(&mut **m),
                         None => None,

@@ -266,6 +266,8 @@ pub struct NativeCx<'a, 'f> {
     pub fma: bool,
     /// See [`super::emit::IsaFacts::wide`].
     pub wide: Option<super::emit::Wide>,
+    /// See [`super::emit::IsaFacts::float_wide`].
+    pub float_wide: Option<super::emit::Wide>,
     /// Where [`NativeCx::call_machine`] puts machine code (None: the module takes none, and the
     /// piece emits Cranelift IR).
     pub machine: Option<&'a mut dyn MachineSink>,
@@ -286,14 +288,19 @@ impl NativeCx<'_, '_> {
             "machine function '{}' arguments",
             code.name
         );
-        let Some(sink) = self.machine.as_deref_mut() else {
-            return false;
-        };
-        let Some(f) = sink.place(code, self.fb.func) else {
+        let Some(f) = self.place_machine(code) else {
             return false;
         };
         self.fb.ins().call(f, args);
         true
+    }
+
+    /// Places `code` in the module and returns the reference calls to it take (for a piece that
+    /// calls it inside loops of its own, with `code.args` pointers); None when there is no sink
+    /// or it refused.
+    pub fn place_machine(&mut self, code: MachineCode) -> Option<cranelift_codegen::ir::FuncRef> {
+        let sink = self.machine.as_deref_mut()?;
+        sink.place(code, self.fb.func)
     }
 }
 

@@ -30,6 +30,8 @@ pub struct IsaFacts {
     /// x86-64 vectors wider than Cranelift's 128 bits that native pieces may use through machine
     /// code of their own ([`NativeCx::call_machine`]); None elsewhere.
     pub wide: Option<Wide>,
+    /// The same for float kernels (fused multiply-adds): `Zmm` with AVX-512 F; None elsewhere.
+    pub float_wide: Option<Wide>,
 }
 
 /// The widest integer dot-product vectors of an x86-64 target, and their encoding.
@@ -55,6 +57,7 @@ impl IsaFacts {
             vnni: vnni_of(isa),
             fma: isa.has_native_fma(),
             wide: wide_of(isa),
+            float_wide: float_wide_of(isa),
         }
     }
 }
@@ -84,6 +87,13 @@ fn wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
     } else {
         None
     }
+}
+
+/// The float kernels' `vfmadd231ps`, `vbroadcastss`, `vmovups` and `vpxord` on zmm are all
+/// AVX-512 F.
+fn float_wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
+    let on = |name: &str| isa_flag(isa, name);
+    (isa.name() == "x64" && on("has_avx") && on("has_avx512f")).then_some(Wide::Zmm)
 }
 
 /// The signature of [`MachineCode`] with `args` pointer arguments: System V (the register

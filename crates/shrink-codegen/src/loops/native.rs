@@ -1,5 +1,5 @@
-//! Control flow for native pieces ([`super::ir::Native`]) written straight in Cranelift IR: the
-//! counted loop every hand-scheduled kernel is built from.
+//! What native pieces ([`super::ir::Native`]) share: the counted loop every hand-scheduled
+//! kernel in Cranelift IR is built from, and the listing of x86 machine code pieces.
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -26,4 +26,20 @@ pub fn counted_loop(
     let more = fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, next, n);
     fb.ins().brif(more, head, &[], exit, &[]);
     fb.switch_to_block(exit);
+}
+
+/// The disassembly of x86-64 machine code, one instruction a line: offset and GNU-assembler
+/// syntax (as Cranelift's listing), for [`super::ir::MachineCode::listing`].
+pub fn x86_listing(bytes: &[u8]) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter};
+    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut formatter = GasFormatter::new();
+    let mut out = String::new();
+    let mut text = String::new();
+    for ins in &mut decoder {
+        text.clear();
+        formatter.format(&ins, &mut text);
+        out.push_str(&format!("  {:04x}  {text}\n", ins.ip()));
+    }
+    out
 }

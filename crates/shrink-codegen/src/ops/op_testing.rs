@@ -55,6 +55,16 @@ pub fn run_node_as(
     outs: &[(DType, &[usize])],
     tweak: impl FnOnce(&mut crate::loops::emit::IsaFacts),
 ) -> Result<(i32, Vec<Vec<u8>>), String> {
+    run_node_traced(lower, ins, outs, tweak).map(|(code, outs, _)| (code, outs))
+}
+
+/// [`run_node_as`], also returning how many bytes of machine code native pieces placed.
+pub fn run_node_traced(
+    lower: impl FnOnce(&mut Builder, &NodeCtx) -> super::LowerResult,
+    ins: &[Option<In>],
+    outs: &[(DType, &[usize])],
+    tweak: impl FnOnce(&mut crate::loops::emit::IsaFacts),
+) -> Result<(i32, Vec<Vec<u8>>, usize), String> {
     let mut g = Graph::new();
     let node = g.add_input("x", ValueType::unknown_shape(DType::F32));
     let mut b = Builder::new("op");
@@ -100,7 +110,7 @@ pub fn run_node_as(
     };
     lower(&mut b, &cx)?;
     let k = b.finish()?;
-    Ok(crate::loops::testing::run_kernel_as(
+    Ok(crate::loops::testing::run_kernel_traced(
         &k,
         &data,
         &sizes,

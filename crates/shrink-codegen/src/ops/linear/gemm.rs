@@ -14,10 +14,11 @@
 //! interpreter's f64 sum), multiply-added with one rounding where the ISA has a fused
 //! multiply-add, else multiplied and added with two (the same bits as the scalar fallback).
 use super::matmul::{Dot, Operand, Plan};
+use crate::loops::emit::Wide;
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::native::counted_loop;
 use crate::loops::{Builder, Expr, TensorRef, Ty, linear, strides_of};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{FuncRef, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use shrink_ir::{DType, Tensor};
 
@@ -69,6 +70,17 @@ impl Elem {
     }
 }
 
+/// Columns of a full panel: what the widest kernel covers with one tile (x86 zmm: 8 vectors of
+/// 16 f32 for a single row, 4 for several), independent of the ISA so the layout is decided
+/// before the target's kernel is.
+fn panel_width(m: usize) -> usize {
+    if m == 1 { 128 } else { 64 }
+}
+
+/// Panel widths are multiples of this many elements (one zmm of f32; whole vectors on every
+/// ISA).
+pub(super) const PANEL_UNIT: usize = 16;
+
 /// The product's static shape as the native loops walk it; strides in elements.
 #[derive(Clone)]
 struct Geometry {
@@ -84,23 +96,16 @@ struct Geometry {
     /// A's strides along its rows and along `k`.
     a_outer: usize,
     a_inner: usize,
-    /// Rows per tile; columns of a full panel (a multiple of the lanes); how many full panels;
-    /// the width of the last, narrower panel (0 when the full panels cover `n`).
-    mr: usize,
-    nr: usize,
+    /// Columns of a full panel ([`panel_width`]); how many full panels; the width of the last,
+    /// narrower panel ([`PANEL_UNIT`]s, 0 when the full panels cover `n`).
+    width: usize,
     full: usize,
     last: usize,
 }
 
 impl Geometry {
     fn new(elem: Elem, plan: &Plan, a: &Operand) -> Geometry {
-        let vectors = match plan.m {
-            1 => ACCUMULATORS,
-            2 => ACCUMULATORS / 2,
-            _ => ACCUMULATORS / MAX_ROWS,
-        };
-        let nr = vectors * elem.lanes;
-        let rest = plan.n % nr;
+        let width = panel_width(plan.m);
         Geometry {
             elem,
             m: plan.m,
@@ -112,16 +117,15 @@ impl Geometry {
             c_batch: vec![],
             a_outer: a.outer,
             a_inner: a.inner,
-            mr: plan.m.clamp(1, MAX_ROWS),
-            nr,
-            full: plan.n / nr,
-            last: rest.div_ceil(elem.lanes) * elem.lanes,
+            width,
+            full: plan.n / width,
+            last: (plan.n % width).div_ceil(PANEL_UNIT) * PANEL_UNIT,
         }
     }
 
     /// Columns of C and of the panels: `n` rounded up to whole panels.
     fn padded(&self) -> usize {
-        self.full * self.nr + self.last
+        self.full * self.width + self.last
     }
 
     fn panel_elems(&self) -> usize {
@@ -130,8 +134,18 @@ impl Geometry {
 
     /// `(first column, width)` of every panel.
     fn panels(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let full = (0..self.full).map(|q| (q * self.nr, self.nr));
-        full.chain((self.last > 0).then_some((self.full * self.nr, self.last)))
+        let full = (0..self.full).map(|q| (q * self.width, self.width));
+        full.chain((self.last > 0).then_some((self.full * self.width, self.last)))
+    }
+
+    /// The 128-bit tiles: rows per tile and columns per tile (inside a panel).
+    fn tile(&self) -> (usize, usize) {
+        let vectors = match self.m {
+            1 => ACCUMULATORS,
+            2 => ACCUMULATORS / 2,
+            _ => ACCUMULATORS / MAX_ROWS,
+        };
+        (self.m.clamp(1, MAX_ROWS), vectors * self.elem.lanes)
     }
 }
 
@@ -251,10 +265,12 @@ fn pack(b: &mut Builder, g: &Geometry, bm: &Operand, panels: &TensorRef, shared:
             });
         };
         if g.full > 0 {
-            b.for_(g.full, |b, q| copy(b, q.mul_k(g.nr as i64), g.nr, false));
+            b.for_(g.full, |b, q| {
+                copy(b, q.mul_k(g.width as i64), g.width, false)
+            });
         }
         if g.last > 0 {
-            copy(b, Expr::idx((g.full * g.nr) as i64), g.last, true);
+            copy(b, Expr::idx((g.full * g.width) as i64), g.last, true);
         }
     });
 }
@@ -294,10 +310,16 @@ fn fallback(b: &mut Builder, g: &Geometry, a: &TensorRef, panels: &TensorRef, c:
 fn emit(cx: &mut NativeCx, g: &Geometry, a: BufId, panels: BufId, c: BufId) {
     let base = |b: BufId| cx.bases[b.0 as usize];
     let (a, p, c) = (base(a), base(panels), base(c));
+    // f32 with AVX-512: one matrix as zmm machine code, called per batch.
+    let machine = match (g.elem.ty, cx.float_wide) {
+        (Ty::F32, Some(Wide::Zmm)) => x86::matrix(g).and_then(|code| cx.place_machine(code)),
+        _ => None,
+    };
     let t = Tiles {
         g,
         ptr: cx.pointer,
         fma: cx.fma,
+        machine,
     };
     t.batches(cx.fb, 0, a, p, c);
 }
@@ -306,6 +328,8 @@ struct Tiles<'a> {
     g: &'a Geometry,
     ptr: Type,
     fma: bool,
+    /// The matrix as machine code, when the target has wider vectors than Cranelift's.
+    machine: Option<FuncRef>,
 }
 
 /// `base + i · stride` bytes (`base` when the stride is 0).
@@ -325,7 +349,13 @@ impl Tiles<'_> {
     fn batches(&self, fb: &mut FunctionBuilder, axis: usize, a: Value, p: Value, c: Value) {
         let g = self.g;
         if axis == g.batch.len() {
-            return self.matrix(fb, a, p, c);
+            match self.machine {
+                Some(f) => {
+                    fb.ins().call(f, &[a, p, c]);
+                }
+                None => self.matrix(fb, a, p, c),
+            }
+            return;
         }
         counted_loop(fb, self.ptr, g.batch[axis] as i64, |fb, i| {
             let a = advance(fb, a, i, self.bytes(g.a_batch[axis]));
@@ -335,52 +365,84 @@ impl Tiles<'_> {
         });
     }
 
-    /// One matrix: panels outer, row tiles inner, so a panel (`k · NR` elements) is read from
-    /// memory once and stays in cache while every row tile uses it; A's rows are re-read per
-    /// panel instead, and the product's A is the smaller operand in the layers this is for.
+    /// One matrix: panels outer, row tiles inner, so a panel (`k · width` elements) is read
+    /// from memory once and stays in cache while every row tile uses it; A's rows are re-read
+    /// per panel instead, and the product's A is the smaller operand in the layers this is for.
     fn matrix(&self, fb: &mut FunctionBuilder, a: Value, p: Value, c: Value) {
         let g = self.g;
         if g.full > 0 {
             counted_loop(fb, self.ptr, g.full as i64, |fb, q| {
-                let p = advance(fb, p, q, self.bytes(g.nr * g.k));
-                let c = advance(fb, c, q, self.bytes(g.nr));
-                self.rows(fb, g.nr, a, p, c);
+                let p = advance(fb, p, q, self.bytes(g.width * g.k));
+                let c = advance(fb, c, q, self.bytes(g.width));
+                self.columns(fb, g.width, a, p, c);
             });
         }
         if g.last > 0 {
             let p = fb
                 .ins()
-                .iadd_imm_s(p, self.bytes(g.full * g.nr * g.k) as i64);
-            let c = fb.ins().iadd_imm_s(c, self.bytes(g.full * g.nr) as i64);
-            self.rows(fb, g.last, a, p, c);
+                .iadd_imm_s(p, self.bytes(g.full * g.width * g.k) as i64);
+            let c = fb.ins().iadd_imm_s(c, self.bytes(g.full * g.width) as i64);
+            self.columns(fb, g.last, a, p, c);
         }
     }
 
-    /// Every row tile of A times the panel at `p` (`width` columns), into C's columns at `c`.
-    fn rows(&self, fb: &mut FunctionBuilder, width: usize, a: Value, p: Value, c: Value) {
+    /// The tile columns of one panel of `width` columns at `p` (C's columns at `c`).
+    fn columns(&self, fb: &mut FunctionBuilder, width: usize, a: Value, p: Value, c: Value) {
+        let (_, cols) = self.g.tile();
+        let (whole, rest) = (width / cols, width % cols);
+        let step = self.bytes(cols);
+        match whole {
+            0 => {}
+            1 => self.rows(fb, cols, width, a, p, c),
+            _ => counted_loop(fb, self.ptr, whole as i64, |fb, s| {
+                let p = advance(fb, p, s, step);
+                let c = advance(fb, c, s, step);
+                self.rows(fb, cols, width, a, p, c);
+            }),
+        }
+        if rest > 0 {
+            let p = fb.ins().iadd_imm_s(p, (whole * step) as i64);
+            let c = fb.ins().iadd_imm_s(c, (whole * step) as i64);
+            self.rows(fb, rest, width, a, p, c);
+        }
+    }
+
+    /// Every row tile of A times `cols` columns of a panel `width` wide at `p`, into C at `c`.
+    fn rows(
+        &self,
+        fb: &mut FunctionBuilder,
+        cols: usize,
+        width: usize,
+        a: Value,
+        p: Value,
+        c: Value,
+    ) {
         let g = self.g;
-        let (tiles, rest) = (g.m / g.mr, g.m % g.mr);
-        let a_tile = self.bytes(g.mr * g.a_outer);
-        let c_tile = self.bytes(g.mr * g.padded());
+        let (mr, _) = g.tile();
+        let (tiles, rest) = (g.m / mr, g.m % mr);
+        let a_tile = self.bytes(mr * g.a_outer);
+        let c_tile = self.bytes(mr * g.padded());
         if tiles > 0 {
             counted_loop(fb, self.ptr, tiles as i64, |fb, t| {
                 let a = advance(fb, a, t, a_tile);
                 let c = advance(fb, c, t, c_tile);
-                self.tile(fb, g.mr, width, a, p, c);
+                self.tile(fb, mr, cols, width, a, p, c);
             });
         }
         if rest > 0 {
             let a = fb.ins().iadd_imm_s(a, (tiles * a_tile) as i64);
             let c = fb.ins().iadd_imm_s(c, (tiles * c_tile) as i64);
-            self.tile(fb, rest, width, a, p, c);
+            self.tile(fb, rest, cols, width, a, p, c);
         }
     }
 
-    /// `rows` rows of A times one panel of `width` columns, into C.
+    /// `rows` rows of A times `cols` columns of a panel `width` wide, into C.
+    #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         fb: &mut FunctionBuilder,
         rows: usize,
+        cols: usize,
         width: usize,
         a: Value,
         p: Value,
@@ -388,7 +450,7 @@ impl Tiles<'_> {
     ) {
         let g = self.g;
         let e = g.elem;
-        let vectors = width / e.lanes;
+        let vectors = cols / e.lanes;
         let zero = match e.ty {
             Ty::F32 => fb.ins().f32const(0.0),
             _ => fb.ins().f64const(0.0),
@@ -502,3 +564,4 @@ fn store(fb: &mut FunctionBuilder, flags: MemFlagsData, v: Value, base: Value, o
 
 #[cfg(test)]
 mod tests;
+mod x86;

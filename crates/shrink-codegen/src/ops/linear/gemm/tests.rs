@@ -3,7 +3,7 @@
 //! operands, constant and per-call B, f64; and against their scalar fallback bit for bit when
 //! the ISA has no fused multiply-add.
 use crate::ops::lower_node;
-use crate::ops::op_testing::{In, f32s, run_node_as};
+use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced};
 use shrink_ir::op::{Linear, Op};
 use shrink_ir::{DType, Tensor};
 
@@ -57,12 +57,22 @@ fn out_dims(c: &Case) -> Vec<usize> {
 }
 
 fn run(c: &Case, a: &[f32], b: &[f32], tweak: fn(&mut crate::loops::emit::IsaFacts)) -> Vec<u8> {
+    run_traced(c, a, b, tweak).0
+}
+
+/// The output bytes and the bytes of machine code placed.
+fn run_traced(
+    c: &Case,
+    a: &[f32],
+    b: &[f32],
+    tweak: fn(&mut crate::loops::emit::IsaFacts),
+) -> (Vec<u8>, usize) {
     let mut bin = In::f32s(&c.b_dims, b);
     if c.b_constant {
         bin = bin.constant();
     }
     let out = out_dims(c);
-    let (code, outs) = run_node_as(
+    let (code, outs, machine) = run_node_traced(
         |bld, cx| lower_node(bld, &Op::Linear(Linear::MatMul), cx),
         &[Some(In::f32s(&c.a_dims, a)), Some(bin)],
         &[(DType::F32, &out)],
@@ -70,7 +80,7 @@ fn run(c: &Case, a: &[f32], b: &[f32], tweak: fn(&mut crate::loops::emit::IsaFac
     )
     .unwrap();
     assert_eq!(code, 0);
-    outs.into_iter().next().unwrap()
+    (outs.into_iter().next().unwrap(), machine)
 }
 
 fn cases() -> Vec<Case> {
@@ -205,5 +215,34 @@ fn transposed_a_and_f64_products_are_tiled_too() {
             let want: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
             assert!((got[i * n + j] - want).abs() < 1e-14, "({i}, {j})");
         }
+    }
+}
+
+/// Whether this host runs the AVX-512 machine-code tiles.
+fn host_has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn zmm_machine_code_gives_the_128_bit_tiles_bits() {
+    let wide = host_has_avx512f();
+    if !wide {
+        eprintln!("this host has no AVX-512 F: checking that no machine code is placed instead");
+    }
+    for (t, c) in cases().iter().enumerate() {
+        let a = values(c.a_dims.iter().product(), 5 * t as u64 + 1);
+        let b = values(c.b_dims.iter().product(), 5 * t as u64 + 2);
+        let (zmm, machine) = run_traced(c, &a, &b, |_| {});
+        assert_eq!(machine > 0, wide, "case {t}: machine code placed");
+        let (narrow, none) = run_traced(c, &a, &b, |f| f.float_wide = None);
+        assert_eq!(none, 0);
+        assert_eq!(zmm, narrow, "case {t} ({:?} x {:?})", c.a_dims, c.b_dims);
     }
 }

@@ -1,0 +1,165 @@
+//! The f32 tiles as x86-64 AVX-512 machine code (zmm, 32 registers), assembled with iced-x86
+//! for one matrix of a static shape and placed beside the kernel that calls it once per batch
+//! ([`crate::loops::ir::NativeCx::call_machine`]).
+//!
+//! It computes what the 128-bit tiles do — each output one sequential fused multiply-add chain
+//! over `k`, in order — so its sums are bit-identical to theirs. A tile is up to [`MAX_ROWS`]
+//! rows × one whole panel (4 or 8 zmm vectors of 16 columns): per `k` step it loads the panel's
+//! vectors, broadcasts one element of A per row (`vbroadcastss`) and issues one `vfmadd231ps`
+//! per (row, vector), the accumulator being the destination — the form Cranelift's lowering
+//! never picks, which is why its tiles copy registers every step.
+//!
+//! Arguments (System V): rdi = A, rsi = the panels, rdx = C of this matrix. Registers: rsi
+//! walks the panels and rdx C's panel columns; rdi walks A's row tiles (and is walked back
+//! after each panel); r11 walks C's row tiles; rax and rcx walk A and the panel along `k`; r8,
+//! r9 and r10 count panels, row tiles and `k` steps. Only caller-saved registers are used,
+//! nothing touches the stack, and `vzeroupper` precedes `ret`. Every address is in range by
+//! construction: rows `< m`, `k` steps `< k`, panel columns `< padded`, exactly the extents the
+//! buffers were made with.
+use super::Geometry;
+use crate::loops::ir::MachineCode;
+use crate::loops::native::x86_listing;
+use iced_x86::code_asm::*;
+use iced_x86::{IcedError, Register};
+
+/// Most rows per tile: 6 rows × 4 vectors = 24 accumulators, beside 4 panel vectors and 2
+/// broadcasts, of 32 registers.
+pub(super) const MAX_ROWS: usize = 6;
+
+/// f32 lanes per zmm.
+const LANES: usize = 16;
+
+type R = Result<(), IcedError>;
+
+fn zmm(i: usize) -> AsmRegisterZmm {
+    registers::zmm::get_zmm(Register::ZMM0 + i as u32).expect("zmm register")
+}
+
+/// The machine code of one matrix of `g` (f32), with its listing; None when a displacement
+/// does not fit an instruction (the 128-bit tiles take the product then).
+pub(super) fn matrix(g: &Geometry) -> Option<MachineCode> {
+    // Every displacement and immediate is a few rows or `k` steps of A, C or a panel.
+    let largest = 4 * (MAX_ROWS + 1) * (g.a_outer + g.a_inner + g.padded() + 2 * g.width);
+    if i32::try_from(largest).is_err() {
+        return None;
+    }
+    let bytes = assemble(g).expect("the f32 microkernel assembles");
+    Some(MachineCode {
+        name: "f32 matrix product tiles",
+        listing: x86_listing(&bytes),
+        bytes,
+        args: 3,
+    })
+}
+
+struct Asm<'a> {
+    a: CodeAssembler,
+    g: &'a Geometry,
+}
+
+/// A byte count as a displacement or immediate (in range: see [`matrix`]).
+fn disp(bytes: usize) -> i32 {
+    bytes as i32
+}
+
+fn assemble(g: &Geometry) -> Result<Vec<u8>, IcedError> {
+    let mut m = Asm {
+        a: CodeAssembler::new(64)?,
+        g,
+    };
+    m.a.set_prefer_vex(false);
+    if g.full > 0 {
+        m.a.mov(r8d, g.full as u32)?;
+        let mut panel = m.a.create_label();
+        m.a.set_label(&mut panel)?;
+        m.panel(g.width)?;
+        m.a.dec(r8)?;
+        m.a.jne(panel)?;
+    }
+    if g.last > 0 {
+        m.panel(g.last)?;
+    }
+    m.a.vzeroupper()?;
+    m.a.ret()?;
+    m.a.assemble(0)
+}
+
+impl Asm<'_> {
+    /// Every row tile times the panel at rsi (`width` columns) into C's columns at rdx; then
+    /// rsi and rdx step to the next panel and rdi is back at A's first row.
+    fn panel(&mut self, width: usize) -> R {
+        let g = self.g;
+        let mr = g.m.min(MAX_ROWS);
+        let (tiles, rest) = (g.m / mr, g.m % mr);
+        let a_tile = disp(4 * mr * g.a_outer);
+        let c_tile = disp(4 * mr * g.padded());
+        self.a.mov(r11, rdx)?;
+        if tiles > 1 {
+            self.a.mov(r9d, tiles as u32)?;
+            let mut row = self.a.create_label();
+            self.a.set_label(&mut row)?;
+            self.tile(mr, width)?;
+            self.a.add(rdi, a_tile)?;
+            self.a.add(r11, c_tile)?;
+            self.a.dec(r9)?;
+            self.a.jne(row)?;
+        } else {
+            self.tile(mr, width)?;
+            self.a.add(rdi, a_tile)?;
+            self.a.add(r11, c_tile)?;
+        }
+        if rest > 0 {
+            self.tile(rest, width)?;
+        }
+        // Back to A's first row (the rest tile did not move rdi).
+        self.a.mov(rax, (tiles as i64 * a_tile as i64) as u64)?;
+        self.a.sub(rdi, rax)?;
+        self.a.mov(rax, (4 * g.k * width) as u64)?;
+        self.a.add(rsi, rax)?;
+        self.a.add(rdx, disp(4 * width))?;
+        Ok(())
+    }
+
+    /// `rows` rows of A at rdi times the panel at rsi (`width` columns), stored to C at r11.
+    fn tile(&mut self, rows: usize, width: usize) -> R {
+        let g = self.g;
+        let vectors = width / LANES;
+        // Registers: the panel's vectors, two broadcasts, then the accumulators.
+        let bcast = |r: usize| zmm(vectors + r % 2);
+        let acc = |r: usize, v: usize| zmm(vectors + 2 + r * vectors + v);
+        debug_assert!(vectors + 2 + rows * vectors <= 32);
+        for r in 0..rows {
+            for v in 0..vectors {
+                self.a.vpxord(acc(r, v), acc(r, v), acc(r, v))?;
+            }
+        }
+        if g.k > 0 {
+            self.a.mov(rax, rdi)?;
+            self.a.mov(rcx, rsi)?;
+            self.a.mov(r10d, g.k as u32)?;
+            let mut step = self.a.create_label();
+            self.a.set_label(&mut step)?;
+            for v in 0..vectors {
+                self.a.vmovups(zmm(v), zmmword_ptr(rcx + disp(64 * v)))?;
+            }
+            for r in 0..rows {
+                let at = disp(4 * r * g.a_outer);
+                self.a.vbroadcastss(bcast(r), dword_ptr(rax + at))?;
+                for v in 0..vectors {
+                    self.a.vfmadd231ps(acc(r, v), zmm(v), bcast(r))?;
+                }
+            }
+            self.a.add(rax, disp(4 * g.a_inner))?;
+            self.a.add(rcx, disp(4 * width))?;
+            self.a.dec(r10)?;
+            self.a.jne(step)?;
+        }
+        for r in 0..rows {
+            for v in 0..vectors {
+                let at = disp(4 * (r * g.padded() + v * LANES));
+                self.a.vmovups(zmmword_ptr(r11 + at), acc(r, v))?;
+            }
+        }
+        Ok(())
+    }
+}
