@@ -40,8 +40,18 @@ fn shipped_models() -> Vec<(String, PathBuf)> {
     v
 }
 
+/// The compiler of the cross-target comparisons: float kernels without fused multiply-adds,
+/// the mode whose outputs are the same bits on every ISA and CPU level
+/// ([`shrink::codegen::CodegenOptions::fma`]; `fused_multiply_adds_agree_among_targets_with_fma`
+/// checks the default mode).
+fn portable() -> Compiler {
+    let mut c = Compiler::default();
+    c.options.codegen.fma = false;
+    c
+}
+
 fn compile(model: &Path, target: &str, prefix: &str) -> AotOutput {
-    Compiler::default()
+    portable()
         .compile_aot(model, target, prefix)
         .unwrap_or_else(|e| panic!("{} for {target}: {e}", model.display()))
 }
@@ -256,14 +266,20 @@ fn output_is_identical_on_one_and_two_threads() {
     }
 }
 
-/// The stored inputs of a model in the kernel's input order, and the JIT's outputs on them.
+/// The stored inputs of a model in the kernel's input order, and the portable JIT's outputs on
+/// them.
 fn inputs_and_jit_outputs(model: &Path) -> (Vec<Tensor>, Vec<Vec<u8>>) {
+    jit_outputs(&portable(), model)
+}
+
+/// The stored inputs of `model` and `compiler`'s JIT outputs on them.
+fn jit_outputs(compiler: &Compiler, model: &Path) -> (Vec<Tensor>, Vec<Vec<u8>>) {
     let set = datasets_next_to(model)
         .into_iter()
         .next()
         .expect("a test data set");
     let data = load_dataset(&set, 1 << 30).unwrap();
-    let kernel = Compiler::default().compile_jit(model).unwrap();
+    let kernel = compiler.compile_jit(model).unwrap();
     let inputs: Vec<Tensor> = kernel
         .inputs()
         .iter()
@@ -294,6 +310,39 @@ fn native_profiles() -> Vec<&'static TargetProfile> {
     v.into_iter()
         .map(|p| profiles().iter().find(|q| q.name == p.name).unwrap())
         .collect()
+}
+
+/// In the default mode (fused multiply-adds where native), the objects of the native profiles
+/// that have FMA give the host JIT's bits (which has FMA wherever those profiles run).
+#[test]
+fn fused_multiply_adds_agree_among_targets_with_fma() {
+    let with_fma: Vec<&TargetProfile> = native_profiles()
+        .into_iter()
+        .filter(|p| p.name != "x86_64-unknown-linux-gnu")
+        .collect();
+    assert!(
+        !with_fma.is_empty(),
+        "this host runs no x86-64 profile with FMA (x86_64-v3 needs AVX2 and FMA)"
+    );
+    let compiler = Compiler::default();
+    for (name, model) in shipped_models() {
+        let (inputs, want) = jit_outputs(&compiler, &model);
+        for profile in &with_fma {
+            let o = compiler
+                .compile_aot(model.as_path(), &profile.name, &name)
+                .unwrap();
+            let dir = scratch(&format!("fma-{name}-{}", profile.name));
+            let got =
+                shrink::harness::link_and_run(profile, &[&o], std::slice::from_ref(&inputs), &dir)
+                    .unwrap_or_else(|e| panic!("{name} on {}: {e}", profile.name));
+            assert!(
+                got[0] == want,
+                "{name} on {}: outputs differ from the JIT's with FMA",
+                profile.name
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 #[test]

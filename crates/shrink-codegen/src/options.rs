@@ -110,6 +110,13 @@ pub struct CodegenOptions {
     pub goal: Goal,
     /// How `packed` ternary layers quantize float activations.
     pub activations: Activations,
+    /// Float kernels multiply-add with one rounding where the target has a native fused
+    /// multiply-add (the default: up to twice the throughput on compute-bound layers). False
+    /// (`--no-fma`) multiplies and adds separately on every target, so every ISA and CPU level
+    /// gives the same output bits; with it on, outputs are the same bits only among targets
+    /// that agree on having FMA (x86-64-v3/v4, AArch64 and RISC-V with V do; baseline x86-64
+    /// and scalar RISC-V do not).
+    pub fma: bool,
     /// Graph inputs the graph was specialized on by value (input index, value): shapes depended
     /// on them, so the code is only valid for these values. The kernel compares each of them
     /// first and returns BAD_VALUE for any other value.
@@ -126,6 +133,7 @@ impl Default for CodegenOptions {
             cost: crate::CostModel::default(),
             goal: Goal::Speed,
             activations: Activations::F32,
+            fma: true,
             value_guards: vec![],
         }
     }

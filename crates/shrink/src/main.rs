@@ -58,6 +58,10 @@ struct Cli {
     /// fixed point) or int8 (BitNet-style absmax quantization per activation vector).
     #[arg(long, global = true, default_value = "f32")]
     activations: String,
+    /// Multiply and add separately in float kernels instead of fused multiply-adds: the same
+    /// output bits on every target, at up to half the speed on compute-bound layers.
+    #[arg(long, global = true)]
+    no_fma: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -202,6 +206,7 @@ fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
         other => bail!("--optimize {other}: expected speed or size"),
     }
     o.activations = cli.activations.parse().map_err(|e: String| anyhow!(e))?;
+    o.fma = !cli.no_fma;
     Ok(o)
 }
 

@@ -427,7 +427,15 @@ fn loops_over(
     bm: Operand,
     dot: &dyn Dot,
 ) {
-    if gemm::try_lower(b, plan, a, &bm, cx.const_input(b_input), dot) {
+    if gemm::try_lower(
+        b,
+        cx.options.fma,
+        plan,
+        a,
+        &bm,
+        cx.const_input(b_input),
+        dot,
+    ) {
         return;
     }
     let whole_bytes = !matches!(

@@ -12,7 +12,8 @@
 //! Numerics: every output is one sequential sum over `k` in the element type (f32 for f32
 //! graphs, as ONNX runtimes do, within the contract's rtol 1e-3 / atol 1e-4 of the
 //! interpreter's f64 sum), multiply-added with one rounding where the ISA has a fused
-//! multiply-add, else multiplied and added with two (the same bits as the scalar fallback).
+//! multiply-add, else (and with `CodegenOptions::fma` off) multiplied and added with two —
+//! the same bits as the scalar fallback, on every ISA.
 use super::matmul::{Dot, Operand, Plan};
 use crate::loops::emit::Wide;
 use crate::loops::ir::{BufId, NativeCx};
@@ -153,6 +154,7 @@ impl Geometry {
 /// value when it is a constant). False leaves it to the scalar loop nest.
 pub(super) fn try_lower(
     b: &mut Builder,
+    fuse: bool,
     plan: &Plan,
     a: &Operand,
     bm: &Operand,
@@ -197,7 +199,7 @@ pub(super) fn try_lower(
     b.native(
         "f32/f64 matrix product tiles",
         &[a.t, &panels, &c],
-        move |cx| emit(cx, &native, a_buf, p_buf, c_buf),
+        move |cx| emit(cx, &native, fuse, a_buf, p_buf, c_buf),
         |b| fallback(b, &g, a.t, &panels, &c),
     );
     let row = g.padded() as i64;
@@ -307,18 +309,19 @@ fn fallback(b: &mut Builder, g: &Geometry, a: &TensorRef, panels: &TensorRef, c:
 /// The tiles in Cranelift IR. Every address is in range by construction: batch coordinates,
 /// rows `< m`, `k` steps `< k` and panel columns `< padded` index A, the panels and C within
 /// the extents their buffers were made with.
-fn emit(cx: &mut NativeCx, g: &Geometry, a: BufId, panels: BufId, c: BufId) {
+fn emit(cx: &mut NativeCx, g: &Geometry, fuse: bool, a: BufId, panels: BufId, c: BufId) {
     let base = |b: BufId| cx.bases[b.0 as usize];
     let (a, p, c) = (base(a), base(panels), base(c));
+    let fuse = fuse && cx.fma;
     // f32 with AVX-512: one matrix as zmm machine code, called per batch.
     let machine = match (g.elem.ty, cx.float_wide) {
-        (Ty::F32, Some(Wide::Zmm)) => x86::matrix(g).and_then(|code| cx.place_machine(code)),
+        (Ty::F32, Some(Wide::Zmm)) => x86::matrix(g, fuse).and_then(|code| cx.place_machine(code)),
         _ => None,
     };
     let t = Tiles {
         g,
         ptr: cx.pointer,
-        fma: cx.fma,
+        fma: fuse,
         machine,
     };
     t.batches(cx.fb, 0, a, p, c);

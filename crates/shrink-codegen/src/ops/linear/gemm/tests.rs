@@ -7,6 +7,9 @@ use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced};
 use shrink_ir::op::{Linear, Op};
 use shrink_ir::{DType, Tensor};
 
+/// A change to the host's ISA facts (to run a lesser target's code path here).
+type Tweak = fn(&mut crate::loops::emit::IsaFacts);
+
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -56,17 +59,12 @@ fn out_dims(c: &Case) -> Vec<usize> {
     d
 }
 
-fn run(c: &Case, a: &[f32], b: &[f32], tweak: fn(&mut crate::loops::emit::IsaFacts)) -> Vec<u8> {
+fn run(c: &Case, a: &[f32], b: &[f32], tweak: Tweak) -> Vec<u8> {
     run_traced(c, a, b, tweak).0
 }
 
 /// The output bytes and the bytes of machine code placed.
-fn run_traced(
-    c: &Case,
-    a: &[f32],
-    b: &[f32],
-    tweak: fn(&mut crate::loops::emit::IsaFacts),
-) -> (Vec<u8>, usize) {
+fn run_traced(c: &Case, a: &[f32], b: &[f32], tweak: Tweak) -> (Vec<u8>, usize) {
     let mut bin = In::f32s(&c.b_dims, b);
     if c.b_constant {
         bin = bin.constant();
@@ -145,12 +143,23 @@ fn tiles_match_an_f64_sum_within_the_f32_rounding_bound() {
 
 #[test]
 fn without_fma_the_tiles_give_the_scalar_fallbacks_bits() {
+    // Without FMA (a target lacking it, or `--no-fma`), the zmm machine code (where the host
+    // has AVX-512) and the 128-bit tiles multiply and add with two roundings, as the scalar
+    // loop does.
+    let unfused: [(&str, Tweak); 2] = [
+        ("widest tiles", |f| f.fma = false),
+        ("128-bit tiles", |f| {
+            f.fma = false;
+            f.float_wide = None;
+        }),
+    ];
     for (t, c) in cases().iter().enumerate() {
         let a = values(c.a_dims.iter().product(), 3 * t as u64 + 1);
         let b = values(c.b_dims.iter().product(), 3 * t as u64 + 2);
-        let tiles = run(c, &a, &b, |f| f.fma = false);
         let scalar = run(c, &a, &b, |f| f.simd = false);
-        assert_eq!(tiles, scalar, "case {t}");
+        for (what, tweak) in unfused {
+            assert_eq!(run(c, &a, &b, tweak), scalar, "case {t}: {what}");
+        }
     }
 }
 

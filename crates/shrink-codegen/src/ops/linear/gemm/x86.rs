@@ -22,8 +22,8 @@ use crate::loops::native::x86_listing;
 use iced_x86::code_asm::*;
 use iced_x86::{IcedError, Register};
 
-/// Most rows per tile: 6 rows × 4 vectors = 24 accumulators, beside 4 panel vectors and 2
-/// broadcasts, of 32 registers.
+/// Most rows per tile: 6 rows × 4 vectors = 24 accumulators, beside 4 panel vectors, 2
+/// broadcasts and a product, of 32 registers.
 pub(super) const MAX_ROWS: usize = 6;
 
 /// f32 lanes per zmm.
@@ -37,13 +37,13 @@ fn zmm(i: usize) -> AsmRegisterZmm {
 
 /// The machine code of one matrix of `g` (f32), with its listing; None when a displacement
 /// does not fit an instruction (the 128-bit tiles take the product then).
-pub(super) fn matrix(g: &Geometry) -> Option<MachineCode> {
+pub(super) fn matrix(g: &Geometry, fuse: bool) -> Option<MachineCode> {
     // Every displacement and immediate is a few rows or `k` steps of A, C or a panel.
     let largest = 4 * (MAX_ROWS + 1) * (g.a_outer + g.a_inner + g.padded() + 2 * g.width);
     if i32::try_from(largest).is_err() {
         return None;
     }
-    let bytes = assemble(g).expect("the f32 microkernel assembles");
+    let bytes = assemble(g, fuse).expect("the f32 microkernel assembles");
     Some(MachineCode {
         name: "f32 matrix product tiles",
         listing: x86_listing(&bytes),
@@ -55,6 +55,8 @@ pub(super) fn matrix(g: &Geometry) -> Option<MachineCode> {
 struct Asm<'a> {
     a: CodeAssembler,
     g: &'a Geometry,
+    /// `vfmadd231ps`; else `vmulps` into a temporary and `vaddps` (two roundings).
+    fuse: bool,
 }
 
 /// A byte count as a displacement or immediate (in range: see [`matrix`]).
@@ -62,10 +64,11 @@ fn disp(bytes: usize) -> i32 {
     bytes as i32
 }
 
-fn assemble(g: &Geometry) -> Result<Vec<u8>, IcedError> {
+fn assemble(g: &Geometry, fuse: bool) -> Result<Vec<u8>, IcedError> {
     let mut m = Asm {
         a: CodeAssembler::new(64)?,
         g,
+        fuse,
     };
     m.a.set_prefer_vex(false);
     if g.full > 0 {
@@ -124,10 +127,11 @@ impl Asm<'_> {
     fn tile(&mut self, rows: usize, width: usize) -> R {
         let g = self.g;
         let vectors = width / LANES;
-        // Registers: the panel's vectors, two broadcasts, then the accumulators.
+        // Registers: the panel's vectors, two broadcasts, the accumulators, a product.
         let bcast = |r: usize| zmm(vectors + r % 2);
         let acc = |r: usize, v: usize| zmm(vectors + 2 + r * vectors + v);
-        debug_assert!(vectors + 2 + rows * vectors <= 32);
+        let product = zmm(vectors + 2 + rows * vectors);
+        debug_assert!(vectors + 3 + rows * vectors <= 32);
         for r in 0..rows {
             for v in 0..vectors {
                 self.a.vpxord(acc(r, v), acc(r, v), acc(r, v))?;
@@ -146,7 +150,12 @@ impl Asm<'_> {
                 let at = disp(4 * r * g.a_outer);
                 self.a.vbroadcastss(bcast(r), dword_ptr(rax + at))?;
                 for v in 0..vectors {
-                    self.a.vfmadd231ps(acc(r, v), zmm(v), bcast(r))?;
+                    if self.fuse {
+                        self.a.vfmadd231ps(acc(r, v), zmm(v), bcast(r))?;
+                    } else {
+                        self.a.vmulps(product, bcast(r), zmm(v))?;
+                        self.a.vaddps(acc(r, v), acc(r, v), product)?;
+                    }
                 }
             }
             self.a.add(rax, disp(4 * g.a_inner))?;
