@@ -17,7 +17,8 @@ use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 use crate::loops::convert::{decode, encode};
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
-use matmul::{Dot, Operand, ParamIndex, Plan, PlanIndex, fits, matmul_loops, panel_bytes};
+pub(crate) use matmul::Dot;
+use matmul::{Operand, ParamIndex, Plan, PlanIndex, fits, matmul_loops, panel_bytes};
 use shrink_ir::DType;
 use shrink_ir::op::{Fused, Linear, Unary};
 
@@ -414,6 +415,21 @@ fn quantized(b: &mut Builder, cx: &NodeCtx, qlinear: bool) -> LowerResult {
     let (a, bm) = operands(&plan, x, w, false);
     loops_over(b, cx, bi, &plan, &a, bm, &dot);
     Ok(())
+}
+
+/// `a [m, k] × bm [batch, k, n]` on the SIMD tiles (`a` typically a layer's constant filters,
+/// `bm` per-call columns), `dot` consuming each sum as `(batch, row, column)`; false when the
+/// tiles do not take these operands.
+pub(crate) fn tiled_product(
+    b: &mut Builder,
+    fma: bool,
+    a: &TensorRef,
+    bm: &TensorRef,
+    dot: &dyn Dot,
+) -> Result<bool, String> {
+    let plan = Plan::matmul(&a.dims, &bm.dims)?;
+    let (a_op, b_op) = operands(&plan, a, bm, false);
+    Ok(gemm::try_lower(b, fma, &plan, &a_op, &b_op, None, dot))
 }
 
 /// [`matmul_loops`], with a constant, unbatched B (input `b_input`: the layer's weight) first

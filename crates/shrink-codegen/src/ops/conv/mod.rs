@@ -1,5 +1,6 @@
 //! The `Conv` family (Conv, ConvInteger, QLinearConv; N-D, groups, dilations, pads, auto_pad)
-//! as loop nests, and the window walker ([`for_taps`]) that pooling shares: both place windows
+//! as loop nests — or, for float convolutions with constant filters, as matrix products on the
+//! Linear family's SIMD tiles ([`tiles`]) — and the window walker ([`for_taps`]) that pooling shares: both place windows
 //! with shrink-ir's [`Window`], the type shape inference and the interpreter use.
 //!
 //! Numerics: f64 convolutions accumulate in f64, f32/f16/bf16 ones in f32 (a fixed order, within
@@ -13,6 +14,8 @@ use crate::loops::{Builder, Expr, TensorRef, Ty, linear, strides_of};
 use shrink_ir::DType;
 use shrink_ir::op::Conv;
 use shrink_ir::window::Window;
+
+mod tiles;
 
 /// Largest last-axis kernel extent whose taps the row-wise convolution unrolls.
 const MAX_ROW_TAPS: usize = 16;
@@ -114,6 +117,10 @@ pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
                 }
                 other => other,
             };
+            if let Some(r) = tiles::try_lower(b, cx.options.fma, &shape, cx.const_input(1), bias, y)
+            {
+                return r;
+            }
             let ty = y.compute_ty();
             // f32 (and narrower) graphs accumulate in f32, as peers do: a row of sums is then
             // one f32x4 loop per tap (within the numerics contract's tolerance of the
