@@ -913,3 +913,31 @@ fn dim_and_freeze_specialize_inputs() {
         &["no input named 'nope'"],
     );
 }
+
+/// `--no-fma` changes the float kernels' arithmetic (and only that): the attention products of
+/// the shipped BitNet block use fused multiply-adds by default on targets that have them
+/// (`vfmadd231ps` in the x86-64-v4 machine code, `fmla` on AArch64) and none with the flag.
+#[test]
+fn no_fma_replaces_fused_multiply_adds_in_the_float_kernels() {
+    let model = repo()
+        .join("examples/models/bitnet_block/model.onnx")
+        .display()
+        .to_string();
+    for (target, fused) in [
+        ("x86_64-v4", "vfmadd231ps"),
+        ("aarch64-unknown-linux-gnu", "fmla"),
+    ] {
+        let asm = |extra: &[&str]| {
+            let mut args = vec!["compile", &model, "--target", target, "--emit", "asm"];
+            args.extend_from_slice(extra);
+            let out = shrink(&args);
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out)
+        };
+        assert!(asm(&[]).contains(fused), "{target}: no {fused} by default");
+        assert!(
+            !asm(&["--no-fma"]).contains(fused),
+            "{target}: {fused} with --no-fma"
+        );
+    }
+}
