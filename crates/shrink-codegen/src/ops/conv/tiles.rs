@@ -57,13 +57,24 @@ pub(super) fn try_lower(
 }
 
 /// `cols[n][c·K + t][j]` = the input under tap `t` of output position `j` of channel `c`
-/// (0 where the tap lands in padding).
+/// (0 where the tap lands in padding). Along the last axis each kernel offset is unrolled and
+/// its output positions split into the static ranges before, inside and after the input, so
+/// the inside range is a plain copy (a vector loop at stride 1) and the others store zeros.
 fn unfold(b: &mut Builder, s: &Shape, cols: &TensorRef, ty: Ty) {
     let win = &s.window;
-    let rank = win.rank();
+    let last = win.rank() - 1;
     let (in_len, k_len, hw) = (win.input_len(), win.kernel_len(), win.output_len());
     let istr = strides_of(&win.input);
     let (kstr, ostr) = (strides_of(&win.kernel), strides_of(&win.output));
+    let [st, d, pb, iw, ow] = [
+        win.strides[last],
+        win.dilations[last],
+        win.pad_begin[last],
+        win.input[last],
+        win.output[last],
+    ]
+    .map(|v| v as i64);
+    let zero = Expr::lit(ty, 0.0);
     b.nest(&[s.batch, s.channels], |b, nc| {
         let (n, c) = (&nc[0], &nc[1]);
         let x_base = b.let_(
@@ -78,12 +89,13 @@ fn unfold(b: &mut Builder, s: &Shape, cols: &TensorRef, ty: Ty) {
                 .add(c.clone().mul_k(k_len as i64))
                 .mul_k(hw as i64),
         );
-        b.nest(&win.kernel, |b, kidx| {
-            let row = b.let_(row0.clone().add(linear(kidx, &kstr).mul_k(hw as i64)));
-            b.nest(&win.output, |b, oidx| {
+        b.nest(&win.kernel[..last], |b, kidx| {
+            b.nest(&win.output[..last], |b, oidx| {
+                // The tap's row on the outer axes: inside the input or not (then zeros), and its
+                // coordinates clamped so the loads stay inside `x` either way.
                 let mut inside: Option<Expr> = None;
                 let mut clamped = vec![];
-                for a in 0..rank {
+                for a in 0..last {
                     let at = oidx[a]
                         .clone()
                         .mul_k(win.strides[a] as i64)
@@ -95,16 +107,38 @@ fn unfold(b: &mut Builder, s: &Shape, cols: &TensorRef, ty: Ty) {
                         .clone()
                         .ge(Expr::idx(0))
                         .and(at.clone().lt(Expr::idx(dim)));
-                    inside = Some(match inside {
-                        None => ok,
-                        Some(prev) => prev.and(ok),
-                    });
+                    inside = Some(inside.map_or(ok.clone(), |p| p.and(ok)));
                     clamped.push(at.max(Expr::idx(0)).min(Expr::idx(dim - 1)));
                 }
-                let v = b.load(&s.x, x_base.clone().add(linear(&clamped, &istr)));
-                let inside = inside.expect("a convolution has a spatial axis");
-                let v = Expr::select(inside, v, Expr::lit(ty, 0.0));
-                b.store(cols, row.clone().add(linear(oidx, &ostr)), v);
+                let inside = inside.map(|c| b.let_(c));
+                let xrow = b.let_(x_base.clone().add(linear(&clamped, &istr[..last])));
+                let k_outer = linear(kidx, &kstr[..last]);
+                let o_outer = linear(oidx, &ostr[..last]);
+                for kl in 0..win.kernel[last] as i64 {
+                    let crow = b.let_(
+                        row0.clone()
+                            .add(k_outer.clone().add_k(kl).mul_k(hw as i64))
+                            .add(o_outer.clone()),
+                    );
+                    // Output positions whose tap kl lands inside the input: [lo, hi).
+                    let lo = (((pb - kl * d).max(0) + st - 1) / st).min(ow);
+                    let hi = ((iw - 1 + pb - kl * d).div_euclid(st) + 1).clamp(lo, ow);
+                    for (from, to) in [(0, lo), (hi, ow)] {
+                        b.for_((to - from) as usize, |b, i| {
+                            b.store(cols, crow.clone().add(i.add_k(from)), zero.clone());
+                        });
+                    }
+                    b.for_((hi - lo) as usize, |b, i| {
+                        let o = b.let_(i.add_k(lo));
+                        let xi = xrow.clone().add(o.clone().mul_k(st)).add_k(kl * d - pb);
+                        let v = b.load(&s.x, xi);
+                        let v = match &inside {
+                            Some(c) => Expr::select(c.clone(), v, zero.clone()),
+                            None => v,
+                        };
+                        b.store(cols, crow.clone().add(o), v);
+                    });
+                }
             });
         });
     });
