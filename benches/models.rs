@@ -8,7 +8,9 @@
 //! Besides the timings it prints, once per model and strategy, what the compile costs: lowering
 //! plus JIT time, machine-code bytes, the code bytes of the weight layers per nonzero weight,
 //! and the strategy each weight layer got. `cargo bench --bench models -- ternary` runs only the
-//! models whose name contains `ternary` (criterion's own filter still applies to the lines).
+//! models whose name contains `ternary` (criterion's own filter still applies to the lines);
+//! with `SHRINK_WRITE_MODELS=DIR` each model is also written to `DIR/<name>/` (model.onnx and
+//! its test data set) for `shrink inspect` and `shrink bench --per-layer`.
 use criterion::{Criterion, criterion_group, criterion_main};
 use shrink::codegen::{CodegenOptions, Strategy};
 use shrink::ir::{Graph, Tensor};
@@ -116,6 +118,10 @@ fn models(c: &mut Criterion) {
             continue;
         }
         let m = shrink::demo::bench_model(name).expect("suite model");
+        // For `shrink inspect` / `shrink bench --per-layer` on the same files.
+        if let Some(dir) = std::env::var_os("SHRINK_WRITE_MODELS") {
+            shrink::demo::write(dir.as_ref(), &m).expect("write the model");
+        }
         let inputs: Vec<Tensor> = m.inputs.iter().map(|(_, t)| t.clone()).collect();
         let t = Instant::now();
         let imp = shrink::onnx::load_model_bytes(name, m.model.clone().into(), &Default::default())
@@ -187,12 +193,14 @@ fn models(c: &mut Criterion) {
                 .collect();
             eprintln!(
                 "models/{name}: shrink-jit-{strategy}: compile {:.0} ms, code {} bytes ({} in \
-                 weight layers, {:.2} per nonzero weight), rodata {} bytes; layers {}",
+                 weight layers: {:.3} per nonzero weight), rodata {} bytes (code + rodata {:.3} \
+                 per nonzero weight); layers {}",
                 compiled.ms,
                 stats.code_bytes,
                 compiled.layer_code_bytes,
                 compiled.layer_code_bytes as f64 / nonzeros.max(1) as f64,
                 stats.rodata_bytes,
+                (stats.code_bytes + stats.rodata_bytes) as f64 / nonzeros.max(1) as f64,
                 chosen.join(" ")
             );
             let got = compiled.kernel.run(&inputs).expect("jit run");
