@@ -8,6 +8,11 @@ use shrink_onnx::writer::{Attr, ModelBuilder, WDim};
 
 mod cnn;
 pub use cnn::{CNN_DEAD_CONV1, CNN_DEAD_CONV2, ternary_cnn};
+mod bench_models;
+pub use bench_models::{
+    BENCH_MLP_SIZES, BENCH_MODELS, BlockSizes, Mlp, PRUNED_ZERO_FRACTION, absmean_ternary,
+    activation_fake_quant, bench_model, bitnet_bench_block, fake_quant_model, fake_quant_reference,
+};
 
 /// A model with one test data set.
 pub struct DemoModel {
