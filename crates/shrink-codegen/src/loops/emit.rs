@@ -240,6 +240,7 @@ impl Emitter<'_, '_> {
                     fb: &mut self.fb,
                     bases: &self.bases,
                     pointer: self.ptr,
+                    x86: self.x86,
                     vnni: self.vnni,
                     wide: self.wide,
                     machine: match &mut self.machine {

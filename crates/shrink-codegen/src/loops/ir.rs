@@ -260,6 +260,8 @@ pub struct NativeCx<'a, 'f> {
     pub fb: &'a mut cranelift_frontend::FunctionBuilder<'f>,
     pub bases: &'a [cranelift_codegen::ir::Value],
     pub pointer: cranelift_codegen::ir::Type,
+    /// See [`super::emit::IsaFacts::x86`].
+    pub x86: bool,
     /// See [`super::emit::IsaFacts::vnni`].
     pub vnni: bool,
     /// See [`super::emit::IsaFacts::wide`].

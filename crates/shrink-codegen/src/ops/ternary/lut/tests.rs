@@ -1,0 +1,270 @@
+//! The lut kernel against `packed` (the same quantizer, so the same integers and the same bits)
+//! and against references computed here: the int8 mode is BitNet's absmax quantizer exactly,
+//! the faithful mode within `packed`'s proven bound; every emission path (`pshufb`, the generic
+//! `swizzle` path other ISAs take, the scalar fallback) gives the same bits.
+use super::*;
+use crate::loops::Place;
+use crate::loops::emit::IsaFacts;
+use crate::loops::testing::run_kernel_as;
+use crate::ops::ternary::Layer;
+use crate::ops::ternary::packed::{max_fixed, packed};
+use shrink_ir::{Tensor, WeightLayout};
+
+struct Case {
+    batch: usize,
+    cols: usize,
+    rows: usize,
+    /// Column-first dense weight `[cols, rows]`: ternary values times a scale per row (or one).
+    wv: Vec<f32>,
+    x: Vec<f32>,
+}
+
+fn case(batch: usize, cols: usize, rows: usize, per_row: bool) -> Case {
+    let digit = |i: usize| ((i * 2654435761) >> 7) % 3;
+    let mut wv = vec![0f32; cols * rows];
+    for c in 0..cols {
+        for r in 0..rows {
+            let s = if per_row {
+                0.25 * (1 + r % 3) as f32
+            } else {
+                0.5
+            };
+            wv[c * rows + r] = [0.0, s, -s][digit(c * rows + r)];
+        }
+    }
+    let x = (0..batch * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    Case {
+        batch,
+        cols,
+        rows,
+        wv,
+        x,
+    }
+}
+
+type Tweak = fn(&mut IsaFacts);
+
+/// The lut emission paths this host can run: x86 `pshufb` (the host), the generic `swizzle`
+/// path with the wider block of AArch64 / RISC-V V, and the scalar fallback.
+const PATHS: [(&str, Tweak); 3] = [
+    ("pshufb", |_| {}),
+    ("swizzle", |f| f.x86 = false),
+    ("scalar", |f| f.simd = false),
+];
+
+/// Runs `c` as a lut layer (`lut = true`) or a packed one, with `limbs` limbs, on `tweak`'s path.
+fn run(c: &Case, limbs: usize, lut_kernel: bool, tweak: Tweak) -> Vec<f32> {
+    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
+    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
+    let mut b = Builder::new("lut");
+    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
+    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
+    let layer = Layer {
+        w: &w,
+        x: &xr,
+        bias: None,
+        activation: None,
+        y: &yr,
+        gemm: None,
+    };
+    if lut_kernel {
+        lut(&mut b, &layer, limbs).unwrap();
+    } else {
+        packed(&mut b, &layer, limbs).unwrap();
+    }
+    let k = b.finish().unwrap();
+    let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (status, outs) = run_kernel_as(
+        &k,
+        std::slice::from_ref(&xb),
+        &[c.batch * c.rows * 4],
+        k.workspace_bytes,
+        tweak,
+    );
+    assert_eq!(status, 0);
+    outs[0]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Bits of `got` equal `want`'s, with the first difference named.
+fn same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what} [{i}]: {g} vs {w}");
+    }
+}
+
+/// Columns not a multiple of the pair, the loop's 4 pairs, a 64-pair chunk or 256; rows from 1
+/// to several tiles with a remainder; batch 1 to 9 (blocks of 2 and 4 virtual rows and their
+/// remainders); both limb counts, per-row and per-tensor scales: every path, bit for bit
+/// `packed`'s output.
+#[test]
+fn lut_gives_packed_bits_on_every_path() {
+    let shapes = [
+        (1, 5, 3),
+        (2, 37, 9),
+        (3, 64, 33),
+        (9, 130, 4),
+        (1, 301, 70),
+        (5, 1000, 31),
+        (4, 128, 1),
+    ];
+    for (batch, cols, rows) in shapes {
+        for per_row in [true, false] {
+            let c = case(batch, cols, rows, per_row);
+            for limbs in [1, 3] {
+                let want = run(&c, limbs, false, |_| {});
+                for (name, tweak) in PATHS {
+                    let got = run(&c, limbs, true, tweak);
+                    let what =
+                        format!("{batch}x{cols}x{rows} limbs {limbs} per_row {per_row} {name}");
+                    same_bits(&got, &want, &what);
+                }
+            }
+        }
+    }
+}
+
+/// Batch 1 to 9 on one shape with several chunks and tiles: every block size and remainder of
+/// virtual rows (batch × limbs) against `packed`.
+#[test]
+fn every_batch_gives_packed_bits() {
+    for batch in 1..=9 {
+        let c = case(batch, 300, 40, true);
+        for limbs in [1, 3] {
+            let want = run(&c, limbs, false, |_| {});
+            for (name, tweak) in &PATHS[..2] {
+                let got = run(&c, limbs, true, *tweak);
+                same_bits(&got, &want, &format!("batch {batch} limbs {limbs} {name}"));
+            }
+        }
+    }
+}
+
+/// One limb: BitNet's absmax quantizer `round(x · 127 / a)`, then the exact integer sum scaled
+/// back, bit for bit.
+#[test]
+fn int8_mode_is_the_absmax_quantizer_exactly() {
+    for (batch, cols, rows) in [(1, 5, 3), (3, 37, 9), (2, 1000, 33)] {
+        let c = case(batch, cols, rows, true);
+        let got = run(&c, 1, true, |_| {});
+        for n in 0..batch {
+            let xs = &c.x[n * cols..(n + 1) * cols];
+            let a = xs.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+            let xq: Vec<i64> = xs
+                .iter()
+                .map(|&v| (v as f64 * (127.0 / a)).round_ties_even() as i64)
+                .collect();
+            for r in 0..rows {
+                let scale = 0.25 * (1 + r % 3) as f64;
+                let dot: i64 = (0..cols)
+                    .map(|k| {
+                        xq[k]
+                            * c.wv[k * rows + r].signum() as i64
+                            * (c.wv[k * rows + r] != 0.0) as i64
+                    })
+                    .sum();
+                let want = (dot as f64 * (a / 127.0) * scale) as f32;
+                assert_eq!(got[n * rows + r], want, "{batch}x{cols}x{rows} [{n},{r}]");
+            }
+        }
+    }
+}
+
+/// Three limbs: within `scale · nonzeros · a / 2Q` (plus the f32 rounding of the output) of the
+/// exact f64 sum.
+#[test]
+fn faithful_mode_is_within_its_bound() {
+    let q = max_fixed(3) as f64;
+    for (batch, cols, rows) in [(1, 5, 3), (3, 37, 9), (2, 1000, 33)] {
+        let c = case(batch, cols, rows, true);
+        let got = run(&c, 3, true, |_| {});
+        for n in 0..batch {
+            let xs = &c.x[n * cols..(n + 1) * cols];
+            let a = xs.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+            for r in 0..rows {
+                let col = |k: usize| c.wv[k * rows + r] as f64;
+                let exact: f64 = (0..cols).map(|k| xs[k] as f64 * col(k)).sum();
+                let bound: f64 = (0..cols).map(|k| col(k).abs()).sum::<f64>() * a / (2.0 * q);
+                let g = got[n * rows + r] as f64;
+                let tol = bound * 1.0001 + exact.abs() * f32::EPSILON as f64;
+                assert!(
+                    (g - exact).abs() <= tol,
+                    "{batch}x{cols}x{rows} [{n},{r}]: {g} vs {exact} (bound {tol})"
+                );
+            }
+        }
+    }
+}
+
+/// The largest terms the i16 accumulators take: every weight −1 and every activation at −absmax
+/// (digits of −127 / the balanced limbs' extremes) over many chunks, against `packed`'s i32 sums.
+#[test]
+fn extreme_terms_do_not_overflow_the_i16_accumulators() {
+    let (batch, cols, rows) = (2, 1024, 20);
+    let mut c = case(batch, cols, rows, false);
+    c.wv.iter_mut().for_each(|w| *w = -0.5);
+    c.x.iter_mut().enumerate().for_each(|(i, v)| {
+        // Row 0: all at −absmax; row 1: values whose 24-bit fixed point has a −128 low limb.
+        *v = if i < cols {
+            -1.0
+        } else {
+            -(128.0 + 256.0 * (i % 7) as f32) / 8_355_711.0
+        }
+    });
+    c.x[cols] = -1.0;
+    for limbs in [1, 3] {
+        let want = run(&c, limbs, false, |_| {});
+        for (name, tweak) in PATHS {
+            let got = run(&c, limbs, true, tweak);
+            same_bits(&got, &want, &format!("limbs {limbs} {name}"));
+        }
+        assert_eq!(want[0], (0.5 * cols as f64) as f32, "limbs {limbs}");
+    }
+}
+
+/// A batch row holding an infinity or NaN is summed in f64 like the graph: NaN where a zero
+/// weight meets the infinity, ±inf where a nonzero does; other batch rows are unaffected, and
+/// an all-zero row gives zeros.
+#[test]
+fn nonfinite_and_zero_rows_follow_the_graph() {
+    let mut c = case(4, 70, 6, true);
+    c.x[3] = f32::INFINITY;
+    c.x[70 + 10] = f32::NAN;
+    for v in &mut c.x[140..210] {
+        *v = 0.0;
+    }
+    for limbs in [1, 3] {
+        let want = run(&c, limbs, false, |_| {});
+        for (name, tweak) in PATHS {
+            let got = run(&c, limbs, true, tweak);
+            for r in 0..6 {
+                let w = c.wv[3 * 6 + r];
+                let y = got[r];
+                if w == 0.0 {
+                    assert!(y.is_nan(), "limbs {limbs} {name} row {r}: {y}");
+                } else {
+                    assert_eq!(
+                        y,
+                        f32::INFINITY * w.signum(),
+                        "limbs {limbs} {name} row {r}"
+                    );
+                }
+                assert!(
+                    got[6 + r].is_nan(),
+                    "limbs {limbs} {name}: NaN row, col {r}"
+                );
+                assert_eq!(got[12 + r], 0.0, "limbs {limbs} {name}: zero row, col {r}");
+            }
+            same_bits(
+                &got[18..],
+                &want[18..],
+                &format!("limbs {limbs} {name}: clean row"),
+            );
+        }
+    }
+}
