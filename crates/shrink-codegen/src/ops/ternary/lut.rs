@@ -13,7 +13,7 @@
 //!
 //! Weights: index `3·(w[r][2g] + 1) + (w[r][2g+1] + 1)` (4 for a zero pair and for padding) in
 //! read-only data, 32 rows per 16-byte vector (byte `i`: row `32t + i` in the low nibble, row
-//! `32t + 16 + i` in the high one) at `idx[(t·groups + g)·16]`. Two lookups (both planes) of one
+//! `32t + 16 + i` in the high one), chunk by chunk, tile by tile in a chunk (one sequential pass). Two lookups (both planes) of one
 //! nibble vector and an interleave of their bytes give the 16 rows' exact i16 terms; i16
 //! accumulators take [`CHUNK`] groups (|sum| ≤ 64·256), then are added into the i32 `dots`.
 //!
@@ -43,8 +43,12 @@ pub(super) const TILE: usize = 32;
 /// Groups per i16 accumulation: each term is in `[−256, 256]`, so 64 of them stay in i16.
 const CHUNK: usize = 64;
 
-/// Groups per iteration of the lookup loop (the group count is padded to a multiple).
-const UNROLL: usize = 4;
+/// Groups per iteration of the lookup loop. More (2, 4) keep more lookups live across the
+/// accumulator chains and spill on x86 (16 vector registers); the loop overhead is scalar.
+const UNROLL: usize = 1;
+
+/// The group count is padded to a multiple of this (half a run of the table build).
+const PAD_GROUPS: usize = 4;
 
 /// Virtual rows sharing one nibble split: 4 accumulators each, plus the split, the tables and
 /// the lookups, within x86-64's 16 vector registers.
@@ -76,9 +80,9 @@ impl Shape {
     }
 }
 
-/// Groups of `cols` columns the loop covers (padded to whole loop iterations).
+/// Groups of `cols` columns the loop covers (padded to [`PAD_GROUPS`]).
 pub(super) fn groups_of(cols: usize) -> usize {
-    cols.div_ceil(PAIR).div_ceil(UNROLL) * UNROLL
+    cols.div_ceil(PAIR).div_ceil(PAD_GROUPS) * PAD_GROUPS
 }
 
 pub(super) fn lut(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
@@ -154,6 +158,14 @@ fn pair_index(w: &TernaryWeights, r: usize, g: usize) -> u8 {
     3 * u(PAIR * g) + u(PAIR * g + 1)
 }
 
+/// Where the index vector of (tile `t`, group `g`) starts, in vectors: chunk by chunk (the
+/// order the loop reads them in), tile by tile inside a chunk.
+fn vector_at(tiles: usize, groups: usize, t: usize, g: usize) -> usize {
+    let g0 = g / CHUNK * CHUNK;
+    let len = CHUNK.min(groups - g0);
+    g0 * tiles + t * len + (g - g0)
+}
+
 /// The index vectors of `w` in the layout of the module doc.
 fn index_codes(w: &TernaryWeights, tiles: usize, groups: usize) -> Vec<u8> {
     let mut out = vec![0u8; tiles * groups * 16];
@@ -162,7 +174,7 @@ fn index_codes(w: &TernaryWeights, tiles: usize, groups: usize) -> Vec<u8> {
             for i in 0..16 {
                 let lo = pair_index(w, TILE * t + i, g);
                 let hi = pair_index(w, TILE * t + 16 + i, g);
-                out[(t * groups + g) * 16 + i] = lo | hi << 4;
+                out[vector_at(tiles, groups, t, g) * 16 + i] = lo | hi << 4;
             }
         }
     }
@@ -338,6 +350,14 @@ fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
     };
     let inter = [interleave(fb, 0), interleave(fb, 1)];
     let block = if x86 { BLOCK_X86 } else { BLOCK_WIDE };
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let block = env("LUT_BLOCK", block);
+    let unroll = env("LUT_UNROLL", UNROLL);
     let full = s.groups / CHUNK;
     let rest = s.groups % CHUNK;
     // The full chunks, then the remainder chunk (from group `start`).
@@ -352,8 +372,10 @@ fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
             let g0 = fb.ins().imul_imm_s(c, CHUNK as i64);
             let g0 = fb.ins().iadd_imm_s(g0, start as i64);
             counted_loop(fb, ptr, s.tiles as i64, |fb, t| {
-                let first = fb.ins().imul_imm_s(t, s.groups as i64);
-                let first = fb.ins().iadd(first, g0);
+                // The chunk's vectors start at vector `g0·tiles`, a tile's at `t·len` in them.
+                let first = fb.ins().imul_imm_s(g0, s.tiles as i64);
+                let tile = fb.ins().imul_imm_s(t, len as i64);
+                let first = fb.ins().iadd(first, tile);
                 let at_idx = fb.ins().ishl_imm_s(first, 4);
                 let at_idx = fb.ins().iadd(idx, at_idx);
                 let at_tab = fb.ins().ishl_imm_s(g0, 5);
@@ -370,12 +392,12 @@ fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
                             v
                         })
                         .collect();
-                    counted_loop(fb, ptr, (len / UNROLL) as i64, |fb, i| {
-                        let step = fb.ins().ishl_imm_s(i, 4 + UNROLL.trailing_zeros() as i64);
+                    counted_loop(fb, ptr, (len / unroll) as i64, |fb, i| {
+                        let step = fb.ins().ishl_imm_s(i, 4 + unroll.trailing_zeros() as i64);
                         let q_at = fb.ins().iadd(at_idx, step);
-                        let step = fb.ins().ishl_imm_s(i, 5 + UNROLL.trailing_zeros() as i64);
+                        let step = fb.ins().ishl_imm_s(i, 5 + unroll.trailing_zeros() as i64);
                         let t_at = fb.ins().iadd(at_tab, step);
-                        for u in 0..UNROLL {
+                        for u in 0..unroll {
                             let q = fb.ins().load(types::I8X16, pure, q_at, (16 * u) as i32);
                             let lo = fb.ins().band(q, nibble);
                             // No byte shifts on x86: shift 16-bit lanes, mask the crossed bits.
@@ -440,17 +462,17 @@ fn lookup(fb: &mut FunctionBuilder, x86: bool, table: Value, ix: Value) -> Value
 
 /// The index of weight pair (row `r`, group `g`) from the index table (loop-language indices).
 fn index_at(b: &mut Builder, s: Shape, idx: &TensorRef, r: &Expr, g: &Expr) -> Expr {
-    let t = r.clone().div(Expr::idx(TILE as i64));
-    let byte = t
-        .mul_k(s.groups as i64)
-        .add(g.clone())
-        .mul_k(16)
-        .add(r.clone().rem(Expr::idx(16)));
-    let shift = r
+    let k = |v: usize| Expr::idx(v as i64);
+    let t = r.clone().div(k(TILE));
+    let g0 = b.let_(g.clone().div(k(CHUNK)).mul_k(CHUNK as i64));
+    let len = k(CHUNK).min(k(s.groups).sub(g0.clone()));
+    let vector = g0
         .clone()
-        .rem(Expr::idx(TILE as i64))
-        .div(Expr::idx(16))
-        .mul_k(4);
+        .mul_k(s.tiles as i64)
+        .add(t.mul(len))
+        .add(g.clone().sub(g0));
+    let byte = vector.mul_k(16).add(r.clone().rem(k(16)));
+    let shift = r.clone().rem(k(TILE)).div(k(16)).mul_k(4);
     let code = b.load_raw(idx, byte).cast(Ty::I64);
     b.let_(code.shr(shift).and(Expr::idx(15)))
 }

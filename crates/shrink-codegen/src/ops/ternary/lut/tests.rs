@@ -268,3 +268,202 @@ fn nonfinite_and_zero_rows_follow_the_graph() {
         }
     }
 }
+
+/// Not a test: times lut against `packed` on its paths (the host's machine code, the 128-bit
+/// VNNI tree, the plain 128-bit tree of CPUs without VNNI) on the matvec bench's shapes, int8
+/// activations, and checks they agree bit for bit. Each kernel is compiled once and called
+/// repeatedly; the least of 5 medians (lines interleaved: this machine is shared and noisy).
+/// Run: `cargo test --release -p shrink-codegen lut_timing -- --ignored --nocapture`
+/// (`LUT_TIMING=1024b1,4096b8` for some shapes only).
+#[test]
+#[ignore]
+fn lut_timing() {
+    let only = std::env::var("LUT_TIMING").unwrap_or_default();
+    for (n, batch) in [
+        (256, 1),
+        (256, 8),
+        (1024, 1),
+        (1024, 8),
+        (4096, 1),
+        (4096, 8),
+    ] {
+        if !only.is_empty() && !only.split(',').any(|s| s == format!("{n}b{batch}")) {
+            continue;
+        }
+        let c = case(batch, n, n, true);
+        let lines: [(&str, bool, Tweak); 5] = [
+            ("lut (pshufb)", true, |_| {}),
+            ("lut (swizzle)", true, |f| f.x86 = false),
+            ("packed (host)", false, |_| {}),
+            ("packed 128 vnni", false, |f| f.wide = None),
+            ("packed 128", false, |f| {
+                f.wide = None;
+                f.vnni = false
+            }),
+        ];
+        let mut kernels: Vec<timing::Compiled> = lines
+            .iter()
+            .map(|(_, lut_kernel, tweak)| {
+                timing::Compiled::new(&layer_kernel(&c, 1, *lut_kernel), *tweak)
+            })
+            .collect();
+        let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let calls = ((1usize << 27) / (n * n * batch)).max(3);
+        let mut best = vec![f64::INFINITY; lines.len()];
+        let mut first: Option<Vec<f32>> = None;
+        for _ in 0..5 {
+            for (i, k) in kernels.iter_mut().enumerate() {
+                let (ns, y) = k.time(&xb, c.batch * c.rows * 4, calls);
+                best[i] = best[i].min(ns);
+                let y: Vec<f32> = y
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                match &first {
+                    Some(f) => same_bits(&y, f, lines[i].0),
+                    None => first = Some(y),
+                }
+            }
+        }
+        for ((name, _, _), ns) in lines.iter().zip(&best) {
+            println!(
+                "{n}x{n} b{batch} {name:16} {:9.2} µs  {:6.1} G weights/s",
+                ns / 1e3,
+                (n * n * batch) as f64 / ns
+            );
+        }
+    }
+}
+
+/// The kernel of `c` as a lut layer or a packed one.
+fn layer_kernel(c: &Case, limbs: usize, lut_kernel: bool) -> crate::loops::ir::Kernel {
+    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
+    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
+    let mut b = Builder::new("lut");
+    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
+    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
+    let layer = Layer {
+        w: &w,
+        x: &xr,
+        bias: None,
+        activation: None,
+        y: &yr,
+        gemm: None,
+    };
+    if lut_kernel {
+        lut(&mut b, &layer, limbs).unwrap();
+    } else {
+        packed(&mut b, &layer, limbs).unwrap();
+    }
+    b.finish().unwrap()
+}
+
+/// One kernel JIT-compiled once for timing (the setup of `loops::testing::run_kernel_traced`).
+mod timing {
+    use crate::loops::emit::{IsaFacts, emit_kernel_with, kernel_signature};
+    use crate::loops::ir::{Kernel, Place};
+    use cranelift_codegen::Context;
+    use cranelift_codegen::ir::{Function, UserFuncName};
+    use cranelift_codegen::settings::{self, Configurable};
+    use cranelift_frontend::FunctionBuilderContext;
+    use cranelift_jit::{JITBuilder, JITModule};
+    use cranelift_module::{DataDescription, Linkage, Module, default_libcall_names};
+
+    type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+    pub struct Compiled {
+        module: Option<JITModule>,
+        f: RunFn,
+        scratch: Vec<u8>,
+    }
+
+    impl Compiled {
+        pub fn new(kernel: &Kernel, tweak: fn(&mut IsaFacts)) -> Compiled {
+            let mut fb = settings::builder();
+            fb.set("opt_level", "speed").unwrap();
+            let isa = cranelift_native::builder()
+                .unwrap()
+                .finish(settings::Flags::new(fb))
+                .unwrap();
+            let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+            jb.symbol_lookup_fn(Box::new(|_| None));
+            let mut module = JITModule::new(jb);
+            let mut facts = IsaFacts::of(module.isa());
+            tweak(&mut facts);
+            let sig = kernel_signature(&facts);
+            let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
+            let mut ctx = Context::new();
+            ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+            let mut gvs = vec![];
+            for (i, d) in kernel.bufs.iter().enumerate() {
+                let bytes = match &d.place {
+                    Place::Table(t) => Some(kernel.tables[*t].clone()),
+                    _ => None,
+                };
+                gvs.push(bytes.map(|mut bytes| {
+                    let did = module
+                        .declare_data(&format!("t{i}"), Linkage::Local, false, false)
+                        .unwrap();
+                    let mut desc = DataDescription::new();
+                    if bytes.is_empty() {
+                        bytes.push(0);
+                    }
+                    desc.define(bytes.into_boxed_slice());
+                    module.define_data(did, &desc).unwrap();
+                    module.declare_data_in_func(did, &mut ctx.func)
+                }));
+            }
+            let mut fctx = FunctionBuilderContext::new();
+            let mut machine = crate::define::MachineFunctions::new(&mut module, "k", false);
+            emit_kernel_with(
+                kernel,
+                &mut ctx.func,
+                &mut fctx,
+                &facts,
+                &gvs,
+                Some(&mut machine),
+            );
+            assert!(machine.error.is_none());
+            module.define_function(id, &mut ctx).unwrap();
+            module.finalize_definitions().unwrap();
+            // SAFETY: `k` was defined with the kernel ABI signature, which is this type.
+            let f = unsafe {
+                std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(id))
+            };
+            Compiled {
+                module: Some(module),
+                f,
+                scratch: vec![0u8; kernel.workspace_bytes],
+            }
+        }
+
+        /// The median nanoseconds of one call over 5 samples of `calls` calls, and the output.
+        pub fn time(&mut self, input: &[u8], out_bytes: usize, calls: usize) -> (f64, Vec<u8>) {
+            let mut out = vec![0u8; out_bytes];
+            let ins = [input.as_ptr()];
+            let outs = [out.as_mut_ptr()];
+            let mut samples: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    for _ in 0..calls {
+                        // SAFETY: the buffers have the kernel's sizes (input, output, workspace).
+                        let status = unsafe {
+                            (self.f)(ins.as_ptr(), outs.as_ptr(), self.scratch.as_mut_ptr())
+                        };
+                        assert_eq!(status, 0);
+                    }
+                    t.elapsed().as_nanos() as f64 / calls as f64
+                })
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            (samples[2], out)
+        }
+    }
+
+    impl Drop for Compiled {
+        fn drop(&mut self) {
+            // SAFETY: the function is not called after this.
+            unsafe { self.module.take().unwrap().free_memory() };
+        }
+    }
+}
