@@ -40,6 +40,10 @@ pub struct CostModel {
     pub lut_lookup: f64,
     /// Per output element (limb combination, finish).
     pub lut_output: f64,
+    /// Whether `auto` considers `lut`: only where the target's `[cost]` table measured it (has
+    /// the `lut_*` constants). The default machine's figures have it slower than `packed`
+    /// everywhere, and baseline x86-64 (no SSSE3, no `pshufb`) cannot compile it.
+    pub offer_lut: bool,
     /// Per multiply-add of the dense f32 kernel.
     pub dense_mac: f64,
     /// Per output element of the dense kernel.
@@ -59,14 +63,17 @@ impl Default for CostModel {
             lut_digit: LUT_DEFAULT[0],
             lut_lookup: LUT_DEFAULT[1],
             lut_output: LUT_DEFAULT[2],
+            offer_lut: false,
             dense_mac: 0.6732,
             dense_output: 2.1468,
         }
     }
 }
 
-/// The lut constants of [`CostModel::default`] (same machine and bench).
-const LUT_DEFAULT: [f64; 3] = [3.0, 0.02, 10.0];
+/// The lut constants of [`CostModel::default`]: fitted by hand to the `lut_timing` probe
+/// (`ops/ternary/lut/tests.rs`, int8, 256²–4096², batch 1 and 8) on the same machine; within
+/// 12% of each of its six figures.
+const LUT_DEFAULT: [f64; 3] = [2.5, 0.068, 4.0];
 
 /// Columns `packed` pads each row to (whole groups of 256 weights).
 pub fn packed_columns(cols: usize) -> usize {
@@ -158,8 +165,9 @@ impl CostModel {
         Some(f.iter().zip(&c).map(|(f, c)| f * c).sum())
     }
 
-    /// The cost model of a target profile's `[cost]` table: every constant named, each a
-    /// finite non-negative number.
+    /// The cost model of a target profile's `[cost]` table: every constant named (the three
+    /// `lut_*` ones all or none: with them `auto` considers `lut`), each a finite non-negative
+    /// number.
     pub fn from_table(
         table: &std::collections::BTreeMap<String, f64>,
     ) -> Result<CostModel, String> {
@@ -200,7 +208,12 @@ impl CostModel {
             };
             *slot = *v;
         }
-        if let Some(missing) = names.iter().find(|n| !table.contains_key(**n)) {
+        let is_lut = |n: &str| n.starts_with("lut_");
+        m.offer_lut = names.iter().any(|n| is_lut(n) && table.contains_key(*n));
+        let missing = names
+            .iter()
+            .find(|n| (m.offer_lut || !is_lut(n)) && !table.contains_key(**n));
+        if let Some(missing) = missing {
             return Err(format!("cost.{missing} is missing"));
         }
         Ok(m)
@@ -260,6 +273,19 @@ mod tests {
             CostModel::from_table(&bad)
                 .unwrap_err()
                 .contains("dense_mac")
+        );
+        assert!(back.offer_lut, "a table with the lut constants offers lut");
+        let mut old = table.clone();
+        for k in ["lut_digit", "lut_lookup", "lut_output"] {
+            old.remove(k);
+        }
+        assert!(!CostModel::from_table(&old).unwrap().offer_lut);
+        let mut bad = old.clone();
+        bad.insert("lut_digit".into(), 1.0);
+        assert!(
+            CostModel::from_table(&bad)
+                .unwrap_err()
+                .contains("lut_lookup")
         );
         let mut bad = table;
         bad.insert("lut_entry".into(), 1.0);

@@ -127,14 +127,14 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
 
 /// The strategy the cost model predicts fastest (or, with `--optimize size`, smallest) for a
 /// layer of `shape`, among those that can take it: `stream` within its code budget, `packed`
-/// and `lut` within their column limit, `dense`. Every ISA runs `lut` (a scalar fallback where
-/// there is no 128-bit SIMD); whether it pays is the target's cost table's to say.
+/// within its column limit, `dense`, and `lut` where the target's cost table measured it
+/// ([`crate::cost::CostModel::offer_lut`]).
 fn fastest(o: &crate::CodegenOptions, shape: &crate::cost::LayerShape) -> Strategy {
     let mut candidates = vec![Strategy::Dense];
     if shape.cols <= packed::MAX_COLS {
         candidates.push(Strategy::Packed);
     }
-    if shape.cols <= lut::MAX_COLS {
+    if o.cost.offer_lut && shape.cols <= lut::MAX_COLS {
         candidates.push(Strategy::Lut);
     }
     if shape.nonzeros <= o.auto_stream_terms.min(o.max_stream_terms) {
