@@ -135,6 +135,8 @@ fn main() {
         let mut lines = vec![
             (Strategy::Packed, Activations::F32),
             (Strategy::Packed, Activations::Int8),
+            (Strategy::Lut, Activations::F32),
+            (Strategy::Lut, Activations::Int8),
             (Strategy::Dense, Activations::F32),
         ];
         if nonzeros * batch.div_ceil(2) <= 200_000 {
@@ -168,7 +170,12 @@ fn main() {
     }
 
     let mut model = CostModel::default();
-    for strategy in [Strategy::Stream, Strategy::Packed, Strategy::Dense] {
+    for strategy in [
+        Strategy::Stream,
+        Strategy::Packed,
+        Strategy::Lut,
+        Strategy::Dense,
+    ] {
         let rows: Vec<(Vec<f64>, f64)> = measured
             .iter()
             .flat_map(|m| {

@@ -1,6 +1,7 @@
 //! Ternary matrix-vector products, K×N = 256² … 4096² at batch 1 and 8 (a third of the weights
-//! zero, a scale per output row): each shrink strategy and activation mode beside the dense f32
-//! JIT, tract-onnx and (at the small sizes) the reference interpreter, one criterion group per
+//! zero, a scale per output row): each shrink strategy and activation mode (`lut` in int8 mode,
+//! beside `packed-int8`) beside the dense f32 JIT, tract-onnx and (at the small sizes) the
+//! reference interpreter, one criterion group per
 //! shape, throughput in weights (criterion reports elements/s = weights/s). Every line is
 //! checked against the interpreter before it is timed: f32-activation lines within rtol 1e-3 /
 //! atol 1e-4, the int8 line within the error of its 8-bit activations.
@@ -46,6 +47,7 @@ fn matvec(c: &mut Criterion) {
             let mut lines = vec![
                 ("packed", Strategy::Packed, Activations::F32),
                 ("packed-int8", Strategy::Packed, Activations::Int8),
+                ("lut-int8", Strategy::Lut, Activations::Int8),
                 ("dense", Strategy::Dense, Activations::F32),
                 ("auto", Strategy::Auto, Activations::F32),
             ];

@@ -941,3 +941,21 @@ fn no_fma_replaces_fused_multiply_adds_in_the_float_kernels() {
         );
     }
 }
+
+/// A forced `lut` compiles for baseline x86-64 (no SSSE3, so no `pshufb`): its lookups take
+/// the loop-language fallback there, and the library still passes the model's test data.
+#[test]
+fn forced_lut_runs_on_baseline_x86_64() {
+    let out = shrink(&[
+        "check",
+        &shipped_model(),
+        "--engine",
+        "aot",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--strategy",
+        "lut",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("PASS "), "{}", stdout(&out));
+}

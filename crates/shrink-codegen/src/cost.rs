@@ -34,6 +34,16 @@ pub struct CostModel {
     pub packed_weight: f64,
     /// Per output element (reduction, limb combination, finish).
     pub packed_output: f64,
+    /// Per activation digit (padded columns × batch × limbs): quantizer and table build.
+    pub lut_digit: f64,
+    /// Per table lookup (rows padded to 32 × column pairs × batch × limbs).
+    pub lut_lookup: f64,
+    /// Per output element (limb combination, finish).
+    pub lut_output: f64,
+    /// Whether `auto` considers `lut`: only where the target's `[cost]` table measured it (has
+    /// the `lut_*` constants). The default machine's figures have it slower than `packed`
+    /// everywhere, and baseline x86-64 (no SSSE3, no `pshufb`) cannot compile it.
+    pub offer_lut: bool,
     /// Per multiply-add of the dense f32 kernel.
     pub dense_mac: f64,
     /// Per output element of the dense kernel.
@@ -50,24 +60,43 @@ impl Default for CostModel {
             packed_digit: 1.9968,
             packed_weight: 0.00666,
             packed_output: 9.5196,
+            lut_digit: LUT_DEFAULT[0],
+            lut_lookup: LUT_DEFAULT[1],
+            lut_output: LUT_DEFAULT[2],
+            offer_lut: false,
             dense_mac: 0.6732,
             dense_output: 2.1468,
         }
     }
 }
 
+/// The lut constants of [`CostModel::default`]: fitted by hand to the `lut_timing` probe
+/// (`ops/ternary/lut/tests.rs`, int8, 256²–4096², batch 1 and 8) on the same machine; within
+/// 12% of each of its six figures.
+const LUT_DEFAULT: [f64; 3] = [2.5, 0.068, 4.0];
+
 /// Columns `packed` pads each row to (whole groups of 256 weights).
 pub fn packed_columns(cols: usize) -> usize {
     cols.div_ceil(256) * 256
 }
 
+/// Rows `lut` pads to (whole tiles of 32) and the column pairs it covers (padded to 4 pairs).
+pub fn lut_padding(rows: usize, cols: usize) -> (usize, usize) {
+    (rows.div_ceil(32) * 32, cols.div_ceil(2).div_ceil(4) * 4)
+}
+
 /// Estimated code plus read-only data bytes of `strategy` on `l` (what `--optimize size`
 /// minimizes): a stream is about 7 bytes of code per term and batch pass; `packed` is 2 bits per
-/// padded weight plus a loop of a few KiB; `dense` is 4 bytes per weight plus its loop.
+/// padded weight plus a loop of a few KiB; `lut` is 4 bits per padded pair plus its loops;
+/// `dense` is 4 bytes per weight plus its loop.
 pub fn bytes(strategy: Strategy, l: &LayerShape) -> usize {
     match strategy {
         Strategy::Stream => 7 * l.nonzeros * if l.batch == 1 { 1 } else { l.batch.div_ceil(2) },
         Strategy::Packed => l.rows * packed_columns(l.cols) / 4 + 4096,
+        Strategy::Lut => {
+            let (rows, pairs) = lut_padding(l.rows, l.cols);
+            rows * pairs / 2 + 6144
+        }
         Strategy::Dense => 4 * l.rows * l.cols + 2048,
         Strategy::Auto => usize::MAX,
     }
@@ -91,6 +120,12 @@ pub fn features(strategy: Strategy, l: &LayerShape) -> Option<Vec<f64>> {
             let digits = packed_columns(l.cols) as f64 * batch * l.limbs as f64;
             vec![digits, rows * digits, outputs]
         }
+        Strategy::Lut => {
+            let digits = packed_columns(l.cols) as f64 * batch * l.limbs as f64;
+            let (rows, pairs) = lut_padding(l.rows, l.cols);
+            let lookups = (rows * pairs) as f64 * batch * l.limbs as f64;
+            vec![digits, lookups, outputs]
+        }
         Strategy::Dense => vec![rows * cols * batch, outputs],
         Strategy::Auto => return None,
     })
@@ -102,6 +137,7 @@ impl CostModel {
         Some(match strategy {
             Strategy::Stream => vec![self.stream_term, self.stream_output],
             Strategy::Packed => vec![self.packed_digit, self.packed_weight, self.packed_output],
+            Strategy::Lut => vec![self.lut_digit, self.lut_lookup, self.lut_output],
             Strategy::Dense => vec![self.dense_mac, self.dense_output],
             Strategy::Auto => return None,
         })
@@ -113,6 +149,9 @@ impl CostModel {
             (Strategy::Stream, [t, o]) => (self.stream_term, self.stream_output) = (*t, *o),
             (Strategy::Packed, [d, w, o]) => {
                 (self.packed_digit, self.packed_weight, self.packed_output) = (*d, *w, *o)
+            }
+            (Strategy::Lut, [d, k, o]) => {
+                (self.lut_digit, self.lut_lookup, self.lut_output) = (*d, *k, *o)
             }
             (Strategy::Dense, [m, o]) => (self.dense_mac, self.dense_output) = (*m, *o),
             _ => panic!("{} constants for strategy {strategy}", c.len()),
@@ -126,8 +165,9 @@ impl CostModel {
         Some(f.iter().zip(&c).map(|(f, c)| f * c).sum())
     }
 
-    /// The cost model of a target profile's `[cost]` table: every constant named, each a
-    /// finite non-negative number.
+    /// The cost model of a target profile's `[cost]` table: every constant named (the three
+    /// `lut_*` ones all or none: with them `auto` considers `lut`), each a finite non-negative
+    /// number.
     pub fn from_table(
         table: &std::collections::BTreeMap<String, f64>,
     ) -> Result<CostModel, String> {
@@ -138,6 +178,9 @@ impl CostModel {
             "packed_digit",
             "packed_weight",
             "packed_output",
+            "lut_digit",
+            "lut_lookup",
+            "lut_output",
             "dense_mac",
             "dense_output",
         ];
@@ -151,6 +194,9 @@ impl CostModel {
                 "packed_digit" => &mut m.packed_digit,
                 "packed_weight" => &mut m.packed_weight,
                 "packed_output" => &mut m.packed_output,
+                "lut_digit" => &mut m.lut_digit,
+                "lut_lookup" => &mut m.lut_lookup,
+                "lut_output" => &mut m.lut_output,
                 "dense_mac" => &mut m.dense_mac,
                 "dense_output" => &mut m.dense_output,
                 _ => {
@@ -162,7 +208,12 @@ impl CostModel {
             };
             *slot = *v;
         }
-        if let Some(missing) = names.iter().find(|n| !table.contains_key(**n)) {
+        let is_lut = |n: &str| n.starts_with("lut_");
+        m.offer_lut = names.iter().any(|n| is_lut(n) && table.contains_key(*n));
+        let missing = names
+            .iter()
+            .find(|n| (m.offer_lut || !is_lut(n)) && !table.contains_key(**n));
+        if let Some(missing) = missing {
             return Err(format!("cost.{missing} is missing"));
         }
         Ok(m)
@@ -171,12 +222,15 @@ impl CostModel {
     /// The `[cost]` table of this model, as a target profile spells it.
     pub fn to_toml(&self) -> String {
         format!(
-            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\ndense_mac = {:.4}\ndense_output = {:.4}\n",
+            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\nlut_digit = {:.4}\nlut_lookup = {:.5}\nlut_output = {:.4}\ndense_mac = {:.4}\ndense_output = {:.4}\n",
             self.stream_term,
             self.stream_output,
             self.packed_digit,
             self.packed_weight,
             self.packed_output,
+            self.lut_digit,
+            self.lut_lookup,
+            self.lut_output,
             self.dense_mac,
             self.dense_output
         )
@@ -195,7 +249,12 @@ mod tests {
         };
         let table: toml_like::Table = toml_like::parse(&m.to_toml());
         let back = CostModel::from_table(&table).unwrap();
-        for s in [Strategy::Stream, Strategy::Packed, Strategy::Dense] {
+        for s in [
+            Strategy::Stream,
+            Strategy::Packed,
+            Strategy::Lut,
+            Strategy::Dense,
+        ] {
             let (a, b) = (m.constants(s).unwrap(), back.constants(s).unwrap());
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "{s}: {x} vs {y}");
@@ -215,6 +274,19 @@ mod tests {
                 .unwrap_err()
                 .contains("dense_mac")
         );
+        assert!(back.offer_lut, "a table with the lut constants offers lut");
+        let mut old = table.clone();
+        for k in ["lut_digit", "lut_lookup", "lut_output"] {
+            old.remove(k);
+        }
+        assert!(!CostModel::from_table(&old).unwrap().offer_lut);
+        let mut bad = old.clone();
+        bad.insert("lut_digit".into(), 1.0);
+        assert!(
+            CostModel::from_table(&bad)
+                .unwrap_err()
+                .contains("lut_lookup")
+        );
         let mut bad = table;
         bad.insert("lut_entry".into(), 1.0);
         assert!(CostModel::from_table(&bad).unwrap_err().contains("unknown"));
@@ -231,7 +303,12 @@ mod tests {
             batch: 1,
             limbs: 3,
         };
-        for s in [Strategy::Stream, Strategy::Packed, Strategy::Dense] {
+        for s in [
+            Strategy::Stream,
+            Strategy::Packed,
+            Strategy::Lut,
+            Strategy::Dense,
+        ] {
             let p = m.predict(s, &base).unwrap();
             for bigger in [
                 LayerShape {

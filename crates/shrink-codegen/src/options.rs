@@ -14,6 +14,9 @@ pub enum Strategy {
     Stream,
     /// Ternary weights packed 2 bits each in read-only data, decoded in a loop.
     Packed,
+    /// Ternary weight pairs as 4-bit indices into tables of partial sums built per call,
+    /// looked up 16 at a time with a byte shuffle.
+    Lut,
     /// The weights as stored, multiplied in a loop.
     Dense,
 }
@@ -24,6 +27,7 @@ impl Strategy {
             Strategy::Auto => "auto",
             Strategy::Stream => "stream",
             Strategy::Packed => "packed",
+            Strategy::Lut => "lut",
             Strategy::Dense => "dense",
         }
     }
@@ -43,15 +47,10 @@ impl FromStr for Strategy {
             "stream" => Strategy::Stream,
             "packed" => Strategy::Packed,
             "dense" => Strategy::Dense,
-            // `lut` is part of the CLI contract; its kernels are not written yet.
-            "lut" => {
-                return Err(
-                    "strategy 'lut' is not available yet (stream, packed, dense, auto)".into(),
-                );
-            }
+            "lut" => Strategy::Lut,
             _ => {
                 return Err(format!(
-                    "unknown strategy '{s}' (expected auto, stream, packed or dense)"
+                    "unknown strategy '{s}' (expected auto, stream, packed, lut or dense)"
                 ));
             }
         })

@@ -41,7 +41,7 @@ struct Cli {
     /// Largest size of folded constants alive at once during constant folding (K/M/G suffixes).
     #[arg(long, global = true, default_value = "1G", value_parser = parse_size)]
     fold_budget: usize,
-    /// Kernel strategy for layers with weights: stream, packed, dense or auto (default).
+    /// Kernel strategy for layers with weights: stream, packed, lut, dense or auto (default).
     #[arg(long, global = true, default_value = "auto")]
     strategy: String,
     /// The strategy of one layer: LAYER=STRATEGY (repeatable; LAYER is the ONNX node name).

@@ -245,12 +245,35 @@ impl Builder {
         emit: impl Fn(&mut super::ir::NativeCx) + 'static,
         fallback: impl FnOnce(&mut Builder),
     ) {
+        self.native_piece(name, bufs, emit, fallback, false);
+    }
+
+    /// [`Builder::native`] for a piece that uses byte shuffles ([`super::ir::Native::shuffles`]).
+    pub fn native_shuffling(
+        &mut self,
+        name: &'static str,
+        bufs: &[&TensorRef],
+        emit: impl Fn(&mut super::ir::NativeCx) + 'static,
+        fallback: impl FnOnce(&mut Builder),
+    ) {
+        self.native_piece(name, bufs, emit, fallback, true);
+    }
+
+    fn native_piece(
+        &mut self,
+        name: &'static str,
+        bufs: &[&TensorRef],
+        emit: impl Fn(&mut super::ir::NativeCx) + 'static,
+        fallback: impl FnOnce(&mut Builder),
+        shuffles: bool,
+    ) {
         let fallback = self.scoped(fallback);
         self.push(Stmt::Native(super::ir::Native {
             name,
             bufs: bufs.iter().map(|t| t.buf).collect(),
             emit: std::rc::Rc::new(emit),
             fallback,
+            shuffles,
         }));
     }
 

@@ -112,6 +112,7 @@ pub fn emit_kernel_with<'a>(
         x86: isa.x86,
         vnni: isa.vnni,
         fma: isa.fma,
+        shuffle: isa.shuffle,
         wide: isa.wide,
         float_wide: isa.float_wide,
         machine,
@@ -181,6 +182,7 @@ pub(super) struct Emitter<'a, 'f> {
     pub(super) x86: bool,
     pub(super) vnni: bool,
     fma: bool,
+    shuffle: bool,
     wide: Option<Wide>,
     float_wide: Option<Wide>,
     machine: Option<&'a mut dyn MachineSink>,
@@ -239,11 +241,12 @@ impl Emitter<'_, '_> {
                 let dead = self.fb.create_block();
                 self.fb.switch_to_block(dead);
             }
-            Stmt::Native(n) if self.simd => {
+            Stmt::Native(n) if self.simd && (self.shuffle || !n.shuffles) => {
                 let mut cx = NativeCx {
                     fb: &mut self.fb,
                     bases: &self.bases,
                     pointer: self.ptr,
+                    x86: self.x86,
                     vnni: self.vnni,
                     fma: self.fma,
                     wide: self.wide,

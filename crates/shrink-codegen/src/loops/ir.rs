@@ -260,6 +260,8 @@ pub struct NativeCx<'a, 'f> {
     pub fb: &'a mut cranelift_frontend::FunctionBuilder<'f>,
     pub bases: &'a [cranelift_codegen::ir::Value],
     pub pointer: cranelift_codegen::ir::Type,
+    /// See [`super::emit::IsaFacts::x86`].
+    pub x86: bool,
     /// See [`super::emit::IsaFacts::vnni`].
     pub vnni: bool,
     /// See [`super::emit::IsaFacts::fma`].
@@ -342,6 +344,9 @@ pub struct Native {
     pub bufs: Vec<BufId>,
     pub emit: std::rc::Rc<dyn Fn(&mut NativeCx)>,
     pub fallback: Vec<Stmt>,
+    /// `emit` uses byte shuffles (`pshufb`, `tbl`): on x86 without SSSE3, where Cranelift would
+    /// call a helper for them, the fallback runs instead.
+    pub shuffles: bool,
 }
 
 impl std::fmt::Debug for Native {

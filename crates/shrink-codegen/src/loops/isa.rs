@@ -27,6 +27,8 @@ pub struct IsaFacts {
     /// A native fused multiply-add (scalar and 128-bit vectors): float kernels use `fma` only
     /// then, since without it Cranelift calls `fmaf` (an import).
     pub fma: bool,
+    /// Native byte shuffles (`pshufb`/`tbl`/`vrgather`): everywhere but x86 without SSSE3.
+    pub shuffle: bool,
     /// x86-64 vectors wider than Cranelift's 128 bits that native pieces may use through machine
     /// code of their own ([`NativeCx::call_machine`]); None elsewhere.
     pub wide: Option<Wide>,
@@ -56,6 +58,7 @@ impl IsaFacts {
             x86: isa.name() == "x64",
             vnni: vnni_of(isa),
             fma: isa.has_native_fma(),
+            shuffle: isa.name() != "x64" || isa_flag(isa, "has_ssse3"),
             wide: wide_of(isa),
             float_wide: float_wide_of(isa),
         }

@@ -6,9 +6,11 @@
 //! accumulates in f64 and rounds once), so it gives the interpreter's result up to the rounding
 //! of a reordered f64 sum. `packed` sums exact integers on fixed-point activations (three int8
 //! limbs, 24 bits, by default; one with `--activations int8`): see [`packed`] for its bound.
+//! `lut` uses `packed`'s quantizer and gives `packed`'s bits.
 use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 
+mod lut;
 mod packed;
 use crate::Strategy;
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
@@ -118,17 +120,22 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
     };
     Some(match strategy {
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
+        Strategy::Lut => lut::lut(b, &layer, limbs_for(cx.options.activations)),
         _ => packed(b, &layer, limbs_for(cx.options.activations)),
     })
 }
 
 /// The strategy the cost model predicts fastest (or, with `--optimize size`, smallest) for a
 /// layer of `shape`, among those that can take it: `stream` within its code budget, `packed`
-/// within its column limit, `dense`.
+/// within its column limit, `dense`, and `lut` where the target's cost table measured it
+/// ([`crate::cost::CostModel::offer_lut`]).
 fn fastest(o: &crate::CodegenOptions, shape: &crate::cost::LayerShape) -> Strategy {
     let mut candidates = vec![Strategy::Dense];
     if shape.cols <= packed::MAX_COLS {
         candidates.push(Strategy::Packed);
+    }
+    if o.cost.offer_lut && shape.cols <= lut::MAX_COLS {
+        candidates.push(Strategy::Lut);
     }
     if shape.nonzeros <= o.auto_stream_terms.min(o.max_stream_terms) {
         candidates.push(Strategy::Stream);

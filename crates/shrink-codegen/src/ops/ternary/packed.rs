@@ -61,15 +61,15 @@ pub(super) fn max_fixed(limbs: usize) -> i64 {
 
 /// Static shape of one packed layer, as the native loop sees it.
 #[derive(Clone, Copy)]
-struct Shape {
-    rows: usize,
-    blocks: usize,
-    batch: usize,
-    limbs: usize,
+pub(super) struct Shape {
+    pub(super) rows: usize,
+    pub(super) blocks: usize,
+    pub(super) batch: usize,
+    pub(super) limbs: usize,
 }
 
 impl Shape {
-    fn padded(self) -> usize {
+    pub(super) fn padded(self) -> usize {
         self.blocks * BLOCK
     }
 }
@@ -84,7 +84,7 @@ struct Bufs {
 }
 
 /// Where digit `c` (a loop-language index) of a limb row sits (see the module doc).
-fn digit_offset_expr(c: &Expr) -> Expr {
+pub(super) fn digit_offset_expr(c: &Expr) -> Expr {
     let k = |v: i64| Expr::idx(v);
     let block = c.clone().div(k(BLOCK as i64));
     c.clone()
@@ -179,7 +179,7 @@ fn code_at(blocks: usize, r: &Expr, c: &Expr) -> (Expr, Expr) {
 
 /// Per batch row: the absmax, the step `a / Q` (NaN when the row has an infinite or NaN value,
 /// 0 when it is all zeros), the limbs of every activation and each limb's sum.
-fn quantize(
+pub(super) fn quantize(
     b: &mut Builder,
     l: &Layer,
     s: Shape,
@@ -494,7 +494,7 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
 
 /// `for i in 0..n` (`n ≥ 1`) in Cranelift IR: `body` is emitted once, with the counter `i` (a
 /// pointer-sized value), in the loop's block; the builder continues after the loop.
-fn counted_loop(
+pub(super) fn counted_loop(
     fb: &mut FunctionBuilder,
     ptr: Type,
     n: i64,
