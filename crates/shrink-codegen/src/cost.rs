@@ -44,7 +44,13 @@ pub struct CostModel {
     /// the `lut_*` constants). The default machine's figures have it slower than `packed`
     /// everywhere, and baseline x86-64 (no SSSE3, no `pshufb`) cannot compile it.
     pub offer_lut: bool,
-    /// Per multiply-add of the dense f32 kernel.
+    /// Per weight of the dense kernel (read once per call: the panels stream through the row
+    /// tiles; what a batch-1 product is bound by).
+    pub dense_weight: f64,
+    /// Per weight beyond [`DENSE_CACHED_WEIGHTS`]: f32 weights that no longer stay in L2
+    /// between calls come from memory (4 bytes each, 16 times `packed`'s 2 bits).
+    pub dense_spill: f64,
+    /// Per multiply-add of the dense kernel (what a large batch is bound by).
     pub dense_mac: f64,
     /// Per output element of the dense kernel.
     pub dense_output: f64,
@@ -55,25 +61,33 @@ impl Default for CostModel {
     /// (JIT, one thread); see the bench for how.
     fn default() -> CostModel {
         CostModel {
-            stream_term: 0.4571,
-            stream_output: 0.9553,
-            packed_digit: 1.9968,
-            packed_weight: 0.00666,
-            packed_output: 9.5196,
+            stream_term: 0.4569,
+            stream_output: 0.8546,
+            packed_digit: 2.1309,
+            packed_weight: 0.00758,
+            packed_output: 9.3986,
             lut_digit: LUT_DEFAULT[0],
             lut_lookup: LUT_DEFAULT[1],
             lut_output: LUT_DEFAULT[2],
             offer_lut: false,
-            dense_mac: 0.6732,
-            dense_output: 2.1468,
+            dense_weight: DENSE_DEFAULT[0],
+            dense_spill: DENSE_DEFAULT[1],
+            dense_mac: DENSE_DEFAULT[2],
+            dense_output: DENSE_DEFAULT[3],
         }
     }
 }
 
-/// The lut constants of [`CostModel::default`]: fitted by hand to the `lut_timing` probe
-/// (`ops/ternary/lut/tests.rs`, int8, 256²–4096², batch 1 and 8) on the same machine; within
-/// 12% of each of its six figures.
-const LUT_DEFAULT: [f64; 3] = [2.5, 0.068, 4.0];
+/// The lut constants of [`CostModel::default`], from the same calibration run.
+const LUT_DEFAULT: [f64; 3] = [2.2465, 0.06836, 5.5988];
+
+/// The dense constants of [`CostModel::default`] (weight, spilled weight, multiply-add,
+/// output).
+const DENSE_DEFAULT: [f64; 4] = [0.02448, 0.15434, 0.00904, 0.6834];
+
+/// f32 weights (1 MiB) a dense layer keeps in L2 between calls (the L2 of the x86 CPUs shrink
+/// is calibrated on is 1–2 MiB per core); the rest is priced as [`CostModel::dense_spill`].
+pub const DENSE_CACHED_WEIGHTS: usize = 1 << 18;
 
 /// Columns `packed` pads each row to (whole groups of 256 weights).
 pub fn packed_columns(cols: usize) -> usize {
@@ -126,7 +140,10 @@ pub fn features(strategy: Strategy, l: &LayerShape) -> Option<Vec<f64>> {
             let lookups = (rows * pairs) as f64 * batch * l.limbs as f64;
             vec![digits, lookups, outputs]
         }
-        Strategy::Dense => vec![rows * cols * batch, outputs],
+        Strategy::Dense => {
+            let spilled = (l.rows * l.cols).saturating_sub(DENSE_CACHED_WEIGHTS) as f64;
+            vec![rows * cols, spilled, rows * cols * batch, outputs]
+        }
         Strategy::Auto => return None,
     })
 }
@@ -138,7 +155,12 @@ impl CostModel {
             Strategy::Stream => vec![self.stream_term, self.stream_output],
             Strategy::Packed => vec![self.packed_digit, self.packed_weight, self.packed_output],
             Strategy::Lut => vec![self.lut_digit, self.lut_lookup, self.lut_output],
-            Strategy::Dense => vec![self.dense_mac, self.dense_output],
+            Strategy::Dense => vec![
+                self.dense_weight,
+                self.dense_spill,
+                self.dense_mac,
+                self.dense_output,
+            ],
             Strategy::Auto => return None,
         })
     }
@@ -153,7 +175,10 @@ impl CostModel {
             (Strategy::Lut, [d, k, o]) => {
                 (self.lut_digit, self.lut_lookup, self.lut_output) = (*d, *k, *o)
             }
-            (Strategy::Dense, [m, o]) => (self.dense_mac, self.dense_output) = (*m, *o),
+            (Strategy::Dense, [w, s, m, o]) => {
+                (self.dense_weight, self.dense_spill) = (*w, *s);
+                (self.dense_mac, self.dense_output) = (*m, *o);
+            }
             _ => panic!("{} constants for strategy {strategy}", c.len()),
         }
     }
@@ -181,6 +206,8 @@ impl CostModel {
             "lut_digit",
             "lut_lookup",
             "lut_output",
+            "dense_weight",
+            "dense_spill",
             "dense_mac",
             "dense_output",
         ];
@@ -197,6 +224,8 @@ impl CostModel {
                 "lut_digit" => &mut m.lut_digit,
                 "lut_lookup" => &mut m.lut_lookup,
                 "lut_output" => &mut m.lut_output,
+                "dense_weight" => &mut m.dense_weight,
+                "dense_spill" => &mut m.dense_spill,
                 "dense_mac" => &mut m.dense_mac,
                 "dense_output" => &mut m.dense_output,
                 _ => {
@@ -222,7 +251,7 @@ impl CostModel {
     /// The `[cost]` table of this model, as a target profile spells it.
     pub fn to_toml(&self) -> String {
         format!(
-            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\nlut_digit = {:.4}\nlut_lookup = {:.5}\nlut_output = {:.4}\ndense_mac = {:.4}\ndense_output = {:.4}\n",
+            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\nlut_digit = {:.4}\nlut_lookup = {:.5}\nlut_output = {:.4}\ndense_weight = {:.5}\ndense_spill = {:.5}\ndense_mac = {:.5}\ndense_output = {:.4}\n",
             self.stream_term,
             self.stream_output,
             self.packed_digit,
@@ -231,6 +260,8 @@ impl CostModel {
             self.lut_digit,
             self.lut_lookup,
             self.lut_output,
+            self.dense_weight,
+            self.dense_spill,
             self.dense_mac,
             self.dense_output
         )
