@@ -103,7 +103,8 @@ struct Range {
 /// run-time value).
 fn dequantization(g: &Graph, y: Value, dims: &[usize]) -> Option<(Range, Option<f64>)> {
     let (mut v, mut step, mut runtime) = (y, 1.0f64, false);
-    for _ in 0..=MAX_OPS {
+    // At most MAX_OPS operations in all, a DequantizeLinear included.
+    for _ in 0..MAX_OPS {
         if let Some(r) = integers(g, v, dims, 0).filter(|r| r.integral) {
             return Some((r, (!runtime).then_some(step)));
         }
