@@ -247,8 +247,7 @@ fn quantize(
         b.store_raw(steps, n.clone(), step);
         // On a grid: the largest distance of `x · inv` from its digit, and of a digit from
         // -1/2 (a digit is in [-128, 127] when that is at most 127.5).
-        let off_grid = b.mutable(Expr::f64(0.0));
-        let reach = b.mutable(Expr::f64(0.0));
+        let checks = grid.map(|_| (b.mutable(Expr::f64(0.0)), b.mutable(Expr::f64(0.0))));
         let sums: Vec<_> = (0..s.limbs)
             .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
             .collect();
@@ -277,7 +276,7 @@ fn quantize(
             let v = Expr::select(c.lt(Expr::idx(cols as i64)), v, Expr::f32(0.0));
             let scaled = b.let_(v.cast(Ty::F64).mul(inv.clone()));
             let digit = b.let_(scaled.clone().nearest());
-            if grid.is_some() {
+            if let Some((off_grid, reach)) = checks {
                 let d = b.get(off_grid).max(scaled.sub(digit.clone()).abs());
                 b.set(off_grid, d);
                 let r = b.get(reach).max(digit.clone().add(Expr::f64(0.5)).abs());
@@ -308,7 +307,7 @@ fn quantize(
             let at = n.clone().mul_k(s.limbs as i64).add_k(p as i64);
             b.store_raw(digit_sums, at, b.get(sum));
         }
-        if grid.is_some() {
+        if let Some((off_grid, reach)) = checks {
             let off = b.get(off_grid).gt(Expr::f64(TOLERANCE));
             let out = b.get(reach).gt(Expr::f64(127.5));
             b.if_(off.or(out), |b| {
