@@ -319,7 +319,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(
             s,
-            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} {}",
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} activations",
             "name",
             "op",
             "weight",
@@ -331,8 +331,7 @@ pub fn render(r: &Report) -> String {
             "dead_cols",
             "strategy",
             "code_bytes",
-            "predicted_us",
-            "activations"
+            "predicted_us"
         );
         for l in &r.layers {
             let shape = format!("{:?}", l.weight_shape);
