@@ -61,6 +61,10 @@ pub struct NodeKernel {
     /// The cost model's predicted nanoseconds per call (ternary layers; the node's first
     /// kernel carries it).
     pub predicted_ns: Option<f64>,
+    /// How a ternary `packed` layer represents its activations: `f32` (three faithful limbs),
+    /// `int8-graph` (the graph's own int8 grid, one limb), `int8-flag` (`--activations int8`);
+    /// `None` for every other kernel.
+    pub activations: Option<&'static str>,
     pub kernel: Kernel,
 }
 
@@ -106,6 +110,7 @@ fn value_guard(p: &Prepared, i: usize, value: &Tensor) -> Result<NodeKernel, Cod
         op: "Input",
         strategy: "loops",
         predicted_ns: None,
+        activations: None,
         kernel: b.finish().map_err(CodegenError::new)?,
     })
 }
@@ -237,6 +242,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         lower_node(&mut b, &node.op, &cx)
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
         let predicted_ns = b.predicted_ns();
+        let activations = b.activations();
         let strategy = b.strategy().unwrap_or(
             if matches!(node.op, Op::Linear(_) | Op::Fused(_) | Op::Conv(_)) {
                 "dense"
@@ -286,6 +292,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 op: node.op.name(),
                 strategy,
                 predicted_ns,
+                activations,
                 kernel: kernel.clone(),
             };
             match Producer::of(kernel) {
@@ -302,6 +309,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 op: node.op.name(),
                 strategy,
                 predicted_ns: predicted_ns.filter(|_| i == 0),
+                activations,
                 kernel,
             });
         }
@@ -327,6 +335,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             op: "Identity",
             strategy: "loops",
             predicted_ns: None,
+            activations: None,
             kernel: b.finish().map_err(CodegenError::new)?,
         });
     }

@@ -30,6 +30,10 @@ pub struct Layer {
     /// The cost model's predicted time per call of the chosen strategy, in µs (ternary
     /// layers; measured constants of the target, see `cargo bench --bench calibrate`).
     pub predicted_us: Option<f64>,
+    /// How a `packed` layer represents its activations: `f32` (three faithful int8 limbs),
+    /// `int8-graph` (one limb on the int8 grid the graph's own fake-quantization proves, exact
+    /// w.r.t. the graph), `int8-flag` (one limb from `--activations int8`); null otherwise.
+    pub activations: Option<String>,
     /// Zero weights left in the optimized weight (a `stream` computes none of them).
     #[serde(skip)]
     pub final_zeros: Option<usize>,
@@ -170,6 +174,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             strategy: None,
             code_bytes: None,
             predicted_us: None,
+            activations: None,
             final_zeros,
         });
     }
@@ -247,6 +252,7 @@ pub fn fill_codegen(
             l.strategy = Some(k.strategy.to_string());
             l.code_bytes = Some(bytes);
             l.predicted_us = k.predicted_ns.map(|ns| (ns / 10.0).round() / 100.0);
+            l.activations = k.activations.map(str::to_string);
             // A stream emits nothing for a zero weight: those zeros are eliminated too.
             if k.strategy == "stream"
                 && let (Some(z), Some(total)) = (l.final_zeros, r.totals.zeros_eliminated.as_mut())
@@ -313,7 +319,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(
             s,
-            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12}",
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} activations",
             "name",
             "op",
             "weight",
@@ -331,7 +337,7 @@ pub fn render(r: &Report) -> String {
             let shape = format!("{:?}", l.weight_shape);
             let _ = writeln!(
                 s,
-                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12}",
+                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} {}",
                 l.name,
                 l.op,
                 shape,
@@ -343,7 +349,8 @@ pub fn render(r: &Report) -> String {
                 l.dead_cols.map_or("-".into(), |d| d.to_string()),
                 l.strategy.as_deref().unwrap_or("-"),
                 l.code_bytes.map_or("-".into(), |d| d.to_string()),
-                l.predicted_us.map_or("-".into(), |d| format!("{d:.2}"))
+                l.predicted_us.map_or("-".into(), |d| format!("{d:.2}")),
+                l.activations.as_deref().unwrap_or("-")
             );
         }
     }

@@ -45,6 +45,8 @@ pub struct Builder {
     strategy: Option<&'static str>,
     /// The cost model's predicted nanoseconds per call of this lowering, when it priced it.
     predicted_ns: Option<f64>,
+    /// How a layer lowering represents its activations (for reports).
+    activations: Option<&'static str>,
 }
 
 impl Builder {
@@ -59,6 +61,7 @@ impl Builder {
             done: vec![],
             strategy: None,
             predicted_ns: None,
+            activations: None,
         }
     }
 
@@ -133,6 +136,17 @@ impl Builder {
     /// The strategy recorded with [`Builder::note_strategy`].
     pub fn strategy(&self) -> Option<&'static str> {
         self.strategy
+    }
+
+    /// Records how this lowering represents its activations (`packed`: `f32` for the faithful
+    /// limbs, `int8-graph` for the graph's own int8 grid, `int8-flag` for `--activations int8`).
+    pub fn note_activations(&mut self, a: &'static str) {
+        self.activations = Some(a);
+    }
+
+    /// The mode recorded with [`Builder::note_activations`].
+    pub fn activations(&self) -> Option<&'static str> {
+        self.activations
     }
 
     /// A fresh variable of type `ty`.

@@ -5,11 +5,13 @@
 //! Numerics: `stream` sums in f64, as the interpreter does for every float matrix product (it
 //! accumulates in f64 and rounds once), so it gives the interpreter's result up to the rounding
 //! of a reordered f64 sum. `packed` sums exact integers on fixed-point activations (three int8
-//! limbs, 24 bits, by default; one with `--activations int8`): see [`packed`] for its bound.
+//! limbs, 24 bits, by default; one with `--activations int8`, or where the graph itself puts the
+//! activations on an int8 grid, [`grid`]): see [`packed`] for its bound.
 //! `lut` uses `packed`'s quantizer and gives `packed`'s bits.
 use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
 
+mod grid;
 mod lut;
 mod packed;
 use crate::Strategy;
@@ -31,6 +33,9 @@ struct Layer<'a> {
     /// Gemm's (alpha, beta): `alpha·x·W + beta·C` rounded once from f64, as the interpreter does;
     /// `None` for MatMul/DenseAct, which round the product before adding the bias.
     gemm: Option<(f64, f64)>,
+    /// The int8 grid the graph puts `x` on, if it proves one: `packed` then runs one limb
+    /// holding exactly the graph's integers.
+    grid: Option<grid::Grid>,
 }
 
 /// Lowers the node with a ternary strategy when its weight is ternary and the strategy asks for
@@ -86,12 +91,21 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         && x.compute_ty() == Ty::F32
         && y.compute_ty() == Ty::F32
         && activation.is_none_or(unary_supported);
+    let grid = fits
+        .then(|| cx.graph.inputs_of(cx.node)[0])
+        .flatten()
+        .and_then(|v| grid::of(cx.graph, v));
+    let limbs = if grid.is_some() {
+        1
+    } else {
+        limbs_for(cx.options.activations)
+    };
     let shape = crate::cost::LayerShape {
         rows: w.rows,
         cols: w.cols,
         nonzeros: w.nonzeros(),
         batch: x.numel() / w.cols.max(1),
-        limbs: limbs_for(cx.options.activations),
+        limbs,
     };
     let chosen = match cx.strategy {
         Strategy::Auto if fits => fastest(cx.options, &shape),
@@ -117,11 +131,12 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         activation,
         y,
         gemm,
+        grid,
     };
     Some(match strategy {
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
-        Strategy::Lut => lut::lut(b, &layer, limbs_for(cx.options.activations)),
-        _ => packed(b, &layer, limbs_for(cx.options.activations)),
+        Strategy::Lut => lut::lut(b, &layer, limbs),
+        _ => packed(b, &layer, limbs),
     })
 }
 

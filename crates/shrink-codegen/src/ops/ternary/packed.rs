@@ -22,9 +22,20 @@
 //! limbs). A batch row with an infinite or NaN activation has no fixed point: its sums are
 //! recomputed in f64 from the weights, with the graph's NaN and infinity results.
 //!
+//! Activations the graph itself quantizes ([`super::grid`]: BitNet's absmax quantizer, QDQ) run
+//! with one limb whose digits are the graph's own integers: `round(y / step)` for a compile-time
+//! step, `round(y · K / a)` on the row's absmax for BitNet's per-row scale (`K` the quantizer's
+//! full scale, 127), with the step `step` or `a / K`. The grid module proves those digits are
+//! exactly the graph's `q` (up to a common factor the step absorbs); the kernel still checks
+//! every digit is within [`super::grid::TOLERANCE`] of its unrounded value and in `[-128, 127]`,
+//! and recomputes a row that fails (a row the epsilon clamp rescaled) in f64 like a non-finite
+//! one. So the outputs are `step · Σ w q`, within `2 · 8 · 2⁻²⁴ · Σ |w y|` of the graph's f64
+//! sum of its own f32 activations `y`.
+//!
 //! Integer sums do not depend on their order, so the x86 microkernel with wider vectors
 //! ([`x86`], where the target has AVX-512 or AVX-VNNI), the 128-bit SIMD loop ([`emit_dots`])
 //! and the scalar fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
+use super::grid::{Grid, TOLERANCE};
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::{Builder, Expr, TensorRef, Ty};
@@ -104,6 +115,11 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
         ));
     }
     b.note_strategy("packed");
+    b.note_activations(match (l.grid, limbs) {
+        (Some(_), 1) => "int8-graph",
+        (None, 1) => "int8-flag",
+        _ => "f32",
+    });
     let batch = l.x.numel() / w.cols.max(1);
     let blocks = w.cols.div_ceil(BLOCK * GROUP) * GROUP;
     let shape = Shape {
@@ -178,7 +194,9 @@ fn code_at(blocks: usize, r: &Expr, c: &Expr) -> (Expr, Expr) {
 }
 
 /// Per batch row: the absmax, the step `a / Q` (NaN when the row has an infinite or NaN value,
-/// 0 when it is all zeros), the limbs of every activation and each limb's sum.
+/// 0 when it is all zeros), the limbs of every activation and each limb's sum. With one limb on
+/// the graph's own grid (`l.grid`) the digits and step are the grid's (module doc), and a row
+/// whose digits are not all on it gets step NaN (recomputed in f64).
 pub(super) fn quantize(
     b: &mut Builder,
     l: &Layer,
@@ -189,7 +207,15 @@ pub(super) fn quantize(
 ) {
     let cols = l.w.cols;
     let padded = s.padded();
-    let q = max_fixed(s.limbs) as f64;
+    let grid = l.grid.filter(|_| s.limbs == 1);
+    let q = match grid {
+        Some(Grid::RowAbsmax { full }) => full as f64,
+        _ => max_fixed(s.limbs) as f64,
+    };
+    let fixed = match grid {
+        Some(Grid::Fixed { step }) => Some(step),
+        _ => None,
+    };
     b.for_(s.batch, |b, n| {
         let from = b.let_(n.clone().mul_k(cols as i64));
         let amax = b.mutable(Expr::f32(0.0));
@@ -206,13 +232,22 @@ pub(super) fn quantize(
         let a = b.let_(b.get(amax).cast(Ty::F64));
         let finite = b.let_(b.get(probe).eq(Expr::f32(0.0)));
         let usable = b.let_(finite.clone().and(a.clone().gt(Expr::f64(0.0))));
-        let inv = b.let_(Expr::select(
-            usable,
-            Expr::f64(q).div(a.clone()),
-            Expr::f64(0.0),
-        ));
-        let step = Expr::select(finite, a.div(Expr::f64(q)), Expr::f64(f64::NAN));
+        let (inv, step) = match fixed {
+            Some(t) => (Expr::f64(1.0 / t), Expr::f64(t)),
+            None => (
+                b.let_(Expr::select(
+                    usable,
+                    Expr::f64(q).div(a.clone()),
+                    Expr::f64(0.0),
+                )),
+                a.div(Expr::f64(q)),
+            ),
+        };
+        let step = Expr::select(finite, step, Expr::f64(f64::NAN));
         b.store_raw(steps, n.clone(), step);
+        // On a grid: the largest distance of `x · inv` from its digit, and of a digit from
+        // -1/2 (a digit is in [-128, 127] when that is at most 127.5).
+        let checks = grid.map(|_| (b.mutable(Expr::f64(0.0)), b.mutable(Expr::f64(0.0))));
         let sums: Vec<_> = (0..s.limbs)
             .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
             .collect();
@@ -239,7 +274,15 @@ pub(super) fn quantize(
             let last = Expr::idx(cols as i64 - 1);
             let v = b.load(l.x, from.clone().add(c.clone().min(last)));
             let v = Expr::select(c.lt(Expr::idx(cols as i64)), v, Expr::f32(0.0));
-            let mut rest = b.let_(v.cast(Ty::F64).mul(inv.clone()).nearest().cast(Ty::I32));
+            let scaled = b.let_(v.cast(Ty::F64).mul(inv.clone()));
+            let digit = b.let_(scaled.clone().nearest());
+            if let Some((off_grid, reach)) = checks {
+                let d = b.get(off_grid).max(scaled.sub(digit.clone()).abs());
+                b.set(off_grid, d);
+                let r = b.get(reach).max(digit.clone().add(Expr::f64(0.5)).abs());
+                b.set(reach, r);
+            }
+            let mut rest = b.let_(digit.cast(Ty::I32));
             for (p, &sum) in sums.iter().enumerate() {
                 let digit = if p + 1 == s.limbs {
                     rest.clone()
@@ -263,6 +306,13 @@ pub(super) fn quantize(
         for (p, &sum) in sums.iter().enumerate() {
             let at = n.clone().mul_k(s.limbs as i64).add_k(p as i64);
             b.store_raw(digit_sums, at, b.get(sum));
+        }
+        if let Some((off_grid, reach)) = checks {
+            let off = b.get(off_grid).gt(Expr::f64(TOLERANCE));
+            let out = b.get(reach).gt(Expr::f64(127.5));
+            b.if_(off.or(out), |b| {
+                b.store_raw(steps, n.clone(), Expr::f64(f64::NAN))
+            });
         }
     });
 }
@@ -330,8 +380,9 @@ fn combine_limbs(
     });
 }
 
-/// Batch rows whose step is NaN (an infinite or NaN activation) get their sums again in f64,
-/// straight from the activations, so they carry the graph's NaN and infinity results.
+/// Batch rows whose step is NaN (an infinite or NaN activation, or a row off the graph's int8
+/// grid) get their sums again in f64, straight from the activations, so they carry the graph's
+/// NaN and infinity results.
 fn exact_nonfinite_rows(
     b: &mut Builder,
     l: &Layer,

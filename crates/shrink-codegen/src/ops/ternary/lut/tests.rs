@@ -68,6 +68,7 @@ fn run(c: &Case, limbs: usize, lut_kernel: bool, tweak: Tweak) -> Vec<f32> {
         activation: None,
         y: &yr,
         gemm: None,
+        grid: None,
     };
     if lut_kernel {
         lut(&mut b, &layer, limbs).unwrap();
@@ -349,6 +350,7 @@ fn layer_kernel(c: &Case, limbs: usize, lut_kernel: bool) -> crate::loops::ir::K
         activation: None,
         y: &yr,
         gemm: None,
+        grid: None,
     };
     if lut_kernel {
         lut(&mut b, &layer, limbs).unwrap();

@@ -11,6 +11,7 @@ use crate::loops::Place;
 use crate::loops::emit::{IsaFacts, Wide};
 use crate::loops::testing::run_kernel_traced;
 use crate::ops::ternary::Layer;
+use crate::ops::ternary::grid::Grid;
 use shrink_ir::{Tensor, WeightLayout};
 
 struct Case {
@@ -45,6 +46,11 @@ fn case(batch: usize, cols: usize, rows: usize) -> Case {
 
 /// Runs the packed layer on `c` with `limbs` limbs, for every emission path the host can show.
 fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
+    run_on(c, limbs, None)
+}
+
+/// [`run`] with the activations declared on the graph's int8 grid `grid`.
+fn run_on(c: &Case, limbs: usize, grid: Option<Grid>) -> Vec<Vec<f32>> {
     let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
     let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
     let mut b = Builder::new("packed");
@@ -57,6 +63,7 @@ fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
         activation: None,
         y: &yr,
         gemm: None,
+        grid,
     };
     packed(&mut b, &layer, limbs).unwrap();
     let k = b.finish().unwrap();
@@ -302,5 +309,119 @@ fn machine_code_uses_only_its_encoding() {
             wide == Wide::YmmVex,
             "{wide:?}: {evex} EVEX instructions"
         );
+    }
+}
+
+/// `c` with every batch row replaced by BitNet's fake-quantized activations as the graph
+/// computes them in f32: `s = 127 / max(absmax, eps)`, `q = round(x·s)`, `y = q / s`. Returns
+/// the integers too.
+fn on_absmax_grid(c: &Case) -> (Case, Vec<i64>) {
+    let mut y = c.x.clone();
+    let mut qs = vec![0i64; y.len()];
+    for (row, qrow) in y.chunks_mut(c.cols).zip(qs.chunks_mut(c.cols)) {
+        let a = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = 127f32 / a.max(1e-5);
+        for (v, q) in row.iter_mut().zip(qrow.iter_mut()) {
+            let r = (*v * s).round_ties_even().clamp(-128.0, 127.0);
+            *q = r as i64;
+            *v = r / s;
+        }
+    }
+    let case = Case {
+        x: y,
+        wv: c.wv.clone(),
+        ..*c
+    };
+    (case, qs)
+}
+
+/// The ternary sign of weight (column `k`, row `r`) of `c`.
+fn sign(c: &Case, k: usize, r: usize) -> i64 {
+    let w = c.wv[k * c.rows + r];
+    (w > 0.0) as i64 - (w < 0.0) as i64
+}
+
+/// BitNet's per-row grid: the digits are the graph's integers, the output `a/127 · Σ w q` bit
+/// for bit on every path; a row the epsilon clamp rescaled (all values below 1e-5, so its
+/// largest integer is below 127) is off the re-quantized grid and is the f64 sum of `y`.
+#[test]
+fn absmax_grid_runs_the_graphs_integers_on_every_path() {
+    for (batch, cols, rows) in SHAPES {
+        let mut c = case(batch, cols, rows);
+        // The last row tiny (absmax 4e-7 < eps): the clamp acts, its integers reach only 5.
+        let last = (batch - 1) * cols;
+        for v in &mut c.x[last..] {
+            *v *= 2e-7;
+        }
+        let (c, qs) = on_absmax_grid(&c);
+        let got = run_on(&c, 1, Some(Grid::RowAbsmax { full: 127 }));
+        for path in &got[1..] {
+            assert_eq!(path, &got[0], "{batch}x{cols}x{rows}: paths differ");
+        }
+        for n in 0..batch {
+            let ys = &c.x[n * cols..(n + 1) * cols];
+            let q = &qs[n * cols..(n + 1) * cols];
+            let qmax = q.iter().map(|v| v.abs()).max().unwrap();
+            let a = absmax(ys);
+            for r in 0..rows {
+                let scale = 0.25 * (1 + r % 3) as f64;
+                let want = if qmax == 127 {
+                    let dot: i64 = (0..cols).map(|k| q[k] * sign(&c, k, r)).sum();
+                    (dot as f64 * (a / 127.0) * scale) as f32
+                } else {
+                    let sum: f64 = (0..cols)
+                        .map(|k| ys[k] as f64 * sign(&c, k, r) as f64)
+                        .sum();
+                    (sum * scale) as f32
+                };
+                assert_eq!(
+                    got[0][n * rows + r],
+                    want,
+                    "{batch}x{cols}x{rows} [{n},{r}] (max |q| {qmax})"
+                );
+            }
+        }
+    }
+}
+
+/// A compile-time step (QDQ): digits `round(y / step)` including -128, output `step · Σ w q`
+/// exactly on every path; a row with a value off the grid is the f64 sum.
+#[test]
+fn fixed_grid_runs_the_graphs_integers_on_every_path() {
+    let step = 0.0125f32;
+    for (batch, cols, rows) in SHAPES {
+        let mut c = case(batch, cols, rows);
+        let qs: Vec<i64> =
+            c.x.iter()
+                .map(|&v| ((v / step).round_ties_even() as i64 * 3).clamp(-128, 127))
+                .collect();
+        c.x = qs.iter().map(|&q| q as f32 * step).collect();
+        // Batch row 0 gets one value between grid points (when there is more than one row).
+        if batch > 1 {
+            c.x[cols / 2] += step / 3.0;
+        }
+        let got = run_on(&c, 1, Some(Grid::Fixed { step: step as f64 }));
+        for path in &got[1..] {
+            assert_eq!(path, &got[0], "{batch}x{cols}x{rows}: paths differ");
+        }
+        for n in 0..batch {
+            for r in 0..rows {
+                let scale = 0.25 * (1 + r % 3) as f64;
+                let want = if n == 0 && batch > 1 {
+                    let sum: f64 = (0..cols)
+                        .map(|k| c.x[n * cols + k] as f64 * sign(&c, k, r) as f64)
+                        .sum();
+                    (sum * scale) as f32
+                } else {
+                    let dot: i64 = (0..cols).map(|k| qs[n * cols + k] * sign(&c, k, r)).sum();
+                    (dot as f64 * step as f64 * scale) as f32
+                };
+                assert_eq!(
+                    got[0][n * rows + r],
+                    want,
+                    "{batch}x{cols}x{rows} [{n},{r}]"
+                );
+            }
+        }
     }
 }
