@@ -4,15 +4,18 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 
-/// `for i in 0..n` (`n ≥ 1`) in Cranelift IR: `body` is emitted once, with the counter `i` (a
-/// value of type `ptr`), in the loop's block; the builder continues after the loop.
+/// `for i in 0..n` in Cranelift IR: `body` is emitted once, with the counter `i` (a value of
+/// type `ptr`), in the loop's block; the builder continues after the loop. Nothing is emitted
+/// when `n ≤ 0` (the loop tests its counter at the end, so it must not be entered then).
 pub fn counted_loop(
     fb: &mut FunctionBuilder,
     ptr: Type,
     n: i64,
     body: impl FnOnce(&mut FunctionBuilder, Value),
 ) {
-    assert!(n >= 1, "a counted loop runs at least once");
+    if n <= 0 {
+        return;
+    }
     let var = fb.declare_var(ptr);
     let zero = fb.ins().iconst(ptr, 0);
     fb.def_var(var, zero);

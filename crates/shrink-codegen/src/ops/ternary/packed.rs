@@ -38,10 +38,10 @@
 use super::grid::{Grid, TOLERANCE};
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
+pub(super) use crate::loops::native::counted_loop;
 use crate::loops::{Builder, Expr, TensorRef, Ty};
 use crate::ops::LowerResult;
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use shrink_ir::{DType, TernaryWeights};
 
@@ -541,29 +541,6 @@ fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
             }
         }
     });
-}
-
-/// `for i in 0..n` (`n ≥ 1`) in Cranelift IR: `body` is emitted once, with the counter `i` (a
-/// pointer-sized value), in the loop's block; the builder continues after the loop.
-pub(super) fn counted_loop(
-    fb: &mut FunctionBuilder,
-    ptr: Type,
-    n: i64,
-    body: impl FnOnce(&mut FunctionBuilder, Value),
-) {
-    let var = fb.declare_var(ptr);
-    let zero = fb.ins().iconst(ptr, 0);
-    fb.def_var(var, zero);
-    let (head, exit) = (fb.create_block(), fb.create_block());
-    fb.ins().jump(head, &[]);
-    fb.switch_to_block(head);
-    let i = fb.use_var(var);
-    body(fb, i);
-    let next = fb.ins().iadd_imm_s(i, 1);
-    fb.def_var(var, next);
-    let more = fb.ins().icmp_imm_s(IntCC::UnsignedLessThan, next, n);
-    fb.ins().brif(more, head, &[], exit, &[]);
-    fb.switch_to_block(exit);
 }
 
 /// Field `j` of the code bytes `q`: in place (`4^j·u`, `mask = 3 << 2j`) when `scaled`, else

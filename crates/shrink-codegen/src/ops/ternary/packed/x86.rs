@@ -21,7 +21,7 @@ use super::{GROUP, Shape};
 use crate::loops::emit::Wide;
 use crate::loops::ir::MachineCode;
 use iced_x86::code_asm::*;
-use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter, IcedError, Register};
+use iced_x86::{IcedError, Register};
 
 /// Bytes of codes (and of one field's digits) per group.
 const GROUP_CODES: i32 = 16 * GROUP as i32;
@@ -264,7 +264,7 @@ pub(super) fn dots(wide: Wide, s: Shape) -> Option<MachineCode> {
         return None;
     }
     let bytes = assemble(wide, s).expect("the packed microkernel assembles");
-    let listing = listing(&bytes);
+    let listing = crate::loops::native::x86_listing(&bytes);
     Some(MachineCode {
         name: "packed ternary dot products",
         bytes,
@@ -448,20 +448,6 @@ fn group(m: &mut Asm, s: Shape, plan: Plan, g: usize) -> R {
         }
     }
     Ok(())
-}
-
-/// One instruction a line: offset and GNU-assembler syntax (as Cranelift's listing).
-fn listing(bytes: &[u8]) -> String {
-    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
-    let mut formatter = GasFormatter::new();
-    let mut out = String::new();
-    let mut text = String::new();
-    for ins in &mut decoder {
-        text.clear();
-        formatter.format(&ins, &mut text);
-        out.push_str(&format!("  {:04x}  {text}\n", ins.ip()));
-    }
-    out
 }
 
 #[cfg(test)]
