@@ -54,67 +54,106 @@ pub fn run_kernel_traced(
     scratch: usize,
     tweak: impl FnOnce(&mut IsaFacts),
 ) -> (i32, Vec<Vec<u8>>, usize) {
-    let mut fb = settings::builder();
-    fb.set("opt_level", "speed").unwrap();
-    let isa = cranelift_native::builder()
-        .unwrap()
-        .finish(settings::Flags::new(fb))
-        .unwrap();
-    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    jb.symbol_lookup_fn(Box::new(|_| None));
-    let mut module = JITModule::new(jb);
-    let mut facts = IsaFacts::of(module.isa());
-    tweak(&mut facts);
-    let sig = kernel_signature(&facts);
-    let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
-    let mut ctx = Context::new();
-    ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
-    let mut gvs = vec![];
-    for (i, d) in kernel.bufs.iter().enumerate() {
-        let bytes = match &d.place {
-            Place::Table(t) => Some(kernel.tables[*t].clone()),
-            Place::Const(_) => panic!("run_kernel has no graph constants"),
-            _ => None,
-        };
-        gvs.push(bytes.map(|mut bytes| {
-            let did = module
-                .declare_data(&format!("t{i}"), Linkage::Local, false, false)
-                .unwrap();
-            let mut desc = DataDescription::new();
-            if bytes.is_empty() {
-                bytes.push(0);
-            }
-            desc.define(bytes.into_boxed_slice());
-            module.define_data(did, &desc).unwrap();
-            module.declare_data_in_func(did, &mut ctx.func)
-        }));
-    }
-    let mut fctx = FunctionBuilderContext::new();
-    // Machine code of native pieces goes where a program's does (`define`), under the same names.
-    let mut machine = crate::define::MachineFunctions::new(&mut module, "k", false);
-    emit_kernel_with(
-        kernel,
-        &mut ctx.func,
-        &mut fctx,
-        &facts,
-        &gvs,
-        Some(&mut machine),
-    );
-    if let Some(e) = machine.error {
-        panic!("{e}");
-    }
-    let machine_bytes = machine.bytes;
-    module.define_function(id, &mut ctx).unwrap();
-    module.finalize_definitions().unwrap();
-    let f: unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32 =
-        unsafe { std::mem::transmute(module.get_finalized_function(id)) };
+    let jitted = Jitted::new(kernel, tweak);
     let mut outs: Vec<Vec<u8>> = output_bytes.iter().map(|&n| vec![0u8; n]).collect();
     let mut scratch = vec![0u8; scratch];
     let ins: Vec<*const u8> = inputs.iter().map(|v| v.as_ptr()).collect();
-    let outp: Vec<*mut u8> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
-    let code = unsafe { f(ins.as_ptr(), outp.as_ptr(), scratch.as_mut_ptr()) };
-    unsafe { module.free_memory() };
-    (code, outs, machine_bytes)
+    let mut outp: Vec<*mut u8> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+    // SAFETY: the caller sizes the buffers for the kernel (tests pass its own extents).
+    let code = unsafe { jitted.call(&ins, &mut outp, &mut scratch) };
+    (code, outs, jitted.machine_bytes)
+}
+
+/// The kernel ABI entry point.
+type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+
+/// One loop-language kernel JIT-compiled for the host (its ISA facts changed by a tweak), to be
+/// called any number of times (timing probes call it in loops); its code is freed on drop.
+pub struct Jitted {
+    module: Option<JITModule>,
+    f: RunFn,
+    /// Bytes of machine code native pieces placed.
+    pub machine_bytes: usize,
+}
+
+impl Jitted {
+    pub fn new(kernel: &Kernel, tweak: impl FnOnce(&mut IsaFacts)) -> Jitted {
+        let mut fb = settings::builder();
+        fb.set("opt_level", "speed").unwrap();
+        let isa = cranelift_native::builder()
+            .unwrap()
+            .finish(settings::Flags::new(fb))
+            .unwrap();
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        jb.symbol_lookup_fn(Box::new(|_| None));
+        let mut module = JITModule::new(jb);
+        let mut facts = IsaFacts::of(module.isa());
+        tweak(&mut facts);
+        let sig = kernel_signature(&facts);
+        let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
+        let mut ctx = Context::new();
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        let mut gvs = vec![];
+        for (i, d) in kernel.bufs.iter().enumerate() {
+            let bytes = match &d.place {
+                Place::Table(t) => Some(kernel.tables[*t].clone()),
+                Place::Const(_) => panic!("run_kernel has no graph constants"),
+                _ => None,
+            };
+            gvs.push(bytes.map(|mut bytes| {
+                let did = module
+                    .declare_data(&format!("t{i}"), Linkage::Local, false, false)
+                    .unwrap();
+                let mut desc = DataDescription::new();
+                if bytes.is_empty() {
+                    bytes.push(0);
+                }
+                desc.define(bytes.into_boxed_slice());
+                module.define_data(did, &desc).unwrap();
+                module.declare_data_in_func(did, &mut ctx.func)
+            }));
+        }
+        let mut fctx = FunctionBuilderContext::new();
+        // Machine code of native pieces goes where a program's does (`define`), under the same names.
+        let mut machine = crate::define::MachineFunctions::new(&mut module, "k", false);
+        emit_kernel_with(
+            kernel,
+            &mut ctx.func,
+            &mut fctx,
+            &facts,
+            &gvs,
+            Some(&mut machine),
+        );
+        if let Some(e) = machine.error {
+            panic!("{e}");
+        }
+        let machine_bytes = machine.bytes;
+        module.define_function(id, &mut ctx).unwrap();
+        module.finalize_definitions().unwrap();
+        // SAFETY: `k` was defined with the kernel ABI signature, which is this type.
+        let f =
+            unsafe { std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(id)) };
+        Jitted {
+            module: Some(module),
+            f,
+            machine_bytes,
+        }
+    }
+
+    /// Calls the kernel.
+    ///
+    /// # Safety
+    /// The buffers must have the sizes the kernel was built for (inputs, outputs, workspace).
+    pub unsafe fn call(&self, ins: &[*const u8], outs: &mut [*mut u8], scratch: &mut [u8]) -> i32 {
+        unsafe { (self.f)(ins.as_ptr(), outs.as_ptr(), scratch.as_mut_ptr()) }
+    }
+}
+
+impl Drop for Jitted {
+    fn drop(&mut self) {
+        // SAFETY: the function is not called after this.
+        unsafe { self.module.take().expect("freed once").free_memory() };
+    }
 }
 
 #[cfg(test)]

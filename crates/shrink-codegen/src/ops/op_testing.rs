@@ -130,3 +130,16 @@ pub fn f32s(bytes: &[u8]) -> Vec<f32> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
 }
+
+/// Deterministic test values in [-1, 1) on a grid of 2⁻¹⁰ (xorshift from `seed`).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2048) as f32 / 1024.0 - 1.0
+        })
+        .collect()
+}

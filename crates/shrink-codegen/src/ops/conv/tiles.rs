@@ -176,22 +176,10 @@ impl Dot for ConvDot<'_> {
 #[cfg(test)]
 mod tests {
     use crate::ops::lower_node;
-    use crate::ops::op_testing::{In, f32s, run_node_traced};
+    use crate::ops::op_testing::{In, f32s, run_node_traced, values};
     use shrink_ir::DType;
     use shrink_ir::op::{AutoPad, Conv, Op};
     use shrink_ir::window::Window;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 2048) as f32 / 1024.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Runs `op` with the filters as a constant (`constant`) or as a per-call input; returns
     /// the output and the bytes of machine code placed.

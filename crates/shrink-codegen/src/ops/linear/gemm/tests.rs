@@ -3,25 +3,12 @@
 //! operands, constant and per-call B, f64; and against their scalar fallback bit for bit when
 //! the ISA has no fused multiply-add.
 use crate::ops::lower_node;
-use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced};
+use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced, values};
 use shrink_ir::op::{Linear, Op};
 use shrink_ir::{DType, Tensor};
 
 /// A change to the host's ISA facts (to run a lesser target's code path here).
 type Tweak = fn(&mut crate::loops::emit::IsaFacts);
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 2048) as f32 / 1024.0 - 1.0
-        })
-        .collect()
-}
 
 /// A product as a test states it: A `[batch.., m, k]`, B `[bbatch.., k, n]`.
 struct Case {

@@ -360,81 +360,21 @@ fn layer_kernel(c: &Case, limbs: usize, lut_kernel: bool) -> crate::loops::ir::K
     b.finish().unwrap()
 }
 
-/// One kernel JIT-compiled once for timing (the setup of `loops::testing::run_kernel_traced`).
+/// One kernel JIT-compiled once for timing ([`crate::loops::testing::Jitted`]).
 mod timing {
-    use crate::loops::emit::{IsaFacts, emit_kernel_with, kernel_signature};
-    use crate::loops::ir::{Kernel, Place};
-    use cranelift_codegen::Context;
-    use cranelift_codegen::ir::{Function, UserFuncName};
-    use cranelift_codegen::settings::{self, Configurable};
-    use cranelift_frontend::FunctionBuilderContext;
-    use cranelift_jit::{JITBuilder, JITModule};
-    use cranelift_module::{DataDescription, Linkage, Module, default_libcall_names};
-
-    type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+    use crate::loops::emit::IsaFacts;
+    use crate::loops::ir::Kernel;
+    use crate::loops::testing::Jitted;
 
     pub struct Compiled {
-        module: Option<JITModule>,
-        f: RunFn,
+        jitted: Jitted,
         scratch: Vec<u8>,
     }
 
     impl Compiled {
         pub fn new(kernel: &Kernel, tweak: fn(&mut IsaFacts)) -> Compiled {
-            let mut fb = settings::builder();
-            fb.set("opt_level", "speed").unwrap();
-            let isa = cranelift_native::builder()
-                .unwrap()
-                .finish(settings::Flags::new(fb))
-                .unwrap();
-            let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-            jb.symbol_lookup_fn(Box::new(|_| None));
-            let mut module = JITModule::new(jb);
-            let mut facts = IsaFacts::of(module.isa());
-            tweak(&mut facts);
-            let sig = kernel_signature(&facts);
-            let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
-            let mut ctx = Context::new();
-            ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
-            let mut gvs = vec![];
-            for (i, d) in kernel.bufs.iter().enumerate() {
-                let bytes = match &d.place {
-                    Place::Table(t) => Some(kernel.tables[*t].clone()),
-                    _ => None,
-                };
-                gvs.push(bytes.map(|mut bytes| {
-                    let did = module
-                        .declare_data(&format!("t{i}"), Linkage::Local, false, false)
-                        .unwrap();
-                    let mut desc = DataDescription::new();
-                    if bytes.is_empty() {
-                        bytes.push(0);
-                    }
-                    desc.define(bytes.into_boxed_slice());
-                    module.define_data(did, &desc).unwrap();
-                    module.declare_data_in_func(did, &mut ctx.func)
-                }));
-            }
-            let mut fctx = FunctionBuilderContext::new();
-            let mut machine = crate::define::MachineFunctions::new(&mut module, "k", false);
-            emit_kernel_with(
-                kernel,
-                &mut ctx.func,
-                &mut fctx,
-                &facts,
-                &gvs,
-                Some(&mut machine),
-            );
-            assert!(machine.error.is_none());
-            module.define_function(id, &mut ctx).unwrap();
-            module.finalize_definitions().unwrap();
-            // SAFETY: `k` was defined with the kernel ABI signature, which is this type.
-            let f = unsafe {
-                std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(id))
-            };
             Compiled {
-                module: Some(module),
-                f,
+                jitted: Jitted::new(kernel, tweak),
                 scratch: vec![0u8; kernel.workspace_bytes],
             }
         }
@@ -443,15 +383,14 @@ mod timing {
         pub fn time(&mut self, input: &[u8], out_bytes: usize, calls: usize) -> (f64, Vec<u8>) {
             let mut out = vec![0u8; out_bytes];
             let ins = [input.as_ptr()];
-            let outs = [out.as_mut_ptr()];
+            let mut outs = [out.as_mut_ptr()];
             let mut samples: Vec<f64> = (0..5)
                 .map(|_| {
                     let t = std::time::Instant::now();
                     for _ in 0..calls {
                         // SAFETY: the buffers have the kernel's sizes (input, output, workspace).
-                        let status = unsafe {
-                            (self.f)(ins.as_ptr(), outs.as_ptr(), self.scratch.as_mut_ptr())
-                        };
+                        let status =
+                            unsafe { self.jitted.call(&ins, &mut outs, &mut self.scratch) };
                         assert_eq!(status, 0);
                     }
                     t.elapsed().as_nanos() as f64 / calls as f64
@@ -459,13 +398,6 @@ mod timing {
                 .collect();
             samples.sort_by(f64::total_cmp);
             (samples[2], out)
-        }
-    }
-
-    impl Drop for Compiled {
-        fn drop(&mut self) {
-            // SAFETY: the function is not called after this.
-            unsafe { self.module.take().unwrap().free_memory() };
         }
     }
 }
