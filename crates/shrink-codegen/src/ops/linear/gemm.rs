@@ -31,11 +31,6 @@ const ACCUMULATORS: usize = 8;
 /// Most rows per tile.
 const MAX_ROWS: usize = 4;
 
-/// `k` steps per loop iteration: 1, since Cranelift's mid-end places pure values at their first
-/// use, chain by chain: with two steps per iteration the first accumulator's chain pulls every
-/// step's panel vectors and splats in at once, and the tile spills.
-const K_UNROLL: usize = 1;
-
 /// The element type as the native code sees it.
 #[derive(Clone, Copy)]
 struct Elem {
@@ -466,24 +461,15 @@ impl Tiles<'_> {
                 v
             })
             .collect();
-        let unroll = if g.k >= K_UNROLL { K_UNROLL } else { 1 };
-        let iters = g.k / unroll;
-        let a_step = self.bytes(g.a_inner);
-        let p_step = self.bytes(width);
-        if iters > 0 {
-            counted_loop(fb, self.ptr, iters as i64, |fb, kk| {
-                let a = advance(fb, a, kk, unroll * a_step);
-                let p = advance(fb, p, kk, unroll * p_step);
-                for u in 0..unroll {
-                    self.step(fb, &accs, rows, vectors, a, u * a_step, p, u * p_step);
-                }
-            });
-        }
-        for u in iters * unroll..g.k {
-            let a = fb.ins().iadd_imm_s(a, (u * a_step) as i64);
-            let p = fb.ins().iadd_imm_s(p, (u * p_step) as i64);
-            self.step(fb, &accs, rows, vectors, a, 0, p, 0);
-        }
+        // One `k` step per iteration: Cranelift's mid-end places pure values at their first use,
+        // chain by chain, so with two steps per iteration the first accumulator's chain pulls
+        // every step's panel vectors and splats in at once, and the tile spills.
+        let (a_step, p_step) = (self.bytes(g.a_inner), self.bytes(width));
+        counted_loop(fb, self.ptr, g.k as i64, |fb, kk| {
+            let a = advance(fb, a, kk, a_step);
+            let p = advance(fb, p, kk, p_step);
+            self.step(fb, &accs, rows, vectors, a, p);
+        });
         let flags = MemFlagsData::new().with_notrap();
         for r in 0..rows {
             for v in 0..vectors {
@@ -494,9 +480,8 @@ impl Tiles<'_> {
         }
     }
 
-    /// One `k` step of a tile: A's elements at `a + a_off` (row `r` a further `r · a_outer`),
-    /// the panel's vectors at `p + p_off`.
-    #[allow(clippy::too_many_arguments)]
+    /// One `k` step of a tile: A's elements at `a` (row `r` a further `r · a_outer`), the
+    /// panel's vectors at `p`.
     fn step(
         &self,
         fb: &mut FunctionBuilder,
@@ -504,9 +489,7 @@ impl Tiles<'_> {
         rows: usize,
         vectors: usize,
         a: Value,
-        a_off: usize,
         p: Value,
-        p_off: usize,
     ) {
         let e = self.g.elem;
         // A and the panels are read-only to this loop (the panels are packed before it): pure
@@ -516,16 +499,10 @@ impl Tiles<'_> {
             .with_readonly()
             .with_can_move();
         let bv: Vec<Value> = (0..vectors)
-            .map(|v| load(fb, e.vector, pure, p, p_off + self.bytes(v * e.lanes)))
+            .map(|v| load(fb, e.vector, pure, p, self.bytes(v * e.lanes)))
             .collect();
         for r in 0..rows {
-            let x = load(
-                fb,
-                e.scalar,
-                pure,
-                a,
-                a_off + self.bytes(r * self.g.a_outer),
-            );
+            let x = load(fb, e.scalar, pure, a, self.bytes(r * self.g.a_outer));
             let x = fb.ins().splat(e.vector, x);
             for (v, &y) in bv.iter().enumerate() {
                 let slot = accs[r * vectors + v];
