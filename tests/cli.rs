@@ -239,6 +239,49 @@ fn bench_json_has_the_contract_fields() {
     assert_eq!(v["engine"], "interp");
 }
 
+/// `bench --threads N` runs a large layer on N threads (the JSON says how many a call ran on:
+/// a model with no layer worth splitting stays on one), per layer too; bad counts and engines
+/// that cannot use them are one-line errors.
+#[test]
+fn bench_threads_split_large_layers() {
+    let dir = scratch();
+    let m = shrink::demo::ternary_layer(1024);
+    shrink::demo::write(&dir, &m).unwrap();
+    let model = dir.join(m.name).join("model.onnx");
+    let model = model.to_str().unwrap();
+    let threads_of = |args: &[&str]| {
+        let o = shrink(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["threads"].as_u64().unwrap()
+    };
+    let bench = ["bench", model, "--iters", "5", "--json"];
+    assert_eq!(threads_of(&bench), 1);
+    assert_eq!(threads_of(&[&bench[..], &["--threads", "2"]].concat()), 2);
+    let small = [
+        "bench",
+        &shipped_model(),
+        "--iters",
+        "5",
+        "--json",
+        "--threads",
+        "2",
+    ];
+    assert_eq!(threads_of(&small), 1);
+    let o = shrink(&[&bench[..], &["--threads", "2", "--per-layer"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1, "{v}");
+    assert_one_line_error(
+        &shrink(&["bench", model, "--threads", "0"]),
+        &["--threads 0", "expected 1"],
+    );
+    assert_one_line_error(
+        &shrink(&["bench", model, "--threads", "2", "--engine", "interp"]),
+        &["--threads 2", "--engine jit"],
+    );
+}
+
 /// `bench --per-layer` lists every layer of the model once, in order, with its strategy, a
 /// measured time and (for the ternary layers) the cost model's prediction.
 #[test]

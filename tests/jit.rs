@@ -564,3 +564,74 @@ fn int8_activations_change_packed_layers_within_their_bound() {
         }
     }
 }
+
+/// `threads`: large layers run as parts on the kernel's own pool. Every strategy's split gives
+/// the single-thread output bit for bit (each part computes whole output columns exactly as the
+/// unsplit loop does), stays inside guarded buffers, and two callers can share the pool.
+#[test]
+fn large_layers_split_across_threads_give_the_single_thread_bits() {
+    use shrink::codegen::{CodegenOptions, Strategy};
+    use shrink::demo::{BENCH_MLP_SIZES, Mlp};
+    let ternary = Mlp::ternary(&BENCH_MLP_SIZES, 7);
+    let dense = Mlp::pruned(&BENCH_MLP_SIZES, 0.0, 8);
+    let models = [
+        (ternary.demo("ternary_b1", 1, 3), Strategy::Packed),
+        (ternary.demo("ternary_b1", 1, 3), Strategy::Lut),
+        (ternary.demo("ternary_b8", 8, 4), Strategy::Auto),
+        (dense.demo("dense_b1", 1, 5), Strategy::Auto),
+        (dense.demo("dense_b4", 4, 6), Strategy::Dense),
+    ];
+    let compiler = shrink::Compiler::new(Default::default());
+    for (m, strategy) in models {
+        let g = compiler.optimized_graph(m.model.as_slice()).unwrap();
+        let inputs: Vec<Tensor> = m.inputs.iter().map(|(_, t)| t.clone()).collect();
+        let kernel = |threads| {
+            let options = CodegenOptions {
+                strategy,
+                threads,
+                ..Default::default()
+            };
+            shrink::compile_jit_with(&g, &options).unwrap()
+        };
+        let one = kernel(1);
+        assert_eq!(one.threads(), 1);
+        let want = one.run(&inputs).unwrap();
+        for threads in [2, 3] {
+            let k = kernel(threads);
+            assert_eq!(
+                k.threads(),
+                threads,
+                "{} {strategy}: no layer was split",
+                m.name
+            );
+            let what = format!("{} {strategy} on {threads} threads", m.name);
+            assert_eq!(k.run(&inputs).unwrap(), want, "{what}");
+            let want_bytes: Vec<Vec<u8>> = want.iter().map(|t| t.bytes().to_vec()).collect();
+            assert_eq!(
+                run_guarded(&k, &inputs, true),
+                want_bytes,
+                "{what}: guarded"
+            );
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..10 {
+                            assert_eq!(k.run(&inputs).unwrap(), want, "{what}: shared pool");
+                        }
+                    });
+                }
+            });
+        }
+        let c = shrink::compare::compare(
+            &want[0],
+            &m.outputs[0].1,
+            shrink::compare::Tolerance::INTERP,
+        );
+        assert!(
+            c.mismatch.is_none(),
+            "{} {strategy}: {:?}",
+            m.name,
+            c.mismatch
+        );
+    }
+}

@@ -43,6 +43,9 @@ pub struct DefineOptions<'a> {
 pub struct Defined {
     /// The exported entry point `PREFIX_run`.
     pub run: FuncId,
+    /// Each node kernel's function (same order as [`Program::kernels`], the kernel ABI
+    /// signature): a host that runs [`Program::steps`] itself (the JIT's thread pool) calls them.
+    pub kernels: Vec<FuncId>,
     /// Machine-code bytes of each node kernel (same order as [`Program::kernels`]).
     pub kernel_code_bytes: Vec<usize>,
     /// Code bytes of `run` itself.
@@ -254,6 +257,7 @@ pub fn define<M: Module>(
     }
     Ok(Defined {
         run,
+        kernels: kernel_ids,
         kernel_code_bytes: sizes,
         run_code_bytes,
         rodata_bytes,

@@ -116,6 +116,12 @@ pub struct CodegenOptions {
     /// that agree on having FMA (x86-64-v3/v4, AArch64 and RISC-V with V do; baseline x86-64
     /// and scalar RISC-V do not).
     pub fma: bool,
+    /// Threads the JIT may run one layer on (`--threads`): a layer with at least
+    /// [`PARALLEL_MIN_MACS`] multiply-adds is lowered as this many independent parts, each
+    /// computing a contiguous range of its output columns, which the JIT's pool runs at once.
+    /// The parts compute exactly what the whole would (same sums in the same order), so the
+    /// output bits do not depend on it. A static library runs the parts one after another.
+    pub threads: usize,
     /// Graph inputs the graph was specialized on by value (input index, value): shapes depended
     /// on them, so the code is only valid for these values. The kernel compares each of them
     /// first and returns BAD_VALUE for any other value.
@@ -133,12 +139,32 @@ impl Default for CodegenOptions {
             goal: Goal::Speed,
             activations: Activations::F32,
             fma: true,
+            threads: 1,
             value_guards: vec![],
         }
     }
 }
 
+/// Fewest multiply-adds (weights × batch rows) a layer needs before it is split across
+/// threads: waking a pool thread and joining it costs microseconds, a layer this size takes
+/// tens of them on one core.
+pub const PARALLEL_MIN_MACS: usize = 1 << 19;
+
+/// [`CodegenOptions::parallel_parts`] for `threads` threads.
+pub fn parallel_parts(threads: usize, macs: usize, units: usize) -> usize {
+    if macs < PARALLEL_MIN_MACS {
+        return 1;
+    }
+    threads.clamp(1, units.max(1))
+}
+
 impl CodegenOptions {
+    /// Parts to split a layer of `macs` multiply-adds with `units` independent output blocks
+    /// into (1: not split).
+    pub fn parallel_parts(&self, macs: usize, units: usize) -> usize {
+        parallel_parts(self.threads, macs, units)
+    }
+
     /// The strategy requested for the layer called `name`.
     pub fn for_layer(&self, name: &str) -> Strategy {
         self.per_layer

@@ -77,6 +77,24 @@ pub struct Program {
     pub kernels: Vec<NodeKernel>,
     /// Constants the kernels read, by id.
     pub consts: BTreeMap<ConstId, Arc<Tensor>>,
+    /// Threads the large layers were split for ([`CodegenOptions::threads`]): kernels marked
+    /// [`Kernel::concurrent`] may run beside the one before them.
+    pub threads: usize,
+}
+
+impl Program {
+    /// The kernels grouped into the steps that run one after another: each step is a run of
+    /// kernel indices that may run at the same time (one kernel, or the parts of a split layer).
+    pub fn steps(&self) -> Vec<std::ops::Range<usize>> {
+        let mut steps: Vec<std::ops::Range<usize>> = vec![];
+        for (i, nk) in self.kernels.iter().enumerate() {
+            match steps.last_mut() {
+                Some(last) if nk.kernel.concurrent => last.end = i + 1,
+                _ => steps.push(i..i + 1),
+            }
+        }
+        steps
+    }
 }
 
 /// A kernel that returns BAD_VALUE unless graph input `i` holds exactly `value` (bit for bit).
@@ -390,6 +408,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         scratch_bytes,
         kernels,
         consts,
+        threads: options.threads.max(1),
     })
 }
 

@@ -3,7 +3,9 @@
 //!
 //! [`Kernel::run_into`] checks every buffer's size before calling the generated code, so the
 //! code's own guarantee (it touches nothing outside the buffers it is given) is all that safety
-//! needs. The JIT module refuses to resolve any symbol, so a stray import is a compile error, not
+//! needs. A program lowered for several threads ([`shrink_codegen::CodegenOptions::threads`])
+//! gets a thread pool owned by its `Kernel`: the parts of each split layer run on it at once,
+//! everything else on the calling thread, in order. The JIT module refuses to resolve any symbol, so a stray import is a compile error, not
 //! a call into the host process.
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -49,6 +51,90 @@ pub struct Kernel {
     outputs: Vec<IoSpec>,
     scratch_bytes: usize,
     stats: CodeStats,
+    /// The steps and their pool, when the program has layers split across threads.
+    parallel: Option<Parallel>,
+}
+
+/// How a program with split layers runs: its steps in order, the parts of a step at once (the
+/// calling thread takes the first, the pool the others).
+struct Parallel {
+    steps: Vec<Vec<RunFn>>,
+    pool: rayon::ThreadPool,
+}
+
+/// The kernel ABI arguments of one call, shared by the parts of a step.
+#[derive(Clone, Copy)]
+struct Args(*const *const u8, *const *mut u8, *mut u8);
+
+// SAFETY: the pointers are only dereferenced by the generated parts of one step, which write
+// disjoint memory (the split's contract, `Builder::parallel`), while `run_into` holds the
+// buffers borrowed and waits for every part.
+unsafe impl Send for Args {}
+unsafe impl Sync for Args {}
+
+impl Args {
+    /// # Safety
+    /// The pointers must be valid kernel ABI buffers for `f`'s program.
+    unsafe fn call(self, f: RunFn) -> i32 {
+        unsafe { f(self.0, self.1, self.2) }
+    }
+}
+
+impl Parallel {
+    /// # Safety
+    /// `args` must be valid kernel ABI buffers for the program the steps come from.
+    unsafe fn run(&self, args: Args) -> i32 {
+        for step in &self.steps {
+            let status = match step.as_slice() {
+                [] => 0,
+                [f] => unsafe { args.call(*f) },
+                [first, rest @ ..] => {
+                    let statuses: Vec<std::sync::atomic::AtomicI32> =
+                        rest.iter().map(|_| 0.into()).collect();
+                    let mut own = 0;
+                    self.pool.in_place_scope(|s| {
+                        for (f, out) in rest.iter().zip(&statuses) {
+                            s.spawn(move |_| {
+                                clear_upper_vector_state();
+                                let code = unsafe { args.call(*f) };
+                                out.store(code, std::sync::atomic::Ordering::Relaxed);
+                            });
+                        }
+                        own = unsafe { args.call(*first) };
+                    });
+                    // The first failing part in program order, as a sequential run reports.
+                    std::iter::once(own)
+                        .chain(
+                            statuses
+                                .iter()
+                                .map(|s| s.load(std::sync::atomic::Ordering::Relaxed)),
+                        )
+                        .find(|&c| c != 0)
+                        .unwrap_or(0)
+                }
+            };
+            if status != 0 {
+                return status;
+            }
+        }
+        0
+    }
+}
+
+/// What the module's entry stub does before the kernels run (`vzeroupper` on x86 with AVX: see
+/// shrink-codegen's `define`), for kernels called one by one from here.
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked).
+            unsafe { zero_upper() }
+        }
+    }
 }
 
 impl std::fmt::Debug for Kernel {
@@ -117,9 +203,35 @@ impl Kernel {
             unsafe { module.free_memory() };
             return Err(JitError::Jit(e.to_string()));
         }
-        let ptr = module.get_finalized_function(d.run);
-        // SAFETY: `run` was defined with the kernel ABI signature, which is this type.
-        let run = unsafe { std::mem::transmute::<*const u8, RunFn>(ptr) };
+        let function = |id| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: every kernel and `run` were defined with the kernel ABI signature, which
+            // is this type.
+            unsafe { std::mem::transmute::<*const u8, RunFn>(ptr) }
+        };
+        let run = function(d.run);
+        let steps = p.steps();
+        let parallel = if p.threads > 1 && steps.len() < p.kernels.len() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(p.threads - 1)
+                .thread_name(|i| format!("shrink-kernel-{i}"))
+                .build()
+                .map_err(|e| JitError::Jit(format!("thread pool: {e}")));
+            let pool = match pool {
+                Ok(pool) => pool,
+                Err(e) => {
+                    unsafe { module.free_memory() };
+                    return Err(e);
+                }
+            };
+            let steps = steps
+                .into_iter()
+                .map(|r| d.kernels[r].iter().map(|&id| function(id)).collect())
+                .collect();
+            Some(Parallel { steps, pool })
+        } else {
+            None
+        };
         let code_bytes = d.kernel_code_bytes.iter().sum::<usize>() + d.run_code_bytes;
         Ok(Kernel {
             module: Some(module),
@@ -133,6 +245,7 @@ impl Kernel {
                 code_bytes,
                 rodata_bytes: d.rodata_bytes,
             },
+            parallel,
         })
     }
 
@@ -161,6 +274,13 @@ impl Kernel {
     }
     pub fn stats(&self) -> &CodeStats {
         &self.stats
+    }
+    /// Threads a call runs on: 1, or the pool's size plus the calling thread when the program
+    /// has layers split across threads.
+    pub fn threads(&self) -> usize {
+        self.parallel
+            .as_ref()
+            .map_or(1, |p| p.pool.current_num_threads() + 1)
     }
 
     /// Runs on caller-owned buffers without allocating: `inputs[i]` and `outputs[k]` hold the
@@ -204,9 +324,16 @@ impl Kernel {
         for (p, b) in out_ptrs.iter_mut().zip(outputs.iter_mut()) {
             *p = b.as_mut_ptr();
         }
+        let args = Args(in_ptrs.as_ptr(), out_ptrs.as_ptr(), scratch.as_mut_ptr());
         // SAFETY: every buffer has exactly the size the code was generated for (checked above),
         // and the code stays inside them (bounds proven or checked by the emitter).
-        let code = unsafe { (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), scratch.as_mut_ptr()) };
+        let code = match &self.parallel {
+            None => unsafe { args.call(self.run) },
+            Some(p) => {
+                clear_upper_vector_state();
+                unsafe { p.run(args) }
+            }
+        };
         if code != 0 {
             return Err(JitError::Status { code });
         }

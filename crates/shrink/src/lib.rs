@@ -258,6 +258,9 @@ pub fn options_for_target(
     profile: &shrink_target::TargetProfile,
 ) -> Result<shrink_codegen::CodegenOptions, String> {
     let mut o = options.clone();
+    // A static library's entry point is single-threaded (the ABI has no threads): splitting its
+    // layers would only add calls.
+    o.threads = 1;
     if !profile.cost.is_empty() {
         o.cost = shrink_codegen::CostModel::from_table(&profile.cost)
             .map_err(|e| format!("target {}: {e}", profile.name))?;

@@ -356,10 +356,12 @@ fn compile_with_bar(
     cli: &Cli,
     g: &shrink::ir::Graph,
     guards: Guards,
+    threads: usize,
 ) -> Result<shrink::Kernel, String> {
     let g = shrink::with_static_shapes(g)?;
     let mut options = codegen_options(cli).map_err(|e| e.to_string())?;
     options.value_guards = guards;
+    options.threads = threads;
     let program = shrink::codegen::lower(&g, &options).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let bar = indicatif::ProgressBar::hidden();
@@ -398,7 +400,7 @@ fn execute(
             shrink::interp::run(&g, &bound, &ctx).map_err(|e| at(e.to_string()))
         }
         Engine::Jit => {
-            let kernel = compile_with_bar(cli, &g, guards).map_err(at)?;
+            let kernel = compile_with_bar(cli, &g, guards, 1).map_err(at)?;
             kernel.run(&bound).map_err(|e| at(e.to_string()))
         }
         Engine::Aot => {
@@ -577,11 +579,15 @@ fn time_runs(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(u64, u6
     Ok((median, p99, times.len()))
 }
 
+/// Most `--threads`: beyond it a pool costs more than any layer gains.
+const MAX_THREADS: usize = 256;
+
 fn cmd_bench(
     cli: &Cli,
     model: &Path,
     engine: Engine,
     iters: usize,
+    threads: usize,
     json: bool,
     per_layer: bool,
 ) -> Result<()> {
@@ -614,6 +620,7 @@ fn cmd_bench(
     let layers = if per_layer {
         let mut options = codegen_options(cli)?;
         options.value_guards = guards.clone();
+        options.threads = threads;
         let static_g = shrink::with_static_shapes(&g).map_err(at)?;
         let program = shrink::codegen::lower(&static_g, &options).map_err(|e| at(e.to_string()))?;
         let ins: Vec<&[u8]> = bound.iter().map(|t| t.bytes().as_ref()).collect();
@@ -622,7 +629,7 @@ fn cmd_bench(
         None
     };
     let kernel = match engine {
-        Engine::Jit => Some(compile_with_bar(cli, &g, guards).map_err(at)?),
+        Engine::Jit => Some(compile_with_bar(cli, &g, guards, threads).map_err(at)?),
         _ => None,
     };
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -651,13 +658,20 @@ fn cmd_bench(
         if let Some(im) = interp_median {
             obj["interp_median_ns"] = im.into();
         }
+        if let Some(k) = &kernel {
+            obj["threads"] = k.threads().into();
+        }
         if let Some(l) = &layers {
             obj["layers"] = serde_json::to_value(l)?;
         }
         println!("{obj}");
     } else {
+        let on = match &kernel {
+            Some(k) if k.threads() > 1 => format!(" on {} threads", k.threads()),
+            _ => String::new(),
+        };
         println!(
-            "engine {}: {n} iters, median {:.3} ms, p99 {:.3} ms (import + optimize{} {:.1} ms)",
+            "engine {}{on}: {n} iters, median {:.3} ms, p99 {:.3} ms (import + optimize{} {:.1} ms)",
             engine.name(),
             median as f64 / 1e6,
             p99 as f64 / 1e6,
@@ -818,12 +832,16 @@ fn run_command(cli: &Cli) -> Result<bool> {
             json,
             per_layer,
         } => {
-            if *threads != 1 {
+            if *threads == 0 || *threads > MAX_THREADS {
                 Err(anyhow!(
-                    "--threads {threads}: kernels are single-threaded; only 1 is supported"
+                    "--threads {threads}: expected 1 to {MAX_THREADS} (threads the JIT runs large layers on)"
+                ))
+            } else if *threads > 1 && *engine != Engine::Jit {
+                Err(anyhow!(
+                    "--threads {threads}: only the JIT runs layers on several threads; use --engine jit"
                 ))
             } else {
-                cmd_bench(cli, model, *engine, *iters, *json, *per_layer).map(|_| true)
+                cmd_bench(cli, model, *engine, *iters, *threads, *json, *per_layer).map(|_| true)
             }
         }
     };

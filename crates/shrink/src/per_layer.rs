@@ -3,7 +3,7 @@
 //! medians of two programs that run the first `i` and the first `i + 1` kernels. Each prefix is
 //! a real program (same buffers, same memory plan), so what is timed is the generated code as it
 //! runs in the whole model, caches warmed by the layers before it, with nothing instrumented.
-//! It costs one JIT compile per kernel.
+//! It costs one JIT compile per kernel (per split layer, with threads).
 use shrink_codegen::Program;
 use std::time::Instant;
 
@@ -53,14 +53,15 @@ pub fn per_layer(
         let k = shrink_jit::Kernel::compile(&empty).map_err(|e| e.to_string())?;
         median_ns(&k, inputs, iters)?
     };
-    for i in 0..program.kernels.len() {
+    // A layer split across threads is timed as a whole: prefixes end between steps.
+    for step in program.steps() {
         let prefix = Program {
-            kernels: program.kernels[..=i].to_vec(),
+            kernels: program.kernels[..step.end].to_vec(),
             ..program.clone()
         };
         let k = shrink_jit::Kernel::compile(&prefix).map_err(|e| e.to_string())?;
         let now = median_ns(&k, inputs, iters)?;
-        let nk = &program.kernels[i];
+        let nk = &program.kernels[step.start];
         let spent = (now - before).max(0.0);
         before = now;
         match layers.last_mut() {

@@ -39,8 +39,9 @@ pub struct Builder {
     kernel: Kernel,
     open: Vec<Vec<Stmt>>,
     unsupported: Option<String>,
-    /// Bodies closed by [`Builder::next_function`], each to become a function of its own.
-    done: Vec<Vec<Stmt>>,
+    /// Bodies closed by [`Builder::next_function`], each to become a function of its own, with
+    /// whether it may run at the same time as the one before it ([`Builder::parallel`]).
+    done: Vec<(Vec<Stmt>, bool)>,
     /// The kernel strategy a layer lowering chose (for reports).
     strategy: Option<&'static str>,
     /// The cost model's predicted nanoseconds per call of this lowering, when it priced it.
@@ -347,7 +348,28 @@ impl Builder {
         assert_eq!(self.open.len(), 1, "next_function inside a loop or branch");
         let body = std::mem::take(&mut self.open[0]);
         if !body.is_empty() {
-            self.done.push(body);
+            self.done.push((body, false));
+        }
+    }
+
+    /// Emits `parts` functions, part `i` built by `f(self, i)`, that may run at the same time
+    /// (the JIT runs them on its thread pool; a static library one after another): each must
+    /// write memory no other part reads or writes, and read only what earlier code wrote. What
+    /// follows starts a new function that runs after all of them. With one part this is just
+    /// `f(self, 0)` in the current function. Only at the top level, like
+    /// [`Builder::next_function`].
+    pub fn parallel(&mut self, parts: usize, mut f: impl FnMut(&mut Builder, usize)) {
+        if parts <= 1 {
+            f(self, 0);
+            return;
+        }
+        self.next_function();
+        for i in 0..parts {
+            f(self, i);
+            assert_eq!(self.open.len(), 1, "parallel part left a scope open");
+            let body = std::mem::take(&mut self.open[0]);
+            // An empty part still has its place, so part numbers stay what the caller meant.
+            self.done.push((body, i > 0));
         }
     }
 
@@ -367,12 +389,13 @@ impl Builder {
         let last = self.open.pop().expect("root");
         let mut bodies = std::mem::take(&mut self.done);
         if !last.is_empty() || bodies.is_empty() {
-            bodies.push(last);
+            bodies.push((last, false));
         }
         Ok(bodies
             .into_iter()
-            .map(|body| Kernel {
+            .map(|(body, concurrent)| Kernel {
                 body,
+                concurrent,
                 ..self.kernel.clone()
             })
             .collect())

@@ -394,6 +394,10 @@ pub struct Kernel {
     pub tables: Vec<Vec<u8>>,
     /// Bytes of working memory `Place::Workspace` buffers take (see [`Place::Workspace`]).
     pub workspace_bytes: usize,
+    /// This function is one part of a layer split across threads ([`super::Builder::parallel`])
+    /// and may run at the same time as the function before it, which is another part of the
+    /// same split: the parts write disjoint memory and read only what earlier functions wrote.
+    pub concurrent: bool,
 }
 
 impl Kernel {

@@ -64,6 +64,42 @@ pub fn run_kernel_traced(
     (code, outs, jitted.machine_bytes)
 }
 
+/// Runs the functions of one node (a [`super::Builder::finish_all`] result) on the same
+/// buffers, as a program runs them, except that the parts of every split
+/// ([`Kernel::concurrent`]) run in reverse order: a part that read what another part writes
+/// would then see other values, so comparing the outputs with the unsplit kernel's checks that
+/// the parts are independent. Returns the first nonzero status and the outputs.
+pub fn run_split_kernels(
+    kernels: &[Kernel],
+    inputs: &[Vec<u8>],
+    output_bytes: &[usize],
+    scratch: usize,
+    tweak: impl Fn(&mut IsaFacts),
+) -> (i32, Vec<Vec<u8>>) {
+    let mut outs: Vec<Vec<u8>> = output_bytes.iter().map(|&n| vec![0u8; n]).collect();
+    let mut scratch = vec![0u8; scratch];
+    let ins: Vec<*const u8> = inputs.iter().map(|v| v.as_ptr()).collect();
+    let mut outp: Vec<*mut u8> = outs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+    let mut steps: Vec<Vec<&Kernel>> = vec![];
+    for k in kernels {
+        match steps.last_mut() {
+            Some(step) if k.concurrent => step.push(k),
+            _ => steps.push(vec![k]),
+        }
+    }
+    for step in steps {
+        for k in step.into_iter().rev() {
+            let jitted = Jitted::new(k, &tweak);
+            // SAFETY: the caller sizes the buffers for the kernels (tests pass their extents).
+            let code = unsafe { jitted.call(&ins, &mut outp, &mut scratch) };
+            if code != 0 {
+                return (code, outs);
+            }
+        }
+    }
+    (0, outs)
+}
+
 /// The kernel ABI entry point.
 type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
 

@@ -422,14 +422,14 @@ fn quantized(b: &mut Builder, cx: &NodeCtx, qlinear: bool) -> LowerResult {
 /// tiles do not take these operands.
 pub(crate) fn tiled_product(
     b: &mut Builder,
-    fma: bool,
+    options: &crate::CodegenOptions,
     a: &TensorRef,
     bm: &TensorRef,
     dot: &dyn Dot,
 ) -> Result<bool, String> {
     let plan = Plan::matmul(&a.dims, &bm.dims)?;
     let (a_op, b_op) = operands(&plan, a, bm, false);
-    Ok(gemm::try_lower(b, fma, &plan, &a_op, &b_op, None, dot))
+    Ok(gemm::try_lower(b, options, &plan, &a_op, &b_op, None, dot))
 }
 
 /// [`matmul_loops`], with a constant, unbatched B (input `b_input`: the layer's weight) first
@@ -443,15 +443,7 @@ fn loops_over(
     bm: Operand,
     dot: &dyn Dot,
 ) {
-    if gemm::try_lower(
-        b,
-        cx.options.fma,
-        plan,
-        a,
-        &bm,
-        cx.const_input(b_input),
-        dot,
-    ) {
+    if gemm::try_lower(b, cx.options, plan, a, &bm, cx.const_input(b_input), dot) {
         return;
     }
     let whole_bytes = !matches!(

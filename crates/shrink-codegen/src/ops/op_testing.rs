@@ -65,6 +65,50 @@ pub fn run_node_traced(
     outs: &[(DType, &[usize])],
     tweak: impl FnOnce(&mut crate::loops::emit::IsaFacts),
 ) -> Result<(i32, Vec<Vec<u8>>, usize), String> {
+    let (k, data, sizes) = lower_one(lower, ins, outs, 1)?;
+    let k = single(k)?;
+    Ok(crate::loops::testing::run_kernel_traced(
+        &k,
+        &data,
+        &sizes,
+        k.workspace_bytes,
+        tweak,
+    ))
+}
+
+/// [`run_node`] lowered for `threads` threads
+/// ([`crate::loops::testing::run_split_kernels`]: each split's parts run in reverse order),
+/// also returning how many functions the node became.
+pub fn run_node_split(
+    lower: impl FnOnce(&mut Builder, &NodeCtx) -> super::LowerResult,
+    ins: &[Option<In>],
+    outs: &[(DType, &[usize])],
+    threads: usize,
+    tweak: impl Fn(&mut crate::loops::emit::IsaFacts),
+) -> Result<(i32, Vec<Vec<u8>>, usize), String> {
+    let (kernels, data, sizes) = lower_one(lower, ins, outs, threads)?;
+    let scratch = kernels.iter().map(|k| k.workspace_bytes).max().unwrap_or(0);
+    let (code, outs) =
+        crate::loops::testing::run_split_kernels(&kernels, &data, &sizes, scratch, tweak);
+    Ok((code, outs, kernels.len()))
+}
+
+fn single(mut kernels: Vec<crate::loops::Kernel>) -> Result<crate::loops::Kernel, String> {
+    if kernels.len() != 1 {
+        return Err(format!("the node became {} functions", kernels.len()));
+    }
+    Ok(kernels.remove(0))
+}
+
+/// The node's functions, its input bytes and its output sizes.
+type Lowered = (Vec<crate::loops::Kernel>, Vec<Vec<u8>>, Vec<usize>);
+
+fn lower_one(
+    lower: impl FnOnce(&mut Builder, &NodeCtx) -> super::LowerResult,
+    ins: &[Option<In>],
+    outs: &[(DType, &[usize])],
+    threads: usize,
+) -> Result<Lowered, String> {
     let mut g = Graph::new();
     let node = g.add_input("x", ValueType::unknown_shape(DType::F32));
     let mut b = Builder::new("op");
@@ -98,7 +142,10 @@ pub fn run_node_traced(
         .iter()
         .map(|(d, dims)| d.size() * dims.iter().product::<usize>())
         .collect();
-    let options = crate::CodegenOptions::default();
+    let options = crate::CodegenOptions {
+        threads,
+        ..Default::default()
+    };
     let cx = NodeCtx {
         graph: &g,
         node,
@@ -109,14 +156,7 @@ pub fn run_node_traced(
         options: &options,
     };
     lower(&mut b, &cx)?;
-    let k = b.finish()?;
-    Ok(crate::loops::testing::run_kernel_traced(
-        &k,
-        &data,
-        &sizes,
-        k.workspace_bytes,
-        tweak,
-    ))
+    Ok((b.finish_all()?, data, sizes))
 }
 
 /// [`run_node`] for an op through the registry; a lowering error fails the test.

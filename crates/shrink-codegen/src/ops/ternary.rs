@@ -135,8 +135,8 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
     };
     Some(match strategy {
         Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
-        Strategy::Lut => lut::lut(b, &layer, limbs),
-        _ => packed(b, &layer, limbs),
+        Strategy::Lut => lut::lut(b, &layer, limbs, cx.options.threads),
+        _ => packed(b, &layer, limbs, cx.options.threads),
     })
 }
 

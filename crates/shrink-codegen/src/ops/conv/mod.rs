@@ -117,8 +117,7 @@ pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
                 }
                 other => other,
             };
-            if let Some(r) = tiles::try_lower(b, cx.options.fma, &shape, cx.const_input(1), bias, y)
-            {
+            if let Some(r) = tiles::try_lower(b, cx.options, &shape, cx.const_input(1), bias, y) {
                 return r;
             }
             let ty = y.compute_ty();

@@ -16,7 +16,7 @@ use shrink_ir::{DType, Tensor};
 /// Lowers the convolution on the tiles when it qualifies; None leaves it to the loop nest.
 pub(super) fn try_lower(
     b: &mut Builder,
-    fma: bool,
+    options: &crate::CodegenOptions,
     s: &Shape,
     filters: Option<&Tensor>,
     bias: Option<&TensorRef>,
@@ -49,7 +49,7 @@ pub(super) fn try_lower(
         bias,
         y,
     };
-    match tiled_product(b, fma, &w, &cols, &dot) {
+    match tiled_product(b, options, &w, &cols, &dot) {
         Ok(true) => Some(Ok(())),
         Ok(false) => None,
         Err(e) => Some(Err(e)),

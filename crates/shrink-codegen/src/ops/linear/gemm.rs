@@ -15,6 +15,7 @@
 //! multiply-add, else (and with `CodegenOptions::fma` off) multiplied and added with two —
 //! the same bits as the scalar fallback, on every ISA.
 use super::matmul::{Dot, Operand, Plan};
+use crate::CodegenOptions;
 use crate::loops::emit::Wide;
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::native::counted_loop;
@@ -97,11 +98,19 @@ struct Geometry {
     width: usize,
     full: usize,
     last: usize,
+    /// The panels this piece of code computes, `[first, end)`: all of them, or one thread's
+    /// share ([`Geometry::window`]).
+    first: usize,
+    end: usize,
 }
 
 impl Geometry {
     fn new(elem: Elem, plan: &Plan, a: &Operand) -> Geometry {
         let width = panel_width(plan.m);
+        let (full, last) = (
+            plan.n / width,
+            (plan.n % width).div_ceil(PANEL_UNIT) * PANEL_UNIT,
+        );
         Geometry {
             elem,
             m: plan.m,
@@ -114,9 +123,33 @@ impl Geometry {
             a_outer: a.outer,
             a_inner: a.inner,
             width,
-            full: plan.n / width,
-            last: (plan.n % width).div_ceil(PANEL_UNIT) * PANEL_UNIT,
+            full,
+            last,
+            first: 0,
+            end: full + usize::from(last > 0),
         }
+    }
+
+    /// Every panel, full and last.
+    fn panel_count(&self) -> usize {
+        self.full + usize::from(self.last > 0)
+    }
+
+    /// Part `part` of `parts` near-equal shares of the panels (whole panels, in order).
+    fn window(&self, part: usize, parts: usize) -> Geometry {
+        let n = self.panel_count();
+        Geometry {
+            first: n * part / parts,
+            end: n * (part + 1) / parts,
+            ..self.clone()
+        }
+    }
+
+    /// Full panels in the window, and the width of its narrower last panel (0 if it has none).
+    fn window_panels(&self) -> (usize, usize) {
+        let full = self.end.min(self.full).saturating_sub(self.first);
+        let last = if self.end > self.full { self.last } else { 0 };
+        (full, last)
     }
 
     /// Columns of C and of the panels: `n` rounded up to whole panels.
@@ -134,6 +167,11 @@ impl Geometry {
         full.chain((self.last > 0).then_some((self.full * self.width, self.last)))
     }
 
+    /// [`Geometry::panels`] of the window only.
+    fn window_iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.panels().skip(self.first).take(self.end - self.first)
+    }
+
     /// The 128-bit tiles: rows per tile and columns per tile (inside a panel).
     fn tile(&self) -> (usize, usize) {
         let vectors = match self.m {
@@ -149,7 +187,7 @@ impl Geometry {
 /// value when it is a constant). False leaves it to the scalar loop nest.
 pub(super) fn try_lower(
     b: &mut Builder,
-    fuse: bool,
+    options: &CodegenOptions,
     plan: &Plan,
     a: &Operand,
     bm: &Operand,
@@ -190,13 +228,19 @@ pub(super) fn try_lower(
     };
     let c = b.workspace(elem.dtype, &[batches * g.m * g.padded()]);
     let (a_buf, p_buf, c_buf) = (a.t.buf, panels.buf, c.buf);
-    let native = g.clone();
-    b.native(
-        "f32/f64 matrix product tiles",
-        &[a.t, &panels, &c],
-        move |cx| emit(cx, &native, fuse, a_buf, p_buf, c_buf),
-        |b| fallback(b, &g, a.t, &panels, &c),
-    );
+    let fuse = options.fma;
+    // Threads take whole panels: each writes its own columns of C.
+    let parts = options.parallel_parts(out_elems * g.k, g.panel_count());
+    b.parallel(parts, |b, part| {
+        let g = g.window(part, parts);
+        let native = g.clone();
+        b.native(
+            "f32/f64 matrix product tiles",
+            &[a.t, &panels, &c],
+            move |cx| emit(cx, &native, fuse, a_buf, p_buf, c_buf),
+            |b| fallback(b, &g, a.t, &panels, &c),
+        );
+    });
     let row = g.padded() as i64;
     b.nest(&plan.batch, |b, bidx| {
         let flat = linear(bidx, &strides_of(&plan.batch));
@@ -283,7 +327,7 @@ fn fallback(b: &mut Builder, g: &Geometry, a: &TensorRef, panels: &TensorRef, c:
         b.for_(g.m, |b, i| {
             let a_row = b.let_(a_base.clone().add(i.clone().mul_k(g.a_outer as i64)));
             let c_row = b.let_(c_base.clone().add(i.mul_k(g.padded() as i64)));
-            for (j0, w) in g.panels() {
+            for (j0, w) in g.window_iter() {
                 let base = b.let_(p_base.clone().add_k((j0 * g.k) as i64));
                 b.for_(w.min(g.n - j0), |b, t| {
                     let acc = b.mutable(zero.clone());
@@ -347,6 +391,10 @@ impl Tiles<'_> {
     fn batches(&self, fb: &mut FunctionBuilder, axis: usize, a: Value, p: Value, c: Value) {
         let g = self.g;
         if axis == g.batch.len() {
+            // The window's first panel, and its columns of C.
+            let first = g.first * g.width;
+            let p = fb.ins().iadd_imm_s(p, self.bytes(first * g.k) as i64);
+            let c = fb.ins().iadd_imm_s(c, self.bytes(first) as i64);
             match self.machine {
                 Some(f) => {
                     fb.ins().call(f, &[a, p, c]);
@@ -368,19 +416,20 @@ impl Tiles<'_> {
     /// per panel instead, and the product's A is the smaller operand in the layers this is for.
     fn matrix(&self, fb: &mut FunctionBuilder, a: Value, p: Value, c: Value) {
         let g = self.g;
-        if g.full > 0 {
-            counted_loop(fb, self.ptr, g.full as i64, |fb, q| {
+        let (full, last) = g.window_panels();
+        if full > 0 {
+            counted_loop(fb, self.ptr, full as i64, |fb, q| {
                 let p = advance(fb, p, q, self.bytes(g.width * g.k));
                 let c = advance(fb, c, q, self.bytes(g.width));
                 self.columns(fb, g.width, a, p, c);
             });
         }
-        if g.last > 0 {
+        if last > 0 {
             let p = fb
                 .ins()
-                .iadd_imm_s(p, self.bytes(g.full * g.width * g.k) as i64);
-            let c = fb.ins().iadd_imm_s(c, self.bytes(g.full * g.width) as i64);
-            self.columns(fb, g.last, a, p, c);
+                .iadd_imm_s(p, self.bytes(full * g.width * g.k) as i64);
+            let c = fb.ins().iadd_imm_s(c, self.bytes(full * g.width) as i64);
+            self.columns(fb, last, a, p, c);
         }
     }
 

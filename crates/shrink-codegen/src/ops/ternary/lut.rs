@@ -85,7 +85,9 @@ pub(super) fn groups_of(cols: usize) -> usize {
     cols.div_ceil(PAIR).div_ceil(PAD_GROUPS) * PAD_GROUPS
 }
 
-pub(super) fn lut(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
+/// `threads`: the lookups of a large layer are split into that many parts over its row tiles
+/// ([`Builder::parallel`]), each computing whole rows exactly as the unsplit loop does.
+pub(super) fn lut(b: &mut Builder, l: &Layer, limbs: usize, threads: usize) -> LowerResult {
     let w = l.w;
     if w.cols > MAX_COLS {
         return Err(format!(
@@ -134,12 +136,17 @@ pub(super) fn lut(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
         b.store_raw(&dots, i, Expr::int(Ty::I32, 0))
     });
     let bufs = [idx.buf, tables.buf, dots.buf];
-    b.native_shuffling(
-        "lut ternary lookups",
-        &[&idx, &tables, &dots],
-        move |cx| emit_lookups(cx, s, bufs),
-        |b| scalar_lookups(b, s, &idx, &tables, &dots),
-    );
+    // Threads take whole tiles of 32 rows (their own dots); the tables are shared.
+    let parts = crate::options::parallel_parts(threads, w.rows * w.cols * batch, s.tiles);
+    b.parallel(parts, |b, part| {
+        let tiles = (s.tiles * part / parts, s.tiles * (part + 1) / parts);
+        b.native_shuffling(
+            "lut ternary lookups",
+            &[&idx, &tables, &dots],
+            move |cx| emit_lookups(cx, s, tiles, bufs),
+            |b| scalar_lookups(b, s, tiles, &idx, &tables, &dots),
+        );
+    });
     combine(b, s, &dots, &steps, &sums);
     exact_nonfinite_rows(b, l, s, &idx, &steps, &sums);
     finish_from_sums(b, l, &sums, batch);
@@ -329,10 +336,11 @@ fn scalar_tables(b: &mut Builder, s: Shape, digits: &TensorRef, tables: &TensorR
     });
 }
 
-/// `dots[m·rows_padded + r] += Σ_g T_m,g[idx(r, g)]` in SIMD registers (see the module doc).
-/// Addresses stay in range by construction: chunks and their groups cover `[0, groups)`, tiles
-/// `[0, tiles)`, virtual rows `[0, virt)`, and the buffers have exactly those extents.
-fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
+/// `dots[m·rows_padded + r] += Σ_g T_m,g[idx(r, g)]` in SIMD registers (see the module doc),
+/// for the row tiles `[t0, t1)`. Addresses stay in range by construction: chunks and their
+/// groups cover `[0, groups)`, tiles `[t0, t1)` within `[0, tiles)`, virtual rows `[0, virt)`,
+/// and the buffers have exactly those extents.
+fn emit_lookups(cx: &mut NativeCx, s: Shape, (t0, t1): (usize, usize), bufs: [BufId; 3]) {
     let ptr = cx.pointer;
     let x86 = cx.x86;
     let [idx, tab, dots] = bufs.map(|b| cx.bases[b.0 as usize]);
@@ -350,14 +358,7 @@ fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
     };
     let inter = [interleave(fb, 0), interleave(fb, 1)];
     let block = if x86 { BLOCK_X86 } else { BLOCK_WIDE };
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let block = env("LUT_BLOCK", block);
-    let unroll = env("LUT_UNROLL", UNROLL);
+    let unroll = UNROLL;
     let full = s.groups / CHUNK;
     let rest = s.groups % CHUNK;
     // The full chunks, then the remainder chunk (from group `start`).
@@ -371,7 +372,8 @@ fn emit_lookups(cx: &mut NativeCx, s: Shape, bufs: [BufId; 3]) {
         counted_loop(fb, ptr, count as i64, |fb, c| {
             let g0 = fb.ins().imul_imm_s(c, CHUNK as i64);
             let g0 = fb.ins().iadd_imm_s(g0, start as i64);
-            counted_loop(fb, ptr, s.tiles as i64, |fb, t| {
+            counted_loop(fb, ptr, (t1 - t0) as i64, |fb, t| {
+                let t = fb.ins().iadd_imm_s(t, t0 as i64);
                 // The chunk's vectors start at vector `g0·tiles`, a tile's at `t·len` in them.
                 let first = fb.ins().imul_imm_s(g0, s.tiles as i64);
                 let tile = fb.ins().imul_imm_s(t, len as i64);
@@ -481,12 +483,14 @@ fn index_at(b: &mut Builder, s: Shape, idx: &TensorRef, r: &Expr, g: &Expr) -> E
 fn scalar_lookups(
     b: &mut Builder,
     s: Shape,
+    (t0, t1): (usize, usize),
     idx: &TensorRef,
     tables: &TensorRef,
     dots: &TensorRef,
 ) {
     b.for_(s.virt, |b, m| {
-        b.for_(s.rows_padded(), |b, r| {
+        b.for_((t1 - t0) * TILE, |b, r| {
+            let r = b.let_(r.add_k((t0 * TILE) as i64));
             let acc = b.mutable(Expr::int(Ty::I32, 0));
             b.for_(s.groups, |b, g| {
                 let e = index_at(b, s, idx, &r, &g);

@@ -106,7 +106,9 @@ pub(super) fn digit_offset_expr(c: &Expr) -> Expr {
         .add(c.clone().rem(k(16)))
 }
 
-pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
+/// `threads`: the dot products of a large layer are split into that many parts over its output
+/// rows ([`Builder::parallel`]); each part computes whole rows exactly as the unsplit loop does.
+pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize, threads: usize) -> LowerResult {
     let w = l.w;
     if w.cols > MAX_COLS {
         return Err(format!(
@@ -140,23 +142,39 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize) -> LowerResult {
         digits: digits.buf,
         dots: dots.buf,
     };
-    b.native(
-        "packed ternary dot products",
-        &[&codes, &digits, &dots],
-        move |cx| {
-            // Wider vectors than Cranelift's, as machine code of their own, where the target
-            // has them; else the 128-bit loop.
-            if let Some(code) = cx.wide.and_then(|w| x86::dots(w, shape)) {
-                let base = |b: BufId| cx.bases[b.0 as usize];
-                let args = [base(bufs.codes), base(bufs.digits), base(bufs.dots)];
-                if cx.call_machine(code, &args) {
+    let macs = w.rows * w.cols * batch;
+    let parts = crate::options::parallel_parts(threads, macs, w.rows);
+    b.parallel(parts, |b, part| {
+        // Rows [r0, r1): their codes and dots start r0 rows in; the digits are shared.
+        let (r0, r1) = (w.rows * part / parts, w.rows * (part + 1) / parts);
+        let s = Shape {
+            rows: r1 - r0,
+            ..shape
+        };
+        let offsets = [r0 * blocks * 16, 0, r0 * batch * limbs * 4];
+        b.native(
+            "packed ternary dot products",
+            &[&codes, &digits, &dots],
+            move |cx| {
+                let bases = [bufs.codes, bufs.digits, bufs.dots]
+                    .map(|b| cx.bases[b.0 as usize])
+                    .into_iter()
+                    .zip(offsets)
+                    .map(|(base, off)| cx.fb.ins().iadd_imm_s(base, off as i64))
+                    .collect::<Vec<_>>();
+                let bases = [bases[0], bases[1], bases[2]];
+                // Wider vectors than Cranelift's, as machine code of their own, where the
+                // target has them; else the 128-bit loop.
+                if let Some(code) = cx.wide.and_then(|w| x86::dots(w, s))
+                    && cx.call_machine(code, &bases)
+                {
                     return;
                 }
-            }
-            emit_dots(cx, shape, bufs)
-        },
-        |b| scalar_dots(b, shape, &codes, &digits, &dots),
-    );
+                emit_dots(cx, s, bases)
+            },
+            |b| scalar_dots(b, s, r0, &codes, &digits, &dots),
+        );
+    });
     combine_limbs(b, shape, &dots, &digit_sums, &steps, &sums);
     exact_nonfinite_rows(b, l, shape, &codes, &steps, &sums);
     finish_from_sums(b, l, &sums, batch);
@@ -318,10 +336,19 @@ pub(super) fn quantize(
 }
 
 /// The fallback of [`emit_dots`]: the same integer sums, one weight at a time.
-fn scalar_dots(b: &mut Builder, s: Shape, codes: &TensorRef, digits: &TensorRef, dots: &TensorRef) {
+/// Rows `[r0, r0 + s.rows)`.
+fn scalar_dots(
+    b: &mut Builder,
+    s: Shape,
+    r0: usize,
+    codes: &TensorRef,
+    digits: &TensorRef,
+    dots: &TensorRef,
+) {
     let padded = s.padded();
     b.for_(s.batch, |b, n| {
         b.for_(s.rows, |b, r| {
+            let r = b.let_(r.add_k(r0 as i64));
             let accs: Vec<_> = (0..s.limbs)
                 .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
                 .collect();
@@ -457,9 +484,8 @@ impl Plan {
 /// `dots[r][n][p] = Σ_c u[r][c] · d_p[n][c]` in SIMD registers, one group of blocks per loop
 /// iteration. Every address is in range by construction: rows < `rows`, groups < `blocks / 4`,
 /// batch rows < `batch`, and the table and workspaces have exactly those extents.
-fn emit_dots(cx: &mut NativeCx, s: Shape, bufs: Bufs) {
-    let base = |b: BufId| cx.bases[b.0 as usize];
-    let (codes, digits, dots) = (base(bufs.codes), base(bufs.digits), base(bufs.dots));
+/// `bases`: the codes, digits and dots of the first row `s` covers.
+fn emit_dots(cx: &mut NativeCx, s: Shape, [codes, digits, dots]: [Value; 3]) {
     let vnni = cx.vnni;
     let ptr = cx.pointer;
     let fb = &mut *cx.fb;

@@ -3,7 +3,7 @@
 //! operands, constant and per-call B, f64; and against their scalar fallback bit for bit when
 //! the ISA has no fused multiply-add.
 use crate::ops::lower_node;
-use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced, values};
+use crate::ops::op_testing::{In, f32s, run_node_as, run_node_split, run_node_traced, values};
 use shrink_ir::op::{Linear, Op};
 use shrink_ir::{DType, Tensor};
 
@@ -240,5 +240,59 @@ fn zmm_machine_code_gives_the_128_bit_tiles_bits() {
         let (narrow, none) = run_traced(c, &a, &b, |f| f.float_wide = None);
         assert_eq!(none, 0);
         assert_eq!(zmm, narrow, "case {t} ({:?} x {:?})", c.a_dims, c.b_dims);
+    }
+}
+
+#[test]
+fn tiles_split_across_threads_give_the_unsplit_bits() {
+    // Each thread takes whole panels; its parts run in reverse order here, so a part that read
+    // another's columns would change the outputs. Shapes: one row (128-wide panels), several
+    // rows (64-wide), a narrower last panel, per-call B shared by a batch.
+    let cases = [
+        (vec![1, 1024], vec![1024, 600], true),
+        (vec![8, 256], vec![256, 300], true),
+        (vec![8, 256], vec![256, 300], false),
+        (vec![2, 4, 128], vec![128, 520], false),
+    ];
+    let paths: [(&str, Tweak); 3] = [
+        ("widest tiles", |_| {}),
+        ("128-bit tiles", |f| f.float_wide = None),
+        ("scalar", |f| f.simd = false),
+    ];
+    for (t, (a_dims, b_dims, b_constant)) in cases.into_iter().enumerate() {
+        let c = Case {
+            a_dims,
+            b_dims,
+            b_constant,
+        };
+        let a = values(c.a_dims.iter().product(), 5 * t as u64 + 1);
+        let b = values(c.b_dims.iter().product(), 5 * t as u64 + 2);
+        let out = out_dims(&c);
+        for (what, tweak) in paths {
+            let whole = run(&c, &a, &b, tweak);
+            for threads in [2, 3, 5] {
+                let mut bin = In::f32s(&c.b_dims, &b);
+                if c.b_constant {
+                    bin = bin.constant();
+                }
+                let (code, outs, functions) = run_node_split(
+                    |bld, cx| lower_node(bld, &Op::Linear(Linear::MatMul), cx),
+                    &[Some(In::f32s(&c.a_dims, &a)), Some(bin)],
+                    &[(DType::F32, &out)],
+                    threads,
+                    tweak,
+                )
+                .unwrap();
+                assert_eq!(code, 0);
+                assert!(
+                    functions > threads,
+                    "case {t}: split into {functions} functions"
+                );
+                assert!(
+                    outs[0] == whole,
+                    "case {t} ({what}) on {threads} threads: outputs differ"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The f32 tiles as x86-64 AVX-512 machine code (zmm, 32 registers), assembled with iced-x86
-//! for one matrix of a static shape and placed beside the kernel that calls it once per batch
+//! for one matrix (or one window of its panels) of a static shape and placed beside the kernel that calls it once per batch
 //! ([`crate::loops::ir::NativeCx::call_machine`]).
 //!
 //! It computes what the 128-bit tiles do — each output one sequential fused multiply-add chain
@@ -71,16 +71,18 @@ fn assemble(g: &Geometry, fuse: bool) -> Result<Vec<u8>, IcedError> {
         fuse,
     };
     m.a.set_prefer_vex(false);
-    if g.full > 0 {
-        m.a.mov(r8d, g.full as u32)?;
+    // The caller points rsi and rdx at the window's first panel.
+    let (full, last) = g.window_panels();
+    if full > 0 {
+        m.a.mov(r8d, full as u32)?;
         let mut panel = m.a.create_label();
         m.a.set_label(&mut panel)?;
         m.panel(g.width)?;
         m.a.dec(r8)?;
         m.a.jne(panel)?;
     }
-    if g.last > 0 {
-        m.panel(g.last)?;
+    if last > 0 {
+        m.panel(last)?;
     }
     m.a.vzeroupper()?;
     m.a.ret()?;

@@ -56,26 +56,7 @@ const PATHS: [(&str, Tweak); 3] = [
 
 /// Runs `c` as a lut layer (`lut = true`) or a packed one, with `limbs` limbs, on `tweak`'s path.
 fn run(c: &Case, limbs: usize, lut_kernel: bool, tweak: Tweak) -> Vec<f32> {
-    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
-    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
-    let mut b = Builder::new("lut");
-    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
-    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
-    let layer = Layer {
-        w: &w,
-        x: &xr,
-        bias: None,
-        activation: None,
-        y: &yr,
-        gemm: None,
-        grid: None,
-    };
-    if lut_kernel {
-        lut(&mut b, &layer, limbs).unwrap();
-    } else {
-        packed(&mut b, &layer, limbs).unwrap();
-    }
-    let k = b.finish().unwrap();
+    let k = layer_kernel(c, limbs, lut_kernel);
     let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (status, outs) = run_kernel_as(
         &k,
@@ -338,6 +319,18 @@ fn lut_timing() {
 
 /// The kernel of `c` as a lut layer or a packed one.
 fn layer_kernel(c: &Case, limbs: usize, lut_kernel: bool) -> crate::loops::ir::Kernel {
+    let mut parts = layer_kernels(c, limbs, lut_kernel, 1);
+    assert_eq!(parts.len(), 1);
+    parts.remove(0)
+}
+
+/// The layer's functions, lowered for `threads` threads.
+fn layer_kernels(
+    c: &Case,
+    limbs: usize,
+    lut_kernel: bool,
+    threads: usize,
+) -> Vec<crate::loops::ir::Kernel> {
     let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
     let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
     let mut b = Builder::new("lut");
@@ -353,11 +346,42 @@ fn layer_kernel(c: &Case, limbs: usize, lut_kernel: bool) -> crate::loops::ir::K
         grid: None,
     };
     if lut_kernel {
-        lut(&mut b, &layer, limbs).unwrap();
+        lut(&mut b, &layer, limbs, threads).unwrap();
     } else {
-        packed(&mut b, &layer, limbs).unwrap();
+        packed(&mut b, &layer, limbs, threads).unwrap();
     }
-    b.finish().unwrap()
+    b.finish_all().unwrap()
+}
+
+#[test]
+fn lookups_split_across_threads_give_the_unsplit_bits() {
+    // Each thread takes whole tiles of 32 rows; the parts run in reverse order here.
+    for (batch, cols, rows) in [(1, 1000, 700), (2, 600, 500)] {
+        let c = case(batch, cols, rows, true);
+        let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for limbs in [1, 3] {
+            for (name, tweak) in PATHS {
+                let whole = run(&c, limbs, true, tweak);
+                for threads in [2, 3] {
+                    let parts = layer_kernels(&c, limbs, true, threads);
+                    assert!(parts.len() > threads, "{} functions", parts.len());
+                    let scratch = parts.iter().map(|k| k.workspace_bytes).max().unwrap();
+                    let (status, outs) = crate::loops::testing::run_split_kernels(
+                        &parts,
+                        std::slice::from_ref(&xb),
+                        &[c.batch * c.rows * 4],
+                        scratch,
+                        tweak,
+                    );
+                    assert_eq!(status, 0);
+                    let got = crate::ops::op_testing::f32s(&outs[0]);
+                    let what =
+                        format!("{batch}x{cols}x{rows} limbs {limbs} {threads} threads {name}");
+                    same_bits(&got, &whole, &what);
+                }
+            }
+        }
+    }
 }
 
 /// One kernel JIT-compiled once for timing ([`crate::loops::testing::Jitted`]).

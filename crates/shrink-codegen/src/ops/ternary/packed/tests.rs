@@ -51,22 +51,9 @@ fn run(c: &Case, limbs: usize) -> Vec<Vec<f32>> {
 
 /// [`run`] with the activations declared on the graph's int8 grid `grid`.
 fn run_on(c: &Case, limbs: usize, grid: Option<Grid>) -> Vec<Vec<f32>> {
-    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
-    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
-    let mut b = Builder::new("packed");
-    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
-    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
-    let layer = Layer {
-        w: &w,
-        x: &xr,
-        bias: None,
-        activation: None,
-        y: &yr,
-        gemm: None,
-        grid,
-    };
-    packed(&mut b, &layer, limbs).unwrap();
-    let k = b.finish().unwrap();
+    let mut parts = build(c, limbs, grid, 1);
+    assert_eq!(parts.len(), 1);
+    let k = parts.remove(0);
     let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
     paths()
         .into_iter()
@@ -85,12 +72,68 @@ fn run_on(c: &Case, limbs: usize, grid: Option<Grid>) -> Vec<Vec<f32>> {
                 wide,
                 "{name}: machine code placed: {machine} bytes"
             );
-            outs[0]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect()
+            f32s(&outs[0])
         })
         .collect()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    crate::ops::op_testing::f32s(bytes)
+}
+
+/// The layer's functions, lowered for `threads` threads.
+fn build(c: &Case, limbs: usize, grid: Option<Grid>, threads: usize) -> Vec<crate::loops::Kernel> {
+    let dense = Tensor::from_vec(vec![c.cols, c.rows], c.wv.clone());
+    let w = TernaryWeights::detect(&dense, WeightLayout::ColsFirst, 0).unwrap();
+    let mut b = Builder::new("packed");
+    let xr = b.buffer(Place::Input(0), DType::F32, &[c.batch, c.cols]);
+    let yr = b.buffer(Place::Output(0), DType::F32, &[c.batch, c.rows]);
+    let layer = Layer {
+        w: &w,
+        x: &xr,
+        bias: None,
+        activation: None,
+        y: &yr,
+        gemm: None,
+        grid,
+    };
+    packed(&mut b, &layer, limbs, threads).unwrap();
+    b.finish_all().unwrap()
+}
+
+#[test]
+fn dots_split_across_threads_give_the_unsplit_bits() {
+    // Each thread takes whole output rows (codes and dots offset, digits shared); the parts run
+    // in reverse order here, so one that touched another's rows would change the outputs.
+    for (batch, cols, rows) in [(1, 1000, 700), (3, 512, 401)] {
+        let c = case(batch, cols, rows);
+        let xb: Vec<u8> = c.x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for limbs in [1, 3] {
+            let whole = run(&c, limbs);
+            for threads in [2, 3] {
+                let parts = build(&c, limbs, None, threads);
+                assert!(parts.len() > threads, "{} functions", parts.len());
+                let scratch = parts.iter().map(|k| k.workspace_bytes).max().unwrap();
+                for ((name, tweak), want) in paths().into_iter().zip(&whole) {
+                    let (status, outs) = crate::loops::testing::run_split_kernels(
+                        &parts,
+                        std::slice::from_ref(&xb),
+                        &[c.batch * c.rows * 4],
+                        scratch,
+                        tweak,
+                    );
+                    assert_eq!(status, 0);
+                    let got = f32s(&outs[0]);
+                    assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(g, w)| g.to_bits() == w.to_bits()),
+                        "{batch}x{cols}x{rows}, {limbs} limbs, {threads} threads, {name}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Whether the host runs the EVEX machine code (AVX-512 F, VL, VNNI) and the VEX one (AVX-VNNI
