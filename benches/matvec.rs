@@ -1,6 +1,6 @@
 //! Ternary matrix-vector products, K×N = 256² … 4096² at batch 1 and 8 (a third of the weights
 //! zero, a scale per output row): each shrink strategy and activation mode (`lut` in int8 mode,
-//! beside `packed-int8`) beside the dense f32 JIT, tract-onnx and (at the small sizes) the
+//! beside `packed-int8`; `packed` also on two threads) beside the dense f32 JIT, tract-onnx and (at the small sizes) the
 //! reference interpreter, one criterion group per
 //! shape, throughput in weights (criterion reports elements/s = weights/s). Every line is
 //! checked against the interpreter before it is timed: f32-activation lines within rtol 1e-3 /
@@ -45,19 +45,28 @@ fn matvec(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(2))
                 .sample_size(20);
             let mut lines = vec![
-                ("packed", Strategy::Packed, Activations::F32),
-                ("packed-int8", Strategy::Packed, Activations::Int8),
-                ("lut-int8", Strategy::Lut, Activations::Int8),
-                ("dense", Strategy::Dense, Activations::F32),
-                ("auto", Strategy::Auto, Activations::F32),
+                ("packed", Strategy::Packed, Activations::F32, 1),
+                ("packed-int8", Strategy::Packed, Activations::Int8, 1),
+                ("lut-int8", Strategy::Lut, Activations::Int8, 1),
+                ("dense", Strategy::Dense, Activations::F32, 1),
+                ("auto", Strategy::Auto, Activations::F32, 1),
+                // The layer's output rows split over two threads (`--threads 2`).
+                ("packed-2threads", Strategy::Packed, Activations::F32, 2),
+                (
+                    "packed-int8-2threads",
+                    Strategy::Packed,
+                    Activations::Int8,
+                    2,
+                ),
             ];
             if n <= 256 {
-                lines.push(("stream", Strategy::Stream, Activations::F32));
+                lines.push(("stream", Strategy::Stream, Activations::F32, 1));
             }
-            for (label, strategy, activations) in lines {
+            for (label, strategy, activations, threads) in lines {
                 let opts = CodegenOptions {
                     strategy,
                     activations,
+                    threads,
                     ..Default::default()
                 };
                 let kernel = shrink::compile_jit_with(&g, &opts).expect("jit compile");

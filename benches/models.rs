@@ -2,8 +2,8 @@
 //! 784-1024-1024-10, the same shape 90% pruned with f32 weights and fully dense (each at batch 1
 //! and 8), and a BitNet-style block (dim 256, FFN 683, 8 tokens, per-token int8 activation
 //! fake-quant before every projection) in QAT and folded form. One criterion group
-//! `models/<name>` per model: shrink's JIT per kernel strategy (allocation-free `run_into`), the
-//! interpreter on the optimized graph, and tract-onnx. Outputs are checked to agree first.
+//! `models/<name>` per model: shrink's JIT per kernel strategy (allocation-free `run_into`; auto
+//! also with its large layers on two threads, `shrink-jit-auto-2threads`), the interpreter on the optimized graph, and tract-onnx. Outputs are checked to agree first.
 //!
 //! Besides the timings it prints, once per model and strategy, what the compile costs: lowering
 //! plus JIT time, machine-code bytes, the code bytes of the weight layers per nonzero weight,
@@ -37,10 +37,12 @@ struct Compiled {
 fn compile(
     g: &Graph,
     strategy: Strategy,
+    threads: usize,
     layers: &BTreeMap<String, usize>,
 ) -> Result<Compiled, String> {
     let opts = CodegenOptions {
         strategy,
+        threads,
         ..Default::default()
     };
     let t = Instant::now();
@@ -156,23 +158,30 @@ fn models(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_millis(1500))
             .sample_size(10);
-        for strategy in [
-            Strategy::Auto,
-            Strategy::Stream,
-            Strategy::Packed,
-            Strategy::Dense,
+        // Every strategy on one thread, and auto with its large layers split over two
+        // (`--threads 2`; on a machine with two cores, the most that can help).
+        for (strategy, threads) in [
+            (Strategy::Auto, 1),
+            (Strategy::Stream, 1),
+            (Strategy::Packed, 1),
+            (Strategy::Dense, 1),
+            (Strategy::Auto, 2),
         ] {
+            let line = match threads {
+                1 => format!("shrink-jit-{strategy}"),
+                t => format!("shrink-jit-{strategy}-{t}threads"),
+            };
             if matches!(strategy, Strategy::Stream | Strategy::Packed) && g.ternary.is_empty() {
                 eprintln!(
-                    "models/{name}: shrink-jit-{strategy} skipped: no ternary layer, so every \
+                    "models/{name}: {line} skipped: no ternary layer, so every \
                      layer would be lowered dense (the shrink-jit-dense line)"
                 );
                 continue;
             }
-            let compiled = match compile(&g, strategy, &layers) {
+            let compiled = match compile(&g, strategy, threads, &layers) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("models/{name}: shrink-jit-{strategy} skipped: {e}");
+                    eprintln!("models/{name}: {line} skipped: {e}");
                     continue;
                 }
             };
@@ -183,7 +192,7 @@ fn models(c: &mut Criterion) {
                 .map(|(l, s)| format!("{l}={s}"))
                 .collect();
             eprintln!(
-                "models/{name}: shrink-jit-{strategy}: compile {:.0} ms, code {} bytes ({} in \
+                "models/{name}: {line}: compile {:.0} ms, code {} bytes ({} in \
                  weight layers: {:.3} per nonzero weight), rodata {} bytes (code + rodata {:.3} \
                  per nonzero weight); layers {}",
                 compiled.ms,
@@ -195,15 +204,9 @@ fn models(c: &mut Criterion) {
                 chosen.join(" ")
             );
             let got = compiled.kernel.run(&inputs).expect("jit run");
-            assert_agree(
-                &format!("{name} jit {strategy}"),
-                &got[0],
-                &want[0],
-                RTOL,
-                ATOL,
-            );
-            let mut line = JitRun::new(compiled.kernel, &inputs);
-            group.bench_function(format!("shrink-jit-{strategy}"), |b| b.iter(|| line.run()));
+            assert_agree(&format!("{name} {line}"), &got[0], &want[0], RTOL, ATOL);
+            let mut run = JitRun::new(compiled.kernel, &inputs);
+            group.bench_function(line, |b| b.iter(|| run.run()));
         }
         group.bench_function("shrink-interp", |b| {
             b.iter(|| {
