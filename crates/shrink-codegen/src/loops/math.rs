@@ -8,7 +8,11 @@
 //! Every function is one straight-line expression (branches are `select`s, so both sides are
 //! computed; none of them can trap). The F64 versions are the real implementations; an F32
 //! operand is widened, computed in F64 and rounded once, which makes the F32 results all but
-//! correctly rounded (what the interpreter does too: its float ops evaluate in f64).
+//! correctly rounded (what the interpreter does too: its float ops evaluate in f64) — except
+//! for `exp`, `sigmoid` and `tanh`, the activations of the hot elementwise chains and
+//! epilogues, which have F32 implementations of their own ([`f32_native`]): f32 and i32 lane
+//! operations only, so the vectorizer turns their loops into 4-lane SIMD (an f64 polynomial
+//! with i64 exponent arithmetic stays scalar), at an error of a few ulp.
 //!
 //! Errors in the doc comments are the maxima measured by the tests (`math_tests.rs`) against
 //! Rust's std functions on dense sweeps of the whole input range (`ulp` = the spacing of the
@@ -103,9 +107,11 @@ fn reduce_exp(b: &mut Builder, x: Expr, lo: Option<Expr>) -> (Expr, Expr) {
 }
 
 /// e^x. F64: max error 1 ulp, subnormal results included; overflow to +inf above 709.78, 0
-/// below −745.13. F32: max 0.5 ulp (measured against the f64 value, so within 2^-29 of
-/// correctly rounded).
+/// below −745.13. F32 (single precision, [`f32_native`]): max 0.96 ulp.
 pub fn exp(b: &mut Builder, x: Expr) -> Expr {
+    if x.ty == Ty::F32 {
+        return f32_native::exp(b, x);
+    }
     via_f64(b, x, |b, x| {
         // Beyond these, e^x is inf / 0 in f64; clamping keeps k in scale()'s range (NaN stays).
         let xc = b.let_(x.max(f(-746.0)).min(f(710.0)));
@@ -303,8 +309,12 @@ const TANH_TAYLOR: [f64; 15] = [
 ];
 
 /// Hyperbolic tangent: its Taylor series below |x| = 0.4, sign(x)·e/(e+2) with
-/// e = expm1(2|x|) above. F64: max error 2 ulp. F32: 0.5 ulp.
+/// e = expm1(2|x|) above. F64: max error 2 ulp. F32 (single precision, [`f32_native`]):
+/// 1.8 ulp.
 pub fn tanh(b: &mut Builder, x: Expr) -> Expr {
+    if x.ty == Ty::F32 {
+        return f32_native::tanh(b, x);
+    }
     via_f64(b, x, |b, x| {
         let x = b.let_(x);
         let z = b.let_(x.clone().mul(x.clone()));
@@ -324,8 +334,11 @@ pub fn tanh(b: &mut Builder, x: Expr) -> Expr {
 }
 
 /// 1 / (1 + e^-x), computed from e = e^-|x| so neither side overflows. F64: max error 2 ulp.
-/// F32: 0.5 ulp.
+/// F32 (single precision, [`f32_native`]): 2.1 ulp.
 pub fn sigmoid(b: &mut Builder, x: Expr) -> Expr {
+    if x.ty == Ty::F32 {
+        return f32_native::sigmoid(b, x);
+    }
     via_f64(b, x, |b, x| {
         let x = b.let_(x);
         let e = exp(b, x.clone().abs().neg());
@@ -510,3 +523,107 @@ mod erfc_table;
 #[cfg(test)]
 #[path = "math_tests.rs"]
 mod tests;
+
+/// The F32 implementations of `exp`, `sigmoid` and `tanh`: the same methods as the F64 ones at
+/// single precision, written with f32 and i32 operations of one width only, so a loop of them
+/// vectorizes. Errors (measured by `math_tests.rs` against the f64 reference) are in the
+/// public functions' docs.
+mod f32_native {
+    use super::{Builder, Expr, TANH_TAYLOR, Ty};
+
+    fn f(v: f64) -> Expr {
+        Expr::f32(v as f32)
+    }
+
+    fn i(v: i64) -> Expr {
+        Expr::int(Ty::I32, v)
+    }
+
+    /// `c[0] + z·(c[1] + z·(…))` in f32.
+    fn horner(z: &Expr, c: &[f64]) -> Expr {
+        let (last, rest) = c.split_last().expect("coefficients");
+        rest.iter()
+            .rev()
+            .fold(f(*last), |acc, &ci| f(ci).add(z.clone().mul(acc)))
+    }
+
+    /// 1/n! for n = 2..=7: Taylor coefficients of (e^r − 1 − r)/r², truncation below 2^-27
+    /// relative on |r| ≤ ln2/2.
+    const EXPM1_TAYLOR: [f64; 6] = [
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+    ];
+
+    /// ln 2 in two parts for the reduction: the high part has 9 significant bits, so `k·hi` is
+    /// exact for every `k` the clamp allows.
+    const LN2_HI: f64 = 0.693_359_375;
+    const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI;
+
+    /// 1.5 · 2^23: adding and subtracting it rounds an f32 below 2^22 to an integer, nearest
+    /// even, with plain additions (a native vector round is missing on some targets).
+    const ROUNDER: f64 = 12_582_912.0;
+
+    /// 2^k as an f32 for an I32 `k` in [-126, 127] (the exponent bits).
+    fn pow2(k: Expr) -> Expr {
+        k.add(i(127)).shl(i(23)).bitcast(Ty::F32)
+    }
+
+    /// e^x: `x = k·ln2 + r`, e^r by its Taylor series, scaled by 2^k in two steps (subnormal
+    /// results round once). Beyond the clamp e^x is inf or 0 in f32 (NaN passes the clamp).
+    pub(super) fn exp(b: &mut Builder, x: Expr) -> Expr {
+        let xc = b.let_(x.max(f(-104.0)).min(f(89.0)));
+        let kf = b.let_(
+            xc.clone()
+                .mul(f(std::f64::consts::LOG2_E))
+                .add(f(ROUNDER))
+                .sub(f(ROUNDER)),
+        );
+        let r = xc
+            .sub(kf.clone().mul(f(LN2_HI)))
+            .sub(kf.clone().mul(f(LN2_LO)));
+        let r = b.let_(r);
+        let p = r
+            .clone()
+            .add(r.clone().mul(r.clone()).mul(horner(&r, &EXPM1_TAYLOR)));
+        let k = b.let_(kf.cast(Ty::I32));
+        let k1 = b.let_(k.clone().shr(i(1)));
+        let k2 = k.sub(k1.clone());
+        f(1.0).add(p).mul(pow2(k1)).mul(pow2(k2))
+    }
+
+    /// 1 / (1 + e^-x) from e = e^-|x|, so neither side overflows.
+    pub(super) fn sigmoid(b: &mut Builder, x: Expr) -> Expr {
+        let x = b.let_(x);
+        let e = exp(b, x.clone().abs().neg());
+        let e = b.let_(e);
+        let num = Expr::select(x.lt(f(0.0)), e.clone(), f(1.0));
+        num.div(f(1.0).add(e))
+    }
+
+    /// `|a|` with the sign bit of `s`.
+    fn copysign(a: Expr, s: Expr) -> Expr {
+        let sign = s.bitcast(Ty::I32).and(i(i32::MIN as i64));
+        a.abs().bitcast(Ty::I32).or(sign).bitcast(Ty::F32)
+    }
+
+    /// Taylor series below |x| = 0.4 (to x^17), `1 − 2/(e^2|x| + 1)` with the sign of x above.
+    pub(super) fn tanh(b: &mut Builder, x: Expr) -> Expr {
+        let x = b.let_(x);
+        let z = b.let_(x.clone().mul(x.clone()));
+        let series = x
+            .clone()
+            .add(x.clone().mul(z.clone()).mul(horner(&z, &TANH_TAYLOR[..7])));
+        // tanh(9.1) rounds to 1 in f32; the clamp keeps e finite (NaN passes it).
+        let a = x.clone().abs().min(f(9.5));
+        let e = exp(b, a.mul(f(2.0)));
+        let t = f(1.0).sub(f(2.0).div(e.add(f(1.0))));
+        let big = copysign(t, x.clone());
+        // copysign keeps tanh(−0) = −0.
+        let series = copysign(series, x.clone());
+        Expr::select(x.abs().lt(f(0.4)), series, big)
+    }
+}

@@ -184,7 +184,8 @@ fn check(
 
 #[test]
 fn exp_accuracy() {
-    check("exp", exp, f64::exp, (-760.0, 720.0), 1.0, 0.501);
+    // F32 has its own single-precision implementation (vectorizable), hence more than 0.5 ulp.
+    check("exp", exp, f64::exp, (-760.0, 720.0), 1.0, 1.0);
 }
 
 #[test]
@@ -206,7 +207,7 @@ fn log1p_accuracy() {
 
 #[test]
 fn tanh_accuracy() {
-    check("tanh", tanh, f64::tanh, (-25.0, 25.0), 2.0, 0.501);
+    check("tanh", tanh, f64::tanh, (-25.0, 25.0), 2.0, 2.0);
 }
 
 fn sigmoid_ref(x: f64) -> f64 {
@@ -220,7 +221,7 @@ fn sigmoid_ref(x: f64) -> f64 {
 
 #[test]
 fn sigmoid_accuracy() {
-    check("sigmoid", sigmoid, sigmoid_ref, (-800.0, 50.0), 2.0, 0.501);
+    check("sigmoid", sigmoid, sigmoid_ref, (-800.0, 50.0), 2.0, 2.5);
 }
 
 /// erf and erfc to about 1e-16 relative, independently of the code under test: the positive

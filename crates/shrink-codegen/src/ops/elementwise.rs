@@ -3,7 +3,9 @@
 //! raw-bits form), which writes the one loop nest they all share.
 //!
 //! Float-only functions are evaluated in f64 and rounded once to the element type, as the
-//! interpreter does (`shrink-ref/src/ops/unary.rs`); sign-only ops and arithmetic work in the
+//! interpreter does (`shrink-ref/src/ops/unary.rs`), but for Exp, Sigmoid, Tanh and Swish on
+//! f32, which run in single precision (within 2.5 ulp: the math library's F32 bounds) so their
+//! loops and the epilogues they end up in vectorize; sign-only ops and arithmetic work in the
 //! element's compute type, integers wrapping.
 use super::{LowerResult, NodeCtx};
 use crate::loops::{
@@ -173,7 +175,24 @@ pub fn unary_scalar(b: &mut Builder, op: &Unary, v: Expr) -> Expr {
         b.unsupported(format!("{} of a {ty:?} value", op.name()));
         return v;
     }
-    // Float-only functions: in f64, rounded once (as the interpreter).
+    // The common activations of f32 graphs in single precision: a few ulp from the
+    // interpreter's rounded f64 (the math library's F32 bounds), and their loops vectorize.
+    if ty == Ty::F32 {
+        let f32_native = match *op {
+            Unary::Exp => Some(math::exp(b, v.clone())),
+            Unary::Sigmoid => Some(math::sigmoid(b, v.clone())),
+            Unary::Tanh => Some(math::tanh(b, v.clone())),
+            Unary::Swish { alpha } => {
+                let s = math::sigmoid(b, Expr::f32(alpha).mul(v.clone()));
+                Some(v.clone().mul(s))
+            }
+            _ => None,
+        };
+        if let Some(r) = f32_native {
+            return r;
+        }
+    }
+    // Other float-only functions: in f64, rounded once (as the interpreter).
     let x = b.let_(v.cast(Ty::F64));
     let c = Expr::f64;
     let r = match *op {
