@@ -175,6 +175,28 @@ pub fn unary_scalar(b: &mut Builder, op: &Unary, v: Expr) -> Expr {
         b.unsupported(format!("{} of a {ty:?} value", op.name()));
         return v;
     }
+    // Correctly rounded in the element type, so the same bits as the interpreter's f64 value
+    // rounded once (an f64 square root or quotient of f32 operands, rounded to f32, is the
+    // correctly rounded f32 one: 53 ≥ 2·24 + 2 bits; the same holds for f16/bf16 values computed
+    // in f32), and vectorizable, unlike a widened f64 operation.
+    if ty.is_float() {
+        let same = match *op {
+            Unary::Sqrt => Some(v.clone().sqrt()),
+            Unary::Reciprocal => Some(Expr::lit(ty, 1.0).div(v.clone())),
+            Unary::Floor => Some(v.clone().floor()),
+            Unary::Ceil => Some(v.clone().ceil()),
+            Unary::Round => Some(v.clone().nearest()),
+            Unary::ThresholdedRelu { alpha } if ty == Ty::F32 => Some(Expr::select(
+                v.clone().gt(Expr::f32(alpha)),
+                v.clone(),
+                zero.clone(),
+            )),
+            _ => None,
+        };
+        if let Some(r) = same {
+            return r;
+        }
+    }
     // The common activations of f32 graphs in single precision: a few ulp from the
     // interpreter's rounded f64 (the math library's F32 bounds), and their loops vectorize.
     if ty == Ty::F32 {

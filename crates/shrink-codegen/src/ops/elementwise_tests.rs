@@ -176,3 +176,57 @@ fn activation_tails() {
     let want = |x: f64| (x * (x.max(0.0) + (-x.abs()).exp().ln_1p()).tanh()) as f32;
     assert_eq!(m, vec![want(-30.0), want(30.0)]);
 }
+
+/// Sqrt, Reciprocal, Floor, Ceil and Round of f32 run in f32 (so they vectorize) and still give
+/// the interpreter's bits: its f64 value rounded once to f32, on a sweep with ties, signed
+/// zeros, subnormals, infinities and NaN — enough elements that the vector loop runs.
+#[test]
+fn correctly_rounded_f32_functions_give_the_interpreters_bits() {
+    let mut xs: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        8_388_607.5,
+    ];
+    let mut s = 0x1234_5678u32;
+    for _ in 0..4000 {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        xs.push(f32::from_bits(s));
+    }
+    let n = xs.len();
+    type Reference = fn(f64) -> f64;
+    let cases: [(Unary, Reference); 5] = [
+        (Unary::Sqrt, f64::sqrt),
+        (Unary::Reciprocal, |x| 1.0 / x),
+        (Unary::Floor, f64::floor),
+        (Unary::Ceil, f64::ceil),
+        (Unary::Round, f64::round_ties_even),
+    ];
+    for (op, reference) in cases {
+        let (code, y) = run(
+            Op::Unary(op.clone()),
+            &[Some((DType::F32, vec![n], f32s(&xs)))],
+            (DType::F32, vec![n]),
+        );
+        assert_eq!(code, 0);
+        for (&x, &g) in xs.iter().zip(&to_f32(&y)) {
+            let want = reference(x as f64) as f32;
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "{op:?}({x:e}): {g:e} vs {want:e}"
+            );
+        }
+    }
+}
