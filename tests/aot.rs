@@ -516,6 +516,38 @@ fn every_strategy_runs_on_every_isa_and_agrees_with_the_jit() {
     }
 }
 
+/// The int8 dot-product kernel (a dynamically quantized layer: DynamicQuantizeLinear →
+/// MatMulInteger with constant int8 weights → rescale) on every ISA qemu runs — its 128-bit
+/// form on AArch64 and RISC-V V, its loop-language fallback on scalar RISC-V — gives the
+/// interpreter's bits: the integer sums are exact on every path.
+#[test]
+fn int8_layers_run_on_every_isa_with_the_interpreters_bits() {
+    let runnable: Vec<&TargetProfile> = profiles().iter().filter(|p| !p.compile_only).collect();
+    let m = shrink::demo::dynamic_quant_layer("dq", 3, 100, 50);
+    let compiler = Compiler::new(Default::default());
+    let g = compiler.optimized_graph(m.model.as_slice()).unwrap();
+    let inputs: Vec<Tensor> = m.inputs.iter().map(|(_, t)| t.clone()).collect();
+    let want = shrink::interp::run(&g, &inputs, &Default::default()).unwrap();
+    for profile in runnable {
+        if !profile.toolchain.runner.is_empty() {
+            ensure_toolchain(profile);
+        }
+        if shrink::harness::can_run(profile).is_err() {
+            assert!(profile.toolchain.runner.is_empty(), "{}", profile.name);
+            continue;
+        }
+        let o = compiler
+            .compile_aot(m.model.as_slice(), &profile.name, "dq")
+            .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
+        let dir = scratch(&format!("int8-{}", profile.name));
+        let got =
+            shrink::harness::link_and_run(profile, &[&o], std::slice::from_ref(&inputs), &dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", profile.name));
+        assert_eq!(got[0][0], want[0].bytes().to_vec(), "{}", profile.name);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn a_model_without_inputs_and_a_scalar_output_has_a_valid_header_and_links() {
     use shrink::codegen::{IoSpec, Program};

@@ -635,3 +635,20 @@ fn large_layers_split_across_threads_give_the_single_thread_bits() {
         );
     }
 }
+
+/// ONNX Runtime's dynamic-quantization pattern (DynamicQuantizeLinear → MatMulInteger with
+/// constant int8 weights → Cast → Mul) runs the int8 dot-product kernel and gives the
+/// interpreter's bits: the integer sums are exact, the float steps the same operations.
+#[test]
+fn a_dynamically_quantized_layer_gives_the_interpreters_bits() {
+    for (batch, k, n) in [(1, 100, 50), (8, 768, 64), (3, 33, 7)] {
+        let m = shrink::demo::dynamic_quant_layer("dq", batch, k, n);
+        let g = shrink::Compiler::new(Default::default())
+            .optimized_graph(m.model.as_slice())
+            .unwrap();
+        let inputs: Vec<Tensor> = m.inputs.iter().map(|(_, t)| t.clone()).collect();
+        let want = shrink::interp::run(&g, &inputs, &Default::default()).unwrap();
+        let got = shrink::compile_jit(&g).unwrap().run(&inputs).unwrap();
+        assert_eq!(got[0].bytes(), want[0].bytes(), "{batch}x{k}x{n}");
+    }
+}

@@ -1,5 +1,6 @@
 //! What native pieces ([`super::ir::Native`]) share: the counted loop every hand-scheduled
-//! kernel in Cranelift IR is built from, and the listing of x86 machine code pieces.
+//! kernel in Cranelift IR is built from, the int8 dot-product step of the integer kernels, and
+//! the listing of x86 machine code pieces.
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -45,4 +46,36 @@ pub fn x86_listing(bytes: &[u8]) -> String {
         out.push_str(&format!("  {:04x}  {text}\n", ins.ip()));
     }
     out
+}
+
+/// `acc + Σ x·u` over the 16 byte lanes (x signed, u unsigned), four lanes into each i32 lane.
+/// With VNNI the tree is exactly the one Cranelift's x64 backend lowers to one `vpdpbusd`
+/// (signed operand first, accumulator second); elsewhere the last pairwise add is a plain add,
+/// which keeps the total and is cheaper without VNNI.
+pub fn dot_accumulate(
+    fb: &mut FunctionBuilder,
+    x: Value,
+    u: Value,
+    acc: Value,
+    vnni: bool,
+) -> Value {
+    let half = |fb: &mut FunctionBuilder, high: bool| {
+        let (xs, us) = if high {
+            (fb.ins().swiden_high(x), fb.ins().uwiden_high(u))
+        } else {
+            (fb.ins().swiden_low(x), fb.ins().uwiden_low(u))
+        };
+        let m = fb.ins().imul(xs, us);
+        let lo = fb.ins().swiden_low(m);
+        let hi = fb.ins().swiden_high(m);
+        fb.ins().iadd_pairwise(lo, hi)
+    };
+    let lo = half(fb, false);
+    let hi = half(fb, true);
+    let both = if vnni {
+        fb.ins().iadd_pairwise(lo, hi)
+    } else {
+        fb.ins().iadd(lo, hi)
+    };
+    fb.ins().iadd(both, acc)
 }

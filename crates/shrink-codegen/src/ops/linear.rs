@@ -6,9 +6,10 @@
 //! ONNX runtimes do (within the numerics contract's tolerance of the interpreter, which sums in
 //! f64); other float types accumulate in f64 and round once to the output dtype; integer
 //! MatMul/Gemm wrap in the element type; the quantized ops accumulate in
-//! wrapping i32 and requantize with the scale arithmetic rounded in the scale dtype after each
+//! wrapping i32 (with a constant 8-bit B as SIMD integer dot products, [`int8`]) and requantize with the scale arithmetic rounded in the scale dtype after each
 //! operation, then `round_half_even(acc * multiplier) + zero_point`, saturated.
 mod gemm;
+mod int8;
 mod matmul;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -443,6 +444,10 @@ fn loops_over(
     bm: Operand,
     dot: &dyn Dot,
 ) {
+    let weight = cx.const_input(b_input);
+    if int8::try_lower(b, cx.options, plan, a, &bm, weight, dot) {
+        return;
+    }
     if gemm::try_lower(b, cx.options, plan, a, &bm, cx.const_input(b_input), dot) {
         return;
     }

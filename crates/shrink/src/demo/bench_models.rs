@@ -19,7 +19,7 @@ pub const BENCH_MLP_SIZES: [usize; 4] = [784, 1024, 1024, 10];
 pub const PRUNED_ZERO_FRACTION: f64 = 0.9;
 
 /// Every model of the suite, by name (see [`bench_model`]).
-pub const BENCH_MODELS: [&str; 8] = [
+pub const BENCH_MODELS: [&str; 9] = [
     "ternary_mlp_b1",
     "ternary_mlp_b8",
     "pruned90_mlp_b1",
@@ -28,7 +28,11 @@ pub const BENCH_MODELS: [&str; 8] = [
     "dense_mlp_b8",
     "bitnet256_qat",
     "bitnet256_folded",
+    "int8_dynamic_b8",
 ];
+
+/// Rows and columns of the int8 layer of the suite (BERT-base's hidden size).
+pub const INT8_LAYER: usize = 768;
 
 /// The suite's model called `name` (one of [`BENCH_MODELS`]) with one input set; `None` for
 /// another name.
@@ -40,6 +44,10 @@ pub fn bench_model(name: &str) -> Option<DemoModel> {
         dim: 256,
         ffn: 683,
     };
+    if kind == "int8_dynamic" {
+        let batch: usize = tail.strip_prefix('b')?.parse().ok()?;
+        return Some(dynamic_quant_layer(name, batch, INT8_LAYER, INT8_LAYER));
+    }
     let mlp = match kind {
         "ternary_mlp" => Mlp::ternary(&BENCH_MLP_SIZES, 0x7e3a_0001),
         "pruned90_mlp" => Mlp::pruned(&BENCH_MLP_SIZES, PRUNED_ZERO_FRACTION, 0x9a1e_0002),
@@ -382,6 +390,54 @@ pub fn bitnet_bench_block(name: &'static str, sizes: &BlockSizes, folded: bool) 
         name,
         model: m.to_bytes(),
         inputs: vec![("x".into(), Tensor::from_vec(vec![1, seq, dim], x))],
+        outputs: vec![],
+    }
+}
+
+/// A MatMul as ONNX Runtime's dynamic quantization writes it: the f32 input quantized per call
+/// (DynamicQuantizeLinear: uint8, its own scale and zero point), MatMulInteger with int8 weights
+/// (scale per tensor), the i32 sums cast to f32 and scaled by both scales. `x: f32[batch, k]`,
+/// `y: f32[batch, n]`; the input set is uniform in [-1, 1], and no reference output is given
+/// (the interpreter is the oracle).
+pub fn dynamic_quant_layer(name: &'static str, batch: usize, k: usize, n: usize) -> DemoModel {
+    let mut rng = Rng(0x1a78_0000 ^ (k * n) as u64);
+    let w: Vec<i8> = (0..k * n)
+        .map(|_| (rng.below(255) as i32 - 127) as i8)
+        .collect();
+    let w_scale = 0.002f32;
+    let mut m = ModelBuilder::new(name, 21);
+    m.input("x", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(k)])
+        .output("y", DType::F32, &[WDim::Fixed(batch), WDim::Fixed(n)])
+        .initializer("w", &Tensor::from_vec(vec![k, n], w))
+        .initializer("w_scale", &Tensor::from_vec(vec![], vec![w_scale]))
+        .node(
+            "DynamicQuantizeLinear",
+            "quantize",
+            &["x"],
+            &["xq", "x_scale", "x_zp"],
+            &[],
+        )
+        .node(
+            "MatMulInteger",
+            "matmul",
+            &["xq", "w", "x_zp"],
+            &["acc"],
+            &[],
+        )
+        .node(
+            "Cast",
+            "to_float",
+            &["acc"],
+            &["accf"],
+            &[("to", Attr::Int(DType::F32.onnx_code() as i64))],
+        )
+        .node("Mul", "scales", &["x_scale", "w_scale"], &["scale"], &[])
+        .node("Mul", "rescale", &["accf", "scale"], &["y"], &[]);
+    let x: Vec<f32> = (0..batch * k).map(|_| rng.uniform()).collect();
+    DemoModel {
+        name,
+        model: m.to_bytes(),
+        inputs: vec![("x".into(), Tensor::from_vec(vec![batch, k], x))],
         outputs: vec![],
     }
 }

@@ -11,7 +11,8 @@ pub use cnn::{CNN_DEAD_CONV1, CNN_DEAD_CONV2, ternary_cnn};
 mod bench_models;
 pub use bench_models::{
     BENCH_MLP_SIZES, BENCH_MODELS, BlockSizes, Mlp, PRUNED_ZERO_FRACTION, absmean_ternary,
-    activation_fake_quant, bench_model, bitnet_bench_block, fake_quant_model, fake_quant_reference,
+    activation_fake_quant, bench_model, bitnet_bench_block, dynamic_quant_layer, fake_quant_model,
+    fake_quant_reference,
 };
 
 /// A model with one test data set.

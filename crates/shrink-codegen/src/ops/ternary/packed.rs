@@ -39,6 +39,7 @@ use super::grid::{Grid, TOLERANCE};
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 pub(super) use crate::loops::native::counted_loop;
+use crate::loops::native::dot_accumulate;
 use crate::loops::{Builder, Expr, TensorRef, Ty};
 use crate::ops::LowerResult;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -581,32 +582,6 @@ fn field_of(fb: &mut FunctionBuilder, q: Value, j: usize, mask: Value, scaled: b
     let wide = fb.ins().ushr_imm_s(wide, 2 * j as i64);
     let bytes = fb.ins().bitcast(types::I8X16, le, wide);
     fb.ins().band(bytes, mask)
-}
-
-/// `acc + Σ x·u` over the 16 byte lanes (x signed, u unsigned), four lanes into each i32 lane.
-/// With VNNI the tree is exactly the one Cranelift's x64 backend lowers to one `vpdpbusd`
-/// (signed operand first, accumulator second); elsewhere the last pairwise add is a plain add,
-/// which keeps the total and is cheaper without VNNI.
-fn dot_accumulate(fb: &mut FunctionBuilder, x: Value, u: Value, acc: Value, vnni: bool) -> Value {
-    let half = |fb: &mut FunctionBuilder, high: bool| {
-        let (xs, us) = if high {
-            (fb.ins().swiden_high(x), fb.ins().uwiden_high(u))
-        } else {
-            (fb.ins().swiden_low(x), fb.ins().uwiden_low(u))
-        };
-        let m = fb.ins().imul(xs, us);
-        let lo = fb.ins().swiden_low(m);
-        let hi = fb.ins().swiden_high(m);
-        fb.ins().iadd_pairwise(lo, hi)
-    };
-    let lo = half(fb, false);
-    let hi = half(fb, true);
-    let both = if vnni {
-        fb.ins().iadd_pairwise(lo, hi)
-    } else {
-        fb.ins().iadd(lo, hi)
-    };
-    fb.ins().iadd(both, acc)
 }
 
 #[cfg(test)]
