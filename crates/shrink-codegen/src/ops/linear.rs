@@ -10,6 +10,7 @@
 //! operation, then `round_half_even(acc * multiplier) + zero_point`, saturated.
 mod gemm;
 mod matmul;
+mod sparse;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -443,6 +444,12 @@ fn loops_over(
     bm: Operand,
     dot: &dyn Dot,
 ) {
+    // A mostly-zero constant f32 weight: its nonzeros only, when predicted faster.
+    if let Some(w) = cx.const_input(b_input)
+        && sparse::try_lower(b, cx.options, plan, a, &bm, w, dot)
+    {
+        return;
+    }
     if gemm::try_lower(
         b,
         cx.options.fma,
