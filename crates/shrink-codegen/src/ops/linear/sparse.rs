@@ -13,9 +13,10 @@
 //! - batch 1, x86-64 AVX-512 F (`sparse/x86.rs`): per chunk one `vgatherdps` of the 16
 //!   activations by the 16 indices (x is in L1) and one multiply-add into the block's
 //!   accumulator, whose lanes are its 16 columns: no horizontal sums.
-//! - batch ≥ 2, AVX-512: x is first copied transposed into the workspace, `xT[pass][k][16]`
-//!   (16 batch rows a pass), so each nonzero is one broadcast weight times one zmm of 16 rows'
-//!   activations, multiply-added into its column's accumulator (16, one per lane of the block).
+//! - batch ≥ 2, AVX-512: x is first copied transposed into the workspace, `xT[pass][k][w]`
+//!   (`w` = 4, 8 or 16 batch rows a pass: an xmm, ymm or zmm, so that at small batches xT stays
+//!   in L1), so each nonzero is one broadcast weight times one vector of `w` rows' activations,
+//!   multiply-added into its column's accumulator (one per lane of the block).
 //! - elsewhere, 128-bit Cranelift IR per batch row: four f32x4 accumulators per block, the
 //!   activations loaded one by one into lanes; on ISAs without SIMD a loop-language form.
 //!
@@ -154,7 +155,9 @@ pub(crate) struct Geometry {
     pub a_inner: usize,
     pub chunks: Vec<usize>,
     pub idx_bytes: usize,
-    /// Row slots of CT per column: 1 at batch 1, else whole passes of [`LANES`] rows.
+    /// Batch rows per xT row (a pass): 4, 8 or 16 at batch ≥ 2 (xmm, ymm, zmm), 1 at batch 1.
+    pub width: usize,
+    /// Row slots of CT per column: whole passes of `width` rows.
     pub m_pad: usize,
     /// Where the per-row finiteness flags and `xT` start in the workspace (elements).
     pub flags_at: usize,
@@ -163,11 +166,13 @@ pub(crate) struct Geometry {
 
 impl Geometry {
     fn new(l: &Layout, rows: usize, a_outer: usize, a_inner: usize) -> Geometry {
-        let m_pad = if rows == 1 {
-            1
-        } else {
-            rows.div_ceil(LANES) * LANES
+        let width = match rows {
+            1 => 1,
+            2..=4 => 4,
+            5..=8 => 8,
+            _ => LANES,
         };
+        let m_pad = rows.div_ceil(width) * width;
         let flags_at = l.blocks() * LANES * m_pad;
         let xt_at = flags_at + m_pad;
         Geometry {
@@ -178,6 +183,7 @@ impl Geometry {
             a_inner,
             chunks: l.chunks.clone(),
             idx_bytes: l.idx_bytes(),
+            width,
             m_pad,
             flags_at,
             xt_at,
@@ -189,7 +195,7 @@ impl Geometry {
     }
 
     pub(crate) fn passes(&self) -> usize {
-        self.m_pad / LANES
+        self.m_pad / self.width
     }
 
     /// Elements of the workspace: CT, the flags, `xT` (batch ≥ 2).

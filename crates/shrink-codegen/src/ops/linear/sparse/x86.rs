@@ -6,12 +6,12 @@
 //! its chunks — so its sums are bit-identical to it. Batch 1: per chunk `vpmovzxwd` (or a
 //! `vmovdqu32` of u32 indices), `vgatherdps` of the 16 activations (its destination zeroed
 //! first, so no gather waits on the previous one), one `vfmadd231ps` with the values from
-//! memory into the block's accumulator. Batch ≥ 2: x is copied transposed into `xT[pass][k][16]`
-//! (rows past the batch zero); per chunk and lane, the index (`movzx`, `shl 6`: 64-byte rows of
-//! xT), `vbroadcastss` of the weight and `vfmadd231ps` of xT's row into that lane's column
-//! accumulator (zmm0–15); a pass's sums are stored per column, 16 batch rows contiguous.
-//! The finiteness flags are `Σ (x − x)` over the row (batch 1) or over xT's rows (16 batch rows
-//! per lane), in four chains.
+//! memory into the block's accumulator. Batch ≥ 2: x is copied transposed into
+//! `xT[pass][k][width]` by one masked `vgatherdps` per `k` step (rows past the batch zero); per
+//! chunk and lane, the index (`movzx`, `shl`: to a byte offset of xT's rows), `vbroadcastss` of
+//! the weight and `vfmadd231ps` of xT's row into that lane's column accumulator; a pass's sums
+//! are stored per column, its rows contiguous. The finiteness flags are `Σ (x − x)` over the
+//! row (batch 1) or over xT (a lane per row), in four chains.
 //!
 //! Arguments (System V): rdi = x, rsi = the indices, rdx = the values, rcx = the chunk counts
 //! (u32 per block), r8 = the workspace (CT, flags, xT). rax, r9, r10, r11 are the scratch
@@ -28,6 +28,14 @@ type R = Result<(), IcedError>;
 
 fn zmm(i: usize) -> AsmRegisterZmm {
     registers::zmm::get_zmm(Register::ZMM0 + i as u32).expect("zmm register")
+}
+
+fn ymm(i: usize) -> AsmRegisterYmm {
+    registers::ymm::get_ymm(Register::YMM0 + i as u32).expect("ymm register")
+}
+
+fn xmm(i: usize) -> AsmRegisterXmm {
+    registers::xmm::get_xmm(Register::XMM0 + i as u32).expect("xmm register")
 }
 
 /// The machine code of the kernel of `g`, with its listing; None when `g` is beyond what it
@@ -190,98 +198,138 @@ impl Asm<'_> {
         })
     }
 
-    /// Pass `q` of x copied transposed into xT (16 batch rows, zero past the batch).
+    /// Pass `q` of x copied transposed into xT: per `k` step one masked `vgatherdps` of the
+    /// pass's rows (the lanes past the batch zero) and one store of `width` floats.
     fn transpose(&mut self, q: usize) -> R {
         let g = self.g;
-        for l in 0..LANES {
-            let r = q * LANES + l;
-            self.a.mov(r9, r8)?;
-            self.add_imm(r9, 4 * (g.xt_at + q * g.k * LANES + l))?;
-            if r < g.rows {
-                self.a.mov(rax, rdi)?;
-                self.add_imm(rax, 4 * r * g.a_outer)?;
-                self.times(g.k, r10, |m| {
-                    m.a.vmovss(xmm0, dword_ptr(rax))?;
-                    m.a.vmovss(dword_ptr(r9), xmm0)?;
-                    m.add_imm(rax, 4 * m.g.a_inner)?;
-                    m.a.add(r9, 64)
-                })?;
-            } else {
-                self.a.vxorps(xmm0, xmm0, xmm0)?;
-                self.times(g.k, r10, |m| {
-                    m.a.vmovss(dword_ptr(r9), xmm0)?;
-                    m.a.add(r9, 64)
-                })?;
-            }
+        let w = g.width;
+        let rows = w.min(g.rows - q * w);
+        // zmm5 = the rows' offsets (l · a_outer), built lane by lane.
+        self.a.vpxord(zmm(5), zmm(5), zmm(5))?;
+        for l in 1..rows {
+            self.a.mov(eax, 1u32 << l)?;
+            self.a.kmovw(k1, eax)?;
+            self.a.mov(eax, (l * g.a_outer) as u32)?;
+            self.a.vpbroadcastd(zmm(5).k1(), eax)?;
         }
-        Ok(())
+        self.a.mov(r11d, (1u32 << rows) - 1)?;
+        self.a.mov(rax, rdi)?;
+        self.add_imm(rax, 4 * q * w * g.a_outer)?;
+        self.a.mov(r9, r8)?;
+        self.add_imm(r9, 4 * (g.xt_at + q * g.k * w))?;
+        self.times(g.k, r10, |m| {
+            m.a.kmovw(k1, r11d)?;
+            m.a.vpxord(zmm(0), zmm(0), zmm(0))?;
+            m.a.vgatherdps(zmm(0).k1(), ptr(rax + zmm(5) * 4))?;
+            match w {
+                4 => m.a.vmovups(xmmword_ptr(r9), xmm0)?,
+                8 => m.a.vmovups(ymmword_ptr(r9), ymm0)?,
+                _ => m.a.vmovups(zmmword_ptr(r9), zmm(0))?,
+            }
+            m.add_imm(rax, 4 * m.g.a_inner)?;
+            m.a.add(r9, disp(4 * w))
+        })
     }
 
-    /// The flags of pass `q`'s 16 batch rows, from its xT rows.
+    /// The flags of pass `q`'s rows, from its xT rows (`k · width` floats): four chains of
+    /// zmm sums, folded to `width` lanes (lane `i` of a zmm holds row `i mod width`).
     fn pass_flags(&mut self, q: usize) -> R {
         let g = self.g;
+        let w = g.width;
         for r in 0..4 {
             self.a.vpxord(zmm(r), zmm(r), zmm(r))?;
         }
         self.a.mov(rax, r8)?;
-        self.add_imm(rax, 4 * (g.xt_at + q * g.k * LANES))?;
-        self.times(g.k / 4, r10, |m| {
+        self.add_imm(rax, 4 * (g.xt_at + q * g.k * w))?;
+        let (vectors, rest) = (g.k * w / LANES, g.k * w % LANES);
+        self.times(vectors / 4, r10, |m| {
             for c in 0..4 {
                 m.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
             }
             m.a.add(rax, 256)
         })?;
-        for c in 0..g.k % 4 {
+        for c in 0..vectors % 4 {
             self.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
         }
+        if rest > 0 {
+            self.a.mov(r10d, (1u32 << rest) - 1)?;
+            self.a.kmovw(k1, r10d)?;
+            self.flag_step(3, zmmword_ptr(rax + disp(64 * (vectors % 4))), true)?;
+        }
         self.join_flags()?;
-        self.a
-            .vmovups(zmmword_ptr(r8 + disp(4 * (g.flags_at + q * LANES))), zmm(0))
+        let at = 4 * (g.flags_at + q * w);
+        if w <= 8 {
+            self.a.vextractf64x4(ymm1, zmm(0), 1)?;
+            self.a.vaddps(ymm0, ymm0, ymm1)?;
+        }
+        if w == 4 {
+            self.a.vextractf128(xmm1, ymm0, 1)?;
+            self.a.vaddps(xmm0, xmm0, xmm1)?;
+        }
+        match w {
+            4 => self.a.vmovups(xmmword_ptr(r8 + disp(at)), xmm0),
+            8 => self.a.vmovups(ymmword_ptr(r8 + disp(at)), ymm0),
+            _ => self.a.vmovups(zmmword_ptr(r8 + disp(at)), zmm(0)),
+        }
     }
 
-    /// Pass `q` at batch ≥ 2: every block's sums for 16 batch rows, a broadcast weight times
-    /// an xT row per nonzero.
+    /// Pass `q` at batch ≥ 2: every block's sums for the pass's rows, a broadcast weight times
+    /// an xT row per nonzero. zmm rows: the 16 lanes at once (accumulators zmm0–15, weights
+    /// zmm16–31). xmm/ymm rows: VEX (16 registers, no AVX-512 VL needed), so two sweeps of 8
+    /// lanes over the block's chunks (accumulators 0–7, weights 8–15).
     fn broadcasts(&mut self, q: usize) -> R {
         let g = self.g;
-        let ib = g.idx_bytes;
+        let (ib, w) = (g.idx_bytes, g.width);
         let total = g.chunks.iter().sum::<usize>();
+        let (sweeps, lanes) = if w == LANES { (1, LANES) } else { (2, 8) };
+        let shift = (4 * w).trailing_zeros();
         self.a.mov(rdi, r8)?;
-        self.add_imm(rdi, 4 * (g.xt_at + q * g.k * LANES))?;
+        self.add_imm(rdi, 4 * (g.xt_at + q * g.k * w))?;
         self.a.mov(r9, r8)?;
-        self.add_imm(r9, 4 * q * LANES)?;
+        self.add_imm(r9, 4 * q * w)?;
         self.times(g.blocks(), r10, |m| {
-            for l in 0..LANES {
-                m.a.vpxord(zmm(l), zmm(l), zmm(l))?;
-            }
-            m.a.mov(r11d, dword_ptr(rcx))?;
-            let mut store = m.a.create_label();
-            m.a.test(r11d, r11d)?;
-            m.a.je(store)?;
-            let mut chunk = m.a.create_label();
-            m.a.set_label(&mut chunk)?;
-            for l in 0..LANES {
-                if ib == 2 {
-                    m.a.movzx(eax, word_ptr(rsi + disp(2 * l)))?;
-                } else {
-                    m.a.mov(eax, dword_ptr(rsi + disp(4 * l)))?;
+            for h in 0..sweeps {
+                for l in 0..lanes {
+                    m.zero(l)?;
                 }
-                m.a.shl(eax, 6)?;
-                let w = zmm(LANES + l);
-                m.a.vbroadcastss(w, dword_ptr(rdx + disp(4 * l)))?;
-                if m.fuse {
-                    m.a.vfmadd231ps(zmm(l), w, zmmword_ptr(rdi + rax))?;
-                } else {
-                    m.a.vmulps(w, w, zmmword_ptr(rdi + rax))?;
-                    m.a.vaddps(zmm(l), zmm(l), w)?;
+                m.a.mov(r11d, dword_ptr(rcx))?;
+                let mut store = m.a.create_label();
+                m.a.test(r11d, r11d)?;
+                m.a.je(store)?;
+                let mut chunk = m.a.create_label();
+                m.a.set_label(&mut chunk)?;
+                for l in 0..lanes {
+                    let e = h * 8 + l;
+                    if ib == 2 {
+                        m.a.movzx(eax, word_ptr(rsi + disp(2 * e)))?;
+                    } else {
+                        m.a.mov(eax, dword_ptr(rsi + disp(4 * e)))?;
+                    }
+                    m.a.shl(eax, shift)?;
+                    m.term(l, lanes + l, dword_ptr(rdx + disp(4 * e)), rdi + rax)?;
                 }
-            }
-            m.a.add(rsi, disp(LANES * ib))?;
-            m.a.add(rdx, disp(LANES * 4))?;
-            m.a.dec(r11d)?;
-            m.a.jne(chunk)?;
-            m.a.set_label(&mut store)?;
-            for l in 0..LANES {
-                m.a.vmovups(zmmword_ptr(r9 + disp(4 * l * m.g.m_pad)), zmm(l))?;
+                m.a.add(rsi, disp(LANES * ib))?;
+                m.a.add(rdx, disp(LANES * 4))?;
+                m.a.dec(r11d)?;
+                m.a.jne(chunk)?;
+                if h + 1 < sweeps {
+                    // Back to the block's first chunk for the second sweep.
+                    m.a.mov(eax, dword_ptr(rcx))?;
+                    m.a.imul_3(eax, eax, disp(LANES * ib))?;
+                    m.a.sub(rsi, rax)?;
+                    m.a.mov(eax, dword_ptr(rcx))?;
+                    m.a.shl(eax, 6)?;
+                    m.a.sub(rdx, rax)?;
+                }
+                m.a.set_label(&mut store)?;
+                for l in 0..lanes {
+                    let at = r9 + disp(4 * (h * 8 + l) * m.g.m_pad);
+                    match w {
+                        4 => m.a.vmovups(xmmword_ptr(at), xmm(l))?,
+                        8 => m.a.vmovups(ymmword_ptr(at), ymm(l))?,
+                        _ => m.a.vmovups(zmmword_ptr(at), zmm(l))?,
+                    }
+                }
             }
             m.add_imm(r9, 4 * LANES * m.g.m_pad)?;
             m.a.add(rcx, 4)
@@ -293,5 +341,34 @@ impl Asm<'_> {
         self.a.sub(rdx, rax)?;
         self.a.mov(rax, (4 * g.blocks()) as u64)?;
         self.a.sub(rcx, rax)
+    }
+
+    /// Zeroes accumulator `r` at the pass's width.
+    fn zero(&mut self, r: usize) -> R {
+        match self.g.width {
+            4 => self.a.vxorps(xmm(r), xmm(r), xmm(r)),
+            8 => self.a.vxorps(ymm(r), ymm(r), ymm(r)),
+            _ => self.a.vpxord(zmm(r), zmm(r), zmm(r)),
+        }
+    }
+
+    /// `acc += broadcast(weight) · [x]` at the pass's width (`t` the weight's register).
+    fn term(&mut self, acc: usize, t: usize, weight: AsmMemoryOperand, x: AsmMemoryOperand) -> R {
+        macro_rules! at {
+            ($reg:ident, $ptr:ident) => {{
+                self.a.vbroadcastss($reg(t), weight)?;
+                if self.fuse {
+                    self.a.vfmadd231ps($reg(acc), $reg(t), $ptr(x))
+                } else {
+                    self.a.vmulps($reg(t), $reg(t), $ptr(x))?;
+                    self.a.vaddps($reg(acc), $reg(acc), $reg(t))
+                }
+            }};
+        }
+        match self.g.width {
+            4 => at!(xmm, xmmword_ptr),
+            8 => at!(ymm, ymmword_ptr),
+            _ => at!(zmm, zmmword_ptr),
+        }
     }
 }
