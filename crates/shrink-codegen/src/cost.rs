@@ -95,7 +95,7 @@ impl Default for CostModel {
 
 /// The sparse constants of [`CostModel::default`] (gather slot, broadcast slot, input, output),
 /// measured by `cargo bench --bench calibrate` on the same machine.
-const SPARSE_DEFAULT: [f64; 4] = [0.1, 0.2, 0.5, 0.7];
+const SPARSE_DEFAULT: [f64; 4] = [0.2882, 0.81442, 1.70787, 0.0];
 
 /// What the model needs to know of an f32 layer with a constant weight for the sparse kernel
 /// (`ops/linear/sparse.rs`) and the dense tiles it competes with.
@@ -263,7 +263,10 @@ impl CostModel {
     /// Predicted nanoseconds of one call of the sparse kernel on `s`.
     pub fn predict_sparse(&self, s: &SparseShape) -> f64 {
         let f = sparse_features(s);
-        f.iter().zip(self.sparse_constants()).map(|(f, c)| f * c).sum()
+        f.iter()
+            .zip(self.sparse_constants())
+            .map(|(f, c)| f * c)
+            .sum()
     }
 
     /// Predicted nanoseconds of one call of the dense tiles on the layer of `s`.
@@ -414,6 +417,28 @@ mod tests {
             CostModel::from_table(&bad)
                 .unwrap_err()
                 .contains("dense_mac")
+        );
+        assert_eq!(back.sparse_constants(), m.sparse_constants());
+        let mut partial = table.clone();
+        partial.remove("sparse_slot");
+        assert!(
+            CostModel::from_table(&partial)
+                .unwrap_err()
+                .contains("sparse_slot")
+        );
+        let mut old = table.clone();
+        for k in [
+            "sparse_gather",
+            "sparse_slot",
+            "sparse_input",
+            "sparse_output",
+        ] {
+            old.remove(k);
+        }
+        let old = CostModel::from_table(&old).unwrap();
+        assert_eq!(
+            old.sparse_constants(),
+            CostModel::default().sparse_constants()
         );
         assert!(back.offer_lut, "a table with the lut constants offers lut");
         let mut old = table.clone();

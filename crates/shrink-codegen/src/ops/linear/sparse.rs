@@ -69,7 +69,13 @@ pub(crate) struct Layout {
 impl Layout {
     /// The layout of the f32 weight `raw` (element `(p, j)` at `p·outer + j·inner`) of `k` rows
     /// and `n` columns; None when a weight is not finite (the dense path keeps its NaN/inf).
-    pub(crate) fn build(raw: &[u8], k: usize, n: usize, outer: usize, inner: usize) -> Option<Self> {
+    pub(crate) fn build(
+        raw: &[u8],
+        k: usize,
+        n: usize,
+        outer: usize,
+        inner: usize,
+    ) -> Option<Self> {
         let at = |p: usize, j: usize| {
             let o = (p * outer + j * inner) * 4;
             f32::from_le_bytes(raw[o..o + 4].try_into().expect("4 bytes"))
@@ -136,10 +142,17 @@ impl Layout {
 
     fn idx_table(&self) -> (DType, Vec<u8>) {
         if self.idx_bytes() == 2 {
-            let b = self.idx.iter().flat_map(|&i| (i as u16).to_le_bytes()).collect();
+            let b = self
+                .idx
+                .iter()
+                .flat_map(|&i| (i as u16).to_le_bytes())
+                .collect();
             (DType::U16, b)
         } else {
-            (DType::U32, self.idx.iter().flat_map(|i| i.to_le_bytes()).collect())
+            (
+                DType::U32,
+                self.idx.iter().flat_map(|i| i.to_le_bytes()).collect(),
+            )
         }
     }
 }
@@ -327,7 +340,9 @@ fn lower(
             let r = b.let_(r0.clone().add(i.clone()));
             let flag = b.load_raw(&ws, r.clone().add_k(g.flags_at as i64));
             let flag = b.let_(flag);
-            b.if_(flag.clone().ne(flag), |b| recompute(b, g, x, &ws, &tabs, &r));
+            b.if_(flag.clone().ne(flag), |b| {
+                recompute(b, g, x, &ws, &tabs, &r)
+            });
             b.for_(g.n, |b, j| {
                 let sum = b.load_raw(&ws, j.clone().mul_k(m_pad).add(r.clone()));
                 dot.epilogue(b, bidx, &i, &j, sum);
@@ -386,11 +401,7 @@ fn recompute(b: &mut Builder, g: &Geometry, x: &TensorRef, ws: &TensorRef, t: &T
                         });
                     });
                 });
-                let out = Expr::select(
-                    b.get(hits).lt(nf.clone()),
-                    Expr::f32(f32::NAN),
-                    b.get(s),
-                );
+                let out = Expr::select(b.get(hits).lt(nf.clone()), Expr::f32(f32::NAN), b.get(s));
                 b.store_raw(ws, j.mul_k(g.m_pad as i64).add(r.clone()), out);
             });
         });
@@ -535,7 +546,9 @@ impl Portable<'_> {
                 v
             })
             .collect();
-        let ib = fb.ins().iadd_imm_s(idx, (chunk0 * LANES * g.idx_bytes) as i64);
+        let ib = fb
+            .ins()
+            .iadd_imm_s(idx, (chunk0 * LANES * g.idx_bytes) as i64);
         let vb = fb.ins().iadd_imm_s(val, (chunk0 * LANES * 4) as i64);
         counted_loop(fb, self.ptr, chunks as i64, |fb, c| {
             let o = fb.ins().imul_imm_s(c, (LANES * g.idx_bytes) as i64);

@@ -7,9 +7,9 @@
 //! cost model picks.
 use super::{Layout, chosen};
 use crate::ops::lower_node;
-use crate::ops::op_testing::{In, f32s, run_node_as, values};
-use shrink_ir::op::{Fused, Linear, Op, Unary};
+use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced, values};
 use shrink_ir::DType;
+use shrink_ir::op::{Fused, Linear, Op, Unary};
 use std::cell::Cell;
 
 thread_local! {
@@ -143,9 +143,21 @@ fn without_fma_every_path_gives_the_same_bits_as_the_tiles() {
         let (k, n) = (70, 45);
         let x = values(m * k, 40 + c as u64);
         let w = pruned(k, n, 0.9, 50 + c as u64);
-        let tiles = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], false, UNFUSED[0].1);
+        let tiles = run(
+            &op,
+            matmul_inputs(&x, &w, m, k, n),
+            &[m, n],
+            false,
+            UNFUSED[0].1,
+        );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let first = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, UNFUSED[0].1);
+        let first = run(
+            &op,
+            matmul_inputs(&x, &w, m, k, n),
+            &[m, n],
+            true,
+            UNFUSED[0].1,
+        );
         assert_eq!(first, tiles, "m {m}: sparse vs tiles without fma");
         for (path, tweak) in UNFUSED {
             let got = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, tweak);
@@ -256,7 +268,10 @@ fn epilogues_are_the_tiles_own() {
                 // The numerics contract: rtol 1e-3, atol 1e-4 of the interpreter.
                 for (f, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-4 + 1e-3 * w.abs();
-                    assert!((g as f64 - w).abs() <= tol, "m {m} {what} ({path}) {f}: {g} vs {w}");
+                    assert!(
+                        (g as f64 - w).abs() <= tol,
+                        "m {m} {what} ({path}) {f}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -353,7 +368,7 @@ fn the_cost_model_picks_sparse_for_a_pruned_layer_and_the_tiles_for_a_dense_one(
         }
     }
     // Through the lowering: the sparse kernel records its prediction, the tiles none.
-    let (k, n) = (256, 128);
+    let (k, n) = (784, 1024);
     for (z, sparse) in [(0.9, true), (0.0, false)] {
         let w = pruned(k, n, z, 13);
         let ins = matmul_inputs(&values(k, 14), &w, 1, k, n);
@@ -370,5 +385,33 @@ fn the_cost_model_picks_sparse_for_a_pruned_layer_and_the_tiles_for_a_dense_one(
         )
         .unwrap();
         assert_eq!(predicted.is_some(), sparse, "{z} zeros");
+    }
+}
+
+/// Where the host has AVX-512 F the sparse kernel is machine code (at batch 1 and ≥ 2), and
+/// none is placed without it.
+#[test]
+fn the_widest_path_is_machine_code() {
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    let (k, n) = (40, 20);
+    let w = pruned(k, n, 0.9, 21);
+    for m in [1, 3, 8, 20] {
+        let ins = matmul_inputs(&values(m * k, 22), &w, m, k, n);
+        for (tweak, placed) in [(PATHS[0].1, wide), (PATHS[1].1, false)] {
+            FORCE.with(|f| f.set(Some(true)));
+            let r = run_node_traced(
+                |bld, cx| lower_node(bld, &Op::Linear(Linear::MatMul), cx),
+                &ins,
+                &[(DType::F32, &[m, n])],
+                tweak,
+            );
+            FORCE.with(|f| f.set(None));
+            let (code, _, machine) = r.unwrap();
+            assert_eq!(code, 0);
+            assert_eq!(machine > 0, placed, "m {m}");
+        }
     }
 }
