@@ -166,6 +166,9 @@ fn without_fma_every_path_gives_the_same_bits_as_the_tiles() {
     }
 }
 
+/// An epilogue case: what, the op, its inputs, the interpreter's f64 outputs.
+type Epilogue = (&'static str, Op, Vec<Option<In>>, Vec<f64>);
+
 #[test]
 fn epilogues_are_the_tiles_own() {
     let (k, n) = (50, 21);
@@ -178,7 +181,7 @@ fn epilogues_are_the_tiles_own() {
         let wt: Vec<f32> = (0..n * k).map(|f| w[(f % k) * n + f / k]).collect();
         let xt: Vec<f32> = (0..k * m).map(|f| x[(f % m) * k + f / m]).collect();
         let (sum, _) = dense_f64(&x, &w, m, k, n);
-        let cases: Vec<(&str, Op, Vec<Option<In>>, Vec<f64>)> = vec![
+        let cases: Vec<Epilogue> = vec![
             (
                 "DenseAct relu, W transposed",
                 Op::Fused(Fused::DenseAct {
