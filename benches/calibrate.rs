@@ -6,6 +6,12 @@
 //! fitted predictions, how often `auto` with the fitted model is within 10% of the fastest
 //! strategy, code bytes per nonzero of `stream`, and the `[cost]` table to commit in the target
 //! profile. Run: `cargo bench --bench calibrate`.
+//!
+//! The sparse f32 kernel's constants come from pruned f32 layers (random nonzeros at several
+//! densities) timed with the sparse kernel and with the tiles (forced through the cost model:
+//! sparse constants of 0 make it always win, huge ones never), fitted the same way; it prints
+//! how often the model's choice between the two is within 10% of the faster. `-- --sparse`
+//! runs only that part.
 use shrink::codegen::cost::{LayerShape, features};
 use shrink::codegen::{Activations, CodegenOptions, CostModel, Strategy};
 use shrink::ir::Tensor;
@@ -105,8 +111,146 @@ struct Measured {
     times: Vec<(Strategy, Activations, f64)>,
 }
 
+/// `y = x·W` with an f32 W of shape `[cols, rows]`, `zeros` of it (a fraction) exactly zero.
+fn pruned_layer(
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    zeros: f64,
+) -> (shrink::ir::Graph, Vec<Tensor>) {
+    let mut rng = shrink::demo::Rng(0x5a_0000 | (rows * 7 + cols * 131 + batch) as u64);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            let keep = (rng.uniform() as f64 + 1.0) / 2.0 >= zeros;
+            let v = rng.uniform();
+            if keep && v != 0.0 { v * 0.05 } else { 0.0 }
+        })
+        .collect();
+    let x: Vec<f32> = (0..batch * cols).map(|_| rng.uniform()).collect();
+    let model = shrink::demo::matmul_model("calibrate", batch, cols, rows, w);
+    let g = shrink::Compiler::new(Default::default())
+        .optimized_graph(model.as_slice())
+        .expect("optimize");
+    (g, vec![Tensor::from_vec(vec![batch, cols], x)])
+}
+
+/// Times pruned layers with the sparse kernel and the tiles, fits the sparse constants into
+/// `model` and prints the table and the choice check.
+fn calibrate_sparse(model: &mut CostModel, quick: bool) {
+    use shrink::codegen::cost::{SparseShape, sparse_features};
+    let mut measured: Vec<(SparseShape, f64, f64)> = vec![];
+    let shapes = [
+        (64, 64),
+        (256, 256),
+        (1024, 784),
+        (1024, 1024),
+        (512, 2048),
+        (2048, 512),
+    ];
+    let densities: &[f64] = if quick {
+        &[0.5, 0.9]
+    } else {
+        &[0.5, 0.75, 0.9, 0.97]
+    };
+    let batches: &[usize] = if quick { &[1, 8] } else { &[1, 2, 8, 16, 33] };
+    for &(rows, cols) in &shapes {
+        for &zeros in densities {
+            for &batch in batches {
+                let (g, inputs) = pruned_layer(rows, cols, batch, zeros);
+                let mut times = [0.0; 2];
+                let mut shape = None;
+                for (t, sparse) in [(0, true), (1, false)] {
+                    let mut cost = model.clone();
+                    let c = if sparse { 0.0 } else { 1e9 };
+                    cost.set_sparse_constants(&[c; 4]);
+                    let opts = CodegenOptions {
+                        cost,
+                        ..Default::default()
+                    };
+                    let kernel = shrink::compile_jit_with(&g, &opts).expect("compile");
+                    if sparse {
+                        shape = Some(sparse_shape(&g, batch));
+                    }
+                    times[t] = time(&mut JitRun::new(kernel, &inputs));
+                }
+                let shape = shape.expect("one weight");
+                eprintln!(
+                    "measured pruned {rows}x{cols} {zeros} b{batch}: sparse {:.2} µs, tiles {:.2} µs",
+                    times[0] / 1e3,
+                    times[1] / 1e3
+                );
+                measured.push((shape, times[0], times[1]));
+            }
+        }
+    }
+    let rows: Vec<(Vec<f64>, f64)> = measured
+        .iter()
+        .map(|(s, t, _)| (sparse_features(s), *t))
+        .collect();
+    model.set_sparse_constants(&fit(&rows));
+    println!("| layer | zeros | batch | sparse µs | predicted | tiles µs | predicted | chosen |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut within = 0;
+    for (s, ts, td) in &measured {
+        let (ps, pd) = (model.predict_sparse(s), model.predict_tiles(s));
+        let chosen = if ps < pd { *ts } else { *td };
+        if chosen <= ts.min(*td) * 1.1 {
+            within += 1;
+        }
+        println!(
+            "| {}x{} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            s.rows,
+            s.cols,
+            1.0 - s.nonzeros as f64 / (s.rows * s.cols) as f64,
+            s.batch,
+            ts / 1e3,
+            ps / 1e3,
+            td / 1e3,
+            pd / 1e3,
+            if ps < pd { "sparse" } else { "tiles" }
+        );
+    }
+    println!(
+        "\nsparse vs tiles: the model's choice within 10% of the faster on {within} of {} layers\n",
+        measured.len()
+    );
+}
+
+/// The sparse kernel's shape of the one weight of `g` at `batch` rows.
+fn sparse_shape(g: &shrink::ir::Graph, batch: usize) -> shrink::codegen::cost::SparseShape {
+    let w = g
+        .consts
+        .iter()
+        .filter(|t| t.dims().len() == 2)
+        .max_by_key(|t| t.dims().iter().product::<usize>())
+        .expect("a weight");
+    let (cols, rows) = (w.dims()[0], w.dims()[1]);
+    let v = w.to_f64_vec();
+    let mut slots = 0;
+    for b in 0..rows.div_ceil(16) {
+        let most = (b * 16..rows.min(b * 16 + 16))
+            .map(|j| (0..cols).filter(|&p| v[p * rows + j] != 0.0).count())
+            .max()
+            .unwrap_or(0);
+        slots += 16 * most;
+    }
+    shrink::codegen::cost::SparseShape {
+        rows,
+        cols,
+        batch,
+        slots,
+        nonzeros: v.iter().filter(|x| **x != 0.0).count(),
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--sparse") {
+        let mut model = CostModel::default();
+        calibrate_sparse(&mut model, quick);
+        println!("{}", model.to_toml());
+        return;
+    }
     let mut shapes = vec![];
     for (rows, cols) in [
         (16, 16),
@@ -246,5 +390,6 @@ fn main() {
     for (l, b) in &code_per_term {
         println!("  {l}: {b:.1}");
     }
+    calibrate_sparse(&mut model, quick);
     println!("\n{}", model.to_toml());
 }

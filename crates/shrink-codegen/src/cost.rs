@@ -54,6 +54,17 @@ pub struct CostModel {
     pub dense_mac: f64,
     /// Per output element of the dense kernel.
     pub dense_output: f64,
+    /// Per chunk slot of the sparse f32 kernel at batch 1 (one gathered activation, stored
+    /// nonzero or padding; see [`SparseShape::slots`]).
+    pub sparse_gather: f64,
+    /// Per chunk slot and pass of 16 batch rows at batch ≥ 2 (one broadcast weight times a
+    /// vector of activations).
+    pub sparse_slot: f64,
+    /// Per activation (batch × input features): the finiteness check and, at batch ≥ 2, the
+    /// transposed copy.
+    pub sparse_input: f64,
+    /// Per output element of the sparse kernel (the epilogue).
+    pub sparse_output: f64,
 }
 
 impl Default for CostModel {
@@ -74,8 +85,55 @@ impl Default for CostModel {
             dense_spill: DENSE_DEFAULT[1],
             dense_mac: DENSE_DEFAULT[2],
             dense_output: DENSE_DEFAULT[3],
+            sparse_gather: SPARSE_DEFAULT[0],
+            sparse_slot: SPARSE_DEFAULT[1],
+            sparse_input: SPARSE_DEFAULT[2],
+            sparse_output: SPARSE_DEFAULT[3],
         }
     }
+}
+
+/// The sparse constants of [`CostModel::default`] (gather slot, broadcast slot, input, output),
+/// measured by `cargo bench --bench calibrate` on the same machine.
+const SPARSE_DEFAULT: [f64; 4] = [0.2882, 0.81442, 1.70787, 0.0];
+
+/// What the model needs to know of an f32 layer with a constant weight for the sparse kernel
+/// (`ops/linear/sparse.rs`) and the dense tiles it competes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SparseShape {
+    /// Output features (the weight's columns).
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// Rows of activations per call.
+    pub batch: usize,
+    /// Chunk slots of the sparse layout: 16 per chunk, a block's chunks being its most nonzeros
+    /// of a column (nonzeros plus padding).
+    pub slots: usize,
+    pub nonzeros: usize,
+}
+
+/// The work counts of the sparse kernel on `s`, in the order of its constants: gathered slots
+/// (batch 1), slots × passes of 16 rows (batch ≥ 2), activations, outputs.
+pub fn sparse_features(s: &SparseShape) -> Vec<f64> {
+    let slots = s.slots as f64;
+    let (gather, broadcast) = if s.batch == 1 {
+        (slots, 0.0)
+    } else {
+        (0.0, slots * s.batch.div_ceil(16) as f64)
+    };
+    vec![
+        gather,
+        broadcast,
+        (s.batch * s.cols) as f64,
+        (s.batch * s.rows) as f64,
+    ]
+}
+
+/// Estimated read-only data plus code bytes of the sparse kernel: an index (`idx_bytes`) and a
+/// value per slot, a count per block of 16 columns, a few KiB of loops.
+pub fn sparse_bytes(s: &SparseShape, idx_bytes: usize) -> usize {
+    s.slots * (idx_bytes + 4) + 12 * s.rows.div_ceil(16) + 4096
 }
 
 /// The lut constants of [`CostModel::default`], from the same calibration run.
@@ -183,6 +241,46 @@ impl CostModel {
         }
     }
 
+    /// The sparse kernel's constants, in the order of [`sparse_features`].
+    pub fn sparse_constants(&self) -> Vec<f64> {
+        vec![
+            self.sparse_gather,
+            self.sparse_slot,
+            self.sparse_input,
+            self.sparse_output,
+        ]
+    }
+
+    /// Sets the sparse constants (in the order of [`sparse_features`]).
+    pub fn set_sparse_constants(&mut self, c: &[f64]) {
+        let [g, s, i, o] = c else {
+            panic!("{} sparse constants", c.len())
+        };
+        (self.sparse_gather, self.sparse_slot) = (*g, *s);
+        (self.sparse_input, self.sparse_output) = (*i, *o);
+    }
+
+    /// Predicted nanoseconds of one call of the sparse kernel on `s`.
+    pub fn predict_sparse(&self, s: &SparseShape) -> f64 {
+        let f = sparse_features(s);
+        f.iter()
+            .zip(self.sparse_constants())
+            .map(|(f, c)| f * c)
+            .sum()
+    }
+
+    /// Predicted nanoseconds of one call of the dense tiles on the layer of `s`.
+    pub fn predict_tiles(&self, s: &SparseShape) -> f64 {
+        let l = LayerShape {
+            rows: s.rows,
+            cols: s.cols,
+            nonzeros: s.nonzeros,
+            batch: s.batch,
+            limbs: 1,
+        };
+        self.predict(Strategy::Dense, &l).unwrap_or(f64::INFINITY)
+    }
+
     /// Predicted nanoseconds of one call of layer `l` with `strategy`.
     pub fn predict(&self, strategy: Strategy, l: &LayerShape) -> Option<f64> {
         let f = features(strategy, l)?;
@@ -191,8 +289,8 @@ impl CostModel {
     }
 
     /// The cost model of a target profile's `[cost]` table: every constant named (the three
-    /// `lut_*` ones all or none: with them `auto` considers `lut`), each a finite non-negative
-    /// number.
+    /// `lut_*` ones all or none: with them `auto` considers `lut`; the four `sparse_*` ones all
+    /// or none: without them the defaults), each a finite non-negative number.
     pub fn from_table(
         table: &std::collections::BTreeMap<String, f64>,
     ) -> Result<CostModel, String> {
@@ -210,6 +308,10 @@ impl CostModel {
             "dense_spill",
             "dense_mac",
             "dense_output",
+            "sparse_gather",
+            "sparse_slot",
+            "sparse_input",
+            "sparse_output",
         ];
         for (k, v) in table {
             if !v.is_finite() || *v < 0.0 {
@@ -228,6 +330,10 @@ impl CostModel {
                 "dense_spill" => &mut m.dense_spill,
                 "dense_mac" => &mut m.dense_mac,
                 "dense_output" => &mut m.dense_output,
+                "sparse_gather" => &mut m.sparse_gather,
+                "sparse_slot" => &mut m.sparse_slot,
+                "sparse_input" => &mut m.sparse_input,
+                "sparse_output" => &mut m.sparse_output,
                 _ => {
                     return Err(format!(
                         "cost.{k}: unknown (expected one of {})",
@@ -239,9 +345,12 @@ impl CostModel {
         }
         let is_lut = |n: &str| n.starts_with("lut_");
         m.offer_lut = names.iter().any(|n| is_lut(n) && table.contains_key(*n));
-        let missing = names
-            .iter()
-            .find(|n| (m.offer_lut || !is_lut(n)) && !table.contains_key(**n));
+        let is_sparse = |n: &str| n.starts_with("sparse_");
+        let sparse = names.iter().any(|n| is_sparse(n) && table.contains_key(*n));
+        let missing = names.iter().find(|n| {
+            let optional = (is_lut(n) && !m.offer_lut) || (is_sparse(n) && !sparse);
+            !optional && !table.contains_key(**n)
+        });
         if let Some(missing) = missing {
             return Err(format!("cost.{missing} is missing"));
         }
@@ -251,7 +360,7 @@ impl CostModel {
     /// The `[cost]` table of this model, as a target profile spells it.
     pub fn to_toml(&self) -> String {
         format!(
-            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\nlut_digit = {:.4}\nlut_lookup = {:.5}\nlut_output = {:.4}\ndense_weight = {:.5}\ndense_spill = {:.5}\ndense_mac = {:.5}\ndense_output = {:.4}\n",
+            "[cost]\nstream_term = {:.4}\nstream_output = {:.4}\npacked_digit = {:.4}\npacked_weight = {:.5}\npacked_output = {:.4}\nlut_digit = {:.4}\nlut_lookup = {:.5}\nlut_output = {:.4}\ndense_weight = {:.5}\ndense_spill = {:.5}\ndense_mac = {:.5}\ndense_output = {:.4}\nsparse_gather = {:.5}\nsparse_slot = {:.5}\nsparse_input = {:.5}\nsparse_output = {:.4}\n",
             self.stream_term,
             self.stream_output,
             self.packed_digit,
@@ -263,7 +372,11 @@ impl CostModel {
             self.dense_weight,
             self.dense_spill,
             self.dense_mac,
-            self.dense_output
+            self.dense_output,
+            self.sparse_gather,
+            self.sparse_slot,
+            self.sparse_input,
+            self.sparse_output
         )
     }
 }
@@ -304,6 +417,28 @@ mod tests {
             CostModel::from_table(&bad)
                 .unwrap_err()
                 .contains("dense_mac")
+        );
+        assert_eq!(back.sparse_constants(), m.sparse_constants());
+        let mut partial = table.clone();
+        partial.remove("sparse_slot");
+        assert!(
+            CostModel::from_table(&partial)
+                .unwrap_err()
+                .contains("sparse_slot")
+        );
+        let mut old = table.clone();
+        for k in [
+            "sparse_gather",
+            "sparse_slot",
+            "sparse_input",
+            "sparse_output",
+        ] {
+            old.remove(k);
+        }
+        let old = CostModel::from_table(&old).unwrap();
+        assert_eq!(
+            old.sparse_constants(),
+            CostModel::default().sparse_constants()
         );
         assert!(back.offer_lut, "a table with the lut constants offers lut");
         let mut old = table.clone();

@@ -2,15 +2,17 @@
 //! written with the one tiled dot-product loop of [`matmul`]; each op only says how elements
 //! enter the sum (zero points) and what happens to a finished sum (its epilogue).
 //!
-//! f32 and f64 products run as SIMD register tiles ([`gemm`]) and sum in their element type, as
-//! ONNX runtimes do (within the numerics contract's tolerance of the interpreter, which sums in
-//! f64); other float types accumulate in f64 and round once to the output dtype; integer
-//! MatMul/Gemm wrap in the element type; the quantized ops accumulate in
-//! wrapping i32 (with a constant 8-bit B as SIMD integer dot products, [`int8`]) and requantize with the scale arithmetic rounded in the scale dtype after each
-//! operation, then `round_half_even(acc * multiplier) + zero_point`, saturated.
+//! f32 and f64 products run as SIMD register tiles ([`gemm`]), or over the nonzeros of a
+//! mostly-zero constant weight ([`sparse`]), and sum in their element type, as ONNX runtimes do
+//! (within the numerics contract's tolerance of the interpreter, which sums in f64); other float
+//! types accumulate in f64 and round once to the output dtype; integer MatMul/Gemm wrap in the
+//! element type; the quantized ops accumulate in wrapping i32 (with a constant 8-bit B as SIMD
+//! integer dot products, [`int8`]) and requantize with the scale arithmetic rounded in the scale
+//! dtype after each operation, then `round_half_even(acc * multiplier) + zero_point`, saturated.
 mod gemm;
 mod int8;
 mod matmul;
+mod sparse;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -448,7 +450,13 @@ fn loops_over(
     if int8::try_lower(b, cx.options, plan, a, &bm, weight, dot) {
         return;
     }
-    if gemm::try_lower(b, cx.options, plan, a, &bm, cx.const_input(b_input), dot) {
+    // A mostly-zero constant f32 weight: its nonzeros only, when predicted faster.
+    if let Some(w) = weight
+        && sparse::try_lower(b, cx.options, plan, a, &bm, w, dot)
+    {
+        return;
+    }
+    if gemm::try_lower(b, cx.options, plan, a, &bm, weight, dot) {
         return;
     }
     let whole_bytes = !matches!(
