@@ -282,6 +282,35 @@ fn bench_threads_split_large_layers() {
     );
 }
 
+/// `inspect --json` names the kernel a dense layer runs on: the nonzeros of the 90%-pruned MLP's
+/// big layers, the SIMD tiles of a dense one, the int8 dot products of a quantized one.
+#[test]
+fn inspect_names_the_kernel_of_dense_layers() {
+    let dir = scratch();
+    let kernels = |m: &shrink::demo::DemoModel| -> Vec<String> {
+        shrink::demo::write(&dir, m).unwrap();
+        let model = dir.join(m.name).join("model.onnx");
+        let o = shrink(&["inspect", model.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| format!("{}/{}", l["strategy"].as_str().unwrap(), l["kernel"]))
+            .collect()
+    };
+    let pruned = shrink::demo::bench_model("pruned90_mlp_b1").unwrap();
+    assert_eq!(
+        kernels(&pruned)[..2],
+        ["dense/\"sparse\"", "dense/\"sparse\""]
+    );
+    let dense = shrink::demo::Mlp::pruned(&[64, 96, 10], 0.0, 3).demo("dense_small", 2, 4);
+    assert!(kernels(&dense).iter().all(|k| k == "dense/\"tiles\""));
+    let int8 = shrink::demo::dynamic_quant_layer("int8_small", 2, 40, 24);
+    assert_eq!(kernels(&int8), ["dense/\"int8\""]);
+}
+
 /// `bench --per-layer` lists every layer of the model once, in order, with its strategy, a
 /// measured time and (for the ternary layers) the cost model's prediction.
 #[test]

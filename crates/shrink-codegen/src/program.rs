@@ -65,6 +65,9 @@ pub struct NodeKernel {
     /// `int8-graph` (the graph's own int8 grid, one limb), `int8-flag` (`--activations int8`);
     /// `None` for every other kernel.
     pub activations: Option<&'static str>,
+    /// Which kernel of a `dense` layer's strategy runs it ([`Builder::note_form`]): `tiles`,
+    /// `sparse` or `int8`; `None` for the loop nest and every other strategy.
+    pub form: Option<&'static str>,
     pub kernel: Kernel,
 }
 
@@ -129,6 +132,7 @@ fn value_guard(p: &Prepared, i: usize, value: &Tensor) -> Result<NodeKernel, Cod
         strategy: "loops",
         predicted_ns: None,
         activations: None,
+        form: None,
         kernel: b.finish().map_err(CodegenError::new)?,
     })
 }
@@ -261,6 +265,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             .map_err(|m| CodegenError::at(&node.name, node.op.name(), m))?;
         let predicted_ns = b.predicted_ns();
         let activations = b.activations();
+        let form = b.form();
         let strategy = b.strategy().unwrap_or(
             if matches!(node.op, Op::Linear(_) | Op::Fused(_) | Op::Conv(_)) {
                 "dense"
@@ -311,6 +316,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 strategy,
                 predicted_ns,
                 activations,
+                form,
                 kernel: kernel.clone(),
             };
             match Producer::of(kernel) {
@@ -328,6 +334,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
                 strategy,
                 predicted_ns: predicted_ns.filter(|_| i == 0),
                 activations,
+                form,
                 kernel,
             });
         }
@@ -354,6 +361,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
             strategy: "loops",
             predicted_ns: None,
             activations: None,
+            form: None,
             kernel: b.finish().map_err(CodegenError::new)?,
         });
     }

@@ -34,6 +34,10 @@ pub struct Layer {
     /// `int8-graph` (one limb on the int8 grid the graph's own fake-quantization proves, exact
     /// w.r.t. the graph), `int8-flag` (one limb from `--activations int8`); null otherwise.
     pub activations: Option<String>,
+    /// Which kernel a `dense` layer runs on: `tiles` (SIMD register tiles), `sparse` (the
+    /// nonzeros of a mostly-zero f32 weight), `int8` (8-bit dot products); null for the loop
+    /// nest and the ternary strategies.
+    pub kernel: Option<String>,
     /// Zero weights left in the optimized weight (a `stream` computes none of them).
     #[serde(skip)]
     pub final_zeros: Option<usize>,
@@ -175,6 +179,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             code_bytes: None,
             predicted_us: None,
             activations: None,
+            kernel: None,
             final_zeros,
         });
     }
@@ -253,6 +258,7 @@ pub fn fill_codegen(
             l.code_bytes = Some(bytes);
             l.predicted_us = k.predicted_ns.map(|ns| (ns / 10.0).round() / 100.0);
             l.activations = k.activations.map(str::to_string);
+            l.kernel = k.form.map(str::to_string);
             // A stream emits nothing for a zero weight: those zeros are eliminated too.
             if k.strategy == "stream"
                 && let (Some(z), Some(total)) = (l.final_zeros, r.totals.zeros_eliminated.as_mut())
@@ -319,7 +325,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(s, "layers:");
         let _ = writeln!(
             s,
-            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} activations",
+            "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:<7} {:>10} {:>12} activations",
             "name",
             "op",
             "weight",
@@ -330,6 +336,7 @@ pub fn render(r: &Report) -> String {
             "dead_rows",
             "dead_cols",
             "strategy",
+            "kernel",
             "code_bytes",
             "predicted_us"
         );
@@ -337,7 +344,7 @@ pub fn render(r: &Report) -> String {
             let shape = format!("{:?}", l.weight_shape);
             let _ = writeln!(
                 s,
-                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:>10} {:>12} {}",
+                "  {:<24} {:<14} {:<16} {:<8} {:<11} {:>10} {:>10} {:>9} {:>9} {:<8} {:<7} {:>10} {:>12} {}",
                 l.name,
                 l.op,
                 shape,
@@ -348,6 +355,7 @@ pub fn render(r: &Report) -> String {
                 l.dead_rows.map_or("-".into(), |d| d.to_string()),
                 l.dead_cols.map_or("-".into(), |d| d.to_string()),
                 l.strategy.as_deref().unwrap_or("-"),
+                l.kernel.as_deref().unwrap_or("-"),
                 l.code_bytes.map_or("-".into(), |d| d.to_string()),
                 l.predicted_us.map_or("-".into(), |d| format!("{d:.2}")),
                 l.activations.as_deref().unwrap_or("-")

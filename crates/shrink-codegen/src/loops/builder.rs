@@ -48,6 +48,8 @@ pub struct Builder {
     predicted_ns: Option<f64>,
     /// How a layer lowering represents its activations (for reports).
     activations: Option<&'static str>,
+    /// Which kernel of its strategy a layer lowering emitted (for reports).
+    form: Option<&'static str>,
 }
 
 impl Builder {
@@ -63,6 +65,7 @@ impl Builder {
             strategy: None,
             predicted_ns: None,
             activations: None,
+            form: None,
         }
     }
 
@@ -148,6 +151,17 @@ impl Builder {
     /// The mode recorded with [`Builder::note_activations`].
     pub fn activations(&self) -> Option<&'static str> {
         self.activations
+    }
+
+    /// Records which kernel of its strategy a dense layer runs on: `tiles` (the SIMD register
+    /// tiles), `sparse` (the nonzeros of a mostly-zero weight), `int8` (8-bit dot products).
+    pub fn note_form(&mut self, f: &'static str) {
+        self.form = Some(f);
+    }
+
+    /// The kernel recorded with [`Builder::note_form`].
+    pub fn form(&self) -> Option<&'static str> {
+        self.form
     }
 
     /// A fresh variable of type `ty`.

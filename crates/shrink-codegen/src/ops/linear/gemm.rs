@@ -226,6 +226,7 @@ pub(super) fn try_lower(
             panels
         }
     };
+    b.note_form("tiles");
     let c = b.workspace(elem.dtype, &[batches * g.m * g.padded()]);
     let (a_buf, p_buf, c_buf) = (a.t.buf, panels.buf, c.buf);
     let fuse = options.fma;

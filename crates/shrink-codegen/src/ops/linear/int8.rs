@@ -107,6 +107,7 @@ pub(super) fn try_lower(
         }
         col_sums.extend_from_slice(&sum.to_le_bytes());
     }
+    b.note_form("int8");
     let bs = b.table(DType::I8, &[n * k_pad], codes);
     let sb = b.table(DType::I32, &[n], col_sums);
     let au = b.workspace(DType::U8, &[rows * k_pad]);

@@ -301,6 +301,7 @@ fn lower(
     g: &Geometry,
     dot: &dyn Dot,
 ) {
+    b.note_form("sparse");
     // An empty layout (every weight zero) still gets one-element tables.
     let (idt, mut ibytes) = l.idx_table();
     if ibytes.is_empty() {
