@@ -4,8 +4,8 @@
 //! [`Kernel::run_into`] checks every buffer's size before calling the generated code, so the
 //! code's own guarantee (it touches nothing outside the buffers it is given) is all that safety
 //! needs. A program lowered for several threads ([`shrink_codegen::CodegenOptions::threads`])
-//! gets a thread pool owned by its `Kernel`: the parts of each split layer run on it at once,
-//! everything else on the calling thread, in order. The JIT module refuses to resolve any symbol, so a stray import is a compile error, not
+//! gets a thread pool owned by its `Kernel` ([`pool`]): the parts of each split layer run on it
+//! at once, everything else on the calling thread, in order. The JIT module refuses to resolve any symbol, so a stray import is a compile error, not
 //! a call into the host process.
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -13,6 +13,8 @@ use cranelift_module::{Linkage, default_libcall_names};
 use shrink_codegen::loops::status;
 use shrink_codegen::{CodegenError, DefineOptions, IoSpec, Listing, Program};
 use shrink_ir::Tensor;
+
+mod pool;
 
 /// Why compiling or running a kernel failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +61,7 @@ pub struct Kernel {
 /// calling thread takes the first, the pool the others).
 struct Parallel {
     steps: Vec<Vec<RunFn>>,
-    pool: rayon::ThreadPool,
+    pool: pool::Pool,
 }
 
 /// The kernel ABI arguments of one call, shared by the parts of a step.
@@ -80,6 +82,15 @@ impl Args {
     }
 }
 
+/// One part of a step: a kernel function and the call's arguments.
+struct Call(RunFn, Args);
+
+impl pool::Part for Call {
+    unsafe fn run(&self) -> i32 {
+        unsafe { self.1.call(self.0) }
+    }
+}
+
 impl Parallel {
     /// # Safety
     /// `args` must be valid kernel ABI buffers for the program the steps come from.
@@ -88,29 +99,12 @@ impl Parallel {
             let status = match step.as_slice() {
                 [] => 0,
                 [f] => unsafe { args.call(*f) },
-                [first, rest @ ..] => {
-                    let statuses: Vec<std::sync::atomic::AtomicI32> =
-                        rest.iter().map(|_| 0.into()).collect();
-                    let mut own = 0;
-                    self.pool.in_place_scope(|s| {
-                        for (f, out) in rest.iter().zip(&statuses) {
-                            s.spawn(move |_| {
-                                clear_upper_vector_state();
-                                let code = unsafe { args.call(*f) };
-                                out.store(code, std::sync::atomic::Ordering::Relaxed);
-                            });
-                        }
-                        own = unsafe { args.call(*first) };
-                    });
-                    // The first failing part in program order, as a sequential run reports.
-                    std::iter::once(own)
-                        .chain(
-                            statuses
-                                .iter()
-                                .map(|s| s.load(std::sync::atomic::Ordering::Relaxed)),
-                        )
-                        .find(|&c| c != 0)
-                        .unwrap_or(0)
+                parts => {
+                    let calls: Vec<Call> = parts.iter().map(|&f| Call(f, args)).collect();
+                    let refs: Vec<&dyn pool::Part> =
+                        calls.iter().map(|c| c as &dyn pool::Part).collect();
+                    // SAFETY: the parts of one split write disjoint memory.
+                    unsafe { self.pool.run(&refs) }
                 }
             };
             if status != 0 {
@@ -123,7 +117,7 @@ impl Parallel {
 
 /// What the module's entry stub does before the kernels run (`vzeroupper` on x86 with AVX: see
 /// shrink-codegen's `define`), for kernels called one by one from here.
-fn clear_upper_vector_state() {
+pub(crate) fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx")]
@@ -212,10 +206,7 @@ impl Kernel {
         let run = function(d.run);
         let steps = p.steps();
         let parallel = if p.threads > 1 && steps.len() < p.kernels.len() {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(p.threads - 1)
-                .thread_name(|i| format!("shrink-kernel-{i}"))
-                .build()
+            let pool = pool::Pool::new(p.threads - 1)
                 .map_err(|e| JitError::Jit(format!("thread pool: {e}")));
             let pool = match pool {
                 Ok(pool) => pool,
@@ -278,9 +269,7 @@ impl Kernel {
     /// Threads a call runs on: 1, or the pool's size plus the calling thread when the program
     /// has layers split across threads.
     pub fn threads(&self) -> usize {
-        self.parallel
-            .as_ref()
-            .map_or(1, |p| p.pool.current_num_threads() + 1)
+        self.parallel.as_ref().map_or(1, |p| p.pool.threads())
     }
 
     /// Runs on caller-owned buffers without allocating: `inputs[i]` and `outputs[k]` hold the
