@@ -310,7 +310,12 @@ fn nonfinite_and_zero_rows_follow_the_graph() {
 fn machine_code_matches_every_path_across_batches_and_limbs() {
     for limbs in [1, 3] {
         for batch in 1..=9 {
-            for (cols, rows) in [(300, 5), (1500, 3)] {
+            // 20000 columns at batch 9 with three limbs: more digits than the row-outer loop
+            // takes, so the batch-outer one runs.
+            for (cols, rows) in [(300, 5), (1500, 3), (20000, 2)] {
+                if cols == 20000 && (limbs != 3 || batch != 9) {
+                    continue;
+                }
                 let got = run(&case(batch, cols, rows), limbs);
                 for (path, (name, _)) in got[1..].iter().zip(&paths()[1..]) {
                     assert_eq!(
