@@ -61,12 +61,13 @@ fn scale(b: &mut Builder, y: Expr, k: Expr) -> Expr {
     y.mul(pow2(k1)).mul(pow2(k2))
 }
 
-/// Horner evaluation of `c[0] + z·(c[1] + z·(…))`.
+/// Horner evaluation of `c[0] + z·(c[1] + z·(…))`, the coefficients rounded to `z`'s type.
 fn horner(z: &Expr, c: &[f64]) -> Expr {
     let (last, rest) = c.split_last().expect("coefficients");
+    let k = |v: f64| Expr::lit(z.ty, v);
     rest.iter()
         .rev()
-        .fold(f(*last), |acc, &ci| f(ci).add(z.clone().mul(acc)))
+        .fold(k(*last), |acc, &ci| k(ci).add(z.clone().mul(acc)))
 }
 
 /// 1/n! for n = 2..=13: the Taylor coefficients of (e^r − 1 − r)/r².
@@ -529,7 +530,7 @@ mod tests;
 /// vectorizes. Errors (measured by `math_tests.rs` against the f64 reference) are in the
 /// public functions' docs.
 mod f32_native {
-    use super::{Builder, Expr, TANH_TAYLOR, Ty};
+    use super::{Builder, EXPM1_TAYLOR, Expr, TANH_TAYLOR, Ty, horner};
 
     fn f(v: f64) -> Expr {
         Expr::f32(v as f32)
@@ -539,24 +540,9 @@ mod f32_native {
         Expr::int(Ty::I32, v)
     }
 
-    /// `c[0] + z·(c[1] + z·(…))` in f32.
-    fn horner(z: &Expr, c: &[f64]) -> Expr {
-        let (last, rest) = c.split_last().expect("coefficients");
-        rest.iter()
-            .rev()
-            .fold(f(*last), |acc, &ci| f(ci).add(z.clone().mul(acc)))
-    }
-
-    /// 1/n! for n = 2..=7: Taylor coefficients of (e^r − 1 − r)/r², truncation below 2^-27
+    /// Terms of the F64 series e^r uses here: 1/n! for n = 2..=7, truncation below 2^-27
     /// relative on |r| ≤ ln2/2.
-    const EXPM1_TAYLOR: [f64; 6] = [
-        1.0 / 2.0,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5040.0,
-    ];
+    const EXP_TERMS: usize = 6;
 
     /// ln 2 in two parts for the reduction: the high part has 9 significant bits, so `k·hi` is
     /// exact for every `k` the clamp allows.
@@ -586,9 +572,11 @@ mod f32_native {
             .sub(kf.clone().mul(f(LN2_HI)))
             .sub(kf.clone().mul(f(LN2_LO)));
         let r = b.let_(r);
-        let p = r
-            .clone()
-            .add(r.clone().mul(r.clone()).mul(horner(&r, &EXPM1_TAYLOR)));
+        let p = r.clone().add(
+            r.clone()
+                .mul(r.clone())
+                .mul(horner(&r, &EXPM1_TAYLOR[..EXP_TERMS])),
+        );
         let k = b.let_(kf.cast(Ty::I32));
         let k1 = b.let_(k.clone().shr(i(1)));
         let k2 = k.sub(k1.clone());

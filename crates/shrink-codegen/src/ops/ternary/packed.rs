@@ -157,13 +157,11 @@ pub(super) fn packed(b: &mut Builder, l: &Layer, limbs: usize, threads: usize) -
             "packed ternary dot products",
             &[&codes, &digits, &dots],
             move |cx| {
-                let bases = [bufs.codes, bufs.digits, bufs.dots]
-                    .map(|b| cx.bases[b.0 as usize])
-                    .into_iter()
-                    .zip(offsets)
-                    .map(|(base, off)| cx.fb.ins().iadd_imm_s(base, off as i64))
-                    .collect::<Vec<_>>();
-                let bases = [bases[0], bases[1], bases[2]];
+                let ids = [bufs.codes, bufs.digits, bufs.dots];
+                let bases: [Value; 3] = std::array::from_fn(|i| {
+                    let base = cx.bases[ids[i].0 as usize];
+                    cx.fb.ins().iadd_imm_s(base, offsets[i] as i64)
+                });
                 // Wider vectors than Cranelift's, as machine code of their own, where the
                 // target has them; else the 128-bit loop.
                 if let Some(code) = cx.wide.and_then(|w| x86::dots(w, s))
