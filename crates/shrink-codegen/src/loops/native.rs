@@ -1,6 +1,6 @@
 //! What native pieces ([`super::ir::Native`]) share: the counted loop every hand-scheduled
 //! kernel in Cranelift IR is built from, the int8 dot-product step of the integer kernels, and
-//! the listing of x86 machine code pieces.
+//! the register names and listing of x86 machine code pieces.
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -78,4 +78,22 @@ pub fn dot_accumulate(
         fb.ins().iadd(lo, hi)
     };
     fb.ins().iadd(both, acc)
+}
+
+/// Vector register `i` of the x86 machine code pieces (any integer index type).
+pub fn zmm(i: impl TryInto<u32>) -> iced_x86::code_asm::AsmRegisterZmm {
+    let i = i.try_into().ok().expect("register index");
+    iced_x86::code_asm::registers::zmm::get_zmm(iced_x86::Register::ZMM0 + i).expect("zmm register")
+}
+
+/// See [`zmm`].
+pub fn ymm(i: impl TryInto<u32>) -> iced_x86::code_asm::AsmRegisterYmm {
+    let i = i.try_into().ok().expect("register index");
+    iced_x86::code_asm::registers::ymm::get_ymm(iced_x86::Register::YMM0 + i).expect("ymm register")
+}
+
+/// See [`zmm`].
+pub fn xmm(i: impl TryInto<u32>) -> iced_x86::code_asm::AsmRegisterXmm {
+    let i = i.try_into().ok().expect("register index");
+    iced_x86::code_asm::registers::xmm::get_xmm(iced_x86::Register::XMM0 + i).expect("xmm register")
 }

@@ -19,8 +19,9 @@
 use super::Geometry;
 use crate::loops::ir::MachineCode;
 use crate::loops::native::x86_listing;
+use crate::loops::native::zmm;
+use iced_x86::IcedError;
 use iced_x86::code_asm::*;
-use iced_x86::{IcedError, Register};
 
 /// Most rows per tile: 6 rows × 4 vectors = 24 accumulators, beside 4 panel vectors, 2
 /// broadcasts and a product, of 32 registers.
@@ -30,10 +31,6 @@ pub(super) const MAX_ROWS: usize = 6;
 const LANES: usize = 16;
 
 type R = Result<(), IcedError>;
-
-fn zmm(i: usize) -> AsmRegisterZmm {
-    registers::zmm::get_zmm(Register::ZMM0 + i as u32).expect("zmm register")
-}
 
 /// The machine code of one matrix of `g` (f32), with its listing; None when a displacement
 /// does not fit an instruction (the 128-bit tiles take the product then).

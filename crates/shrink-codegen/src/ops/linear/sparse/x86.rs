@@ -21,22 +21,11 @@
 use super::{Geometry, LANES, machine_fits};
 use crate::loops::ir::MachineCode;
 use crate::loops::native::x86_listing;
+use crate::loops::native::{xmm, ymm, zmm};
+use iced_x86::IcedError;
 use iced_x86::code_asm::*;
-use iced_x86::{IcedError, Register};
 
 type R = Result<(), IcedError>;
-
-fn zmm(i: usize) -> AsmRegisterZmm {
-    registers::zmm::get_zmm(Register::ZMM0 + i as u32).expect("zmm register")
-}
-
-fn ymm(i: usize) -> AsmRegisterYmm {
-    registers::ymm::get_ymm(Register::YMM0 + i as u32).expect("ymm register")
-}
-
-fn xmm(i: usize) -> AsmRegisterXmm {
-    registers::xmm::get_xmm(Register::XMM0 + i as u32).expect("xmm register")
-}
 
 /// The machine code of the kernel of `g`, with its listing; None when `g` is beyond what it
 /// addresses ([`machine_fits`]).

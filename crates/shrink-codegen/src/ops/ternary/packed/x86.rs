@@ -20,8 +20,9 @@
 use super::{GROUP, Shape};
 use crate::loops::emit::Wide;
 use crate::loops::ir::MachineCode;
+use crate::loops::native::{xmm, ymm, zmm};
+use iced_x86::IcedError;
 use iced_x86::code_asm::*;
-use iced_x86::{IcedError, Register};
 
 /// Bytes of codes (and of one field's digits) per group.
 const GROUP_CODES: i32 = 16 * GROUP as i32;
@@ -129,16 +130,6 @@ struct Asm {
 }
 
 type R = Result<(), IcedError>;
-
-fn zmm(i: u32) -> AsmRegisterZmm {
-    registers::zmm::get_zmm(Register::ZMM0 + i).expect("zmm register")
-}
-fn ymm(i: u32) -> AsmRegisterYmm {
-    registers::ymm::get_ymm(Register::YMM0 + i).expect("ymm register")
-}
-fn xmm(i: u32) -> AsmRegisterXmm {
-    registers::xmm::get_xmm(Register::XMM0 + i).expect("xmm register")
-}
 
 impl Asm {
     fn new(wide: Wide) -> Result<Asm, IcedError> {
