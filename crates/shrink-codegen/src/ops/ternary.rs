@@ -14,6 +14,8 @@ use super::{LowerResult, NodeCtx};
 mod grid;
 mod lut;
 mod packed;
+#[cfg(test)]
+mod test_cases;
 use crate::Strategy;
 use crate::loops::{Builder, Expr, TensorRef, Ty, broadcast_strides, linear};
 use packed::packed;

@@ -7,42 +7,9 @@ use crate::loops::Place;
 use crate::loops::emit::IsaFacts;
 use crate::loops::testing::run_kernel_as;
 use crate::ops::ternary::Layer;
-use crate::ops::ternary::packed::{max_fixed, packed};
+use crate::ops::ternary::packed::packed;
+use crate::ops::ternary::test_cases::{Case, assert_within_faithful_bound, case};
 use shrink_ir::{Tensor, WeightLayout};
-
-struct Case {
-    batch: usize,
-    cols: usize,
-    rows: usize,
-    /// Column-first dense weight `[cols, rows]`: ternary values times a scale per row (or one).
-    wv: Vec<f32>,
-    x: Vec<f32>,
-}
-
-fn case(batch: usize, cols: usize, rows: usize, per_row: bool) -> Case {
-    let digit = |i: usize| ((i * 2654435761) >> 7) % 3;
-    let mut wv = vec![0f32; cols * rows];
-    for c in 0..cols {
-        for r in 0..rows {
-            let s = if per_row {
-                0.25 * (1 + r % 3) as f32
-            } else {
-                0.5
-            };
-            wv[c * rows + r] = [0.0, s, -s][digit(c * rows + r)];
-        }
-    }
-    let x = (0..batch * cols)
-        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-        .collect();
-    Case {
-        batch,
-        cols,
-        rows,
-        wv,
-        x,
-    }
-}
 
 type Tweak = fn(&mut IsaFacts);
 
@@ -161,25 +128,10 @@ fn int8_mode_is_the_absmax_quantizer_exactly() {
 /// exact f64 sum.
 #[test]
 fn faithful_mode_is_within_its_bound() {
-    let q = max_fixed(3) as f64;
     for (batch, cols, rows) in [(1, 5, 3), (3, 37, 9), (2, 1000, 33)] {
         let c = case(batch, cols, rows, true);
         let got = run(&c, 3, true, |_| {});
-        for n in 0..batch {
-            let xs = &c.x[n * cols..(n + 1) * cols];
-            let a = xs.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-            for r in 0..rows {
-                let col = |k: usize| c.wv[k * rows + r] as f64;
-                let exact: f64 = (0..cols).map(|k| xs[k] as f64 * col(k)).sum();
-                let bound: f64 = (0..cols).map(|k| col(k).abs()).sum::<f64>() * a / (2.0 * q);
-                let g = got[n * rows + r] as f64;
-                let tol = bound * 1.0001 + exact.abs() * f32::EPSILON as f64;
-                assert!(
-                    (g - exact).abs() <= tol,
-                    "{batch}x{cols}x{rows} [{n},{r}]: {g} vs {exact} (bound {tol})"
-                );
-            }
-        }
+        assert_within_faithful_bound(&c, &got);
     }
 }
 

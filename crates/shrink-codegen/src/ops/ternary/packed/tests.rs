@@ -12,36 +12,12 @@ use crate::loops::emit::{IsaFacts, Wide};
 use crate::loops::testing::run_kernel_traced;
 use crate::ops::ternary::Layer;
 use crate::ops::ternary::grid::Grid;
+use crate::ops::ternary::test_cases::{self, Case, absmax, assert_within_faithful_bound};
 use shrink_ir::{Tensor, WeightLayout};
 
-struct Case {
-    batch: usize,
-    cols: usize,
-    rows: usize,
-    /// Column-first dense weight `[cols, rows]` with ternary values times per-row scales.
-    wv: Vec<f32>,
-    x: Vec<f32>,
-}
-
+/// The shared test layer with a scale per output row.
 fn case(batch: usize, cols: usize, rows: usize) -> Case {
-    let digit = |i: usize| ((i * 2654435761) >> 7) % 3;
-    let mut wv = vec![0f32; cols * rows];
-    for c in 0..cols {
-        for r in 0..rows {
-            let s = 0.25 * (1 + r % 3) as f32;
-            wv[c * rows + r] = [0.0, s, -s][digit(c * rows + r)];
-        }
-    }
-    let x = (0..batch * cols)
-        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-        .collect();
-    Case {
-        batch,
-        cols,
-        rows,
-        wv,
-        x,
-    }
+    test_cases::case(batch, cols, rows, true)
 }
 
 /// Runs the packed layer on `c` with `limbs` limbs, for every emission path the host can show.
@@ -181,10 +157,6 @@ fn paths() -> Vec<(&'static str, Tweak)> {
     p
 }
 
-fn absmax(x: &[f32]) -> f64 {
-    x.iter().fold(0f64, |m, v| m.max(v.abs() as f64))
-}
-
 const SHAPES: [(usize, usize, usize); 6] = [
     (1, 5, 3),
     (3, 37, 9),
@@ -198,28 +170,13 @@ const SHAPES: [(usize, usize, usize); 6] = [
 /// exact f64 sum, and the same bits on every path.
 #[test]
 fn faithful_mode_is_within_its_bound_on_every_path() {
-    let q = max_fixed(3) as f64;
     for (batch, cols, rows) in SHAPES {
         let c = case(batch, cols, rows);
         let got = run(&c, 3);
         for path in &got[1..] {
             assert_eq!(path, &got[0], "{batch}x{cols}x{rows}: paths differ");
         }
-        for n in 0..batch {
-            let xs = &c.x[n * cols..(n + 1) * cols];
-            let a = absmax(xs);
-            for r in 0..rows {
-                let col = |k: usize| c.wv[k * rows + r] as f64;
-                let exact: f64 = (0..cols).map(|k| xs[k] as f64 * col(k)).sum();
-                let bound: f64 = (0..cols).map(|k| col(k).abs()).sum::<f64>() * a / (2.0 * q);
-                let g = got[0][n * rows + r] as f64;
-                let tol = bound * 1.0001 + exact.abs() * f32::EPSILON as f64;
-                assert!(
-                    (g - exact).abs() <= tol,
-                    "{batch}x{cols}x{rows} [{n},{r}]: {g} vs {exact} (bound {tol})"
-                );
-            }
-        }
+        assert_within_faithful_bound(&c, &got[0]);
     }
 }
 
