@@ -35,7 +35,6 @@
 //! Integer sums do not depend on their order, so the x86 microkernel with wider vectors
 //! ([`x86`], where the target has AVX-512 or AVX-VNNI), the 128-bit SIMD loop ([`emit_dots`])
 //! and the scalar fallback (ISAs without 128-bit SIMD) give bit-identical outputs.
-use super::grid::{Grid, TOLERANCE};
 use super::{Layer, finish_from_sums};
 use crate::loops::ir::{BufId, NativeCx};
 pub(super) use crate::loops::native::counted_loop;
@@ -208,130 +207,6 @@ fn code_at(blocks: usize, r: &Expr, c: &Expr) -> (Expr, Expr) {
         .div(Expr::idx(16))
         .mul_k(2);
     (byte, shift)
-}
-
-/// Per batch row: the absmax, the step `a / Q` (NaN when the row has an infinite or NaN value,
-/// 0 when it is all zeros), the limbs of every activation and each limb's sum. With one limb on
-/// the graph's own grid (`l.grid`) the digits and step are the grid's (module doc), and a row
-/// whose digits are not all on it gets step NaN (recomputed in f64).
-pub(super) fn quantize(
-    b: &mut Builder,
-    l: &Layer,
-    s: Shape,
-    digits: &TensorRef,
-    digit_sums: &TensorRef,
-    steps: &TensorRef,
-) {
-    let cols = l.w.cols;
-    let padded = s.padded();
-    let grid = l.grid.filter(|_| s.limbs == 1);
-    let q = match grid {
-        Some(Grid::RowAbsmax { full }) => full as f64,
-        _ => max_fixed(s.limbs) as f64,
-    };
-    let fixed = match grid {
-        Some(Grid::Fixed { step }) => Some(step),
-        _ => None,
-    };
-    b.for_(s.batch, |b, n| {
-        let from = b.let_(n.clone().mul_k(cols as i64));
-        let amax = b.mutable(Expr::f32(0.0));
-        // x·0 is 0 for every finite x and NaN for an infinity or NaN.
-        let probe = b.mutable(Expr::f32(0.0));
-        b.for_(cols, |b, c| {
-            let v = b.load(l.x, from.clone().add(c));
-            let v = b.let_(v);
-            let m = b.get(amax).max(v.clone().abs());
-            b.set(amax, m);
-            let p = b.get(probe).add(v.mul(Expr::f32(0.0)));
-            b.set(probe, p);
-        });
-        let a = b.let_(b.get(amax).cast(Ty::F64));
-        let finite = b.let_(b.get(probe).eq(Expr::f32(0.0)));
-        let usable = b.let_(finite.clone().and(a.clone().gt(Expr::f64(0.0))));
-        let (inv, step) = match fixed {
-            Some(t) => (Expr::f64(1.0 / t), Expr::f64(t)),
-            None => (
-                b.let_(Expr::select(
-                    usable,
-                    Expr::f64(q).div(a.clone()),
-                    Expr::f64(0.0),
-                )),
-                a.div(Expr::f64(q)),
-            ),
-        };
-        let step = Expr::select(finite, step, Expr::f64(f64::NAN));
-        b.store_raw(steps, n.clone(), step);
-        // On a grid: the largest distance of `x · inv` from its digit, and of a digit from
-        // -1/2 (a digit is in [-128, 127] when that is at most 127.5).
-        let checks = grid.map(|_| (b.mutable(Expr::f64(0.0)), b.mutable(Expr::f64(0.0))));
-        let sums: Vec<_> = (0..s.limbs)
-            .map(|_| b.mutable(Expr::int(Ty::I32, 0)))
-            .collect();
-        let row = b.let_(n.clone().mul_k((s.limbs * padded) as i64));
-        // Every digit slot of the padded row, in the order of the layout (group, block, field,
-        // byte), so the offset and the column are affine in the loop counters; padding columns
-        // quantize a 0 (the clamped load keeps the read inside `x`).
-        b.nest(&[s.blocks / GROUP, GROUP, 4, 16], |b, idx| {
-            let (g, t, j, i) = (&idx[0], &idx[1], &idx[2], &idx[3]);
-            let c = b.let_(
-                g.clone()
-                    .mul_k(256)
-                    .add(t.clone().mul_k(64))
-                    .add(j.clone().mul_k(16))
-                    .add(i.clone()),
-            );
-            let off = b.let_(
-                g.clone()
-                    .mul_k(256)
-                    .add(j.clone().mul_k(64))
-                    .add(t.clone().mul_k(16))
-                    .add(i.clone()),
-            );
-            let last = Expr::idx(cols as i64 - 1);
-            let v = b.load(l.x, from.clone().add(c.clone().min(last)));
-            let v = Expr::select(c.lt(Expr::idx(cols as i64)), v, Expr::f32(0.0));
-            let scaled = b.let_(v.cast(Ty::F64).mul(inv.clone()));
-            let digit = b.let_(scaled.clone().nearest());
-            if let Some((off_grid, reach)) = checks {
-                let d = b.get(off_grid).max(scaled.sub(digit.clone()).abs());
-                b.set(off_grid, d);
-                let r = b.get(reach).max(digit.clone().add(Expr::f64(0.5)).abs());
-                b.set(reach, r);
-            }
-            let mut rest = b.let_(digit.cast(Ty::I32));
-            for (p, &sum) in sums.iter().enumerate() {
-                let digit = if p + 1 == s.limbs {
-                    rest.clone()
-                } else {
-                    // The balanced low byte: in [-128, 127], and `rest - digit` divides by 256.
-                    let d = b.let_(
-                        rest.clone()
-                            .add(Expr::int(Ty::I32, 128))
-                            .and(Expr::int(Ty::I32, 255))
-                            .sub(Expr::int(Ty::I32, 128)),
-                    );
-                    rest = b.let_(rest.clone().sub(d.clone()).shr(Expr::int(Ty::I32, 8)));
-                    d
-                };
-                let at = row.clone().add_k((p * padded) as i64).add(off.clone());
-                b.store_raw(digits, at, digit.clone().cast(Ty::I8));
-                let next = b.get(sum).add(digit);
-                b.set(sum, next);
-            }
-        });
-        for (p, &sum) in sums.iter().enumerate() {
-            let at = n.clone().mul_k(s.limbs as i64).add_k(p as i64);
-            b.store_raw(digit_sums, at, b.get(sum));
-        }
-        if let Some((off_grid, reach)) = checks {
-            let off = b.get(off_grid).gt(Expr::f64(TOLERANCE));
-            let out = b.get(reach).gt(Expr::f64(127.5));
-            b.if_(off.or(out), |b| {
-                b.store_raw(steps, n.clone(), Expr::f64(f64::NAN))
-            });
-        }
-    });
 }
 
 /// The fallback of [`emit_dots`]: the same integer sums, one weight at a time.
@@ -582,6 +457,8 @@ fn field_of(fb: &mut FunctionBuilder, q: Value, j: usize, mask: Value, scaled: b
     fb.ins().band(bytes, mask)
 }
 
+mod quantize;
+pub(super) use quantize::quantize;
 #[cfg(test)]
 mod tests;
 mod x86;

@@ -430,3 +430,56 @@ fn fixed_grid_runs_the_graphs_integers_on_every_path() {
         }
     }
 }
+
+/// The SIMD quantizer against the loop-language one (the scalar path): column counts around
+/// its 4- and 16-column chunks and the 256-column groups, activations at the edges of f32 (the
+/// largest finite, subnormals, negative zero, exact ties of the rounding) — the same bits on
+/// every path, with both limb counts and the faithful bound.
+#[test]
+fn quantizer_edges_give_the_same_bits_on_every_path() {
+    let edges = [
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE,
+        -1e-40,
+        1e-45,
+        -0.0,
+        0.0,
+        1.5,
+        -2.5,
+        0.5,
+        3.0e38,
+    ];
+    for cols in [1, 3, 4, 5, 15, 16, 17, 31, 255, 256, 257, 300] {
+        let mut c = case(2, cols, 7);
+        for (i, v) in c.x.iter_mut().enumerate().step_by(3) {
+            *v = edges[i % edges.len()];
+        }
+        let mut tame = case(2, cols, 7);
+        for (i, v) in tame.x.iter_mut().enumerate().step_by(3) {
+            *v = edges[i % edges.len()].clamp(-1e35, 1e35);
+        }
+        // The second batch row small enough for ties: its absmax 127 makes `x · 127 / a = x`.
+        for (i, v) in c.x[cols..].iter_mut().enumerate() {
+            *v = [127.0, -126.5, 0.5, -1.5, 2.5, 0.0][i % 6];
+        }
+        for (c, limbs) in [(&c, 1), (&c, 3), (&tame, 1), (&tame, 3)] {
+            let got = run(c, limbs);
+            for (path, (name, _)) in got[1..].iter().zip(&paths()[1..]) {
+                let same = path
+                    .iter()
+                    .zip(&got[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{cols} columns, {limbs} limbs: {name} differs from zmm"
+                );
+            }
+            // The bound holds where the exact sums are finite in f32 (not with f32::MAX inputs,
+            // whose sums overflow to inf as they should).
+            if limbs == 3 && c.x.iter().all(|v| v.abs() < 1e36) {
+                assert_within_faithful_bound(c, &got[0]);
+            }
+        }
+    }
+}
