@@ -39,9 +39,13 @@ const CACHED_DIGITS: usize = 512 * 1024;
 /// Most batch rows sharing one pass over a weight row's codes.
 const BATCH_BLOCK: usize = 8;
 
-/// Independent accumulator chains the loop aims for at least: `vpdpbusd` has a latency of about
-/// five cycles and issues once or twice a cycle.
+/// Independent accumulator chains the loop aims for at least on long rows: `vpdpbusd` has a
+/// latency of about five cycles and issues once or twice a cycle.
 const MIN_CHAINS: usize = 16;
+
+/// Dot products per weight row from which a row is long enough for [`MIN_CHAINS`] to matter
+/// (on shorter rows the out-of-order core overlaps consecutive rows' chains).
+const LONG_ROW_DOTS: usize = 96;
 
 /// How one block of batch rows keeps its accumulators.
 #[derive(Clone, Copy, Debug)]
@@ -57,37 +61,62 @@ struct Plan {
 }
 
 impl Plan {
-    /// Vector registers besides the accumulators: two field temporaries, the code, the code
-    /// shifted by 4 (two fields only) and the masks.
+    /// Vector registers besides the accumulators: the four epilogue temporaries (two field
+    /// temporaries, the code and the code shifted by 4 in the loop) and the masks.
     fn fixed(fields: usize) -> usize {
-        3 + match fields {
+        4 + match fields {
             4 => 4,
-            2 => 1 + 2,
+            2 => 2,
             _ => 1,
         }
     }
 
-    fn of(regs: usize, rows: usize, limbs: usize) -> Option<Plan> {
+    /// The cheapest (fields, sets) for `rows` batch rows, or None when even one accumulator
+    /// per (batch row, limb) does not fit. `units`: vectors of codes per weight row.
+    fn of(regs: usize, rows: usize, limbs: usize, units: usize, zmm: bool) -> Option<Plan> {
+        let mut best: Option<(usize, Plan)> = None;
         for fields in [4, 2, 1] {
             let room = regs - Plan::fixed(fields);
-            let per = rows * limbs * fields;
-            if per <= room {
-                let sets = [1, 2, 4]
-                    .into_iter()
-                    .take_while(|u| per * u <= room)
-                    .find(|u| per * u >= MIN_CHAINS)
-                    .unwrap_or(if per * 2 <= room { 2 } else { 1 });
-                return Some(Plan { rows, fields, sets });
+            for sets in [1, 2, 4] {
+                let plan = Plan { rows, fields, sets };
+                let chains = rows * limbs * fields * sets;
+                // More accumulator sets than vectors per row add only epilogue work; fewer
+                // chains than the dot product's latency needs matter only on long rows.
+                if chains > room || (sets > 1 && sets > units) {
+                    continue;
+                }
+                let starved = chains < MIN_CHAINS && units * rows * limbs * 4 >= LONG_ROW_DOTS;
+                let cost = plan.instructions(limbs, units, zmm) + if starved { 1 << 20 } else { 0 };
+                if best.is_none_or(|(c, _)| cost < c) {
+                    best = Some((cost, plan));
+                }
             }
         }
-        None
+        best.map(|(_, p)| p)
     }
 
-    /// The largest block of at most `batch` rows whose accumulators fit.
-    fn best(regs: usize, batch: usize, limbs: usize) -> Plan {
+    /// Instructions one weight row takes with this plan (the loop and the epilogue): the
+    /// measure the plans are chosen by, since a row of a matrix-vector product is short and
+    /// the out-of-order core overlaps consecutive rows' dependency chains.
+    fn instructions(self, limbs: usize, units: usize, zmm: bool) -> usize {
+        let dots = self.rows * limbs * 4;
+        let fields = match self.fields {
+            4 => 4,
+            2 => 5,
+            _ => 7,
+        };
+        let per = self.rows * limbs;
+        let accs = per * self.fields * self.sets;
+        let shifts = per * self.sets * (self.fields - 1).min(if self.fields == 2 { 1 } else { 3 });
+        let reduce = per * if zmm { 4 } else { 2 } + self.rows * (limbs + 2);
+        units * (1 + fields + dots) + accs + shifts + (accs - per) + reduce
+    }
+
+    /// The largest block of at most `batch` rows whose accumulators fit, its cheapest plan.
+    fn best(regs: usize, batch: usize, limbs: usize, units: usize, zmm: bool) -> Plan {
         (1..=batch.min(BATCH_BLOCK))
             .rev()
-            .find_map(|rows| Plan::of(regs, rows, limbs))
+            .find_map(|rows| Plan::of(regs, rows, limbs, units, zmm))
             .expect("one batch row always fits")
     }
 
@@ -115,12 +144,14 @@ impl Plan {
     }
 }
 
-// Fixed vector registers (see `Plan::fixed`): field temporaries, code, shifted code, masks.
+// Fixed vector registers (see `Plan::fixed`): field temporaries, code, shifted code (all four
+// free in the epilogue, where they hold one batch row's limb sums), masks.
 const T: [u32; 2] = [0, 1];
 const Q: u32 = 2;
 const Q4: u32 = 3;
-fn mask_reg(fields: usize, i: usize) -> u32 {
-    (if fields == 2 { 4 } else { 3 } + i) as u32
+const SUMS: [u32; 4] = [0, 1, 2, 3];
+fn mask_reg(_fields: usize, i: usize) -> u32 {
+    (4 + i) as u32
 }
 
 /// The CodeAssembler with the vector forms of one [`Wide`] kind.
@@ -212,6 +243,14 @@ impl Asm {
             _ => self.a.vpbroadcastd(ymm(d), xmm(T[0])),
         }
     }
+    /// The field masks of `plan` into their registers.
+    fn masks(&mut self, plan: Plan) -> R {
+        for (i, &mask) in plan.masks().iter().enumerate() {
+            self.broadcast(mask_reg(plan.fields, i), mask)?;
+        }
+        Ok(())
+    }
+
     /// `reg += value` for a 64-bit register.
     fn add_imm(&mut self, reg: AsmRegister64, value: usize) -> R {
         self.add_signed(reg, value as i64)
@@ -230,24 +269,55 @@ impl Asm {
             }
         }
     }
-    /// Stores the sum of the i32 lanes of vector `v` (clobbered) to `[rdx + disp]`.
-    fn store_lane_sum(&mut self, v: u32, disp: i32) -> R {
-        let [t0, t1] = T;
+    /// Adds the halves of accumulator `v` (clobbered) down to 128 bits, into `SUMS[slot]`.
+    fn fold_to_xmm(&mut self, v: u32, slot: usize) -> R {
+        let d = SUMS[slot];
         if self.wide == Wide::Zmm {
-            self.a.vextracti64x4(ymm(t0), zmm(v), 1)?;
-            self.a.vpaddd(ymm(v), ymm(v), ymm(t0))?;
+            self.a.vextracti64x4(ymm(d), zmm(v), 1)?;
+            self.a.vpaddd(ymm(v), ymm(v), ymm(d))?;
         }
         if self.evex() {
-            self.a.vextracti32x4(xmm(t0), ymm(v), 1)?;
+            self.a.vextracti32x4(xmm(d), ymm(v), 1)?;
         } else {
-            self.a.vextracti128(xmm(t0), ymm(v), 1)?;
+            self.a.vextracti128(xmm(d), ymm(v), 1)?;
         }
-        self.a.vpaddd(xmm(t0), xmm(t0), xmm(v))?;
-        self.a.vpshufd(xmm(t1), xmm(t0), 0x4E)?;
-        self.a.vpaddd(xmm(t0), xmm(t0), xmm(t1))?;
-        self.a.vpshufd(xmm(t1), xmm(t0), 0xB1)?;
-        self.a.vpaddd(xmm(t0), xmm(t0), xmm(t1))?;
-        self.a.vmovd(dword_ptr(rdx + disp), xmm(t0))
+        self.a.vpaddd(xmm(d), xmm(d), xmm(v))
+    }
+
+    /// Stores the lane sums of `SUMS[..limbs]` (clobbered) as consecutive i32s at
+    /// `[rdx + disp]`: horizontal adds pair them up, so one batch row's limbs take two or three
+    /// `vphaddd` instead of a shuffle-and-add tree each. (`vphaddd` has VEX forms only; the
+    /// sums are in registers 0–3, which VEX reaches.)
+    fn store_limb_sums(&mut self, limbs: usize, disp: i32) -> R {
+        // VEX forms throughout (EVEX `vpextrd` would need AVX-512 DQ).
+        self.a.set_prefer_vex(true);
+        self.limb_sums(limbs, disp)?;
+        self.a.set_prefer_vex(self.wide == Wide::YmmVex);
+        Ok(())
+    }
+
+    fn limb_sums(&mut self, limbs: usize, disp: i32) -> R {
+        let x = |i: usize| xmm(SUMS[i]);
+        match limbs {
+            1 => {
+                self.a.vphaddd(x(0), x(0), x(0))?;
+                self.a.vphaddd(x(0), x(0), x(0))?;
+                self.a.vmovd(dword_ptr(rdx + disp), x(0))
+            }
+            2 => {
+                self.a.vphaddd(x(0), x(0), x(1))?;
+                self.a.vphaddd(x(0), x(0), x(0))?;
+                self.a.vmovq(qword_ptr(rdx + disp), x(0))
+            }
+            3 => {
+                self.a.vphaddd(x(0), x(0), x(1))?;
+                self.a.vphaddd(x(2), x(2), x(2))?;
+                self.a.vphaddd(x(0), x(0), x(2))?;
+                self.a.vmovq(qword_ptr(rdx + disp), x(0))?;
+                self.a.vpextrd(dword_ptr(rdx + disp + 8), x(0), 2)
+            }
+            _ => unreachable!("packed has one or three limbs"),
+        }
     }
 }
 
@@ -272,12 +342,22 @@ pub(super) fn dots(wide: Wide, s: Shape) -> Option<MachineCode> {
 /// digits of the current group, rcx counts groups, r10 batch blocks, r11 rows.
 fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
     let mut m = Asm::new(wide)?;
-    let full = Plan::best(m.regs(), s.batch, s.limbs);
+    let units = s.blocks / GROUP * (GROUP_CODES / m.width()) as usize;
+    let zmm = wide == Wide::Zmm;
+    let full = Plan::best(m.regs(), s.batch, s.limbs, units, zmm);
+    let rest = s.batch % full.rows;
+    let rest_plan = (rest > 0)
+        .then(|| Plan::of(m.regs(), rest, s.limbs, units, zmm).expect("a smaller block fits"));
+    // The masks stay in their registers across rows when every block uses the same ones.
+    let shared_masks = rest_plan.is_none_or(|p| p.fields == full.fields);
+    if shared_masks {
+        m.masks(full)?;
+    }
+    let masks = !shared_masks;
     if s.batch * s.limbs * s.padded() > CACHED_DIGITS {
-        return assemble_batch_outer(m, s, full);
+        return assemble_batch_outer(m, s, full, rest_plan, masks);
     }
     let blocks = s.batch / full.rows;
-    let rest = s.batch % full.rows;
     let digit_block = full.rows * s.limbs * s.padded();
     m.a.mov(r11d, s.rows as u32)?;
     let mut row = m.a.create_label();
@@ -287,19 +367,18 @@ fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
         m.a.mov(r10d, blocks as u32)?;
         let mut block = m.a.create_label();
         m.a.set_label(&mut block)?;
-        batch_block(&mut m, s, full)?;
+        batch_block(&mut m, s, full, masks)?;
         m.add_imm(r8, digit_block)?;
         m.a.dec(r10)?;
         m.a.jne(block)?;
     } else {
-        batch_block(&mut m, s, full)?;
+        batch_block(&mut m, s, full, masks)?;
         if rest > 0 {
             m.add_imm(r8, digit_block)?;
         }
     }
-    if rest > 0 {
-        let plan = Plan::of(m.regs(), rest, s.limbs).expect("a smaller block fits");
-        batch_block(&mut m, s, plan)?;
+    if let Some(plan) = rest_plan {
+        batch_block(&mut m, s, plan, masks)?;
     }
     m.add_imm(rdi, s.blocks * 16)?;
     m.a.dec(r11)?;
@@ -313,9 +392,14 @@ fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
 /// one batch block's digits stay cached across every row, and the codes are read once per
 /// batch block instead (streaming them again costs less than reading every digit from L2 for
 /// every row: measured 14.7 → 35 G weights/s at 4096² with 8 batch rows and 3 limbs).
-fn assemble_batch_outer(mut m: Asm, s: Shape, full: Plan) -> Result<Vec<u8>, IcedError> {
+fn assemble_batch_outer(
+    mut m: Asm,
+    s: Shape,
+    full: Plan,
+    rest_plan: Option<Plan>,
+    masks: bool,
+) -> Result<Vec<u8>, IcedError> {
     let blocks = s.batch / full.rows;
-    let rest = s.batch % full.rows;
     let row_codes = s.blocks * 16;
     let row_dots = s.batch * s.limbs * 4;
     m.a.mov(r8, rsi)?;
@@ -323,7 +407,7 @@ fn assemble_batch_outer(mut m: Asm, s: Shape, full: Plan) -> Result<Vec<u8>, Ice
         m.a.mov(r11d, s.rows as u32)?;
         let mut row = m.a.create_label();
         m.a.set_label(&mut row)?;
-        batch_block(m, s, plan)?;
+        batch_block(m, s, plan, masks)?;
         // batch_block advanced rdx past this block's results: on to the same block's next row.
         m.add_imm(rdx, row_dots - plan.rows * s.limbs * 4)?;
         m.add_imm(rdi, row_codes)?;
@@ -344,8 +428,7 @@ fn assemble_batch_outer(mut m: Asm, s: Shape, full: Plan) -> Result<Vec<u8>, Ice
     } else {
         one_block(&mut m, full)?;
     }
-    if rest > 0 {
-        let plan = Plan::of(m.regs(), rest, s.limbs).expect("a smaller block fits");
+    if let Some(plan) = rest_plan {
         one_block(&mut m, plan)?;
     }
     m.a.vzeroupper()?;
@@ -354,10 +437,11 @@ fn assemble_batch_outer(mut m: Asm, s: Shape, full: Plan) -> Result<Vec<u8>, Ice
 }
 
 /// One row's dot products with the batch rows of one block: the digits at r8, the codes at rdi,
-/// the results to rdx (advanced past them).
-fn batch_block(m: &mut Asm, s: Shape, plan: Plan) -> R {
-    for (i, &mask) in plan.masks().iter().enumerate() {
-        m.broadcast(mask_reg(plan.fields, i), mask)?;
+/// the results to rdx (advanced past them). `masks`: load the plan's field masks first (else
+/// they are in their registers already).
+fn batch_block(m: &mut Asm, s: Shape, plan: Plan, masks: bool) -> R {
+    if masks {
+        m.masks(plan)?;
     }
     let accs = plan.rows * s.limbs * plan.fields * plan.sets;
     for i in 0..accs {
@@ -399,8 +483,9 @@ fn batch_block(m: &mut Asm, s: Shape, plan: Plan) -> R {
                     }
                 }
             }
-            m.store_lane_sum(first, ((k * s.limbs + p) * 4) as i32)?;
+            m.fold_to_xmm(first, p)?;
         }
+        m.store_limb_sums(s.limbs, (k * s.limbs * 4) as i32)?;
     }
     m.add_imm(rdx, plan.rows * s.limbs * 4)
 }
@@ -454,7 +539,7 @@ mod tests {
         for regs in [16, 32] {
             for limbs in [1, 3] {
                 for batch in 1..=12 {
-                    let p = Plan::best(regs, batch, limbs);
+                    let p = Plan::best(regs, batch, limbs, 4, regs == 32);
                     let last = p.acc(limbs, p.rows - 1, limbs - 1, p.fields - 1, p.sets - 1);
                     assert!((last as usize) < regs, "{regs} {limbs} {batch}: {p:?}");
                     let masks = p.masks().len();
