@@ -435,6 +435,29 @@ pub(crate) fn tiled_product(
     Ok(gemm::try_lower(b, options, &plan, &a_op, &b_op, None, dot))
 }
 
+/// `a [m, k] × wᵀ` on the int8 dot products, `w` a constant `[n, k]` 8-bit weight (`weight` its
+/// values), `dot` consuming each sum as `(row, column)`; `before` is emitted first (what writes
+/// `a`). False when the kernel does not take these operands: then nothing was emitted.
+pub(crate) fn int8_product(
+    b: &mut Builder,
+    options: &crate::CodegenOptions,
+    (a, w): (&TensorRef, &TensorRef),
+    weight: &shrink_ir::Tensor,
+    dot: &dyn Dot,
+    before: impl FnOnce(&mut Builder),
+) -> bool {
+    if a.rank() != 2 || w.rank() != 2 || a.dims[1] != w.dims[1] {
+        return false;
+    }
+    let plan = Plan::flat(a.dims[0], a.dims[1], w.dims[0]);
+    let (a_op, b_op) = operands(&plan, a, w, true);
+    if int8::accepts(&plan, &a_op, &b_op, Some(weight), dot).is_none() {
+        return false;
+    }
+    before(b);
+    int8::try_lower(b, options, &plan, &a_op, &b_op, Some(weight), dot)
+}
+
 /// [`matmul_loops`], with a constant, unbatched B (input `b_input`: the layer's weight) first
 /// re-laid out in column panels so each tile's `k` loop reads it sequentially.
 fn loops_over(

@@ -15,6 +15,7 @@ use shrink_ir::DType;
 use shrink_ir::op::Conv;
 use shrink_ir::window::Window;
 
+mod int8;
 mod tiles;
 
 /// Largest last-axis kernel extent whose taps the row-wise convolution unrolls.
@@ -146,12 +147,21 @@ pub fn lower(b: &mut Builder, op: &Conv, cx: &NodeCtx) -> LowerResult {
                 return Err(format!("ConvInteger output of type {}", y.dtype));
             }
             let (xz, wz) = zero_points(&shape, x, w, cx.opt_input(2), cx.opt_input(3))?;
+            let init = |_: &mut Builder, _: &Expr| Expr::int(Ty::I32, 0);
+            let done = |b: &mut Builder, at: Expr, _: &Expr, acc: Expr| b.store(y, at, acc);
+            let finish = int8::Finish {
+                init: &init,
+                done: &done,
+            };
+            if int8::try_lower(b, cx.options, &shape, cx.const_input(1), (xz, wz), finish) {
+                return Ok(());
+            }
             shape.accumulate(
                 b,
-                |_, _| Expr::int(Ty::I32, 0),
+                init,
                 |b, v, _| centered(b, v, xz.as_ref(), Expr::idx(0)),
                 |b, v, m| centered(b, v, wz.as_ref(), m.clone()),
-                |b, at, _, acc| b.store(y, at, acc),
+                done,
             );
             Ok(())
         }
@@ -258,27 +268,36 @@ fn qlinear(
             v
         }
     };
+    let init = |b: &mut Builder, m: &Expr| match bias {
+        Some(t) => b.load(t, m.clone()),
+        None => Expr::int(Ty::I32, 0),
+    };
+    let done = |b: &mut Builder, at: Expr, m: &Expr, acc: Expr| {
+        let xsv = b.load(xs, Expr::idx(0));
+        let wsv = b.load(ws, if ws_per { m.clone() } else { Expr::idx(0) });
+        let ysv = b.load(ys, Expr::idx(0));
+        let prod = round(b, xsv.mul(wsv));
+        let mult = round(b, prod.div(ysv));
+        let zp = match yz {
+            Some(t) => b.load(t, Expr::idx(0)).cast(Ty::F64),
+            None => Expr::f64(0.0),
+        };
+        let v = requantize(acc, mult, zp, y);
+        b.store(y, at, v);
+    };
+    let finish = int8::Finish {
+        init: &init,
+        done: &done,
+    };
+    if int8::try_lower(b, cx.options, shape, cx.const_input(3), (xz, wz), finish) {
+        return Ok(());
+    }
     shape.accumulate(
         b,
-        |b, m| match bias {
-            Some(t) => b.load(t, m.clone()),
-            None => Expr::int(Ty::I32, 0),
-        },
+        init,
         |b, v, _| centered(b, v, xz.as_ref(), Expr::idx(0)),
         |b, v, m| centered(b, v, wz.as_ref(), m.clone()),
-        |b, at, m, acc| {
-            let xsv = b.load(xs, Expr::idx(0));
-            let wsv = b.load(ws, if ws_per { m.clone() } else { Expr::idx(0) });
-            let ysv = b.load(ys, Expr::idx(0));
-            let prod = round(b, xsv.mul(wsv));
-            let mult = round(b, prod.div(ysv));
-            let zp = match yz {
-                Some(t) => b.load(t, Expr::idx(0)).cast(Ty::F64),
-                None => Expr::f64(0.0),
-            };
-            let v = requantize(acc, mult, zp, y);
-            b.store(y, at, v);
-        },
+        done,
     );
     Ok(())
 }

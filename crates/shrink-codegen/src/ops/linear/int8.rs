@@ -44,8 +44,42 @@ struct Shape {
     columns: (usize, usize),
 }
 
-/// Lowers the product on the int8 dot products when A and B are 8-bit, B is a constant shared
-/// by every batch and A's rows are contiguous; false leaves it to the loop nest.
+/// The offsets `(ca, cb)` that bring A to unsigned and B to signed bytes, when the kernel takes
+/// these operands: A and B 8-bit, B a constant shared by every batch, A's rows contiguous.
+pub(super) fn accepts(
+    plan: &Plan,
+    a: &Operand,
+    bm: &Operand,
+    weight: Option<&Tensor>,
+    dot: &dyn Dot,
+) -> Option<(i32, i32)> {
+    weight?;
+    let offset = |dt: DType| match dt {
+        DType::I8 => Some(128),
+        DType::U8 => Some(0),
+        _ => None,
+    };
+    let (ca, ub) = (offset(a.t.dtype)?, offset(bm.t.dtype)?);
+    let batches: usize = plan.batch.iter().product();
+    let (m, k, n) = (plan.m, plan.k, plan.n);
+    let contiguous: Vec<usize> = strides_of(&plan.batch)
+        .into_iter()
+        .map(|s| s * m * k)
+        .collect();
+    let takes = dot.acc_ty() == Ty::I32
+        && !bm.panels
+        && bm.batch_strides.iter().all(|&s| s == 0)
+        && a.inner == 1
+        && a.outer == k
+        && a.batch_strides == contiguous
+        && batches * m * k * n != 0
+        && k < 1 << 23;
+    // uint8 B is shifted down by 128 (cb), int8 B is taken as is.
+    takes.then_some((ca, 128 - ub))
+}
+
+/// Lowers the product on the int8 dot products when [`accepts`] takes it; false leaves it to
+/// the loop nest (nothing emitted).
 pub(super) fn try_lower(
     b: &mut Builder,
     options: &CodegenOptions,
@@ -55,36 +89,11 @@ pub(super) fn try_lower(
     weight: Option<&Tensor>,
     dot: &dyn Dot,
 ) -> bool {
-    let Some(weight) = weight else {
+    let (Some((ca, cb)), Some(weight)) = (accepts(plan, a, bm, weight, dot), weight) else {
         return false;
     };
-    let offset = |dt: DType| match dt {
-        DType::I8 => Some(128),
-        DType::U8 => Some(0),
-        _ => None,
-    };
-    let (Some(ca), Some(ub)) = (offset(a.t.dtype), offset(bm.t.dtype)) else {
-        return false;
-    };
-    // uint8 B is shifted down by 128 (cb), int8 B is taken as is.
-    let cb = 128 - ub;
     let batches: usize = plan.batch.iter().product();
     let (m, k, n) = (plan.m, plan.k, plan.n);
-    let contiguous: Vec<usize> = strides_of(&plan.batch)
-        .into_iter()
-        .map(|s| s * m * k)
-        .collect();
-    if dot.acc_ty() != Ty::I32
-        || bm.panels
-        || bm.batch_strides.iter().any(|&s| s != 0)
-        || a.inner != 1
-        || a.outer != k
-        || a.batch_strides != contiguous
-        || batches * m * k * n == 0
-        || k >= 1 << 23
-    {
-        return false;
-    }
     let rows = batches * m;
     let k_pad = k.div_ceil(STEP) * STEP;
     let raw = weight.bytes();
