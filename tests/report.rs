@@ -566,3 +566,38 @@ fn model_strings_are_escaped() {
     );
     assert_eq!(shrink::report::escape("plain_name.1"), "plain_name.1");
 }
+
+/// A model whose code cannot be generated (an unbound batch dim) still gets its page: each
+/// target row and the model section show the one-line reason, as `inspect --json` states it.
+#[test]
+fn a_target_that_fails_shows_its_error_on_the_page() {
+    let dir = scratch();
+    let mut m = ModelBuilder::new("dynamic", 17);
+    m.input("x", DType::F32, &[WDim::Sym("N".into()), WDim::Fixed(4)])
+        .output("y", DType::F32, &[WDim::Sym("N".into()), WDim::Fixed(3)])
+        .initializer("w", &Tensor::from_vec(vec![4, 3], trits(12, 3)))
+        .node("MatMul", "fc", &["x", "w"], &["y"], &[]);
+    let model = dir.join("dynamic.onnx");
+    std::fs::write(&model, m.to_bytes()).unwrap();
+    let model = model.to_str().unwrap();
+    let html = build_html(model, &dir.join("dynamic.html"));
+    let doc = parse(&html);
+    let json = inspect_json(model);
+    check_numbers(&doc, &json);
+    let why = json["codegen_error"].as_str().expect("codegen fails");
+    let root = doc.root_element();
+    assert_eq!(
+        text(one(root, "#model [data-field=codegen_error]")),
+        format!("no code generated: {why}")
+    );
+    let errors: Vec<String> = doc
+        .select(&sel("#targets tr[data-target] td[data-field=error]"))
+        .map(text)
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for e in &errors {
+        println!("dynamic: target error: {e}");
+        assert!(!e.is_empty() && !e.contains('\n'));
+        assert!(e.contains("N"), "{e}");
+    }
+}
