@@ -503,12 +503,14 @@ fn planted_model_page_shows_its_downsampled_signs_removed_lines_and_escaped_name
         assert_eq!(shown("figcaption span.dead-rows"), rows, "{name} rows");
         assert_eq!(shown("figcaption span.dead-cols"), cols, "{name} cols");
     }
-    // Gutter marks: fc1's removed rows 40 and 100 fall in 2-row cells 20 and 50, its columns
-    // 7..=9 in 3-column cells 2 and 3; fc2's columns 40 and 100 in 2-column cells 20 and 50.
+    // Gutter marks (one per run of marked cells, on both sides): fc1's removed rows 40 and 100
+    // fall in 2-row cells 20 and 50, its columns 7..=9 in 3-column cells 2 and 3; fc2's columns
+    // 40 and 100 in 2-column cells 20 and 50.
     let marks = |name: &str, class: &str| card(name).select(&sel(class)).count();
-    assert_eq!(marks(EVIL, "rect.dead-rows"), 2);
-    assert_eq!(marks(EVIL, "rect.dead-cols"), 1);
-    assert_eq!(marks("fc2", "rect.dead-cols"), 2);
+    assert_eq!(marks(EVIL, "rect.dead-rows"), 2 * 2);
+    assert_eq!(marks(EVIL, "rect.dead-cols"), 2);
+    assert_eq!(marks("fc2", "rect.dead-rows"), 0);
+    assert_eq!(marks("fc2", "rect.dead-cols"), 2 * 2);
     check_rendering("planted", &doc, &out);
 }
 
@@ -600,4 +602,26 @@ fn a_target_that_fails_shows_its_error_on_the_page() {
         assert!(!e.is_empty() && !e.contains('\n'));
         assert!(e.contains("N"), "{e}");
     }
+}
+
+/// A surviving line with no nonzero carries no number: it goes to the first all-zero original
+/// line between its numbered neighbours, else the first free one; numbers out of order fail.
+#[test]
+fn unnumbered_surviving_lines_take_the_first_all_zero_free_lines() {
+    use shrink::report::dead::place_unnumbered;
+    let zero = [false, false, true, false, false];
+    assert_eq!(
+        place_unnumbered(&[Some(0), None, Some(4)], &zero),
+        Ok(vec![0, 2, 4])
+    );
+    assert_eq!(
+        place_unnumbered(&[Some(0), None, Some(4)], &[false; 5]),
+        Ok(vec![0, 1, 4])
+    );
+    assert_eq!(
+        place_unnumbered(&[None, None, Some(3)], &zero),
+        Ok(vec![0, 2, 3])
+    );
+    assert!(place_unnumbered(&[Some(3), Some(1)], &zero).is_err());
+    assert!(place_unnumbered(&[Some(0), None, Some(1)], &zero).is_err());
 }

@@ -430,8 +430,8 @@ pub fn page(input: &PageInput) -> String {
         out,
         "<section id=\"layers\"><h2>Layers ({})</h2><p>Each weight seen as [outputs × inputs], \
          one cell per weight up to {max} a side, else the majority sign of a block (ties: 0, \
-         then +1). Orange marks in the gutters: rows (left) and columns (top) the optimizer \
-         removed; a gutter cell is marked when any line it covers was removed.</p>",
+         then +1). Orange marks in the gutters: rows (left and right) and columns (top and \
+         bottom) the optimizer removed; a gutter cell is marked when any line it covers was removed.</p>",
         r.layers.len(),
         max = sign_map::MAX_CELLS
     );

@@ -209,7 +209,7 @@ pub fn svg(grid: &SignGrid, dead: Option<&DeadLines>, title: &str) -> String {
         None => (vec![false; grid.grid_rows], vec![false; grid.grid_cols]),
     };
     let marked = |m: &[bool]| m.iter().filter(|&&b| b).count();
-    let dead_px = (marked(&dead_rows) + marked(&dead_cols)) * s * GUTTER_PX;
+    let dead_px = 2 * (marked(&dead_rows) + marked(&dead_cols)) * s * GUTTER_PX;
     let [neg, zero, pos] = grid.counts();
     let mut out = String::new();
     let _ = write!(
@@ -220,8 +220,8 @@ pub fn svg(grid: &SignGrid, dead: Option<&DeadLines>, title: &str) -> String {
          data-block-rows=\"{br}\" data-block-cols=\"{bc}\" data-cells-pos=\"{pos}\" \
          data-cells-zero=\"{zero}\" data-cells-neg=\"{neg}\" data-dead-rows=\"{dr}\" \
          data-dead-cols=\"{dc}\" data-dead-px=\"{dead_px}\"><title>{t}</title>",
-        tw = x0 + w,
-        th = x0 + h,
+        tw = 2 * x0 + w,
+        th = 2 * x0 + h,
         gr = grid.grid_rows,
         gc = grid.grid_cols,
         br = grid.block_rows,
@@ -270,21 +270,27 @@ pub fn svg(grid: &SignGrid, dead: Option<&DeadLines>, title: &str) -> String {
             );
         }
     }
+    // A gutter on each side of the matrix: a removed line is marked at both of its ends.
+    let far = x0 + GAP_PX;
     for (start, len) in runs(&dead_rows) {
-        let _ = write!(
-            out,
-            "<rect class=\"dead-rows\" x=\"0\" y=\"{}\" width=\"{GUTTER_PX}\" height=\"{}\" fill=\"{DEAD_COLOUR}\"/>",
-            x0 + start * s,
-            len * s
-        );
+        for x in [0, far + w] {
+            let _ = write!(
+                out,
+                "<rect class=\"dead-rows\" x=\"{x}\" y=\"{}\" width=\"{GUTTER_PX}\" height=\"{}\" fill=\"{DEAD_COLOUR}\"/>",
+                x0 + start * s,
+                len * s
+            );
+        }
     }
     for (start, len) in runs(&dead_cols) {
-        let _ = write!(
-            out,
-            "<rect class=\"dead-cols\" x=\"{}\" y=\"0\" width=\"{}\" height=\"{GUTTER_PX}\" fill=\"{DEAD_COLOUR}\"/>",
-            x0 + start * s,
-            len * s
-        );
+        for y in [0, far + h] {
+            let _ = write!(
+                out,
+                "<rect class=\"dead-cols\" x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{GUTTER_PX}\" fill=\"{DEAD_COLOUR}\"/>",
+                x0 + start * s,
+                len * s
+            );
+        }
     }
     out.push_str("</svg>");
     out
