@@ -3,7 +3,7 @@
 //! fill are `null` until those stages run.
 use serde::Serialize;
 use shrink_ir::{Dim, Graph, NodeId, Tensor};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Serialize, Debug, Clone)]
 pub struct ValueInfo {
@@ -27,6 +27,10 @@ pub struct Layer {
     pub dead_cols: Option<usize>,
     pub strategy: Option<String>,
     pub code_bytes: Option<usize>,
+    /// Read-only data the layer's kernels read: its constants and tables, each distinct one
+    /// counted once per layer (a table two layers share counts for both, so the layers' sum can
+    /// exceed `totals.rodata_bytes`, which also holds the constants of other nodes).
+    pub data_bytes: Option<usize>,
     /// The cost model's predicted time per call of the chosen strategy, in µs (ternary
     /// layers; measured constants of the target, see `cargo bench --bench calibrate`).
     pub predicted_us: Option<f64>,
@@ -94,8 +98,8 @@ fn value_info(g: &Graph, name: &str, ty: &shrink_ir::ValueType) -> ValueInfo {
     }
 }
 
-/// The [rows × cols] view of a layer's constant weight in `g`, by layer node name.
-fn layer_weights(
+/// Every layer with a constant weight in `g`, by node name: its node, weight constant and layout.
+pub fn layer_weights(
     g: &Graph,
 ) -> BTreeMap<String, (NodeId, shrink_ir::op::ConstId, shrink_ir::WeightLayout)> {
     shrink_opt::layers::const_weight_layers(g)
@@ -104,7 +108,8 @@ fn layer_weights(
         .collect()
 }
 
-fn view_dims(t: &Tensor, layout: shrink_ir::WeightLayout) -> (usize, usize) {
+/// The [rows × cols] view of a layer's weight `t` with `layout`.
+pub fn view_dims(t: &Tensor, layout: shrink_ir::WeightLayout) -> (usize, usize) {
     let d = t.dims();
     match layout {
         shrink_ir::WeightLayout::RowsFirst => (d[0], d.iter().skip(1).product()),
@@ -177,6 +182,7 @@ pub fn inspect(g: &Graph, staged: Option<&crate::Staged>, opt_error: Option<&Str
             dead_cols,
             strategy: None,
             code_bytes: None,
+            data_bytes: None,
             predicted_us: None,
             activations: None,
             kernel: None,
@@ -256,6 +262,7 @@ pub fn fill_codegen(
         if let Some(k) = program.kernels.iter().find(|k| k.node_name == l.name) {
             l.strategy = Some(k.strategy.to_string());
             l.code_bytes = Some(bytes);
+            l.data_bytes = Some(layer_data_bytes(program, &l.name));
             l.predicted_us = k.predicted_ns.map(|ns| (ns / 10.0).round() / 100.0);
             l.activations = k.activations.map(str::to_string);
             l.kernel = k.form.map(str::to_string);
@@ -270,6 +277,33 @@ pub fn fill_codegen(
     r.totals.code_bytes = Some(stats.code_bytes);
     r.totals.rodata_bytes = Some(stats.rodata_bytes);
     r.totals.scratch_bytes = Some(program.scratch_bytes);
+}
+
+/// Bytes of the distinct constants and tables the kernels of layer `name` read, sized as
+/// `shrink_codegen::define` places them (an empty object still takes one byte).
+fn layer_data_bytes(program: &shrink_codegen::Program, name: &str) -> usize {
+    use shrink_codegen::loops::Place;
+    let (mut consts, mut tables) = (BTreeSet::new(), BTreeSet::new());
+    for k in program.kernels.iter().filter(|k| k.node_name == name) {
+        let k = &k.kernel;
+        for b in k.used_bufs() {
+            match &k.bufs[b.0 as usize].place {
+                Place::Const(c) => {
+                    consts.insert(*c);
+                }
+                Place::Table(t) => {
+                    tables.insert(&k.tables[*t]);
+                }
+                _ => {}
+            }
+        }
+    }
+    let consts: usize = consts
+        .iter()
+        .filter_map(|c| program.consts.get(c))
+        .map(|t| t.bytes().len().max(1))
+        .sum();
+    consts + tables.iter().map(|t| t.len().max(1)).sum::<usize>()
 }
 
 fn shape_text(v: &ValueInfo) -> String {

@@ -11,6 +11,7 @@ pub mod harness;
 pub mod inspect;
 pub mod npy;
 pub mod per_layer;
+pub mod report;
 
 pub use shrink_aot as aot;
 pub use shrink_codegen as codegen;

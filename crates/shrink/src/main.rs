@@ -126,6 +126,9 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Write the report as one self-contained HTML page (sign maps of every layer).
+        #[arg(long, conflicts_with = "json")]
+        html: Option<PathBuf>,
     },
     /// Time a model on its stored test inputs (or zeros).
     Bench {
@@ -787,7 +790,7 @@ fn run_command(cli: &Cli) -> Result<bool> {
                 atol: *atol,
             },
         ),
-        Cmd::Inspect { model, json } => load(model, cli.max_memory).and_then(|imp| {
+        Cmd::Inspect { model, json, html } => load(model, cli.max_memory).and_then(|imp| {
             let opt = opt_options(cli)?;
             let staged = if opt.enabled {
                 Some(shrink::optimize_staged(&imp.graph, &opt))
@@ -817,7 +820,24 @@ fn run_command(cli: &Cli) -> Result<bool> {
                     Err(e) => r.codegen_error = Some(e),
                 }
             }
-            if *json {
+            if let Some(out) = html {
+                let codegen = codegen_options(cli)?;
+                let input = shrink::report::PageInput {
+                    model: &model.display().to_string(),
+                    graph: &imp.graph,
+                    staged: staged.as_ref().and_then(|s| s.as_ref().ok()),
+                    opt: &opt,
+                    codegen: &codegen,
+                    report: &r,
+                    prefix: &shrink::aot::c_identifier_from(
+                        &model.file_stem().unwrap_or_default().to_string_lossy(),
+                    ),
+                };
+                println!(
+                    "{}",
+                    shrink::report::write_html(out, &input).map_err(|e| anyhow!(e))?
+                );
+            } else if *json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
                 print!("{}", shrink::inspect::render(&r));
