@@ -562,6 +562,7 @@ fn a_model_without_inputs_and_a_scalar_output_has_a_valid_header_and_links() {
         kernels: vec![],
         consts: Default::default(),
         threads: 1,
+        max_code_bytes: None,
     };
     let profile = shrink::target::find("host").unwrap();
     let o = AotOutput::new(&p, profile.clone(), "empty").unwrap();

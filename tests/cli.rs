@@ -1044,3 +1044,21 @@ fn forced_lut_runs_on_baseline_x86_64() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("PASS "), "{}", stdout(&out));
 }
+
+#[test]
+fn version_lists_the_targets_and_the_jit_host() {
+    let o = shrink(&["--version"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("shrink {}", env!("CARGO_PKG_VERSION")));
+    let names: Vec<&str> = shrink::target::profiles()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(lines[1], format!("AOT targets: {}", names.join(", ")));
+    assert_eq!(
+        lines[2],
+        format!("JIT host: {}", shrink::target::host_triple())
+    );
+}

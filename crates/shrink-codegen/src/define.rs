@@ -9,6 +9,7 @@
 //! built in order, compiled in parallel (rayon), and defined in order again, so the module's
 //! contents do not depend on the number of threads. Nothing is imported: every function and
 //! data object is defined in the module, and a relocation to a libcall is refused as an error.
+use crate::caps::CodeBudget;
 use crate::loops::Place;
 use crate::loops::emit::{IsaFacts, emit_kernel_with, kernel_signature, machine_signature};
 use crate::loops::ir::{MachineCode, MachineSink};
@@ -203,23 +204,36 @@ pub fn define<M: Module>(
         machine_listing: String::new(),
         machine_bytes: 0,
     });
-    let compiled = {
+    // Compiled a group at a time, each group's real sizes added to the code cap in program
+    // order before the next starts: a program over the cap stops within a group of crossing it,
+    // and the function named is the one whose code crosses it whatever the thread count.
+    let mut compiled = Vec::with_capacity(pending.len());
+    let mut budget = CodeBudget::new(p.max_code_bytes);
+    {
         let target = module.isa();
         let (done, total) = (std::sync::atomic::AtomicUsize::new(0), pending.len());
-        pending
-            .par_iter_mut()
-            .map(|f| {
-                let c = compile_one(target, f, listing);
-                if let Some(report) = options.progress {
-                    report(
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-                        total,
-                    );
-                }
-                c
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    };
+        for group in pending.chunks_mut(COMPILE_GROUP) {
+            let group_compiled = group
+                .par_iter_mut()
+                .map(|f| {
+                    let c = compile_one(target, f, listing);
+                    if let Some(report) = options.progress {
+                        report(
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                            total,
+                        );
+                    }
+                    c
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for (f, c) in group.iter().zip(&group_compiled) {
+                budget
+                    .add("this function compiled to", c.bytes.len() + f.machine_bytes)
+                    .map_err(|e| CodegenError::at(&f.node, &f.op, e))?;
+            }
+            compiled.extend(group_compiled);
+        }
+    }
     let (min_align, sym_align) = (
         module.isa().function_alignment().minimum as u64,
         module.isa().symbol_alignment(),
@@ -238,6 +252,9 @@ pub fn define<M: Module>(
     let mut run_code_bytes = sizes.pop().unwrap_or(0);
     if needs_clean_entry {
         let (bytes, relocs) = vzeroupper_stub(body);
+        budget
+            .add("the entry point compiled to", bytes.len())
+            .map_err(|e| CodegenError::at(prefix, "run", e))?;
         module
             .define_function_bytes(run, min_align.max(sym_align), &bytes, &relocs)
             .map_err(module_err)?;
@@ -265,6 +282,9 @@ pub fn define<M: Module>(
         imports,
     })
 }
+
+/// Functions compiled at once between two checks of the code cap.
+const COMPILE_GROUP: usize = 64;
 
 /// Alignment of machine functions: a cache line, so their loops' placement (and speed) does not
 /// depend on what was defined before them.

@@ -4,6 +4,7 @@
 //! Layers (DESIGN.md "Code generation"): [`loops`] — the loop-nest language and its emitter;
 //! [`ops`] — every op defined in it; [`program`] — the whole model as one `run` entry point of
 //! the kernel ABI, with constants in read-only data and intermediates in the caller's scratch.
+pub mod caps;
 pub mod cost;
 pub mod define;
 pub mod loops;

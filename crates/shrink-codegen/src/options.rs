@@ -1,5 +1,5 @@
 //! Code generation options: the kernel strategy for layers with weights (`--strategy`,
-//! `--strategy-for LAYER=S`) and the size cap on straight-line streams.
+//! `--strategy-for LAYER=S`) and the caps on what a compile may emit ([`crate::caps`]).
 use std::fmt;
 use std::str::FromStr;
 
@@ -100,6 +100,14 @@ pub struct CodegenOptions {
     /// Most add/subtract terms a forced `stream` layer may emit (about 10 bytes of code each);
     /// beyond it the compile is refused.
     pub max_stream_terms: usize,
+    /// Most bytes of machine code the whole program may take (`--max-code`; `None`: no cap),
+    /// every strategy and op counted: a layer is refused before it is built when its strategy's
+    /// size is known up front, a node before it is compiled from its kernels' size, and the
+    /// compile when the real code crosses it ([`crate::caps`]).
+    pub max_code_bytes: Option<usize>,
+    /// Most bytes of data code generation may lay out (`--max-memory`): read-only data in all,
+    /// the scratch arena, and each input and output buffer.
+    pub max_memory: usize,
     /// Largest layer (in nonzero weights) `auto` may stream (its code budget: about 7 bytes of
     /// code per term); among the strategies within budget, [`Self::cost`] picks the fastest.
     pub auto_stream_terms: usize,
@@ -134,6 +142,8 @@ impl Default for CodegenOptions {
             strategy: Strategy::Auto,
             per_layer: vec![],
             max_stream_terms: 1 << 20,
+            max_code_bytes: Some(crate::caps::DEFAULT_MAX_CODE),
+            max_memory: crate::caps::DEFAULT_MAX_MEMORY,
             auto_stream_terms: 1 << 16,
             cost: crate::CostModel::default(),
             goal: Goal::Speed,

@@ -3,6 +3,7 @@
 //! intermediates live at their memory-plan offsets in `scratch`, constants are graph constants
 //! in read-only data. [`crate::define`] places the result in a module.
 use crate::CodegenOptions;
+use crate::caps::{self, CodeBudget};
 use crate::loops::fuse::{Producer, inline};
 use crate::loops::{Builder, Kernel, Place, TensorRef};
 use crate::ops::{NodeCtx, lower_node};
@@ -83,6 +84,9 @@ pub struct Program {
     /// Threads the large layers were split for ([`CodegenOptions::threads`]): kernels marked
     /// [`Kernel::concurrent`] may run beside the one before them.
     pub threads: usize,
+    /// The cap on its machine code ([`CodegenOptions::max_code_bytes`]), which
+    /// [`crate::define`] enforces as it compiles (for the JIT and object files alike).
+    pub max_code_bytes: Option<usize>,
 }
 
 impl Program {
@@ -168,6 +172,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         .map(|&id| io(&g.node(id).name, id.into()))
         .collect();
     let outputs: Vec<IoSpec> = g.outputs.iter().map(|(n, v)| io(n, *v)).collect();
+    check_buffers(g, &inputs, &outputs, options.max_memory)?;
     for (name, _) in &options.per_layer {
         if !order.iter().any(|&id| &g.node(id).name == name) {
             return Err(CodegenError::new(format!(
@@ -199,9 +204,13 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         kernels.push(value_guard(&prepared, *i, value)?);
     }
     let fusion = FusionPlan::new(g, order, &place);
+    // Every kernel's code is estimated as soon as it is final, before the next node is built.
+    let mut code = CodeBudget::new(options.max_code_bytes);
+    let mut estimated = 0;
     // Producers fused into a consumer not lowered yet, by the value they would have written.
     let mut pending: HashMap<Value, (Producer, NodeKernel, usize)> = HashMap::new();
     for &id in order {
+        estimate_code(&kernels, &mut estimated, &mut code)?;
         let node = g.node(id);
         match node.op {
             Op::Input { .. } => continue,
@@ -340,6 +349,7 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         }
     }
     assert!(pending.is_empty(), "a fused producer without its consumer");
+    estimate_code(&kernels, &mut estimated, &mut code)?;
     // Outputs that are graph inputs, constants or repeated values are copied at the end.
     let mut scratch_bytes = plan.total;
     for (k, v) in copies {
@@ -410,6 +420,8 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         })
         .collect();
     consts.retain(|c, _| read.contains(c));
+    estimate_code(&kernels, &mut estimated, &mut code)?;
+    check_data(&kernels, &consts, scratch_bytes, options.max_memory)?;
     Ok(Program {
         inputs,
         outputs,
@@ -417,6 +429,99 @@ pub fn lower(g: &Graph, options: &CodegenOptions) -> Result<Program, CodegenErro
         kernels,
         consts,
         threads: options.threads.max(1),
+        max_code_bytes: options.max_code_bytes,
+    })
+}
+
+/// Adds the estimated code of `kernels[*done..]` to `budget` ([`crate::caps`]): the first
+/// kernel that crosses the cap is refused, named by its node.
+fn estimate_code(
+    kernels: &[NodeKernel],
+    done: &mut usize,
+    budget: &mut CodeBudget,
+) -> Result<(), CodegenError> {
+    for nk in &kernels[*done..] {
+        budget
+            .add(
+                "this node needs at least",
+                caps::estimated_code_bytes(&nk.kernel),
+            )
+            .map_err(|e| CodegenError::at(&nk.node_name, nk.op, e))?;
+    }
+    *done = kernels.len();
+    Ok(())
+}
+
+/// Each graph input and output (a buffer the caller, or the JIT's `run`, allocates per call)
+/// within the memory cap.
+fn check_buffers(
+    g: &Graph,
+    inputs: &[IoSpec],
+    outputs: &[IoSpec],
+    cap: usize,
+) -> Result<(), CodegenError> {
+    let bytes = |s: &IoSpec| {
+        s.dims
+            .iter()
+            .try_fold(s.dtype.size(), |a, &d| a.checked_mul(d))
+            .unwrap_or(usize::MAX)
+    };
+    for (s, &id) in inputs.iter().zip(&g.inputs) {
+        caps::check_memory(cap, &format!("input '{}'", s.name), bytes(s))
+            .map_err(|e| CodegenError::at(&g.node(id).name, "Input", e))?;
+    }
+    for (s, (_, v)) in outputs.iter().zip(&g.outputs) {
+        let n = g.node(v.node);
+        caps::check_memory(cap, &format!("output '{}'", s.name), bytes(s))
+            .map_err(|e| CodegenError::at(&n.name, n.op.name(), e))?;
+    }
+    Ok(())
+}
+
+/// The read-only data (constants read, and tables, each distinct table once as
+/// [`crate::define`] places them) and the scratch arena within the memory cap; the node named
+/// is the one whose data crosses it.
+fn check_data(
+    kernels: &[NodeKernel],
+    consts: &BTreeMap<ConstId, Arc<Tensor>>,
+    scratch_bytes: usize,
+    cap: usize,
+) -> Result<(), CodegenError> {
+    use std::hash::{BuildHasher, RandomState};
+    let hasher = RandomState::new();
+    let (mut seen_consts, mut seen_tables) = (BTreeMap::new(), std::collections::HashSet::new());
+    let mut rodata = 0usize;
+    let mut scratch_owner: Option<(usize, &NodeKernel)> = None;
+    for nk in kernels {
+        for d in &nk.kernel.bufs {
+            match d.place {
+                Place::Const(c) => {
+                    if let Some(t) = consts.get(&c)
+                        && seen_consts.insert(c, ()).is_none()
+                    {
+                        rodata = rodata.saturating_add(t.bytes().len());
+                    }
+                }
+                Place::Scratch(off) => {
+                    let end = off.saturating_add(d.len.saturating_mul(d.ty.bytes()));
+                    if scratch_owner.is_none_or(|(e, _)| end > e) {
+                        scratch_owner = Some((end, nk));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for t in &nk.kernel.tables {
+            if seen_tables.insert((t.len(), hasher.hash_one(t))) {
+                rodata = rodata.saturating_add(t.len());
+            }
+        }
+        caps::check_memory(cap, "read-only data", rodata)
+            .map_err(|e| CodegenError::at(&nk.node_name, nk.op, e))?;
+    }
+    caps::check_memory(cap, "scratch", scratch_bytes).map_err(|e| match scratch_owner {
+        Some((_, nk)) => CodegenError::at(&nk.node_name, nk.op, e),
+        None => CodegenError::new(e),
     })
 }
 

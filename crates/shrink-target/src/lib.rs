@@ -17,43 +17,37 @@ use target_lexicon::Triple;
 const SOURCES: &[(&str, &str)] = &[
     (
         "x86_64-unknown-linux-gnu.toml",
-        include_str!("../../../targets/x86_64-unknown-linux-gnu.toml"),
+        include_str!("../targets/x86_64-unknown-linux-gnu.toml"),
     ),
-    (
-        "x86_64-v3.toml",
-        include_str!("../../../targets/x86_64-v3.toml"),
-    ),
-    (
-        "x86_64-v4.toml",
-        include_str!("../../../targets/x86_64-v4.toml"),
-    ),
+    ("x86_64-v3.toml", include_str!("../targets/x86_64-v3.toml")),
+    ("x86_64-v4.toml", include_str!("../targets/x86_64-v4.toml")),
     (
         "aarch64-unknown-linux-gnu.toml",
-        include_str!("../../../targets/aarch64-unknown-linux-gnu.toml"),
+        include_str!("../targets/aarch64-unknown-linux-gnu.toml"),
     ),
     (
         "riscv64gc-unknown-linux-gnu.toml",
-        include_str!("../../../targets/riscv64gc-unknown-linux-gnu.toml"),
+        include_str!("../targets/riscv64gc-unknown-linux-gnu.toml"),
     ),
     (
         "riscv64gcv-unknown-linux-gnu.toml",
-        include_str!("../../../targets/riscv64gcv-unknown-linux-gnu.toml"),
+        include_str!("../targets/riscv64gcv-unknown-linux-gnu.toml"),
     ),
     (
         "aarch64-unknown-none.toml",
-        include_str!("../../../targets/aarch64-unknown-none.toml"),
+        include_str!("../targets/aarch64-unknown-none.toml"),
     ),
     (
         "riscv64gc-unknown-none-elf.toml",
-        include_str!("../../../targets/riscv64gc-unknown-none-elf.toml"),
+        include_str!("../targets/riscv64gc-unknown-none-elf.toml"),
     ),
     (
         "x86_64-apple-darwin.toml",
-        include_str!("../../../targets/x86_64-apple-darwin.toml"),
+        include_str!("../targets/x86_64-apple-darwin.toml"),
     ),
     (
         "aarch64-apple-darwin.toml",
-        include_str!("../../../targets/aarch64-apple-darwin.toml"),
+        include_str!("../targets/aarch64-apple-darwin.toml"),
     ),
 ];
 
@@ -305,7 +299,7 @@ mod tests {
                 .count();
             assert_eq!(n, 1, "{file}: the profile's name must be its file name");
         }
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../targets");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/targets");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -64,7 +64,8 @@ pub struct CompileOptions {
     pub opt: OptOptions,
     /// `--input-shape NAME=D0,D1,…`: every dim of an input fixed at once.
     pub input_shapes: Vec<(String, Vec<usize>)>,
-    /// Largest tensor the importer may load.
+    /// Largest tensor the importer may load, and the most data code generation may lay out
+    /// (with [`shrink_codegen::CodegenOptions::max_memory`], the smaller of the two).
     pub max_memory: usize,
     pub codegen: shrink_codegen::CodegenOptions,
 }
@@ -127,7 +128,14 @@ impl Compiler {
     /// Compiles to native code for this machine.
     pub fn compile_jit<'a>(&self, model: impl Into<Model<'a>>) -> Result<Kernel, Error> {
         let g = self.optimized_graph(model)?;
-        Ok(crate::compile_jit_with(&g, &self.options.codegen)?)
+        Ok(crate::compile_jit_with(&g, &self.codegen())?)
+    }
+
+    /// The code generation options, bounded by [`CompileOptions::max_memory`] too.
+    fn codegen(&self) -> shrink_codegen::CodegenOptions {
+        let mut o = self.options.codegen.clone();
+        o.max_memory = o.max_memory.min(self.options.max_memory);
+        o
     }
 
     /// Compiles ahead of time for `target` (a profile name, a triple or `host`): an object
@@ -141,7 +149,7 @@ impl Compiler {
         let profile = shrink_target::find(target).map_err(Error)?;
         shrink_aot::check_prefix(prefix)?;
         let g = self.optimized_graph(model)?;
-        let codegen = crate::options_for_target(&self.options.codegen, &profile).map_err(Error)?;
+        let codegen = crate::options_for_target(&self.codegen(), &profile).map_err(Error)?;
         let program = crate::lower_with(&g, &codegen).map_err(|e| Error(e.to_string()))?;
         AotOutput::new(&program, profile, prefix)
     }

@@ -17,6 +17,7 @@ use cli_aot::{CompileArgs, aot_profile, cmd_compile, run_aot};
 #[command(
     name = "shrink",
     version,
+    long_version = long_version(),
     about = "ONNX models to tiny standalone machine-code kernels"
 )]
 struct Cli {
@@ -47,8 +48,9 @@ struct Cli {
     /// The strategy of one layer: LAYER=STRATEGY (repeatable; LAYER is the ONNX node name).
     #[arg(long, global = true)]
     strategy_for: Vec<String>,
-    /// Largest machine code a `stream` layer may take (K/M suffixes); larger forced streams are
-    /// refused.
+    /// Most machine code one compile may emit, every layer and strategy together (K/M/G
+    /// suffixes; default 256M): a model whose code would be larger is refused, naming the node
+    /// that crosses it. Also the size a forced `stream` layer may take.
     #[arg(long, global = true, value_parser = parse_size)]
     max_code: Option<usize>,
     /// What `auto` optimizes for: speed (default) or size (smallest code + data per layer).
@@ -148,6 +150,24 @@ enum Cmd {
     },
 }
 
+/// What `--version` prints after `shrink`: the version, the AOT target profiles compiled in, and
+/// the JIT's host.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let targets: Vec<&str> = shrink::target::profiles()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        format!(
+            "{}\nAOT targets: {}\nJIT host: {}",
+            env!("CARGO_PKG_VERSION"),
+            targets.join(", "),
+            shrink::target::host_triple()
+        )
+    })
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1usize << 10),
@@ -203,6 +223,11 @@ fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
     if let Some(bytes) = cli.max_code {
         o.max_stream_terms = bytes / STREAM_TERM_BYTES;
     }
+    o.max_code_bytes = Some(
+        cli.max_code
+            .unwrap_or(shrink::codegen::caps::DEFAULT_MAX_CODE),
+    );
+    o.max_memory = cli.max_memory;
     match cli.optimize.as_str() {
         "speed" => {}
         "size" => o.goal = shrink::codegen::Goal::Size,

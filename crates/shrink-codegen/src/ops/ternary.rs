@@ -136,7 +136,13 @@ pub fn try_lower(b: &mut Builder, op: &Op, cx: &NodeCtx) -> Option<LowerResult> 
         grid,
     };
     Some(match strategy {
-        Strategy::Stream => stream(b, &layer, cx.options.max_stream_terms),
+        // A stream's size is known before it is built: refuse it then, not after.
+        Strategy::Stream => crate::caps::check_code(
+            cx.options.max_code_bytes,
+            "stream",
+            crate::cost::bytes(Strategy::Stream, &shape),
+        )
+        .and_then(|()| stream(b, &layer, cx.options.max_stream_terms)),
         Strategy::Lut => lut::lut(b, &layer, limbs, cx.options.threads),
         _ => packed(b, &layer, limbs, cx.options.threads),
     })
@@ -154,7 +160,10 @@ fn fastest(o: &crate::CodegenOptions, shape: &crate::cost::LayerShape) -> Strate
     if o.cost.offer_lut && shape.cols <= lut::MAX_COLS {
         candidates.push(Strategy::Lut);
     }
-    if shape.nonzeros <= o.auto_stream_terms.min(o.max_stream_terms) {
+    let stream_bytes = crate::cost::bytes(Strategy::Stream, shape);
+    if shape.nonzeros <= o.auto_stream_terms.min(o.max_stream_terms)
+        && o.max_code_bytes.is_none_or(|cap| stream_bytes <= cap)
+    {
         candidates.push(Strategy::Stream);
     }
     let price = |s: Strategy| match o.goal {
