@@ -129,6 +129,8 @@ pub fn generate(suite: &Path, lists: &Path) -> Result<String, String> {
     // (op, engine) -> element types among the passing cases.
     let mut table: BTreeMap<(&str, usize), BTreeSet<DType>> = BTreeMap::new();
     let mut case_count: BTreeMap<&str, usize> = BTreeMap::new();
+    // op -> element types code generation lowers, in the cases passing on the JIT.
+    let mut lowered: BTreeMap<&str, BTreeSet<DType>> = BTreeMap::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let ops = case_ops(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -139,9 +141,13 @@ pub fn generate(suite: &Path, lists: &Path) -> Result<String, String> {
             if !pass.contains(&name) {
                 continue;
             }
-            let ops = if i == 0 { &ops.imported } else { &ops.compiled };
-            for (op, dtypes) in ops {
+            for (op, dtypes) in &ops.imported {
                 table.entry((op, i)).or_default().extend(dtypes);
+            }
+            if i == 1 {
+                for (op, dtypes) in &ops.compiled {
+                    lowered.entry(op).or_default().extend(dtypes);
+                }
             }
         }
     }
@@ -159,14 +165,15 @@ pub fn generate(suite: &Path, lists: &Path) -> Result<String, String> {
     writeln!(w).unwrap();
     writeln!(
         w,
-        "One row per op of shrink's IR (`Op::all_names`). A cell lists the element types of the \
-         op's first input and first output in the cases of the ONNX node suite \
+        "One row per op of shrink's IR (`Op::all_names`). An engine's cell lists the element \
+         types of the op's first input and first output in the cases of the ONNX node suite \
          (`../shared/onnx-node`, {} cases) that pass on that engine, as its allowlist in \
-         `tests/conformance/` records. `interp` runs each case as imported; `jit` and the `aot` \
-         targets run the graph specialized to the case's inputs and optimized, so an op the \
-         optimizer folds, fuses or removes in every case shows `—` there (it is still lowered \
-         when a model needs it), and the fused `DenseAct` appears. `cases` counts the suite \
-         cases that use the op.",
+         `tests/conformance/` records: the models with that op that the engine runs correctly. \
+         `cases` counts the suite cases that use the op. The JIT and the AOT targets run the \
+         graph after specializing it to the case's inputs and optimizing it, which folds shape \
+         computations and fuses layers; the last column lists what reaches code generation \
+         there (in the cases passing on the JIT): `—` for an op the optimizer removes in every \
+         case; fused ops such as `DenseAct` (not an ONNX op) appear there when a case forms one.",
         cases.len()
     )
     .unwrap();
@@ -198,6 +205,7 @@ pub fn generate(suite: &Path, lists: &Path) -> Result<String, String> {
     if aot_same {
         cols[3] = "jit and every aot target".into();
     }
+    cols.push("lowered by code generation".into());
     writeln!(w, "| {} |", cols.join(" | ")).unwrap();
     writeln!(w, "|{}", " --- |".repeat(cols.len())).unwrap();
     let empty = BTreeSet::new();
@@ -209,6 +217,7 @@ pub fn generate(suite: &Path, lists: &Path) -> Result<String, String> {
         for &i in &shown {
             cells.push(dtype_list(table.get(&(op, i)).unwrap_or(&empty)));
         }
+        cells.push(dtype_list(lowered.get(op).unwrap_or(&empty)));
         writeln!(w, "| {} |", cells.join(" | ")).unwrap();
     }
     writeln!(w).unwrap();
