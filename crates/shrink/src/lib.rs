@@ -10,6 +10,7 @@ pub mod demo;
 pub mod harness;
 pub mod inspect;
 pub mod npy;
+pub mod op_table;
 pub mod per_layer;
 pub mod report;
 
