@@ -16,6 +16,7 @@ command -v riscv64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-riscv64-linux-gnu 
 command -v qemu-aarch64 >/dev/null && command -v qemu-riscv64 >/dev/null || need_apt+=(qemu-user)
 # tests/report.rs renders the HTML report with headless Chromium.
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v jq >/dev/null || need_apt+=(jq)
 command -v pkg-config >/dev/null || true
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
