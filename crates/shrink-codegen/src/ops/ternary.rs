@@ -266,7 +266,7 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
     let terms = w.nonzeros();
     if terms > max_terms {
         return Err(format!(
-            "a stream of this layer is {terms} add/subtract terms (about {} KiB of code), over the cap of {max_terms}; use --strategy packed, or raise --max-code",
+            "a stream of this layer is {terms} add/subtract terms (about {} KiB of code), over the cap of {max_terms} terms; use --strategy packed, or raise --max-code",
             terms * 10 / 1024
         ));
     }
