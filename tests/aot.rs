@@ -207,7 +207,8 @@ fn headers_compile_as_c_and_cpp() {
         let src = format!(
             "#include \"{name}.h\"\n#include \"{name}.h\"\n\
              _Static_assert({name}_SCRATCH_ALIGN == 64, \"align\");\n\
-             int main(void) {{ return (int)({name}_INPUT_BYTES[0] + {name}_OUTPUT_0_RANK + {name}_INPUT_0_DIMS[0] + {name}_INPUT_0_DTYPE) + ({name}_INPUT_NAMES[0][0] == 0) + ({name}_OUTPUT_NAMES[0] == 0); }}\n"
+             static unsigned char input0[{name}_INPUT_0_BYTES];\n\
+             int main(void) {{ if (sizeof input0 != {name}_INPUT_BYTES[0]) return 100; return (int)({name}_INPUT_BYTES[0] + {name}_OUTPUT_0_RANK + {name}_INPUT_0_DIMS[0] + {name}_INPUT_0_DTYPE) + ({name}_INPUT_NAMES[0][0] == 0) + ({name}_OUTPUT_NAMES[0] == 0); }}\n"
         );
         for (cc, ext, std) in [("gcc", "c", "-std=c11"), ("g++", "cpp", "-std=c++17")] {
             let src = if ext == "cpp" {

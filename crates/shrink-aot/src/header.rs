@@ -185,6 +185,9 @@ fn tensors(h: &mut String, prefix: &str, side: &str, specs: &[IoSpec]) {
         )
         .unwrap();
         writeln!(h, "#define {prefix}_{side}_{i}_RANK {}", s.dims.len()).unwrap();
+        // A constant expression (the arrays below are not one in C), so static buffers can be
+        // sized with it.
+        writeln!(h, "#define {prefix}_{side}_{i}_BYTES {}", s.bytes()).unwrap();
         // C has no empty arrays: a scalar's dims array holds one unused 0.
         let body = if s.dims.is_empty() {
             "0".to_string()
