@@ -15,8 +15,9 @@ suite=../shared/onnx-node
 [ -d "$suite" ] || { echo "$suite missing: the conformance suite must sit next to the repository" >&2; exit 1; }
 
 # cargo-fuzz passes libFuzzer's nightly-only flags to rustc; RUSTC_BOOTSTRAP lets the stable
-# toolchain (the only one this project uses) accept them.
-export RUSTC_BOOTSTRAP=1
+# toolchain (the only one this project uses) accept them. Only for cargo fuzz: in the workspace's
+# own target dir it would change every fingerprint and rebuild everything.
+fuzz() { RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz "$@"; }
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # The fuzz crate has its own lock file: start it from the workspace's, so that it builds the
 # versions the project is tested with.
@@ -25,7 +26,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # Without AddressSanitizer (shrink's own code is safe Rust; the JIT's code is checked by output),
 # which triples the throughput; overflow checks and debug assertions stay on.
 build=(-s none --codegen-units 16)
-nice -n 19 cargo fuzz build "${build[@]}"
+fuzz build "${build[@]}"
 
 # Seed corpora, rebuilt on every run (new units found by earlier runs are kept).
 for t in import pipeline text; do mkdir -p "fuzz/corpus/$t"; done
@@ -44,7 +45,7 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/artifacts/$t"
     echo "== $t: ${secs}s" >&2
     # One job; libFuzzer stops at the first finding (saved under fuzz/artifacts/$t/).
-    nice -n 19 cargo fuzz run "${build[@]}" "$t" "fuzz/corpus/$t" -- \
+    fuzz run "${build[@]}" "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 \
         >"$log" 2>&1 || true
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

@@ -64,10 +64,16 @@ pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
         .as_ref()
         .and_then(|s| s.as_fixed())
         .ok_or_else(|| lx.error("a tensor literal needs fixed dims"))?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| lx.error("the tensor literal's element count overflows"))?;
+    // The declared count is not trusted for allocation: a short literal with huge dims fails at
+    // its end of text, after allocating only what it holds.
+    let reserve = n.min(1 << 12);
     lx.expect('[')?;
     if ty.dtype == DType::String {
-        let mut strings = Vec::with_capacity(n);
+        let mut strings = Vec::with_capacity(reserve);
         for i in 0..n {
             if i > 0 {
                 lx.expect(',')?;
@@ -77,7 +83,7 @@ pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
         lx.expect(']')?;
         return Tensor::from_strings(dims, strings).map_err(|e| lx.error(e.to_string()));
     }
-    let mut bytes = Vec::with_capacity(n * ty.dtype.size());
+    let mut bytes = Vec::with_capacity(reserve * ty.dtype.size());
     for i in 0..n {
         if i > 0 {
             lx.expect(',')?;
