@@ -106,3 +106,24 @@ fn write_text_seeds() {
     }
     println!("{written} text seeds in {}", out.display());
 }
+
+/// Findings not fixed yet (`tests/fuzz-regressions/open/`, each named after its target): run
+/// with `--ignored` to reproduce; a fixed one moves to its target's directory.
+#[test]
+#[ignore]
+fn open_findings_pass() {
+    let mut failures = Vec::new();
+    for f in inputs("open") {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let check: Check = match name.split('_').next() {
+            Some("import") => shrink::fuzz_checks::import,
+            Some("pipeline") => shrink::fuzz_checks::pipeline,
+            _ => shrink::fuzz_checks::text,
+        };
+        let data = std::fs::read(&f).unwrap();
+        if let Err(defect) = check(&data) {
+            failures.push(format!("{name}: {defect}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
