@@ -4,7 +4,9 @@
 //! The rule, for any bytes:
 //! - onnx-protobuf refuses them (a protobuf-level refusal) ⇒ shrink refuses them.
 //! - shrink accepts them ⇒ onnx-protobuf accepts them, shrink's own protobuf layer (prost) decodes
-//!   the same content field for field, and the imported graph shows what both see: the graph
+//!   the same content field for field (or, where rust-protobuf keeps only the last of a
+//!   singular message field given twice instead of merging them as the protobuf spec says,
+//!   reads prost's re-encoding the same), and the imported graph shows what both see: the graph
 //!   inputs (less those an initializer gives a value) and outputs by name and order, one constant
 //!   per initializer with its name and dims, and one IR node per ONNX node (`Constant` nodes
 //!   become constants) with the same name and op type.
@@ -34,7 +36,17 @@ pub fn import(data: &[u8]) -> Result<(), String> {
         (Ok(imp), Ok(r)) => {
             let ours = p::ModelProto::decode(data)
                 .map_err(|e| format!("imported, yet prost refuses the bytes: {e}"))?;
-            let (a, b) = (model_summary_prost(&ours), model_summary_rp(&r));
+            let a = model_summary_prost(&ours);
+            // rust-protobuf replaces a singular message field that occurs twice (last one wins)
+            // where the protobuf spec, and prost, merge the occurrences. When the readings
+            // differ, the bytes prost re-encodes (each field once) must read the same in both.
+            let r = if model_summary_rp(&r) == a {
+                r
+            } else {
+                onnx_protobuf::ModelProto::parse_from_bytes(&ours.encode_to_vec())
+                    .map_err(|e| format!("onnx-protobuf refuses prost's re-encoding: {e}"))?
+            };
+            let b = model_summary_rp(&r);
             if a != b {
                 let k = a.iter().zip(&b).position(|(x, y)| x != y);
                 let what = k.map_or_else(
