@@ -28,11 +28,27 @@ pub struct VerifyError {
 
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let msg = escaped(&self.msg);
         match self.node {
-            Some(n) => write!(f, "{n} {}: {}", self.context, self.msg),
-            None => f.write_str(&self.msg),
+            Some(n) => write!(f, "{n} {}: {msg}", escaped(&self.context)),
+            None => f.write_str(&msg),
         }
     }
+}
+
+/// `s` with control characters escaped: node names come from the model, and a newline in one
+/// must not break an error message over lines.
+pub fn escaped(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
 }
 
 impl std::error::Error for VerifyError {}

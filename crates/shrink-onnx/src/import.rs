@@ -135,10 +135,18 @@ fn import_bytes(
             "sparse initializers are not supported",
         ));
     }
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
     for vi in &graph.input {
         // A graph input that is also an initializer takes the initializer as its (fixed) value.
-        if imp.names.contains_key(&vi.name) {
+        if initializers.contains(vi.name.as_str()) {
             continue;
+        }
+        if imp.names.contains_key(&vi.name) {
+            return Err(ImportError::new(
+                file,
+                format!("graph input '{}' is declared twice", vi.name),
+            ));
         }
         let ty = value_type(vi)
             .map_err(|e| ImportError::new(file, e))?

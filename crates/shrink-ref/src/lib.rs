@@ -52,7 +52,7 @@ impl EvalError {
 
 /// An evaluation error located at a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("node '{node_name}' (op {op}): {error}")]
+#[error("node '{}' (op {op}): {error}", shrink_ir::verify::escaped(node_name))]
 pub struct RunError {
     pub node: Option<NodeId>,
     pub node_name: String,

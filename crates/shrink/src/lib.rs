@@ -7,6 +7,8 @@ pub mod compare;
 pub mod compiler;
 pub mod dataset;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod harness;
 pub mod inspect;
 pub mod npy;

@@ -10,9 +10,18 @@ use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Largest node id the parser accepts. Ids are kept across a round trip, so the parser recreates
+/// every lower unused id as a hole: without a bound one line `%99999999999 = ...` would allocate
+/// that many nodes.
+const MAX_NODE_ID: u64 = (1 << 21) - 1;
+
 fn parse_node_id(lx: &mut Lexer<'_>) -> Result<usize, ParseError> {
     lx.expect('%')?;
-    Ok(lx.uint()? as usize)
+    let id = lx.uint()?;
+    if id > MAX_NODE_ID {
+        return Err(lx.error(format!("node id %{id} is above %{MAX_NODE_ID}")));
+    }
+    Ok(id as usize)
 }
 
 /// `%N` or `%N.k` (the lexer reads `N.k` as one number token, so split it here).
@@ -64,10 +73,16 @@ pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
         .as_ref()
         .and_then(|s| s.as_fixed())
         .ok_or_else(|| lx.error("a tensor literal needs fixed dims"))?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| lx.error("the tensor literal's element count overflows"))?;
+    // The declared count is not trusted for allocation: a short literal with huge dims fails at
+    // its end of text, after allocating only what it holds.
+    let reserve = n.min(1 << 12);
     lx.expect('[')?;
     if ty.dtype == DType::String {
-        let mut strings = Vec::with_capacity(n);
+        let mut strings = Vec::with_capacity(reserve);
         for i in 0..n {
             if i > 0 {
                 lx.expect(',')?;
@@ -77,7 +92,7 @@ pub fn parse_tensor(lx: &mut Lexer<'_>) -> Result<Tensor, ParseError> {
         lx.expect(']')?;
         return Tensor::from_strings(dims, strings).map_err(|e| lx.error(e.to_string()));
     }
-    let mut bytes = Vec::with_capacity(n * ty.dtype.size());
+    let mut bytes = Vec::with_capacity(reserve * ty.dtype.size());
     for i in 0..n {
         if i > 0 {
             lx.expect(',')?;
@@ -250,7 +265,8 @@ fn build(
     let err = |line: usize, msg: String| ParseError { line, msg };
     let check = |g: &Graph, line: usize, (n, s): (usize, u32)| -> Result<Value, ParseError> {
         let id = NodeId(NodeIndex::new(n));
-        if !g.contains(id) {
+        // (NodeIndex::new truncates to 32 bits: a huge reference must not alias a low id.)
+        if n as u64 > MAX_NODE_ID || !g.contains(id) {
             return Err(err(line, format!("%{n} is not defined")));
         }
         if s as usize >= g.node(id).outputs.len() {
