@@ -74,9 +74,9 @@ impl Default for CostModel {
         CostModel {
             stream_term: 0.4569,
             stream_output: 0.8546,
-            packed_digit: 2.1309,
-            packed_weight: 0.00758,
-            packed_output: 9.3986,
+            packed_digit: 0.2308,
+            packed_weight: 0.00910,
+            packed_output: 4.2090,
             lut_digit: LUT_DEFAULT[0],
             lut_lookup: LUT_DEFAULT[1],
             lut_output: LUT_DEFAULT[2],
@@ -137,7 +137,7 @@ pub fn sparse_bytes(s: &SparseShape, idx_bytes: usize) -> usize {
 }
 
 /// The lut constants of [`CostModel::default`], from the same calibration run.
-const LUT_DEFAULT: [f64; 3] = [2.2465, 0.06836, 5.5988];
+const LUT_DEFAULT: [f64; 3] = [0.3749, 0.07663, 3.6610];
 
 /// The dense constants of [`CostModel::default`] (weight, spilled weight, multiply-add,
 /// output).
