@@ -1,4 +1,6 @@
 //! Import errors: always one line naming the file and, where there is one, the node and op.
+// Names and strings come from the file: a newline in one must not break the message over lines.
+use shrink_ir::verify::escaped;
 use std::fmt;
 
 /// An import failure with its location.
@@ -26,21 +28,6 @@ impl ImportError {
             msg: msg.into(),
         }
     }
-}
-
-/// `s` with control characters escaped: names and strings come from the file, and a newline in
-/// one must not break the message over lines.
-fn escaped(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let esc: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            esc
-        })
-        .collect()
 }
 
 impl fmt::Display for ImportError {
