@@ -108,10 +108,15 @@ fn write_text_seeds() {
 }
 
 /// Findings not fixed yet (`tests/fuzz-regressions/open/`, each named after its target): run
-/// with `--ignored` to reproduce; a fixed one moves to its target's directory.
+/// with `--ignored` to reproduce; a fixed one moves to its target's directory. None is open
+/// when the directory is absent (git keeps no empty directory).
 #[test]
 #[ignore]
 fn open_findings_pass() {
+    let open = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz-regressions/open");
+    if !open.is_dir() {
+        return;
+    }
     let mut failures = Vec::new();
     for f in inputs("open") {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
