@@ -1,15 +1,17 @@
 //! f32 products `y = x · W` with a constant, mostly-zero weight (pruned dense layers): only W's
 //! nonzeros are stored, and only they are multiplied.
 //!
-//! Layout (read-only data, built at compile time from the constant): the output columns in
-//! blocks of [`LANES`] (16); block `b` has `chunks[b]` chunks, its most nonzeros of a column;
-//! chunk `t` holds in lane `l` the `t`-th nonzero (ascending row `p`) of column `16·b + l` as a
-//! row index (u16 when `k ≤ 65536`, else u32) and a value (f32), padded with index 0 / value 0
+//! Layout (read-only data, built at compile time from the constant): the output columns sorted
+//! by descending nonzero count (a block's columns then have about as many nonzeros, so little
+//! of a chunk is padding: on a random 90%-pruned 1024² weight 0.1% instead of 9.7%), in blocks of
+//! [`LANES`] (16) slots; block `b` has `chunks[b]` chunks, its most nonzeros of a column; chunk
+//! `t` holds in lane `l` the `t`-th nonzero (ascending row `p`) of the column of slot `16·b + l`
+//! as a row index (u16 when `k ≤ 65536`, else u32) and a value (f32), padded with index 0 / value 0
 //! after a column's last nonzero and for the columns past `n`. One chunk is 16 contiguous
 //! indices and 16 contiguous values, so a block's whole work is two sequential streams.
 //!
-//! Kernels (all write the sums to a workspace `CT[column][row]`, then the op's epilogue runs as
-//! the tiles' does; a range of blocks is a range of output columns):
+//! Kernels (all write the sums to a workspace `CT[slot][row]`, then the op's epilogue runs as
+//! the tiles' does, reading each output column from its slot):
 //! - batch 1, x86-64 AVX-512 F (`sparse/x86.rs`): per chunk one `vgatherdps` of the 16
 //!   activations by the 16 indices (x is in L1) and one multiply-add into the block's
 //!   accumulator, whose lanes are its 16 columns: no horizontal sums.
@@ -56,6 +58,10 @@ const MAX_PASSES: usize = 64;
 pub(crate) struct Layout {
     pub k: usize,
     pub n: usize,
+    /// The output column of each slot (`16·block + lane`): the columns by descending nonzero
+    /// count, so that the 16 columns of a block have about as many nonzeros and a block's
+    /// chunks (its longest column's count) carry little padding.
+    pub columns: Vec<usize>,
     /// Chunks of each block.
     pub chunks: Vec<usize>,
     /// First chunk of each block.
@@ -80,33 +86,37 @@ impl Layout {
             let o = (p * outer + j * inner) * 4;
             f32::from_le_bytes(raw[o..o + 4].try_into().expect("4 bytes"))
         };
+        let mut cols: Vec<Vec<(u32, f32)>> = Vec::with_capacity(n);
+        for j in 0..n {
+            let mut col = vec![];
+            for p in 0..k {
+                let w = at(p, j);
+                if !w.is_finite() {
+                    return None;
+                }
+                if w != 0.0 {
+                    col.push((p as u32, w));
+                }
+            }
+            cols.push(col);
+        }
+        let nonzeros = cols.iter().map(Vec::len).sum();
+        // Longest first; ties by column, so the layout is a function of the weight alone.
+        let mut columns: Vec<usize> = (0..n).collect();
+        columns.sort_by_key(|&j| (std::cmp::Reverse(cols[j].len()), j));
         let blocks = n.div_ceil(LANES);
         let (mut chunks, mut starts) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
         let (mut idx, mut val) = (vec![], vec![]);
-        let mut nonzeros = 0;
         let mut total = 0;
-        for b in 0..blocks {
-            let mut cols: Vec<Vec<(u32, f32)>> = vec![vec![]; LANES];
-            for (l, col) in cols.iter_mut().enumerate() {
-                let j = b * LANES + l;
-                if j >= n {
-                    continue;
-                }
-                for p in 0..k {
-                    let w = at(p, j);
-                    if !w.is_finite() {
-                        return None;
-                    }
-                    if w != 0.0 {
-                        col.push((p as u32, w));
-                    }
-                }
-                nonzeros += col.len();
-            }
-            let c = cols.iter().map(Vec::len).max().unwrap_or(0);
+        for block in columns.chunks(LANES) {
+            let c = block.iter().map(|&j| cols[j].len()).max().unwrap_or(0);
             for t in 0..c {
-                for col in &cols {
-                    let (p, w) = col.get(t).copied().unwrap_or((0, 0.0));
+                for l in 0..LANES {
+                    let (p, w) = block
+                        .get(l)
+                        .and_then(|&j| cols[j].get(t))
+                        .copied()
+                        .unwrap_or((0, 0.0));
                     idx.push(p);
                     val.push(w);
                 }
@@ -118,12 +128,26 @@ impl Layout {
         Some(Layout {
             k,
             n,
+            columns,
             chunks,
             starts,
             idx,
             val,
             nonzeros,
         })
+    }
+
+    /// The slot of each output column (the inverse of [`Self::columns`]); None when every
+    /// column is in its own slot.
+    fn slots(&self) -> Option<Vec<i64>> {
+        if self.columns.iter().enumerate().all(|(s, &j)| s == j) {
+            return None;
+        }
+        let mut slot = vec![0i64; self.n];
+        for (s, &j) in self.columns.iter().enumerate() {
+            slot[j] = s as i64;
+        }
+        Some(slot)
     }
 
     pub(crate) fn blocks(&self) -> usize {
@@ -333,6 +357,7 @@ fn lower(
         chunks: &cnt64,
         max_chunks: l.chunks.iter().copied().max().unwrap_or(0),
     };
+    let slots = l.slots().map(|s| b.table_i64(&s));
     let m_pad = g.m_pad as i64;
     b.nest(&plan.batch, |b, bidx| {
         let flat = linear(bidx, &strides_of(&plan.batch));
@@ -345,7 +370,11 @@ fn lower(
                 recompute(b, g, x, &ws, &tabs, &r)
             });
             b.for_(g.n, |b, j| {
-                let sum = b.load_raw(&ws, j.clone().mul_k(m_pad).add(r.clone()));
+                let slot = match &slots {
+                    Some(t) => b.load_raw(t, j.clone()),
+                    None => j.clone(),
+                };
+                let sum = b.load_raw(&ws, slot.mul_k(m_pad).add(r.clone()));
                 dot.epilogue(b, bidx, &i, &j, sum);
             });
         });
