@@ -32,7 +32,8 @@ pub struct IsaFacts {
     /// x86-64 vectors wider than Cranelift's 128 bits that native pieces may use through machine
     /// code of their own ([`NativeCx::call_machine`]); None elsewhere.
     pub wide: Option<Wide>,
-    /// The same for float kernels (fused multiply-adds): `Zmm` with AVX-512 F; None elsewhere.
+    /// The same for float kernels (fused multiply-adds): `Zmm` with AVX-512 F, `YmmVex` with AVX2
+    /// and FMA3; None elsewhere.
     pub float_wide: Option<Wide>,
 }
 
@@ -93,10 +94,19 @@ fn wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
 }
 
 /// The float kernels' `vfmadd231ps`, `vbroadcastss`, `vmovups` and `vpxord` on zmm are all
-/// AVX-512 F.
+/// AVX-512 F; their ymm VEX forms (`vxorps` for zeroing) are AVX with FMA3 for the multiply-add
+/// (AVX2 asked too, as the x86-64-v3 level has both: the ymm path is for v3 and newer).
 fn float_wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
     let on = |name: &str| isa_flag(isa, name);
-    (isa.name() == "x64" && on("has_avx") && on("has_avx512f")).then_some(Wide::Zmm)
+    if isa.name() != "x64" || !on("has_avx") {
+        None
+    } else if on("has_avx512f") {
+        Some(Wide::Zmm)
+    } else if on("has_avx2") && on("has_fma") {
+        Some(Wide::YmmVex)
+    } else {
+        None
+    }
 }
 
 /// The signature of [`MachineCode`] with `args` pointer arguments: System V (the register

@@ -16,7 +16,6 @@
 //! the same bits as the scalar fallback, on every ISA.
 use super::matmul::{Dot, Operand, Plan};
 use crate::CodegenOptions;
-use crate::loops::emit::Wide;
 use crate::loops::ir::{BufId, NativeCx};
 use crate::loops::native::counted_loop;
 use crate::loops::{Builder, Expr, TensorRef, Ty, linear, strides_of};
@@ -353,9 +352,9 @@ fn emit(cx: &mut NativeCx, g: &Geometry, fuse: bool, a: BufId, panels: BufId, c:
     let base = |b: BufId| cx.bases[b.0 as usize];
     let (a, p, c) = (base(a), base(panels), base(c));
     let fuse = fuse && cx.fma;
-    // f32 with AVX-512: one matrix as zmm machine code, called per batch.
+    // f32 with AVX-512 or AVX2 + FMA: one matrix as zmm or ymm machine code, called per batch.
     let machine = match (g.elem.ty, cx.float_wide) {
-        (Ty::F32, Some(Wide::Zmm)) => x86::matrix(g, fuse).and_then(|code| cx.place_machine(code)),
+        (Ty::F32, Some(wide)) => x86::matrix(g, fuse, wide).and_then(|code| cx.place_machine(code)),
         _ => None,
     };
     let t = Tiles {

@@ -2,6 +2,7 @@
 //! over shapes that hit every tile and panel tail, batched and broadcast products, transposed
 //! operands, constant and per-call B, f64; and against their scalar fallback bit for bit when
 //! the ISA has no fused multiply-add.
+use crate::loops::emit::Wide;
 use crate::ops::lower_node;
 use crate::ops::op_testing::{In, f32s, run_node_as, run_node_split, run_node_traced, values};
 use shrink_ir::op::{Linear, Op};
@@ -80,6 +81,9 @@ fn cases() -> Vec<Case> {
         (5, 3, 9),
         (9, 33, 17),
         (6, 2, 4),
+        // Several full panels and strips: 128-wide at one row, 64-wide with a rest row tile.
+        (1, 40, 300),
+        (13, 20, 150),
     ] {
         for b_constant in [true, false] {
             v.push(Case {
@@ -133,18 +137,31 @@ fn without_fma_the_tiles_give_the_scalar_fallbacks_bits() {
     // Without FMA (a target lacking it, or `--no-fma`), the zmm machine code (where the host
     // has AVX-512) and the 128-bit tiles multiply and add with two roundings, as the scalar
     // loop does.
-    let unfused: [(&str, Tweak); 2] = [
+    let mut unfused: Vec<(&str, Tweak)> = vec![
         ("widest tiles", |f| f.fma = false),
         ("128-bit tiles", |f| {
             f.fma = false;
             f.float_wide = None;
         }),
     ];
+    let (zmm, ymm) = host_float_wide();
+    if zmm {
+        unfused.push(("zmm tiles", |f| {
+            f.fma = false;
+            f.float_wide = Some(Wide::Zmm);
+        }));
+    }
+    if ymm {
+        unfused.push(("ymm tiles", |f| {
+            f.fma = false;
+            f.float_wide = Some(Wide::YmmVex);
+        }));
+    }
     for (t, c) in cases().iter().enumerate() {
         let a = values(c.a_dims.iter().product(), 3 * t as u64 + 1);
         let b = values(c.b_dims.iter().product(), 3 * t as u64 + 2);
         let scalar = run(c, &a, &b, |f| f.simd = false);
-        for (what, tweak) in unfused {
+        for &(what, tweak) in &unfused {
             assert_eq!(run(c, &a, &b, tweak), scalar, "case {t}: {what}");
         }
     }
@@ -214,32 +231,59 @@ fn transposed_a_and_f64_products_are_tiled_too() {
     }
 }
 
-/// Whether this host runs the AVX-512 machine-code tiles.
-fn host_has_avx512f() -> bool {
+/// Which machine-code tiles this host runs: zmm (AVX-512 F) and ymm (AVX2 with FMA3).
+fn host_float_wide() -> (bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        (
+            std::arch::is_x86_feature_detected!("avx512f"),
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"),
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        (false, false)
     }
 }
 
-#[test]
-fn zmm_machine_code_gives_the_128_bit_tiles_bits() {
-    let wide = host_has_avx512f();
-    if !wide {
-        eprintln!("this host has no AVX-512 F: checking that no machine code is placed instead");
+/// The machine-code tiles the host runs, forced one by one.
+fn machine_paths() -> Vec<(&'static str, Tweak)> {
+    let (zmm, ymm) = host_float_wide();
+    let mut p: Vec<(&'static str, Tweak)> = vec![];
+    if zmm {
+        p.push(("zmm tiles", |f| f.float_wide = Some(Wide::Zmm)));
+    } else {
+        eprintln!("note: this host has no AVX-512 F: the zmm tiles are not run");
     }
+    if ymm {
+        p.push(("ymm tiles", |f| f.float_wide = Some(Wide::YmmVex)));
+    } else {
+        eprintln!("note: this host has no AVX2 + FMA3: the ymm tiles are not run");
+    }
+    p
+}
+
+#[test]
+fn machine_code_gives_the_128_bit_tiles_bits() {
+    let (zmm, ymm) = host_float_wide();
     for (t, c) in cases().iter().enumerate() {
         let a = values(c.a_dims.iter().product(), 5 * t as u64 + 1);
         let b = values(c.b_dims.iter().product(), 5 * t as u64 + 2);
-        let (zmm, machine) = run_traced(c, &a, &b, |_| {});
-        assert_eq!(machine > 0, wide, "case {t}: machine code placed");
+        let (widest, machine) = run_traced(c, &a, &b, |_| {});
+        assert_eq!(machine > 0, zmm || ymm, "case {t}: machine code placed");
         let (narrow, none) = run_traced(c, &a, &b, |f| f.float_wide = None);
         assert_eq!(none, 0);
-        assert_eq!(zmm, narrow, "case {t} ({:?} x {:?})", c.a_dims, c.b_dims);
+        assert_eq!(widest, narrow, "case {t} ({:?} x {:?})", c.a_dims, c.b_dims);
+        for (what, tweak) in machine_paths() {
+            let (got, placed) = run_traced(c, &a, &b, tweak);
+            assert!(placed > 0, "case {t}: {what} placed");
+            assert_eq!(
+                got, narrow,
+                "case {t} {what} ({:?} x {:?})",
+                c.a_dims, c.b_dims
+            );
+        }
     }
 }
 
@@ -254,11 +298,11 @@ fn tiles_split_across_threads_give_the_unsplit_bits() {
         (vec![8, 256], vec![256, 300], false),
         (vec![2, 4, 128], vec![128, 520], false),
     ];
-    let paths: [(&str, Tweak); 3] = [
-        ("widest tiles", |_| {}),
+    let mut paths: Vec<(&str, Tweak)> = vec![
         ("128-bit tiles", |f| f.float_wide = None),
         ("scalar", |f| f.simd = false),
     ];
+    paths.extend(machine_paths());
     for (t, (a_dims, b_dims, b_constant)) in cases.into_iter().enumerate() {
         let c = Case {
             a_dims,
@@ -268,7 +312,7 @@ fn tiles_split_across_threads_give_the_unsplit_bits() {
         let a = values(c.a_dims.iter().product(), 5 * t as u64 + 1);
         let b = values(c.b_dims.iter().product(), 5 * t as u64 + 2);
         let out = out_dims(&c);
-        for (what, tweak) in paths {
+        for &(what, tweak) in &paths {
             let whole = run(&c, &a, &b, tweak);
             for threads in [2, 3, 5] {
                 let mut bin = In::f32s(&c.b_dims, &b);
