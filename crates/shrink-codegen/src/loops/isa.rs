@@ -46,6 +46,9 @@ pub enum Wide {
     YmmEvex,
     /// 256-bit VEX: AVX-VNNI and AVX2 (16 registers).
     YmmVex,
+    /// 256-bit VEX without a VNNI dot product: AVX2's `vpmaddubsw` + `vpmaddwd` in its place
+    /// (16 registers; every x86-64-v3 CPU).
+    Avx2,
 }
 
 impl IsaFacts {
@@ -76,7 +79,8 @@ fn isa_flag(isa: &dyn TargetIsa, name: &str) -> bool {
 /// `vextracti128`, `vpshufd`, `vmovd`, `vpbroadcastd` from xmm) need AVX and AVX2; the zmm forms
 /// (`vpandd`, `vpxord`, `vpsrld`, `vpsrad`, `vpaddd`, `vextracti64x4`, `vpbroadcastd` from a
 /// GPR) need AVX-512 F, `vpdpbusd` zmm AVX-512 VNNI; the EVEX ymm forms add AVX-512 VL; VEX
-/// `vpdpbusd` ymm is AVX-VNNI. No byte or word instruction is used, so AVX-512 BW is not needed.
+/// `vpdpbusd` ymm is AVX-VNNI; without it `vpmaddubsw` and `vpmaddwd` (AVX2) take its place.
+/// The EVEX kernels use no byte or word instruction, so AVX-512 BW is not needed.
 fn wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
     let on = |name: &str| isa_flag(isa, name);
     if isa.name() != "x64" || !(on("has_avx") && on("has_avx2")) {
@@ -89,7 +93,7 @@ fn wide_of(isa: &dyn TargetIsa) -> Option<Wide> {
     } else if on("has_avx_vnni") {
         Some(Wide::YmmVex)
     } else {
-        None
+        Some(Wide::Avx2)
     }
 }
 

@@ -112,22 +112,27 @@ fn dots_split_across_threads_give_the_unsplit_bits() {
     }
 }
 
-/// Which machine-code kernels this host runs: the EVEX ones (AVX-512 F, VL and VNNI) and the
-/// VEX one (AVX-VNNI). Machines differ (a Xeon and Zen 4 have AVX-512, other x86-64 hosts only
+/// Which machine-code kernels this host runs: the EVEX ones (AVX-512 F, VL and VNNI), the VEX
+/// one (AVX-VNNI) and the AVX2 one (no VNNI). Machines differ (a Xeon and Zen 4 have AVX-512, other x86-64 hosts only
 /// AVX2), so a kernel the host cannot run is said, not hidden: it is assembled and its
 /// encodings checked (`machine_code_uses_only_its_encoding`), and every other path runs.
-fn host_wide() -> (bool, bool) {
+fn host_wide() -> (bool, bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
         let evex = std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx2");
-        (evex, std::arch::is_x86_feature_detected!("avxvnni"))
+            && avx2;
+        (
+            evex,
+            avx2 && std::arch::is_x86_feature_detected!("avxvnni"),
+            avx2,
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        (false, false)
+        (false, false, false)
     }
 }
 
@@ -135,7 +140,7 @@ type Tweak = fn(&mut IsaFacts);
 
 /// Every emission path, named (the machine-code ones first).
 fn paths() -> Vec<(&'static str, Tweak)> {
-    let (evex, vex) = host_wide();
+    let (evex, vex, avx2) = host_wide();
     let mut p: Vec<(&'static str, Tweak)> = vec![];
     if evex {
         p.push(("machine zmm", |f| f.wide = Some(Wide::Zmm)));
@@ -151,6 +156,11 @@ fn paths() -> Vec<(&'static str, Tweak)> {
     } else {
         // Zen 4 has AVX-512 VNNI but no AVX-VNNI.
         eprintln!("note: this host has no AVX-VNNI; the VEX ymm kernel is checked but not run");
+    }
+    if avx2 {
+        p.push(("machine ymm avx2", |f| f.wide = Some(Wide::Avx2)));
+    } else {
+        eprintln!("note: this host has no AVX2; the AVX2 ymm kernel is checked but not run");
     }
     p.push(("128-bit vnni", |f| f.wide = None));
     p.push(("128-bit", |f| {
@@ -300,9 +310,10 @@ fn machine_code_uses_only_its_encoding() {
         batch: 5,
         limbs: 3,
     };
-    for wide in [Wide::Zmm, Wide::YmmEvex, Wide::YmmVex] {
+    for wide in [Wide::Zmm, Wide::YmmEvex, Wide::YmmVex, Wide::Avx2] {
+        let vex_only = matches!(wide, Wide::YmmVex | Wide::Avx2);
         let code = x86::dots(wide, shape).unwrap();
-        let mut evex = 0;
+        let (mut evex, mut vnni) = (0, 0);
         for ins in Decoder::new(64, &code.bytes, DecoderOptions::NONE) {
             assert_ne!(ins.code(), Code::INVALID, "{wide:?}");
             // Code names say the encoding: `EVEX_Vpdpbusd_…`, `VEX_Vpand_…`.
@@ -312,12 +323,11 @@ fn machine_code_uses_only_its_encoding() {
             } else if wide != Wide::YmmVex {
                 assert_ne!(ins.code(), Code::VEX_Vpdpbusd_ymm_ymm_ymmm256, "{wide:?}");
             }
+            vnni += name.contains("Vpdpbusd") as usize;
         }
-        assert_eq!(
-            evex == 0,
-            wide == Wide::YmmVex,
-            "{wide:?}: {evex} EVEX instructions"
-        );
+        assert_eq!(evex == 0, vex_only, "{wide:?}: {evex} EVEX instructions");
+        // AVX2 alone has no VNNI: its dot products are vpmaddubsw + vpmaddwd.
+        assert_eq!(vnni == 0, wide == Wide::Avx2, "{wide:?}: {vnni} vpdpbusd");
     }
 }
 

@@ -1,6 +1,10 @@
 //! The `packed` dot products as x86-64 machine code with vectors wider than Cranelift's 128 bits
 //! (zmm, or ymm in EVEX or VEX form), assembled with iced-x86 for one static shape and placed in
 //! the module beside the kernel that calls it ([`crate::loops::ir::NativeCx::call_machine`]).
+//! Without VNNI (AVX2 only, [`Wide::Avx2`]) each `vpdpbusd` becomes `vpmaddubsw` (code byte ×
+//! digit, adjacent pairs summed to i16), `vpmaddwd` by ones (pairs of those to i32) and
+//! `vpaddd`: a field is at most `2·4^3 = 128` and a digit in `[-128, 127]`, so a pair lies in
+//! `[-32768, 32512]` and the i16 step never saturates; the sums are the same integers.
 //!
 //! It computes exactly what `emit_dots` does — `dots[(r·batch + n)·limbs + p] = Σ_c u[r][c] ·
 //! d_p[n][c]` in i32 — with the same no-shift accumulators (field `j` kept in place as `4^j·u`,
@@ -50,6 +54,9 @@ const LONG_ROW_DOTS: usize = 96;
 /// How one block of batch rows keeps its accumulators.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
+    /// The dot product is `vpmaddubsw` + `vpmaddwd` + `vpaddd` (AVX2), which needs two more
+    /// registers: the i16 ones and the products.
+    madd: bool,
     /// Batch rows in the block.
     rows: usize,
     /// Accumulators per (batch row, limb) across the four fields: 4 keeps every field in place
@@ -63,22 +70,42 @@ struct Plan {
 impl Plan {
     /// Vector registers besides the accumulators: the four epilogue temporaries (two field
     /// temporaries, the code and the code shifted by 4 in the loop) and the masks.
-    fn fixed(fields: usize) -> usize {
-        4 + match fields {
+    fn fixed(self) -> usize {
+        Plan::fixed_of(self.fields, self.madd)
+    }
+
+    fn fixed_of(fields: usize, madd: bool) -> usize {
+        let masks = match fields {
             4 => 4,
             2 => 2,
             _ => 1,
-        }
+        };
+        4 + masks + if madd { 2 } else { 0 }
+    }
+
+    /// The register of the i16 ones and of the products (`madd` plans).
+    fn ones(self) -> u32 {
+        (4 + self.masks().len()) as u32
+    }
+    fn products(self) -> u32 {
+        self.ones() + 1
     }
 
     /// The cheapest (fields, sets) for `rows` batch rows, or None when even one accumulator
     /// per (batch row, limb) does not fit. `units`: vectors of codes per weight row.
-    fn of(regs: usize, rows: usize, limbs: usize, units: usize, zmm: bool) -> Option<Plan> {
+    fn of(regs: usize, rows: usize, limbs: usize, units: usize, wide: Wide) -> Option<Plan> {
+        let zmm = wide == Wide::Zmm;
+        let madd = wide == Wide::Avx2;
         let mut best: Option<(usize, Plan)> = None;
         for fields in [4, 2, 1] {
-            let room = regs - Plan::fixed(fields);
+            let room = regs - Plan::fixed_of(fields, madd);
             for sets in [1, 2, 4] {
-                let plan = Plan { rows, fields, sets };
+                let plan = Plan {
+                    madd,
+                    rows,
+                    fields,
+                    sets,
+                };
                 let chains = rows * limbs * fields * sets;
                 // More accumulator sets than vectors per row add only epilogue work; fewer
                 // chains than the dot product's latency needs matter only on long rows.
@@ -99,7 +126,7 @@ impl Plan {
     /// measure the plans are chosen by, since a row of a matrix-vector product is short and
     /// the out-of-order core overlaps consecutive rows' dependency chains.
     fn instructions(self, limbs: usize, units: usize, zmm: bool) -> usize {
-        let dots = self.rows * limbs * 4;
+        let dots = self.rows * limbs * 4 * if self.madd { 3 } else { 1 };
         let fields = match self.fields {
             4 => 4,
             2 => 5,
@@ -113,10 +140,10 @@ impl Plan {
     }
 
     /// The largest block of at most `batch` rows whose accumulators fit, its cheapest plan.
-    fn best(regs: usize, batch: usize, limbs: usize, units: usize, zmm: bool) -> Plan {
+    fn best(regs: usize, batch: usize, limbs: usize, units: usize, wide: Wide) -> Plan {
         (1..=batch.min(BATCH_BLOCK))
             .rev()
-            .find_map(|rows| Plan::of(regs, rows, limbs, units, zmm))
+            .find_map(|rows| Plan::of(regs, rows, limbs, units, wide))
             .expect("one batch row always fits")
     }
 
@@ -131,7 +158,7 @@ impl Plan {
     /// Register of the accumulator of (batch row `k`, limb `p`, field `j`, set `t`).
     fn acc(self, limbs: usize, k: usize, p: usize, j: usize, t: usize) -> u32 {
         let i = ((k * limbs + p) * self.sets + t) * self.fields + j % self.fields;
-        (Plan::fixed(self.fields) + i) as u32
+        (self.fixed() + i) as u32
     }
 
     /// The right shift that brings accumulator field slot `j` back to scale 1.
@@ -167,17 +194,20 @@ impl Asm {
         let mut a = CodeAssembler::new(64)?;
         // EVEX kinds: every instruction with both forms takes the EVEX one (the VEX form of
         // `vpdpbusd` is AVX-VNNI, which Zen 4 lacks, and registers 16–31 need EVEX anyway).
-        a.set_prefer_vex(wide == Wide::YmmVex);
+        a.set_prefer_vex(!Asm::evex_of(wide));
         Ok(Asm { a, wide })
     }
     fn width(&self) -> i32 {
         if self.wide == Wide::Zmm { 64 } else { 32 }
     }
     fn regs(&self) -> usize {
-        if self.wide == Wide::YmmVex { 16 } else { 32 }
+        if self.evex() { 32 } else { 16 }
     }
     fn evex(&self) -> bool {
-        self.wide != Wide::YmmVex
+        Asm::evex_of(self.wide)
+    }
+    fn evex_of(wide: Wide) -> bool {
+        matches!(wide, Wide::Zmm | Wide::YmmEvex)
     }
     fn mem(&self, base: AsmRegister64, disp: i32) -> AsmMemoryOperand {
         if self.wide == Wide::Zmm {
@@ -190,7 +220,7 @@ impl Asm {
         match self.wide {
             Wide::Zmm => self.a.vpxord(zmm(d), zmm(d), zmm(d)),
             Wide::YmmEvex => self.a.vpxord(ymm(d), ymm(d), ymm(d)),
-            Wide::YmmVex => self.a.vpxor(ymm(d), ymm(d), ymm(d)),
+            Wide::YmmVex | Wide::Avx2 => self.a.vpxor(ymm(d), ymm(d), ymm(d)),
         }
     }
     fn load(&mut self, d: u32, base: AsmRegister64, disp: i32) -> R {
@@ -198,14 +228,14 @@ impl Asm {
         match self.wide {
             Wide::Zmm => self.a.vmovdqu32(zmm(d), m),
             Wide::YmmEvex => self.a.vmovdqu32(ymm(d), m),
-            Wide::YmmVex => self.a.vmovdqu(ymm(d), m),
+            Wide::YmmVex | Wide::Avx2 => self.a.vmovdqu(ymm(d), m),
         }
     }
     fn and(&mut self, d: u32, x: u32, y: u32) -> R {
         match self.wide {
             Wide::Zmm => self.a.vpandd(zmm(d), zmm(x), zmm(y)),
             Wide::YmmEvex => self.a.vpandd(ymm(d), ymm(x), ymm(y)),
-            Wide::YmmVex => self.a.vpand(ymm(d), ymm(x), ymm(y)),
+            Wide::YmmVex | Wide::Avx2 => self.a.vpand(ymm(d), ymm(x), ymm(y)),
         }
     }
     fn add(&mut self, d: u32, x: u32, y: u32) -> R {
@@ -227,10 +257,17 @@ impl Asm {
         }
     }
     /// `acc += Σ u·d` per i32 lane: `u` unsigned bytes (the field), `d` signed (the digits).
-    fn dot(&mut self, acc: u32, u: u32, base: AsmRegister64, disp: i32) -> R {
+    /// Without VNNI through the plan's products and ones registers (see the module doc).
+    fn dot(&mut self, plan: Plan, acc: u32, u: u32, base: AsmRegister64, disp: i32) -> R {
         let m = self.mem(base, disp);
         match self.wide {
             Wide::Zmm => self.a.vpdpbusd(zmm(acc), zmm(u), m),
+            Wide::Avx2 => {
+                let t = plan.products();
+                self.a.vpmaddubsw(ymm(t), ymm(u), m)?;
+                self.a.vpmaddwd(ymm(t), ymm(t), ymm(plan.ones()))?;
+                self.a.vpaddd(ymm(acc), ymm(acc), ymm(t))
+            }
             _ => self.a.vpdpbusd(ymm(acc), ymm(u), m),
         }
     }
@@ -247,6 +284,9 @@ impl Asm {
     fn masks(&mut self, plan: Plan) -> R {
         for (i, &mask) in plan.masks().iter().enumerate() {
             self.broadcast(mask_reg(plan.fields, i), mask)?;
+        }
+        if plan.madd {
+            self.broadcast(plan.ones(), 0x0001_0001)?;
         }
         Ok(())
     }
@@ -292,7 +332,7 @@ impl Asm {
         // VEX forms throughout (EVEX `vpextrd` would need AVX-512 DQ).
         self.a.set_prefer_vex(true);
         self.limb_sums(limbs, disp)?;
-        self.a.set_prefer_vex(self.wide == Wide::YmmVex);
+        self.a.set_prefer_vex(!self.evex());
         Ok(())
     }
 
@@ -343,11 +383,10 @@ pub(super) fn dots(wide: Wide, s: Shape) -> Option<MachineCode> {
 fn assemble(wide: Wide, s: Shape) -> Result<Vec<u8>, IcedError> {
     let mut m = Asm::new(wide)?;
     let units = s.blocks / GROUP * (GROUP_CODES / m.width()) as usize;
-    let zmm = wide == Wide::Zmm;
-    let full = Plan::best(m.regs(), s.batch, s.limbs, units, zmm);
+    let full = Plan::best(m.regs(), s.batch, s.limbs, units, wide);
     let rest = s.batch % full.rows;
     let rest_plan = (rest > 0)
-        .then(|| Plan::of(m.regs(), rest, s.limbs, units, zmm).expect("a smaller block fits"));
+        .then(|| Plan::of(m.regs(), rest, s.limbs, units, wide).expect("a smaller block fits"));
     // The masks stay in their registers across rows when every block uses the same ones.
     let shared_masks = rest_plan.is_none_or(|p| p.fields == full.fields);
     if shared_masks {
@@ -445,7 +484,7 @@ fn batch_block(m: &mut Asm, s: Shape, plan: Plan, masks: bool) -> R {
     }
     let accs = plan.rows * s.limbs * plan.fields * plan.sets;
     for i in 0..accs {
-        m.zero(Plan::fixed(plan.fields) as u32 + i as u32)?;
+        m.zero(plan.fixed() as u32 + i as u32)?;
     }
     let per_group = (GROUP_CODES / m.width()) as usize;
     let groups_per_step = (plan.sets / per_group).max(1);
@@ -521,7 +560,7 @@ fn group(m: &mut Asm, s: Shape, plan: Plan, g: usize) -> R {
                 for p in 0..s.limbs {
                     let at = (k * s.limbs + p) * padded;
                     let disp = at as i32 + GROUP_DIGITS * g as i32 + GROUP_CODES * j as i32 + w * h;
-                    m.dot(plan.acc(s.limbs, k, p, j, set), t, rax, disp)?;
+                    m.dot(plan, plan.acc(s.limbs, k, p, j, set), t, rax, disp)?;
                 }
             }
         }
@@ -536,17 +575,19 @@ mod tests {
     /// Accumulators never overlap the fixed registers nor run past the register file.
     #[test]
     fn plans_fit_their_register_files() {
-        for regs in [16, 32] {
+        for (regs, wide) in [(16, Wide::YmmVex), (16, Wide::Avx2), (32, Wide::Zmm)] {
             for limbs in [1, 3] {
                 for batch in 1..=12 {
-                    let p = Plan::best(regs, batch, limbs, 4, regs == 32);
+                    let p = Plan::best(regs, batch, limbs, 4, wide);
                     let last = p.acc(limbs, p.rows - 1, limbs - 1, p.fields - 1, p.sets - 1);
                     assert!((last as usize) < regs, "{regs} {limbs} {batch}: {p:?}");
                     let masks = p.masks().len();
-                    assert_eq!(
-                        mask_reg(p.fields, masks - 1) as usize + 1,
-                        Plan::fixed(p.fields)
-                    );
+                    let top = if p.madd {
+                        p.products()
+                    } else {
+                        mask_reg(p.fields, masks - 1)
+                    };
+                    assert_eq!(top as usize + 1, p.fixed(), "{wide:?}");
                 }
             }
         }
