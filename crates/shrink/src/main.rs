@@ -201,7 +201,8 @@ fn not_yet(engine: Engine) -> anyhow::Error {
 /// Bytes of code one stream term (a load and an add or subtract) takes, for `--max-code`.
 const STREAM_TERM_BYTES: usize = 10;
 
-/// The code generation options of the command line.
+/// The code generation options of the command line, with this CPU's cost model (what the JIT
+/// runs, `inspect` and `bench` show; a static library's target replaces it).
 fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
     use shrink::codegen::Strategy;
     let mut o = shrink::codegen::CodegenOptions {
@@ -209,6 +210,7 @@ fn codegen_options(cli: &Cli) -> Result<shrink::codegen::CodegenOptions> {
             .strategy
             .parse::<Strategy>()
             .map_err(|e| anyhow!("--strategy: {e}"))?,
+        cost: shrink::host_cost_model(),
         ..Default::default()
     };
     for a in &cli.strategy_for {
