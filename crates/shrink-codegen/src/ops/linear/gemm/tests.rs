@@ -134,9 +134,9 @@ fn tiles_match_an_f64_sum_within_the_f32_rounding_bound() {
 
 #[test]
 fn without_fma_the_tiles_give_the_scalar_fallbacks_bits() {
-    // Without FMA (a target lacking it, or `--no-fma`), the zmm machine code (where the host
-    // has AVX-512) and the 128-bit tiles multiply and add with two roundings, as the scalar
-    // loop does.
+    // Without FMA (a target lacking it, or `--no-fma`), the zmm and ymm machine code (where the
+    // host has AVX-512, AVX2 + FMA3) and the 128-bit tiles multiply and add with two roundings,
+    // as the scalar loop does.
     let mut unfused: Vec<(&str, Tweak)> = vec![
         ("widest tiles", |f| f.fma = false),
         ("128-bit tiles", |f| {
@@ -267,6 +267,7 @@ fn machine_paths() -> Vec<(&'static str, Tweak)> {
 #[test]
 fn machine_code_gives_the_128_bit_tiles_bits() {
     let (zmm, ymm) = host_float_wide();
+    let machine_paths = machine_paths();
     for (t, c) in cases().iter().enumerate() {
         let a = values(c.a_dims.iter().product(), 5 * t as u64 + 1);
         let b = values(c.b_dims.iter().product(), 5 * t as u64 + 2);
@@ -275,7 +276,7 @@ fn machine_code_gives_the_128_bit_tiles_bits() {
         let (narrow, none) = run_traced(c, &a, &b, |f| f.float_wide = None);
         assert_eq!(none, 0);
         assert_eq!(widest, narrow, "case {t} ({:?} x {:?})", c.a_dims, c.b_dims);
-        for (what, tweak) in machine_paths() {
+        for &(what, tweak) in &machine_paths {
             let (got, placed) = run_traced(c, &a, &b, tweak);
             assert!(placed > 0, "case {t}: {what} placed");
             assert_eq!(

@@ -159,6 +159,25 @@ impl Asm<'_> {
         self.a.sub(rdi, rax)
     }
 
+    /// The loop over `k` of a tile (nothing when `k == 0`): rax walks A's row tile from rdi,
+    /// rcx the panel from rsi (`width` columns a step), r10 counts; `step` emits one step.
+    fn k_steps(&mut self, width: usize, step: impl Fn(&mut Self) -> R) -> R {
+        let g = self.g;
+        if g.k == 0 {
+            return Ok(());
+        }
+        self.a.mov(rax, rdi)?;
+        self.a.mov(rcx, rsi)?;
+        self.a.mov(r10d, g.k as u32)?;
+        let mut top = self.a.create_label();
+        self.a.set_label(&mut top)?;
+        step(self)?;
+        self.a.add(rax, disp(4 * g.a_inner))?;
+        self.a.add(rcx, disp(4 * width))?;
+        self.a.dec(r10)?;
+        self.a.jne(top)
+    }
+
     fn tile(&mut self, rows: usize, width: usize, v0: usize, sv: usize) -> R {
         if self.zmm {
             self.tile_zmm(rows, width)
@@ -184,42 +203,32 @@ impl Asm<'_> {
                 self.a.vxorps(acc(r, v), acc(r, v), acc(r, v))?;
             }
         }
-        if g.k > 0 {
-            self.a.mov(rax, rdi)?;
-            self.a.mov(rcx, rsi)?;
-            self.a.mov(r10d, g.k as u32)?;
-            let mut step = self.a.create_label();
-            self.a.set_label(&mut step)?;
+        self.k_steps(width, |m| {
             for v in 0..loaded {
-                self.a.vmovups(ymm(v), ymmword_ptr(rcx + panel_at(v)))?;
+                m.a.vmovups(ymm(v), ymmword_ptr(rcx + panel_at(v)))?;
             }
             for r in 0..rows {
                 let at = disp(4 * r * g.a_outer);
-                self.a.vbroadcastss(bcast, dword_ptr(rax + at))?;
+                m.a.vbroadcastss(bcast, dword_ptr(rax + at))?;
                 for v in 0..sv {
-                    match (self.fuse, from_memory) {
+                    match (m.fuse, from_memory) {
                         (true, true) => {
-                            self.a
-                                .vfmadd231ps(acc(r, v), bcast, ymmword_ptr(rcx + panel_at(v)))?
+                            m.a.vfmadd231ps(acc(r, v), bcast, ymmword_ptr(rcx + panel_at(v)))?
                         }
-                        (true, false) => self.a.vfmadd231ps(acc(r, v), ymm(v), bcast)?,
+                        (true, false) => m.a.vfmadd231ps(acc(r, v), ymm(v), bcast)?,
                         (false, true) => {
-                            self.a
-                                .vmulps(product, bcast, ymmword_ptr(rcx + panel_at(v)))?;
-                            self.a.vaddps(acc(r, v), acc(r, v), product)?;
+                            m.a.vmulps(product, bcast, ymmword_ptr(rcx + panel_at(v)))?;
+                            m.a.vaddps(acc(r, v), acc(r, v), product)?;
                         }
                         (false, false) => {
-                            self.a.vmulps(product, bcast, ymm(v))?;
-                            self.a.vaddps(acc(r, v), acc(r, v), product)?;
+                            m.a.vmulps(product, bcast, ymm(v))?;
+                            m.a.vaddps(acc(r, v), acc(r, v), product)?;
                         }
                     }
                 }
             }
-            self.a.add(rax, disp(4 * g.a_inner))?;
-            self.a.add(rcx, disp(4 * width))?;
-            self.a.dec(r10)?;
-            self.a.jne(step)?;
-        }
+            Ok(())
+        })?;
         for r in 0..rows {
             for v in 0..sv {
                 let at = disp(4 * (r * g.padded() + YMM_LANES * (v0 + v)));
@@ -244,32 +253,24 @@ impl Asm<'_> {
                 self.a.vpxord(acc(r, v), acc(r, v), acc(r, v))?;
             }
         }
-        if g.k > 0 {
-            self.a.mov(rax, rdi)?;
-            self.a.mov(rcx, rsi)?;
-            self.a.mov(r10d, g.k as u32)?;
-            let mut step = self.a.create_label();
-            self.a.set_label(&mut step)?;
+        self.k_steps(width, |m| {
             for v in 0..vectors {
-                self.a.vmovups(zmm(v), zmmword_ptr(rcx + disp(64 * v)))?;
+                m.a.vmovups(zmm(v), zmmword_ptr(rcx + disp(64 * v)))?;
             }
             for r in 0..rows {
                 let at = disp(4 * r * g.a_outer);
-                self.a.vbroadcastss(bcast(r), dword_ptr(rax + at))?;
+                m.a.vbroadcastss(bcast(r), dword_ptr(rax + at))?;
                 for v in 0..vectors {
-                    if self.fuse {
-                        self.a.vfmadd231ps(acc(r, v), zmm(v), bcast(r))?;
+                    if m.fuse {
+                        m.a.vfmadd231ps(acc(r, v), zmm(v), bcast(r))?;
                     } else {
-                        self.a.vmulps(product, bcast(r), zmm(v))?;
-                        self.a.vaddps(acc(r, v), acc(r, v), product)?;
+                        m.a.vmulps(product, bcast(r), zmm(v))?;
+                        m.a.vaddps(acc(r, v), acc(r, v), product)?;
                     }
                 }
             }
-            self.a.add(rax, disp(4 * g.a_inner))?;
-            self.a.add(rcx, disp(4 * width))?;
-            self.a.dec(r10)?;
-            self.a.jne(step)?;
-        }
+            Ok(())
+        })?;
         for r in 0..rows {
             for v in 0..vectors {
                 let at = disp(4 * (r * g.padded() + v * LANES));
