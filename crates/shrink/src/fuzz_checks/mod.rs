@@ -5,23 +5,24 @@
 //! Every stage runs under small caps ([`CAP`]) so that huge declared sizes are refused, not
 //! allocated.
 
-/// Unwraps a stage's result, or ends the check: `Ok` when the stage refused in one line, a
-/// defect when its message is multi-line or empty.
+/// Unwraps a stage's result, or ends the check: `Ok` (with the check's default verdict) when
+/// the stage refused in one line, a defect when its message is multi-line or empty.
 macro_rules! refuse {
     ($stage:expr, $e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(e) => return crate::fuzz_checks::one_line($stage, e),
+            Err(e) => return crate::fuzz_checks::one_line($stage, e).map(|()| Default::default()),
         }
     };
 }
 
 mod import;
+mod node_by_node;
 mod pipeline;
 mod text;
 
 pub use import::import;
-pub use pipeline::pipeline;
+pub use pipeline::{Agreement, pipeline, pipeline_agreement};
 pub use text::{text, text_seeds};
 
 /// Memory cap of every stage (importer, optimizer folds, interpreter tensors).
