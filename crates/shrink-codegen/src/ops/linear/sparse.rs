@@ -12,13 +12,15 @@
 //!
 //! Kernels (all write the sums to a workspace `CT[slot][row]`, then the op's epilogue runs as
 //! the tiles' does, reading each output column from its slot):
-//! - batch 1, x86-64 AVX-512 F (`sparse/x86.rs`): per chunk one `vgatherdps` of the 16
-//!   activations by the 16 indices (x is in L1) and one multiply-add into the block's
-//!   accumulator, whose lanes are its 16 columns: no horizontal sums.
-//! - batch ≥ 2, AVX-512: x is first copied transposed into the workspace, `xT[pass][k][w]`
-//!   (`w` = 4, 8 or 16 batch rows a pass: an xmm, ymm or zmm, so that at small batches xT stays
-//!   in L1), so each nonzero is one broadcast weight times one vector of `w` rows' activations,
-//!   multiply-added into its column's accumulator (one per lane of the block).
+//! - batch 1, x86-64 AVX-512 F or AVX2 + FMA3 (`sparse/x86.rs`): per chunk one `vgatherdps`
+//!   of the 16 activations by the 16 indices (two of 8 in AVX2; x is in L1) and one
+//!   multiply-add into the block's accumulator, whose lanes are its 16 columns: no horizontal
+//!   sums.
+//! - batch ≥ 2, the same ISAs: x is first copied transposed into the workspace,
+//!   `xT[pass][k][w]` (`w` = 4, 8 or 16 batch rows a pass: an xmm, ymm or zmm — two ymm in
+//!   AVX2 —, so that at small batches xT stays in L1), so each nonzero is one broadcast weight
+//!   times one vector of `w` rows' activations, multiply-added into its column's accumulator
+//!   (one per lane of the block).
 //! - elsewhere, 128-bit Cranelift IR per batch row: four f32x4 accumulators per block, the
 //!   activations loaded one by one into lanes; on ISAs without SIMD a loop-language form.
 //!
@@ -483,12 +485,17 @@ fn fallback(
     });
 }
 
-/// The kernel in Cranelift IR, or as AVX-512 machine code where the target has it.
+/// The kernel in Cranelift IR, or as AVX-512 or AVX2 machine code where the target has it.
 fn emit(cx: &mut NativeCx, g: &Geometry, fuse: bool, bufs: [BufId; 5]) {
     let [x, idx, val, cnt, ws] = bufs.map(|b| cx.bases[b.0 as usize]);
     let fuse = fuse && cx.fma;
-    if cx.float_wide == Some(Wide::Zmm)
-        && let Some(code) = x86::kernel(g, fuse)
+    let zmm = match cx.float_wide {
+        Some(Wide::Zmm) => Some(true),
+        Some(Wide::YmmVex) => Some(false),
+        _ => None,
+    };
+    if let Some(zmm) = zmm
+        && let Some(code) = x86::kernel(g, fuse, zmm)
         && cx.call_machine(code, &[x, idx, val, cnt, ws])
     {
         return;

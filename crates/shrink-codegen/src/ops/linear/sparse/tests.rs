@@ -1,11 +1,12 @@
 //! The sparse kernel against a dense f64 sum computed as the interpreter does (every term,
 //! zeros included, so `0 · inf = NaN`; rounded once) and against the dense tiles (the same f32
-//! sums: equal values for finite activations), on every code path (AVX-512 machine code where
-//! the host has it, 128-bit IR, the loop-language fallback), with and without fused
-//! multiply-adds, at batches 1, 2, 7, 8, 33, shapes off the 16-column blocks, densities from
+//! sums: equal values for finite activations), on every code path (AVX-512 and AVX2 machine
+//! code where the host has them, 128-bit IR, the loop-language fallback), with and without
+//! fused multiply-adds, at batches 1, 2, 7, 8, 33, shapes off the 16-column blocks, densities from
 //! none to all zeros, with the ops' epilogues and non-finite activations; and which kernel the
 //! cost model picks.
 use super::{Layout, chosen};
+use crate::loops::emit::Wide;
 use crate::ops::lower_node;
 use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced, values};
 use shrink_ir::DType;
@@ -22,22 +23,47 @@ thread_local! {
 type Tweak = fn(&mut crate::loops::emit::IsaFacts);
 
 /// The code paths, by the ISA facts that select them, with fused multiply-adds where the host
-/// has them.
-const PATHS: [(&str, Tweak); 3] = [
-    ("widest", |_| {}),
-    ("128-bit IR", |f| f.float_wide = None),
-    ("loop language", |f| f.simd = false),
-];
+/// has them: the widest, the AVX2 machine code (also on an AVX-512 host), the 128-bit IR and
+/// the loop language.
+fn paths() -> Vec<(&'static str, Tweak)> {
+    let mut p: Vec<(&'static str, Tweak)> = vec![("widest", |_| {})];
+    if host_avx2() {
+        p.push(("ymm machine code", |f| f.float_wide = Some(Wide::YmmVex)));
+    }
+    p.push(("128-bit IR", |f| f.float_wide = None));
+    p.push(("loop language", |f| f.simd = false));
+    p
+}
 
 /// The same paths without fused multiply-adds: they must all give the same bits.
-const UNFUSED: [(&str, Tweak); 3] = [
-    ("widest, no fma", |f| f.fma = false),
-    ("128-bit IR, no fma", |f| {
+fn unfused() -> Vec<(&'static str, Tweak)> {
+    let mut p: Vec<(&'static str, Tweak)> = vec![("widest, no fma", |f| f.fma = false)];
+    if host_avx2() {
+        p.push(("ymm machine code, no fma", |f| {
+            f.fma = false;
+            f.float_wide = Some(Wide::YmmVex)
+        }));
+    }
+    p.push(("128-bit IR, no fma", |f| {
         f.fma = false;
         f.float_wide = None
-    }),
-    ("loop language", |f| f.simd = false),
-];
+    }));
+    p.push(("loop language", |f| f.simd = false));
+    p
+}
+
+/// Whether the host runs the ymm machine code (AVX2 and FMA3); a note when it does not.
+fn host_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let has =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = false;
+    if !has {
+        eprintln!("note: this host has no AVX2 + FMA3: the ymm sparse kernel is not run");
+    }
+    has
+}
 
 /// `values(k·n)` with about `zeros` of them (a fraction) set to exactly 0 at scattered places.
 fn pruned(k: usize, n: usize, zeros: f64, seed: u64) -> Vec<f32> {
@@ -122,11 +148,11 @@ fn sparse_matches_the_dense_sum_and_the_tiles_on_every_path() {
                 let w = pruned(k, n, z, 2 * case + 2);
                 let (want, mag) = dense_f64(&x, &w, m, k, n);
                 let tiles = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], false, |_| {});
-                for (path, tweak) in PATHS {
+                for (path, tweak) in paths() {
                     let what = format!("m {m} k {k} n {n} zeros {z} ({path})");
                     let got = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, tweak);
                     assert_close(&got, &want, &mag, k, &what);
-                    if path == "widest" {
+                    if path == "widest" || path == "ymm machine code" {
                         // Skipped zeros add exactly ±0 in the tiles' sequential sum.
                         assert_eq!(got, tiles, "{what}: sparse vs tiles");
                     }
@@ -148,7 +174,7 @@ fn without_fma_every_path_gives_the_same_bits_as_the_tiles() {
             matmul_inputs(&x, &w, m, k, n),
             &[m, n],
             false,
-            UNFUSED[0].1,
+            unfused()[0].1,
         );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let first = run(
@@ -156,10 +182,10 @@ fn without_fma_every_path_gives_the_same_bits_as_the_tiles() {
             matmul_inputs(&x, &w, m, k, n),
             &[m, n],
             true,
-            UNFUSED[0].1,
+            unfused()[0].1,
         );
         assert_eq!(first, tiles, "m {m}: sparse vs tiles without fma");
-        for (path, tweak) in UNFUSED {
+        for (path, tweak) in unfused() {
             let got = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, tweak);
             assert_eq!(bits(&got), bits(&first), "m {m}: {path}");
         }
@@ -263,7 +289,7 @@ fn epilogues_are_the_tiles_own() {
                     .collect()
             };
             let tiles = run(&op, clone(&ins), &[m, n], false, |_| {});
-            for (path, tweak) in PATHS {
+            for (path, tweak) in paths() {
                 let got = run(&op, clone(&ins), &[m, n], true, tweak);
                 if path == "widest" {
                     assert_eq!(got, tiles, "m {m} {what}: sparse vs tiles");
@@ -300,7 +326,7 @@ fn non_finite_activations_give_the_dense_products_nan_and_inf() {
         assert!(row0.iter().any(|v| v.is_nan()) && row0.iter().any(|v| v.is_infinite()));
         let tiles = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], false, |_| {});
         assert_close(&tiles, &want, &mag, k, &format!("m {m} tiles"));
-        for (path, tweak) in PATHS.into_iter().chain(UNFUSED) {
+        for (path, tweak) in paths().into_iter().chain(unfused()) {
             let got = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, tweak);
             assert_close(&got, &want, &mag, k, &format!("m {m} ({path})"));
         }
@@ -422,19 +448,21 @@ fn the_cost_model_picks_sparse_for_a_pruned_layer_and_the_tiles_for_a_dense_one(
     }
 }
 
-/// Where the host has AVX-512 F the sparse kernel is machine code (at batch 1 and ≥ 2), and
-/// none is placed without it.
+/// Where the host has AVX-512 F, or AVX2 with FMA3, the sparse kernel is machine code (at
+/// batch 1 and ≥ 2, passes of 4, 8 and 16 rows), and none is placed without it.
 #[test]
 fn the_widest_path_is_machine_code() {
     #[cfg(target_arch = "x86_64")]
-    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    let wide = std::arch::is_x86_feature_detected!("avx512f") || host_avx2();
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
+    let no_tweak: Tweak = |_| {};
+    let portable: Tweak = |f| f.float_wide = None;
     let (k, n) = (40, 20);
     let w = pruned(k, n, 0.9, 21);
     for m in [1, 3, 8, 20] {
         let ins = matmul_inputs(&values(m * k, 22), &w, m, k, n);
-        for (tweak, placed) in [(PATHS[0].1, wide), (PATHS[1].1, false)] {
+        for (tweak, placed) in [(no_tweak, wide), (portable, false)] {
             FORCE.with(|f| f.set(Some(true)));
             let r = run_node_traced(
                 |bld, cx| lower_node(bld, &Op::Linear(Linear::MatMul), cx),

@@ -1,17 +1,18 @@
-//! The sparse kernel as x86-64 AVX-512 F machine code (zmm, 32 registers), assembled with
-//! iced-x86 for one layer's static shape and called once from the kernel
-//! ([`crate::loops::ir::NativeCx::call_machine`]).
+//! The sparse kernel as x86-64 machine code, assembled with iced-x86 for one layer's static
+//! shape and called once from the kernel ([`crate::loops::ir::NativeCx::call_machine`]): AVX-512
+//! F (zmm, 32 registers) where the CPU has it, else AVX2 with FMA3 (ymm, VEX, 16 registers).
 //!
 //! It computes what the 128-bit IR does — each column one sequential multiply-add chain over
-//! its chunks — so its sums are bit-identical to it. Batch 1: per chunk `vpmovzxwd` (or a
-//! `vmovdqu32` of u32 indices), `vgatherdps` of the 16 activations (its destination zeroed
-//! first, so no gather waits on the previous one), one `vfmadd231ps` with the values from
-//! memory into the block's accumulator. Batch ≥ 2: x is copied transposed into
-//! `xT[pass][k][width]` by one masked `vgatherdps` per `k` step (rows past the batch zero); per
-//! chunk and lane, the index (`movzx`, `shl`: to a byte offset of xT's rows), `vbroadcastss` of
-//! the weight and `vfmadd231ps` of xT's row into that lane's column accumulator; a pass's sums
-//! are stored per column, its rows contiguous. The finiteness flags are `Σ (x − x)` over the
-//! row (batch 1) or over xT (a lane per row), in four chains.
+//! its chunks — so its sums are bit-identical to it. Batch 1: per chunk `vpmovzxwd` (or a load
+//! of u32 indices), `vgatherdps` of the 16 activations (two of 8 in ymm; the destination zeroed
+//! first, so no gather waits on the previous one), one `vfmadd231ps` with the values from memory
+//! into the block's accumulator (two in ymm). Batch ≥ 2: x is copied transposed into
+//! `xT[pass][k][width]` (zmm: one masked `vgatherdps` per `k` step; ymm: a scalar move per
+//! element; rows past the batch zero); per chunk and lane, the index (`movzx`, `shl`: to a byte
+//! offset of xT's rows), `vbroadcastss` of the weight and `vfmadd231ps` of xT's row into that
+//! lane's column accumulator (a 16-row pass in ymm: two accumulators per lane, four sweeps of 4
+//! lanes); a pass's sums are stored per column, its rows contiguous. The finiteness flags are
+//! `Σ (x − x)` over the row (batch 1) or over xT (a lane per row), in four chains.
 //!
 //! Arguments (System V): rdi = x, rsi = the indices, rdx = the values, rcx = the chunk counts
 //! (u32 per block), r8 = the workspace (CT, flags, xT). rax, r9, r10, r11 are the scratch
@@ -27,13 +28,13 @@ use iced_x86::code_asm::*;
 
 type R = Result<(), IcedError>;
 
-/// The machine code of the kernel of `g`, with its listing; None when `g` is beyond what it
-/// addresses ([`machine_fits`]).
-pub(super) fn kernel(g: &Geometry, fuse: bool) -> Option<MachineCode> {
+/// The machine code of the kernel of `g` in zmm (else ymm), with its listing; None when `g` is
+/// beyond what it addresses ([`machine_fits`]).
+pub(super) fn kernel(g: &Geometry, fuse: bool, zmm: bool) -> Option<MachineCode> {
     if !machine_fits(g) {
         return None;
     }
-    let bytes = assemble(g, fuse).expect("the sparse kernel assembles");
+    let bytes = assemble(g, fuse, zmm).expect("the sparse kernel assembles");
     Some(MachineCode {
         name: "f32 sparse product",
         listing: x86_listing(&bytes),
@@ -51,21 +52,33 @@ struct Asm<'a> {
     a: CodeAssembler,
     g: &'a Geometry,
     fuse: bool,
+    /// AVX-512 (zmm, EVEX); else AVX2 (ymm, VEX).
+    zmm: bool,
 }
 
-fn assemble(g: &Geometry, fuse: bool) -> Result<Vec<u8>, IcedError> {
+fn assemble(g: &Geometry, fuse: bool, zmm: bool) -> Result<Vec<u8>, IcedError> {
     let mut m = Asm {
         a: CodeAssembler::new(64)?,
         g,
         fuse,
+        zmm,
     };
-    if g.rows == 1 {
+    m.a.set_prefer_vex(!zmm);
+    if g.rows == 1 && zmm {
         m.row_flag()?;
         m.gathers()?;
+    } else if g.rows == 1 {
+        m.row_flag_ymm()?;
+        m.gathers_ymm()?;
     } else {
         for q in 0..g.passes() {
-            m.transpose(q)?;
-            m.pass_flags(q)?;
+            if zmm {
+                m.transpose(q)?;
+                m.pass_flags(q)?;
+            } else {
+                m.transpose_scalar(q)?;
+                m.pass_flags_ymm(q)?;
+            }
         }
         for q in 0..g.passes() {
             m.broadcasts(q)?;
@@ -265,21 +278,27 @@ impl Asm<'_> {
     /// Pass `q` at batch ≥ 2: every block's sums for the pass's rows, a broadcast weight times
     /// an xT row per nonzero. zmm rows: the 16 lanes at once (accumulators zmm0–15, weights
     /// zmm16–31). xmm/ymm rows: VEX (16 registers, no AVX-512 VL needed), so two sweeps of 8
-    /// lanes over the block's chunks (accumulators 0–7, weights 8–15).
+    /// lanes over the block's chunks (accumulators 0–7, weights 8–15). 16 rows in ymm: two
+    /// halves of 8 rows per lane, so four sweeps of 4 lanes (accumulators 0–7, weights 8–11,
+    /// products 12–15 without fusion).
     fn broadcasts(&mut self, q: usize) -> R {
         let g = self.g;
         let (ib, w) = (g.idx_bytes, g.width);
         let total = g.chunks.iter().sum::<usize>();
-        let (sweeps, lanes) = if w == LANES { (1, LANES) } else { (2, 8) };
+        let (sweeps, lanes, halves) = match (w, self.zmm) {
+            (LANES, true) => (1, LANES, 1),
+            (LANES, false) => (4, 4, 2),
+            _ => (2, 8, 1),
+        };
         let shift = (4 * w).trailing_zeros();
         self.a.mov(rdi, r8)?;
         self.add_imm(rdi, 4 * (g.xt_at + q * g.k * w))?;
         self.a.mov(r9, r8)?;
         self.add_imm(r9, 4 * q * w)?;
         self.times(g.blocks(), r10, |m| {
-            for h in 0..sweeps {
-                for l in 0..lanes {
-                    m.zero(l)?;
+            for s in 0..sweeps {
+                for r in 0..lanes * halves {
+                    m.zero(r)?;
                 }
                 m.a.mov(r11d, dword_ptr(rcx))?;
                 let mut store = m.a.create_label();
@@ -288,21 +307,24 @@ impl Asm<'_> {
                 let mut chunk = m.a.create_label();
                 m.a.set_label(&mut chunk)?;
                 for l in 0..lanes {
-                    let e = h * 8 + l;
+                    let e = s * lanes + l;
                     if ib == 2 {
                         m.a.movzx(eax, word_ptr(rsi + disp(2 * e)))?;
                     } else {
                         m.a.mov(eax, dword_ptr(rsi + disp(4 * e)))?;
                     }
                     m.a.shl(eax, shift)?;
-                    m.term(l, lanes + l, dword_ptr(rdx + disp(4 * e)), rdi + rax)?;
+                    let t = lanes * halves + l;
+                    // Unfused, the broadcast is the product's register unless two halves share it.
+                    let product = if halves == 1 { t } else { t + lanes };
+                    m.term(l * halves, halves, t, product, dword_ptr(rdx + disp(4 * e)))?;
                 }
                 m.a.add(rsi, disp(LANES * ib))?;
                 m.a.add(rdx, disp(LANES * 4))?;
                 m.a.dec(r11d)?;
                 m.a.jne(chunk)?;
-                if h + 1 < sweeps {
-                    // Back to the block's first chunk for the second sweep.
+                if s + 1 < sweeps {
+                    // Back to the block's first chunk for the next sweep.
                     m.a.mov(eax, dword_ptr(rcx))?;
                     m.a.imul_3(eax, eax, disp(LANES * ib))?;
                     m.a.sub(rsi, rax)?;
@@ -312,11 +334,14 @@ impl Asm<'_> {
                 }
                 m.a.set_label(&mut store)?;
                 for l in 0..lanes {
-                    let at = r9 + disp(4 * (h * 8 + l) * m.g.m_pad);
-                    match w {
-                        4 => m.a.vmovups(xmmword_ptr(at), xmm(l))?,
-                        8 => m.a.vmovups(ymmword_ptr(at), ymm(l))?,
-                        _ => m.a.vmovups(zmmword_ptr(at), zmm(l))?,
+                    for h in 0..halves {
+                        let at = r9 + disp(4 * ((s * lanes + l) * m.g.m_pad + 8 * h));
+                        let acc = l * halves + h;
+                        match (w, m.zmm) {
+                            (4, _) => m.a.vmovups(xmmword_ptr(at), xmm(acc))?,
+                            (LANES, true) => m.a.vmovups(zmmword_ptr(at), zmm(acc))?,
+                            _ => m.a.vmovups(ymmword_ptr(at), ymm(acc))?,
+                        }
                     }
                 }
             }
@@ -332,32 +357,211 @@ impl Asm<'_> {
         self.a.sub(rcx, rax)
     }
 
-    /// Zeroes accumulator `r` at the pass's width.
+    /// Zeroes accumulator `r` at the pass's width (a ymm per 8 rows of a 16-row pass in ymm).
     fn zero(&mut self, r: usize) -> R {
-        match self.g.width {
-            4 => self.a.vxorps(xmm(r), xmm(r), xmm(r)),
-            8 => self.a.vxorps(ymm(r), ymm(r), ymm(r)),
-            _ => self.a.vpxord(zmm(r), zmm(r), zmm(r)),
+        match (self.g.width, self.zmm) {
+            (4, _) => self.a.vxorps(xmm(r), xmm(r), xmm(r)),
+            (LANES, true) => self.a.vpxord(zmm(r), zmm(r), zmm(r)),
+            _ => self.a.vxorps(ymm(r), ymm(r), ymm(r)),
         }
     }
 
-    /// `acc += broadcast(weight) · [x]` at the pass's width (`t` the weight's register).
-    fn term(&mut self, acc: usize, t: usize, weight: AsmMemoryOperand, x: AsmMemoryOperand) -> R {
+    /// `acc + h += broadcast(weight) · [rdi + rax + 32h]` for each of `halves` halves, at the
+    /// pass's width (`t` the weight's register, `product` the unfused product's).
+    fn term(
+        &mut self,
+        acc: usize,
+        halves: usize,
+        t: usize,
+        product: usize,
+        weight: AsmMemoryOperand,
+    ) -> R {
         macro_rules! at {
             ($reg:ident, $ptr:ident) => {{
                 self.a.vbroadcastss($reg(t), weight)?;
-                if self.fuse {
-                    self.a.vfmadd231ps($reg(acc), $reg(t), $ptr(x))
-                } else {
-                    self.a.vmulps($reg(t), $reg(t), $ptr(x))?;
-                    self.a.vaddps($reg(acc), $reg(acc), $reg(t))
+                for h in 0..halves {
+                    let x = $ptr(rdi + rax + disp(32 * h));
+                    if self.fuse {
+                        self.a.vfmadd231ps($reg(acc + h), $reg(t), x)?;
+                    } else {
+                        self.a.vmulps($reg(product), $reg(t), x)?;
+                        self.a.vaddps($reg(acc + h), $reg(acc + h), $reg(product))?;
+                    }
                 }
+                Ok(())
             }};
         }
-        match self.g.width {
-            4 => at!(xmm, xmmword_ptr),
-            8 => at!(ymm, ymmword_ptr),
-            _ => at!(zmm, zmmword_ptr),
+        match (self.g.width, self.zmm) {
+            (4, _) => at!(xmm, xmmword_ptr),
+            (LANES, true) => at!(zmm, zmmword_ptr),
+            _ => at!(ymm, ymmword_ptr),
         }
+    }
+
+    /// Batch 1 in ymm: the flag of x's one row, as 0 or a NaN's bits (the tail of fewer than 8
+    /// floats one scalar at a time).
+    fn row_flag_ymm(&mut self) -> R {
+        let g = self.g;
+        for r in 0..4 {
+            self.a.vxorps(ymm(r), ymm(r), ymm(r))?;
+        }
+        let (vectors, rest) = (g.k / 8, g.k % 8);
+        self.a.mov(rax, rdi)?;
+        let (quads, single) = (vectors / 4, vectors % 4);
+        self.times(quads, r10, |m| {
+            for c in 0..4 {
+                m.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
+            }
+            m.a.add(rax, 128)
+        })?;
+        for c in 0..single {
+            self.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
+        }
+        for i in 0..rest {
+            // A VEX scalar load zeroes the rest of ymm4, whose lanes then add 0.
+            self.a
+                .vmovss(xmm(4), dword_ptr(rax + disp(4 * (8 * single + i))))?;
+            self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
+            self.a.vaddps(ymm(3), ymm(3), ymm(4))?;
+        }
+        self.join_flags_ymm()?;
+        // Any NaN lane → the flag is a quiet NaN's bits, else +0.
+        self.a.vcmpps(ymm(0), ymm(0), ymm(0), 3)?;
+        self.a.vmovmskps(eax, ymm(0))?;
+        self.a.neg(eax)?;
+        self.a.sbb(eax, eax)?;
+        self.a.and(eax, 0x7fc0_0000)?;
+        self.a.mov(dword_ptr(r8 + disp(4 * g.flags_at)), eax)
+    }
+
+    /// `acc += x − x` for the 8 floats at `at`, in ymm.
+    fn flag_step_ymm(&mut self, acc: usize, at: AsmMemoryOperand) -> R {
+        self.a.vmovups(ymm(4), at)?;
+        self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
+        self.a.vaddps(ymm(acc), ymm(acc), ymm(4))
+    }
+
+    /// ymm0 = ymm0 + ymm1 + ymm2 + ymm3 (the four flag chains).
+    fn join_flags_ymm(&mut self) -> R {
+        self.a.vaddps(ymm(0), ymm(0), ymm(1))?;
+        self.a.vaddps(ymm(2), ymm(2), ymm(3))?;
+        self.a.vaddps(ymm(0), ymm(0), ymm(2))
+    }
+
+    /// Batch 1 in ymm: every block's sums, per chunk two gathers of 8 and two multiply-adds
+    /// into the block's two accumulators (ymm0: lanes 0–7, ymm4: lanes 8–15). Each half has
+    /// its own index, mask and gathered registers so the two gathers overlap.
+    fn gathers_ymm(&mut self) -> R {
+        let g = self.g;
+        let ib = g.idx_bytes;
+        // Per half: accumulator, indices, mask, gathered, product.
+        const HALF: [[usize; 5]; 2] = [[0, 1, 2, 3, 5], [4, 6, 7, 8, 9]];
+        self.a.mov(r9, r8)?;
+        self.times(g.blocks(), r10, |m| {
+            for [acc, ..] in HALF {
+                m.a.vxorps(ymm(acc), ymm(acc), ymm(acc))?;
+            }
+            m.a.mov(r11d, dword_ptr(rcx))?;
+            let mut store = m.a.create_label();
+            m.a.test(r11d, r11d)?;
+            m.a.je(store)?;
+            let mut chunk = m.a.create_label();
+            m.a.set_label(&mut chunk)?;
+            for (h, [acc, index, mask, got, product]) in HALF.into_iter().enumerate() {
+                if ib == 2 {
+                    m.a.vpmovzxwd(ymm(index), xmmword_ptr(rsi + disp(16 * h)))?;
+                } else {
+                    m.a.vmovdqu(ymm(index), ymmword_ptr(rsi + disp(32 * h)))?;
+                }
+                m.a.vpcmpeqd(ymm(mask), ymm(mask), ymm(mask))?;
+                m.a.vxorps(ymm(got), ymm(got), ymm(got))?;
+                m.a.vgatherdps_3(ymm(got), ptr(rdi + ymm(index) * 4), ymm(mask))?;
+                let values = ymmword_ptr(rdx + disp(32 * h));
+                if m.fuse {
+                    m.a.vfmadd231ps(ymm(acc), ymm(got), values)?;
+                } else {
+                    m.a.vmulps(ymm(product), ymm(got), values)?;
+                    m.a.vaddps(ymm(acc), ymm(acc), ymm(product))?;
+                }
+            }
+            m.a.add(rsi, disp(LANES * ib))?;
+            m.a.add(rdx, disp(LANES * 4))?;
+            m.a.dec(r11d)?;
+            m.a.jne(chunk)?;
+            m.a.set_label(&mut store)?;
+            m.a.vmovups(ymmword_ptr(r9), ymm(0))?;
+            m.a.vmovups(ymmword_ptr(r9 + 32), ymm(4))?;
+            m.a.add(r9, disp(64))?;
+            m.a.add(rcx, 4)
+        })
+    }
+
+    /// Pass `q` of x copied transposed into xT in ymm: per `k` step one scalar move per row of
+    /// the pass (a zero for the rows past the batch).
+    fn transpose_scalar(&mut self, q: usize) -> R {
+        let g = self.g;
+        let w = g.width;
+        let rows = w.min(g.rows - q * w);
+        self.a.mov(rax, rdi)?;
+        self.add_imm(rax, 4 * q * w * g.a_outer)?;
+        self.a.mov(r9, r8)?;
+        self.add_imm(r9, 4 * (g.xt_at + q * g.k * w))?;
+        self.times(g.k, r10, |m| {
+            for l in 0..w {
+                if l < rows {
+                    m.a.mov(r11d, dword_ptr(rax + disp(4 * l * m.g.a_outer)))?;
+                    m.a.mov(dword_ptr(r9 + disp(4 * l)), r11d)?;
+                } else {
+                    m.a.mov(dword_ptr(r9 + disp(4 * l)), 0)?;
+                }
+            }
+            m.add_imm(rax, 4 * m.g.a_inner)?;
+            m.a.add(r9, disp(4 * w))
+        })
+    }
+
+    /// The flags of pass `q`'s rows in ymm, from its xT rows (`k · width` floats, a multiple
+    /// of 4): four chains over consecutive vectors of 8, so at 16 rows chains 0 and 2 hold rows
+    /// 0–7 and chains 1 and 3 rows 8–15; at 4 rows each half of a vector holds rows 0–3.
+    fn pass_flags_ymm(&mut self, q: usize) -> R {
+        let g = self.g;
+        let w = g.width;
+        for r in 0..4 {
+            self.a.vxorps(ymm(r), ymm(r), ymm(r))?;
+        }
+        self.a.mov(rax, r8)?;
+        self.add_imm(rax, 4 * (g.xt_at + q * g.k * w))?;
+        let (vectors, rest) = (g.k * w / 8, g.k * w % 8);
+        self.times(vectors / 4, r10, |m| {
+            for c in 0..4 {
+                m.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
+            }
+            m.a.add(rax, 128)
+        })?;
+        for c in 0..vectors % 4 {
+            self.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
+        }
+        if rest > 0 {
+            // Only at 4 rows (4 floats): the VEX xmm load zeroes ymm4's upper half, which
+            // then adds 0 to rows 0–3 of the chain's upper half.
+            self.a
+                .vmovups(xmm(4), xmmword_ptr(rax + disp(32 * (vectors % 4))))?;
+            self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
+            self.a.vaddps(ymm(3), ymm(3), ymm(4))?;
+        }
+        let at = 4 * (g.flags_at + q * w);
+        if w == LANES {
+            self.a.vaddps(ymm(0), ymm(0), ymm(2))?;
+            self.a.vaddps(ymm(1), ymm(1), ymm(3))?;
+            self.a.vmovups(ymmword_ptr(r8 + disp(at)), ymm(0))?;
+            return self.a.vmovups(ymmword_ptr(r8 + disp(at + 32)), ymm(1));
+        }
+        self.join_flags_ymm()?;
+        if w == 8 {
+            return self.a.vmovups(ymmword_ptr(r8 + disp(at)), ymm(0));
+        }
+        self.a.vextractf128(xmm(1), ymm(0), 1)?;
+        self.a.vaddps(xmm(0), xmm(0), xmm(1))?;
+        self.a.vmovups(xmmword_ptr(r8 + disp(at)), xmm(0))
     }
 }
