@@ -84,6 +84,13 @@ fn cases() -> Vec<Case> {
         // Several full panels and strips: 128-wide at one row, 64-wide with a rest row tile.
         (1, 40, 300),
         (13, 20, 150),
+        // ymm shapes other than 6 × 2: 4 × 3 (strips of 3, 3, 2 vectors), 2 × 4, 5 × 2.
+        (8, 24, 200),
+        (2, 10, 130),
+        (5, 7, 70),
+        // ymm `k` blocks (256 steps): 256 + 256 + 88, and 256 + 44 at one row.
+        (8, 600, 70),
+        (1, 300, 140),
     ] {
         for b_constant in [true, false] {
             v.push(Case {

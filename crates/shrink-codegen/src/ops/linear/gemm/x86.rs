@@ -10,10 +10,13 @@
 //! per (row, vector), the accumulator being the destination — the form Cranelift's lowering
 //! never picks, which is why its tiles copy registers every step.
 //!
-//! With 16 ymm registers a tile takes a strip of the panel, not all of it: up to
-//! [`YMM_ROWS`] rows × 2 vectors (12 accumulators, the strip's 2 vectors, a broadcast, a
-//! product), or at one row 8 vectors multiplied straight from memory (`vfmadd231ps` with a
-//! memory source: the panel is read once either way). A's rows are re-read per strip, from L1.
+//! With 16 ymm registers a tile takes a strip of the panel, not all of it: `r` rows × `v`
+//! vectors with `r·v` accumulators beside the strip's `v` vectors, a broadcast and (unfused) a
+//! product — 6 × 2, 4 × 3, 2 × 5, … chosen per matrix by [`ymm_shape`] so that every row tile
+//! keeps both FMA pipes busy —, or at one row 8 vectors multiplied straight from memory
+//! (`vfmadd231ps` with a memory source: the panel is read once either way). A's rows are
+//! re-read per strip, from L1. The strips go over `k` in blocks ([`YMM_K_BLOCK`]) so that a
+//! panel's block stays in L2 for all of its strips; a block resumes the sums in C.
 //!
 //! Arguments (System V): rdi = A, rsi = the panels, rdx = C of this matrix. Registers: rsi
 //! walks the panels and rdx C's panel columns; rdi walks A's row tiles (and is walked back
@@ -37,12 +40,49 @@ pub(super) const MAX_ROWS: usize = 6;
 /// f32 lanes per zmm.
 const LANES: usize = 16;
 
-/// Most rows per ymm tile: 6 rows × 2 vectors = 12 accumulators, beside the strip's 2 vectors,
-/// a broadcast and a product, of 16 registers.
-pub(super) const YMM_ROWS: usize = 6;
-
 /// f32 lanes per ymm.
 const YMM_LANES: usize = 8;
+
+/// Cycles of a ymm tile's `k` step, as the tile's shape decides them: two FMA pipes, two loads
+/// a cycle, and each accumulator's chain waiting out one multiply-add's latency (4–5 cycles on
+/// Haswell to Zen 4; 5 taken). Only ratios between shapes matter.
+fn ymm_step_cycles(rows: usize, vectors: usize) -> f64 {
+    let fmas = (rows * vectors) as f64 / 2.0;
+    let loads = (rows + vectors) as f64 / 2.0;
+    fmas.max(loads).max(5.0)
+}
+
+/// The ymm tile shape `(rows, vectors)` for a matrix of `m > 1` rows whose full panels have
+/// `panel` vectors: of the shapes whose registers fit (accumulators, the strip's vectors, a
+/// broadcast, a product without fusion), the one with the fewest predicted cycles per panel
+/// `k` step over all of `m`'s row tiles and the panel's strips (the last strip and row tile
+/// may be narrower).
+fn ymm_shape(m: usize, panel: usize, fuse: bool) -> (usize, usize) {
+    let spare = 16 - 1 - usize::from(!fuse);
+    let mut best = (f64::INFINITY, (1, 1));
+    for vectors in 1..=panel {
+        for rows in 1..=m {
+            if rows * vectors + vectors > spare {
+                continue;
+            }
+            // A rest tile or strip of zero rows or vectors costs nothing.
+            let step = |r: usize, v: usize| {
+                if r * v == 0 {
+                    0.0
+                } else {
+                    ymm_step_cycles(r, v)
+                }
+            };
+            let strip = |v: usize| (m / rows) as f64 * step(rows, v) + step(m % rows, v);
+            let cycles = (panel / vectors) as f64 * strip(vectors) + strip(panel % vectors);
+            // Ties go to more rows (fewer re-reads of the panel).
+            if cycles < best.0 - 1e-9 {
+                best = (cycles, (rows, vectors));
+            }
+        }
+    }
+    best.1
+}
 
 type R = Result<(), IcedError>;
 
@@ -70,7 +110,22 @@ struct Asm<'a> {
     fuse: bool,
     /// zmm (EVEX) or ymm (VEX).
     zmm: bool,
+    /// The ymm tiles' rows and strip vectors ([`ymm_shape`]; one row: 1 × 8 from memory).
+    ymm: (usize, usize),
+    /// The `k` steps the tiles now emit: from `k0`, `steps` of them; `first`: the block at
+    /// `k0 = 0`, whose accumulators start at zero (later ones resume C's partial sums).
+    k0: usize,
+    steps: usize,
+    first: bool,
 }
+
+/// Most `k` steps of one ymm block: 256 steps of a 64-column panel are 64 KiB, so the strips of
+/// a block find the panel in L2 however long `k` is (a whole 2048-step panel is 512 KiB, all of
+/// a Zen 2/3 L2: each strip would read it from memory again).
+const YMM_K_BLOCK: usize = 256;
+
+/// Most blocks a panel's code is unrolled into (longer `k`: longer blocks).
+const YMM_MAX_BLOCKS: usize = 8;
 
 /// A byte count as a displacement or immediate (in range: see [`matrix`]).
 fn disp(bytes: usize) -> i32 {
@@ -79,11 +134,20 @@ fn disp(bytes: usize) -> i32 {
 
 fn assemble(g: &Geometry, fuse: bool, wide: Wide) -> Result<Vec<u8>, IcedError> {
     let zmm = wide == Wide::Zmm;
+    let ymm = if g.m == 1 {
+        (1, 8)
+    } else {
+        ymm_shape(g.m, g.width / YMM_LANES, fuse)
+    };
     let mut m = Asm {
         a: CodeAssembler::new(64)?,
         g,
         fuse,
         zmm,
+        ymm,
+        k0: 0,
+        steps: g.k,
+        first: true,
     };
     m.a.set_prefer_vex(!zmm);
     // The caller points rsi and rdx at the window's first panel.
@@ -111,14 +175,26 @@ impl Asm<'_> {
         if self.zmm {
             self.row_tiles(width, 0, width / LANES)?;
         } else {
-            // Strips of the panel's ymm vectors, each over every row tile.
+            // Blocks of `k`, each: strips of the panel's ymm vectors, each over every row tile.
+            // Each output's sum stays one sequential chain: a block resumes the sums the
+            // previous one stored to C.
             let vectors = width / YMM_LANES;
-            let per = if self.g.m == 1 { 8 } else { 2 };
-            let mut v0 = 0;
-            while v0 < vectors {
-                let sv = per.min(vectors - v0);
-                self.row_tiles(width, v0, sv)?;
-                v0 += sv;
+            let per = self.ymm.1;
+            let block = YMM_K_BLOCK.max(self.g.k.div_ceil(YMM_MAX_BLOCKS));
+            let mut start = 0;
+            loop {
+                (self.k0, self.steps, self.first) =
+                    (start, block.min(self.g.k - start), start == 0);
+                let mut v0 = 0;
+                while v0 < vectors {
+                    let sv = per.min(vectors - v0);
+                    self.row_tiles(width, v0, sv)?;
+                    v0 += sv;
+                }
+                start += block;
+                if start >= self.g.k {
+                    break;
+                }
             }
         }
         let g = self.g;
@@ -132,7 +208,11 @@ impl Asm<'_> {
     /// C's columns at rdx; rdi is back at A's first row after.
     fn row_tiles(&mut self, width: usize, v0: usize, sv: usize) -> R {
         let g = self.g;
-        let mr = g.m.min(if self.zmm { MAX_ROWS } else { YMM_ROWS });
+        let mr = if self.zmm {
+            g.m.min(MAX_ROWS)
+        } else {
+            self.ymm.0
+        };
         let (tiles, rest) = (g.m / mr, g.m % mr);
         let a_tile = disp(4 * mr * g.a_outer);
         let c_tile = disp(4 * mr * g.padded());
@@ -163,12 +243,21 @@ impl Asm<'_> {
     /// rcx the panel from rsi (`width` columns a step), r10 counts; `step` emits one step.
     fn k_steps(&mut self, width: usize, step: impl Fn(&mut Self) -> R) -> R {
         let g = self.g;
-        if g.k == 0 {
+        if self.steps == 0 {
             return Ok(());
         }
-        self.a.mov(rax, rdi)?;
-        self.a.mov(rcx, rsi)?;
-        self.a.mov(r10d, g.k as u32)?;
+        if self.k0 == 0 {
+            self.a.mov(rax, rdi)?;
+            self.a.mov(rcx, rsi)?;
+        } else {
+            // 64-bit offsets: a block may start further into A or the panel than a
+            // displacement reaches.
+            self.a.mov(rax, (4 * self.k0 * g.a_inner) as u64)?;
+            self.a.add(rax, rdi)?;
+            self.a.mov(rcx, (4 * self.k0 * width) as u64)?;
+            self.a.add(rcx, rsi)?;
+        }
+        self.a.mov(r10d, self.steps as u32)?;
         let mut top = self.a.create_label();
         self.a.set_label(&mut top)?;
         step(self)?;
@@ -187,7 +276,7 @@ impl Asm<'_> {
     }
 
     /// `rows` rows of A at rdi times vectors `v0 .. v0 + sv` of the panel at rsi (`width`
-    /// columns) in ymm, stored to C at r11. At one row the accumulators take the products
+    /// columns) in ymm, stored to C at r11 (`rows · sv` accumulators: see [`ymm_shape`]). At one row the accumulators take the products
     /// straight from memory; at several the strip's vectors are loaded once per `k` step.
     fn tile_ymm(&mut self, rows: usize, width: usize, v0: usize, sv: usize) -> R {
         let g = self.g;
@@ -195,12 +284,18 @@ impl Asm<'_> {
         let loaded = if from_memory { 0 } else { sv };
         let bcast = ymm(loaded);
         let acc = |r: usize, v: usize| ymm(loaded + 1 + r * sv + v);
-        let product = ymm(loaded + 1 + rows * sv);
-        debug_assert!(loaded + 2 + rows * sv <= 16);
+        // The unfused product's register (past the accumulators: only used without fusion).
+        let product = ymm((loaded + 1 + rows * sv).min(15));
+        debug_assert!(loaded + 1 + rows * sv + usize::from(!self.fuse) <= 16);
         let panel_at = |v: usize| disp(4 * YMM_LANES * (v0 + v));
+        let c_at = |r: usize, v: usize| disp(4 * (r * g.padded() + YMM_LANES * (v0 + v)));
         for r in 0..rows {
             for v in 0..sv {
-                self.a.vxorps(acc(r, v), acc(r, v), acc(r, v))?;
+                if self.first {
+                    self.a.vxorps(acc(r, v), acc(r, v), acc(r, v))?;
+                } else {
+                    self.a.vmovups(acc(r, v), ymmword_ptr(r11 + c_at(r, v)))?;
+                }
             }
         }
         self.k_steps(width, |m| {
@@ -231,8 +326,7 @@ impl Asm<'_> {
         })?;
         for r in 0..rows {
             for v in 0..sv {
-                let at = disp(4 * (r * g.padded() + YMM_LANES * (v0 + v)));
-                self.a.vmovups(ymmword_ptr(r11 + at), acc(r, v))?;
+                self.a.vmovups(ymmword_ptr(r11 + c_at(r, v)), acc(r, v))?;
             }
         }
         Ok(())
@@ -278,5 +372,32 @@ impl Asm<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::ymm_shape;
+
+    /// The shapes fit the 16 registers, and batches of 2 to 8 get tiles whose accumulators
+    /// cover the multiply-add latency (the 6 × 2 + 2 × 2 split of 8 rows left a tile of 4).
+    #[test]
+    fn ymm_shapes_fit_and_keep_the_pipes_busy() {
+        for fuse in [true, false] {
+            for m in 2..=40 {
+                for panel in [2, 4, 6, 8] {
+                    let (r, v) = ymm_shape(m, panel, fuse);
+                    assert!(
+                        r * v + v + 1 + usize::from(!fuse) <= 16,
+                        "m {m} panel {panel}"
+                    );
+                    assert!(r <= m && v <= panel, "m {m} panel {panel}");
+                }
+            }
+        }
+        assert_eq!(ymm_shape(8, 8, true), (4, 3));
+        assert_eq!(ymm_shape(2, 8, true).0, 2);
+        assert!(ymm_shape(2, 8, true).1 >= 4);
+        assert_eq!(ymm_shape(12, 8, false), (6, 2));
     }
 }
