@@ -226,14 +226,13 @@ fn sparse_shape(g: &shrink::ir::Graph, batch: usize) -> shrink::codegen::cost::S
         .expect("a weight");
     let (cols, rows) = (w.dims()[0], w.dims()[1]);
     let v = w.to_f64_vec();
-    let mut slots = 0;
-    for b in 0..rows.div_ceil(16) {
-        let most = (b * 16..rows.min(b * 16 + 16))
-            .map(|j| (0..cols).filter(|&p| v[p * rows + j] != 0.0).count())
-            .max()
-            .unwrap_or(0);
-        slots += 16 * most;
-    }
+    // The layout groups the columns by descending nonzero count, 16 to a block, each block as
+    // long as its first (longest) column.
+    let mut counts: Vec<usize> = (0..rows)
+        .map(|j| (0..cols).filter(|&p| v[p * rows + j] != 0.0).count())
+        .collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let slots = counts.chunks(16).map(|block| 16 * block[0]).sum();
     shrink::codegen::cost::SparseShape {
         rows,
         cols,
