@@ -36,6 +36,11 @@
 //! the row's non-finite activations among its nonzeros than in the row), else the sum of its
 //! nonzero terms (then itself inf or NaN), exactly the dense product's class.
 //!
+//! Threads (`--threads`, JIT): a layer whose predicted time is that of at least
+//! [`crate::options::PARALLEL_MIN_MACS`] dense multiply-adds is split into parts that take
+//! shares of the blocks by chunk count (each writes its own CT columns and has its own xT);
+//! only the machine code splits, elsewhere part 0 computes every block.
+//!
 //! When: `loops_over` asks [`try_lower`] first for a constant f32 weight; it lowers sparse when
 //! the cost model ([`crate::cost::CostModel::predict_sparse`]) predicts it faster than the
 //! tiles (or, with `--optimize size`, smaller), reported as strategy `dense`.
@@ -201,6 +206,12 @@ pub(crate) struct Geometry {
     /// Where the per-row finiteness flags and `xT` start in the workspace (elements).
     pub flags_at: usize,
     pub xt_at: usize,
+    /// Threads the kernel is split across (each has its own `xT`), this code's part, and the
+    /// blocks it computes, `[first, end)` ([`Geometry::part`]).
+    pub parts: usize,
+    pub part: usize,
+    pub first: usize,
+    pub end: usize,
 }
 
 impl Geometry {
@@ -226,6 +237,10 @@ impl Geometry {
             m_pad,
             flags_at,
             xt_at,
+            parts: 1,
+            part: 0,
+            first: 0,
+            end: l.blocks(),
         }
     }
 
@@ -233,18 +248,64 @@ impl Geometry {
         self.chunks.len()
     }
 
+    /// Part `part` of `parts`: the blocks whose chunks are that share of all chunks (the
+    /// columns are sorted by nonzero count, so equal block counts would not be equal work).
+    /// Each part transposes x into its own `xT`; part 0 also writes the flags.
+    fn part(&self, part: usize, parts: usize) -> Geometry {
+        let total: usize = self.chunks.iter().sum();
+        let at = |p: usize| {
+            let want = total * p / parts;
+            let mut sum = 0;
+            (0..self.blocks())
+                .find(|&b| {
+                    let reached = sum >= want;
+                    sum += self.chunks[b];
+                    reached
+                })
+                .unwrap_or(self.blocks())
+        };
+        let end = if part + 1 == parts {
+            self.blocks()
+        } else {
+            at(part + 1)
+        };
+        Geometry {
+            parts,
+            part,
+            first: if part == 0 { 0 } else { at(part) },
+            end,
+            ..self.clone()
+        }
+    }
+
+    /// Blocks of this part's window.
+    pub(crate) fn window_blocks(&self) -> usize {
+        self.end - self.first
+    }
+
+    /// Chunks before this part's window, and in it.
+    pub(crate) fn window_chunks(&self) -> (usize, usize) {
+        let before = self.chunks[..self.first].iter().sum();
+        (before, self.chunks[self.first..self.end].iter().sum())
+    }
+
+    /// Where this part's `xT` starts in the workspace (elements).
+    pub(crate) fn xt_of_part(&self) -> usize {
+        self.xt_at + self.part * self.m_pad * self.k
+    }
+
     pub(crate) fn passes(&self) -> usize {
         self.m_pad / self.width
     }
 
-    /// Elements of the workspace: CT, the flags, `xT` (batch ≥ 2).
+    /// Elements of the workspace: CT, the flags, an `xT` per part (batch ≥ 2).
     fn workspace(&self) -> usize {
         let xt = if self.rows == 1 {
             0
         } else {
             self.m_pad * self.k
         };
-        self.xt_at + xt
+        self.xt_at + self.parts * xt
     }
 }
 
@@ -291,8 +352,16 @@ pub(super) fn try_lower(
     if !take {
         return false;
     }
-    b.note_predicted_ns(o.cost.predict_sparse(&shape(&l, rows)));
-    lower(b, o.fma, plan, a.t, &l, &g, dot);
+    let predicted = o.cost.predict_sparse(&shape(&l, rows));
+    b.note_predicted_ns(predicted);
+    // The threshold of splitting is in dense multiply-adds: the layer's predicted time in them.
+    let macs = (predicted / o.cost.dense_mac.max(1e-6)) as usize;
+    let parts = if machine_fits(&g) {
+        o.parallel_parts(macs, l.blocks())
+    } else {
+        1
+    };
+    lower(b, o.fma, parts, plan, a.t, &l, &g, dot);
     true
 }
 
@@ -318,9 +387,11 @@ pub(crate) fn chosen(o: &crate::CodegenOptions, l: &Layout, rows: usize) -> bool
 }
 
 /// The sparse kernel, the recomputation of non-finite rows, and the epilogue.
+#[allow(clippy::too_many_arguments)]
 fn lower(
     b: &mut Builder,
     fma: bool,
+    parts: usize,
     plan: &Plan,
     x: &TensorRef,
     l: &Layout,
@@ -341,15 +412,28 @@ fn lower(
         &[counts.len()],
         counts.iter().flat_map(|c| c.to_le_bytes()).collect(),
     );
+    // Threads take shares of the blocks, each writing its own columns of CT. Only the machine
+    // code is split: elsewhere part 0 computes every block (the other parts are empty).
+    let split = Geometry {
+        parts: parts.max(1),
+        ..g.clone()
+    };
+    let g = &split;
     let ws = b.workspace(DType::F32, &[g.workspace()]);
-    let native = g.clone();
     let bufs = [x.buf, idx.buf, val.buf, cnt.buf, ws.buf];
-    b.native(
-        "f32 sparse product",
-        &[x, &idx, &val, &cnt, &ws],
-        move |cx| emit(cx, &native, fma, bufs),
-        |b| fallback(b, g, l, x, &idx, &val, &ws),
-    );
+    b.parallel(g.parts, |b, part| {
+        let native = g.part(part, g.parts);
+        b.native(
+            "f32 sparse product",
+            &[x, &idx, &val, &cnt, &ws],
+            move |cx| emit(cx, &native, fma, bufs),
+            |b| {
+                if part == 0 {
+                    fallback(b, g, l, x, &idx, &val, &ws)
+                }
+            },
+        );
+    });
     let starts = b.table_i64(&l.starts.iter().map(|&s| s as i64).collect::<Vec<_>>());
     let cnt64 = b.table_i64(&l.chunks.iter().map(|&c| c as i64).collect::<Vec<_>>());
     let tabs = Tabs {
@@ -500,12 +584,14 @@ fn emit(cx: &mut NativeCx, g: &Geometry, fuse: bool, bufs: [BufId; 5]) {
     {
         return;
     }
-    Portable {
-        g,
-        fuse,
-        ptr: cx.pointer,
+    if g.part == 0 {
+        Portable {
+            g,
+            fuse,
+            ptr: cx.pointer,
+        }
+        .emit(cx.fb, x, idx, val, ws);
     }
-    .emit(cx.fb, x, idx, val, ws);
 }
 
 /// The 128-bit IR kernel: per batch row and block, four f32x4 accumulators (the block's 16

@@ -8,7 +8,7 @@
 use super::{Layout, chosen};
 use crate::loops::emit::Wide;
 use crate::ops::lower_node;
-use crate::ops::op_testing::{In, f32s, run_node_as, run_node_traced, values};
+use crate::ops::op_testing::{In, f32s, run_node_as, run_node_split, run_node_traced, values};
 use shrink_ir::DType;
 use shrink_ir::op::{Fused, Linear, Op, Unary};
 use std::cell::Cell;
@@ -474,6 +474,45 @@ fn the_widest_path_is_machine_code() {
             let (code, _, machine) = r.unwrap();
             assert_eq!(code, 0);
             assert_eq!(machine > 0, placed, "m {m}");
+        }
+    }
+}
+
+/// Split across threads (the parts run in reverse order, so one that read another's CT columns
+/// or xT would change the outputs), every path gives the unsplit bits: machine code splits the
+/// blocks, elsewhere part 0 computes all of them. Batches 1, 8 and 20 (passes of 1, 8, 16 rows),
+/// with a non-finite activation so that part 0's flags are read.
+#[test]
+fn split_across_threads_gives_the_unsplit_bits() {
+    let op = Op::Linear(Linear::MatMul);
+    let (k, n) = (512, 300);
+    for (c, &m) in [1usize, 8, 20].iter().enumerate() {
+        let mut x = values(m * k, 60 + c as u64);
+        x[(k + 3) % (m * k)] = f32::INFINITY;
+        let w = pruned(k, n, 0.6, 70 + c as u64);
+        for (path, tweak) in paths().into_iter().chain(unfused()) {
+            let whole = run(&op, matmul_inputs(&x, &w, m, k, n), &[m, n], true, tweak);
+            for threads in [2, 3] {
+                FORCE.with(|f| f.set(Some(true)));
+                let r = run_node_split(
+                    |bld, cx| lower_node(bld, &op, cx),
+                    &matmul_inputs(&x, &w, m, k, n),
+                    &[(DType::F32, &[m, n])],
+                    threads,
+                    tweak,
+                );
+                FORCE.with(|f| f.set(None));
+                let (code, outs, functions) = r.unwrap();
+                assert_eq!(code, 0);
+                assert!(functions > threads, "m {m}: {functions} functions");
+                let got = f32s(&outs[0]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&whole),
+                    "m {m} ({path}) on {threads} threads"
+                );
+            }
         }
     }
 }

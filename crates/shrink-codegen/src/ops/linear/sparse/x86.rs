@@ -14,6 +14,9 @@
 //! lanes); a pass's sums are stored per column, its rows contiguous. The finiteness flags are
 //! `Σ (x − x)` over the row (batch 1) or over xT (a lane per row), in four chains.
 //!
+//! Split across threads, each part's code covers its window of blocks (the tables' pointers
+//! start at its first block), transposes x into its own xT, and only part 0 writes the flags.
+//!
 //! Arguments (System V): rdi = x, rsi = the indices, rdx = the values, rcx = the chunk counts
 //! (u32 per block), r8 = the workspace (CT, flags, xT). rax, r9, r10, r11 are the scratch
 //! registers; only caller-saved registers are used, nothing touches the stack, `vzeroupper`
@@ -64,20 +67,41 @@ fn assemble(g: &Geometry, fuse: bool, zmm: bool) -> Result<Vec<u8>, IcedError> {
         zmm,
     };
     m.a.set_prefer_vex(!zmm);
+    // A part starts at its window's first block of the tables (64-bit offsets).
+    let (before, _) = g.window_chunks();
+    for (reg, bytes) in [
+        (rsi, before * LANES * g.idx_bytes),
+        (rdx, before * LANES * 4),
+        (rcx, 4 * g.first),
+    ] {
+        if bytes > 0 {
+            m.a.mov(rax, bytes as u64)?;
+            m.a.add(reg, rax)?;
+        }
+    }
+    // Only part 0 writes the flags (every part's xT holds the same rows).
+    let flags = g.part == 0;
     if g.rows == 1 && zmm {
-        m.row_flag()?;
+        if flags {
+            m.row_flag()?;
+        }
         m.gathers()?;
     } else if g.rows == 1 {
-        m.row_flag_ymm()?;
+        if flags {
+            m.row_flag_ymm()?;
+        }
         m.gathers_ymm()?;
     } else {
         for q in 0..g.passes() {
             if zmm {
                 m.transpose(q)?;
-                m.pass_flags(q)?;
             } else {
                 m.transpose_scalar(q)?;
-                m.pass_flags_ymm(q)?;
+            }
+            match (flags, zmm) {
+                (false, _) => {}
+                (true, true) => m.pass_flags(q)?,
+                (true, false) => m.pass_flags_ymm(q)?,
             }
         }
         for q in 0..g.passes() {
@@ -167,7 +191,8 @@ impl Asm<'_> {
         let g = self.g;
         let ib = g.idx_bytes;
         self.a.mov(r9, r8)?;
-        self.times(g.blocks(), r10, |m| {
+        self.add_imm(r9, 4 * g.first * LANES)?;
+        self.times(g.window_blocks(), r10, |m| {
             m.a.vpxord(zmm(0), zmm(0), zmm(0))?;
             m.a.mov(r11d, dword_ptr(rcx))?;
             let mut store = m.a.create_label();
@@ -218,7 +243,7 @@ impl Asm<'_> {
         self.a.mov(rax, rdi)?;
         self.add_imm(rax, 4 * q * w * g.a_outer)?;
         self.a.mov(r9, r8)?;
-        self.add_imm(r9, 4 * (g.xt_at + q * g.k * w))?;
+        self.add_imm(r9, 4 * (g.xt_of_part() + q * g.k * w))?;
         self.times(g.k, r10, |m| {
             m.a.kmovw(k1, r11d)?;
             m.a.vpxord(zmm(0), zmm(0), zmm(0))?;
@@ -242,7 +267,7 @@ impl Asm<'_> {
             self.a.vpxord(zmm(r), zmm(r), zmm(r))?;
         }
         self.a.mov(rax, r8)?;
-        self.add_imm(rax, 4 * (g.xt_at + q * g.k * w))?;
+        self.add_imm(rax, 4 * (g.xt_of_part() + q * g.k * w))?;
         let (vectors, rest) = (g.k * w / LANES, g.k * w % LANES);
         self.times(vectors / 4, r10, |m| {
             for c in 0..4 {
@@ -284,7 +309,7 @@ impl Asm<'_> {
     fn broadcasts(&mut self, q: usize) -> R {
         let g = self.g;
         let (ib, w) = (g.idx_bytes, g.width);
-        let total = g.chunks.iter().sum::<usize>();
+        let (_, total) = g.window_chunks();
         let (sweeps, lanes, halves) = match (w, self.zmm) {
             (LANES, true) => (1, LANES, 1),
             (LANES, false) => (4, 4, 2),
@@ -292,10 +317,10 @@ impl Asm<'_> {
         };
         let shift = (4 * w).trailing_zeros();
         self.a.mov(rdi, r8)?;
-        self.add_imm(rdi, 4 * (g.xt_at + q * g.k * w))?;
+        self.add_imm(rdi, 4 * (g.xt_of_part() + q * g.k * w))?;
         self.a.mov(r9, r8)?;
-        self.add_imm(r9, 4 * q * w)?;
-        self.times(g.blocks(), r10, |m| {
+        self.add_imm(r9, 4 * (q * w + g.first * LANES * g.m_pad))?;
+        self.times(g.window_blocks(), r10, |m| {
             for s in 0..sweeps {
                 for r in 0..lanes * halves {
                     m.zero(r)?;
@@ -353,7 +378,7 @@ impl Asm<'_> {
         self.a.sub(rsi, rax)?;
         self.a.mov(rax, (total * LANES * 4) as u64)?;
         self.a.sub(rdx, rax)?;
-        self.a.mov(rax, (4 * g.blocks()) as u64)?;
+        self.a.mov(rax, (4 * g.window_blocks()) as u64)?;
         self.a.sub(rcx, rax)
     }
 
@@ -457,7 +482,8 @@ impl Asm<'_> {
         // Per half: accumulator, indices, mask, gathered, product.
         const HALF: [[usize; 5]; 2] = [[0, 1, 2, 3, 5], [4, 6, 7, 8, 9]];
         self.a.mov(r9, r8)?;
-        self.times(g.blocks(), r10, |m| {
+        self.add_imm(r9, 4 * g.first * LANES)?;
+        self.times(g.window_blocks(), r10, |m| {
             for [acc, ..] in HALF {
                 m.a.vxorps(ymm(acc), ymm(acc), ymm(acc))?;
             }
@@ -505,7 +531,7 @@ impl Asm<'_> {
         self.a.mov(rax, rdi)?;
         self.add_imm(rax, 4 * q * w * g.a_outer)?;
         self.a.mov(r9, r8)?;
-        self.add_imm(r9, 4 * (g.xt_at + q * g.k * w))?;
+        self.add_imm(r9, 4 * (g.xt_of_part() + q * g.k * w))?;
         self.times(g.k, r10, |m| {
             for l in 0..w {
                 if l < rows {
@@ -530,7 +556,7 @@ impl Asm<'_> {
             self.a.vxorps(ymm(r), ymm(r), ymm(r))?;
         }
         self.a.mov(rax, r8)?;
-        self.add_imm(rax, 4 * (g.xt_at + q * g.k * w))?;
+        self.add_imm(rax, 4 * (g.xt_of_part() + q * g.k * w))?;
         let (vectors, rest) = (g.k * w / 8, g.k * w % 8);
         self.times(vectors / 4, r10, |m| {
             for c in 0..4 {
