@@ -452,3 +452,55 @@ fn strategy_for_an_unknown_layer_is_an_error() {
     let err = shrink::compile_jit_with(&g, &opts).unwrap_err().to_string();
     assert!(err.contains("no node named 'no_such_layer'"), "{err}");
 }
+
+/// An infinite activation meets zero weights (`0 · inf = NaN` in the graph) and nonzero ones
+/// (±inf) in every layer kind and strategy: `stream` and `packed`, which skip or quantize the
+/// zeros, must still give the graph's NaN and infinities (the fuzzer found `stream` giving inf).
+#[test]
+fn infinite_activations_give_the_graphs_nan_and_inf_on_every_strategy() {
+    let tol = Tolerance {
+        rtol: 1e-4,
+        atol: 1e-5,
+    };
+    let mut checked = 0;
+    for seed in 0..40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let (g0, mut inputs) = mlp(&mut rng);
+        let x = &inputs[0];
+        let mut v: Vec<f32> = x.to_vec().unwrap();
+        v[0] = f32::INFINITY;
+        let half = v.len() / 2;
+        if half > 0 {
+            v[half] = f32::NEG_INFINITY;
+        }
+        inputs[0] = Tensor::from_vec(x.dims().to_vec(), v);
+        // The optimizer deletes all-zero weight lines, 0 · inf included (it proves what
+        // contributes nothing to finite inputs): the code is compared with its graph.
+        let mut g = g0;
+        shrink::optimize(&mut g, &shrink::OptOptions::default()).unwrap();
+        if g.ternary.is_empty() {
+            continue;
+        }
+        let want = shrink::interp::run(&g, &inputs, &Default::default()).unwrap();
+        checked += 1;
+        for s in STRATEGIES {
+            let opts = CodegenOptions {
+                strategy: s,
+                ..Default::default()
+            };
+            let got = shrink::compile_jit_with(&g, &opts)
+                .unwrap()
+                .run(&inputs)
+                .unwrap();
+            for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+                let c = compare(a, b, tol);
+                assert!(
+                    c.mismatch.is_none(),
+                    "seed {seed} strategy {s} output {o}: {:?}",
+                    c.mismatch
+                );
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} graphs kept a ternary layer");
+}

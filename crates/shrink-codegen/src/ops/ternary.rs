@@ -4,9 +4,12 @@
 //!
 //! Numerics: `stream` sums in f64, as the interpreter does for every float matrix product (it
 //! accumulates in f64 and rounds once), so it gives the interpreter's result up to the rounding
-//! of a reordered f64 sum. `packed` sums exact integers on fixed-point activations (three int8
-//! limbs, 24 bits, by default; one with `--activations int8`, or where the graph itself puts the
-//! activations on an int8 grid, [`grid`]): see [`packed`] for its bound.
+//! of a reordered f64 sum. It skips zero weights, whose `0 · x` is 0 for a finite `x` but NaN
+//! for an infinite or NaN one: a batch row with such an activation (a flag, `Σ (x − x)`, is
+//! NaN) also adds `x − x` for each zero weight's column, the skipped terms' class. `packed`
+//! sums exact integers on fixed-point activations (three int8 limbs, 24 bits, by default; one
+//! with `--activations int8`, or where the graph itself puts the activations on an int8 grid,
+//! [`grid`]): see [`packed`] for its bound.
 //! `lut` uses `packed`'s quantizer and gives `packed`'s bits.
 use super::elementwise::{unary_scalar, unary_supported};
 use super::{LowerResult, NodeCtx};
@@ -286,6 +289,10 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
             r1 += 1;
         }
         b.for_(batch, |b, n| {
+            let row = n.clone().mul_k(cols);
+            let flag = nonfinite_flag(b, w.cols, |b, c| {
+                b.load(l.x, row.clone().add(c)).cast(Ty::F64)
+            });
             for r in r0..r1 {
                 let acc = b.mutable(Expr::f64(0.0));
                 for c in 0..w.cols {
@@ -301,6 +308,19 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
                         b.get(acc).sub(term)
                     };
                     b.set(acc, next);
+                }
+                let zeros: Vec<usize> = (0..w.cols).filter(|&c| w.sign(r, c) == 0).collect();
+                if !zeros.is_empty() {
+                    let zcols = b.table_i64(&zeros.iter().map(|&c| c as i64).collect::<Vec<_>>());
+                    b.if_(flag.clone().ne(flag.clone()), |b| {
+                        b.for_(zeros.len(), |b, z| {
+                            let c = b.load_raw(&zcols, z);
+                            let v = b.load(l.x, row.clone().add(c)).cast(Ty::F64);
+                            let v = b.let_(v);
+                            let next = b.get(acc).add(v.clone().sub(v));
+                            b.set(acc, next);
+                        });
+                    });
                 }
                 let sum = b.get(acc);
                 finish_row(b, l, &n, Expr::idx(r as i64), sum, scale(w, r), false);
@@ -365,7 +385,76 @@ fn stream_across_batch(b: &mut Builder, l: &Layer, batch: usize) {
         }
         r0 = r1;
     }
+    zero_terms_of_nonfinite_rows(b, w, &xt, &sums, batch);
     finish_from_sums(b, l, &sums, batch);
+}
+
+/// `Σ_c (x(c) − x(c))` in f64 over `cols` activations: NaN exactly when one is infinite or NaN.
+fn nonfinite_flag(
+    b: &mut Builder,
+    cols: usize,
+    x: impl FnOnce(&mut Builder, Expr) -> Expr,
+) -> Expr {
+    let f = b.mutable(Expr::f64(0.0));
+    b.for_(cols, |b, c| {
+        let v = x(b, c);
+        let v = b.let_(v);
+        let next = b.get(f).add(v.clone().sub(v));
+        b.set(f, next);
+    });
+    b.let_(b.get(f))
+}
+
+/// The zero weights `stream` skips add `0 · x`, which is 0 for a finite activation but NaN for an
+/// infinite or NaN one: for a batch row with such an activation (its flag NaN), every output
+/// row's sum gets `x − x` for each of its zero weights' columns, which is that `0 · x` term's
+/// class (a finite row costs one flag and one compare).
+fn zero_terms_of_nonfinite_rows(
+    b: &mut Builder,
+    w: &TernaryWeights,
+    xt: &TensorRef,
+    sums: &TensorRef,
+    batch: usize,
+) {
+    let mut starts = vec![0i64];
+    let mut zcols = vec![];
+    for r in 0..w.rows {
+        zcols.extend((0..w.cols).filter(|&c| w.sign(r, c) == 0).map(|c| c as i64));
+        starts.push(zcols.len() as i64);
+    }
+    let most = (0..w.rows)
+        .map(|r| (starts[r + 1] - starts[r]) as usize)
+        .max()
+        .unwrap_or(0);
+    if most == 0 {
+        return;
+    }
+    let starts = b.table_i64(&starts);
+    let zcols = b.table_i64(&zcols);
+    let bt = batch as i64;
+    b.for_(batch, |b, n| {
+        let flag = nonfinite_flag(b, w.cols, |b, c| b.load(xt, c.mul_k(bt).add(n.clone())));
+        b.if_(flag.clone().ne(flag), |b| {
+            b.for_(w.rows, |b, r| {
+                let z0 = b.load_raw(&starts, r.clone());
+                let z0 = b.let_(z0);
+                let z1 = b.load_raw(&starts, r.clone().add_k(1));
+                let count = b.let_(z1.sub(z0.clone()));
+                let at = b.let_(r.mul_k(bt).add(n.clone()));
+                let acc = b.mutable(b.load_raw(sums, at.clone()));
+                b.for_(most, |b, z| {
+                    b.if_(z.clone().lt(count.clone()), |b| {
+                        let c = b.load_raw(&zcols, z0.clone().add(z));
+                        let v = b.load(xt, c.mul_k(bt).add(n.clone()));
+                        let v = b.let_(v);
+                        let next = b.get(acc).add(v.clone().sub(v));
+                        b.set(acc, next);
+                    });
+                });
+                b.store(sums, at, b.get(acc));
+            });
+        });
+    });
 }
 
 /// The last loop of the strategies that first gather each output's f64 sum in a workspace
