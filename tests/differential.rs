@@ -358,10 +358,6 @@ fn sweep(family: &str, make: fn(&mut Rng) -> (Graph, Vec<Tensor>)) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let tol = Tolerance {
-        rtol: 1e-4,
-        atol: 1e-5,
-    };
     let mut ternary_layers = 0;
     for seed in 0..cases {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -373,31 +369,38 @@ fn sweep(family: &str, make: fn(&mut Rng) -> (Graph, Vec<Tensor>)) -> usize {
         o.ctx.verify = true;
         shrink::optimize(&mut g, &o).unwrap_or_else(|e| panic!("{family} seed {seed}: {e}"));
         ternary_layers += g.ternary.len();
-        for s in STRATEGIES {
-            let opts = CodegenOptions {
-                strategy: s,
-                ..Default::default()
-            };
-            let k = shrink::compile_jit_with(&g, &opts)
-                .unwrap_or_else(|e| panic!("{family} seed {seed} {s}: {e}"));
-            let got = k
-                .run(&inputs)
-                .unwrap_or_else(|e| panic!("{family} seed {seed} {s}: {e}"));
-            for (o, (a, b)) in got.iter().zip(&want).enumerate() {
-                let c = compare(a, b, tol);
-                assert!(
-                    c.mismatch.is_none(),
-                    "{family} seed {seed} strategy {s} output {o}: {:?}",
-                    c.mismatch
-                );
-            }
-        }
+        every_strategy_agrees(&g, &inputs, &want, &format!("{family} seed {seed}"));
     }
     println!(
         "{family}: {cases} graphs × {} strategies agree; {ternary_layers} ternary layers",
         STRATEGIES.len()
     );
     ternary_layers
+}
+
+/// `g` (optimized) compiled with every strategy gives `want` on `inputs` within rtol 1e-4 /
+/// atol 1e-5 (f64 sums against the interpreter's; `what` names the case in a failure).
+fn every_strategy_agrees(g: &Graph, inputs: &[Tensor], want: &[Tensor], what: &str) {
+    let tol = Tolerance {
+        rtol: 1e-4,
+        atol: 1e-5,
+    };
+    for s in STRATEGIES {
+        let opts = CodegenOptions {
+            strategy: s,
+            ..Default::default()
+        };
+        let k = shrink::compile_jit_with(g, &opts).unwrap_or_else(|e| panic!("{what} {s}: {e}"));
+        let got = k.run(inputs).unwrap_or_else(|e| panic!("{what} {s}: {e}"));
+        for (o, (a, b)) in got.iter().zip(want).enumerate() {
+            let c = compare(a, b, tol);
+            assert!(
+                c.mismatch.is_none(),
+                "{what} strategy {s} output {o}: {:?}",
+                c.mismatch
+            );
+        }
+    }
 }
 
 #[test]
@@ -458,10 +461,6 @@ fn strategy_for_an_unknown_layer_is_an_error() {
 /// zeros, must still give the graph's NaN and infinities (the fuzzer found `stream` giving inf).
 #[test]
 fn infinite_activations_give_the_graphs_nan_and_inf_on_every_strategy() {
-    let tol = Tolerance {
-        rtol: 1e-4,
-        atol: 1e-5,
-    };
     let mut checked = 0;
     for seed in 0..40u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -483,24 +482,7 @@ fn infinite_activations_give_the_graphs_nan_and_inf_on_every_strategy() {
         }
         let want = shrink::interp::run(&g, &inputs, &Default::default()).unwrap();
         checked += 1;
-        for s in STRATEGIES {
-            let opts = CodegenOptions {
-                strategy: s,
-                ..Default::default()
-            };
-            let got = shrink::compile_jit_with(&g, &opts)
-                .unwrap()
-                .run(&inputs)
-                .unwrap();
-            for (o, (a, b)) in got.iter().zip(&want).enumerate() {
-                let c = compare(a, b, tol);
-                assert!(
-                    c.mismatch.is_none(),
-                    "seed {seed} strategy {s} output {o}: {:?}",
-                    c.mismatch
-                );
-            }
-        }
+        every_strategy_agrees(&g, &inputs, &want, &format!("infinite seed {seed}"));
     }
     assert!(checked >= 10, "only {checked} graphs kept a ternary layer");
 }

@@ -280,14 +280,11 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
         return Ok(());
     }
     let cols = w.cols as i64;
+    let zeros = ZeroColumns::of(b, w);
     let mut r0 = 0;
     while r0 < w.rows {
         // Rows [r0, r1) go in one function.
-        let (mut r1, mut n_terms) = (r0, 0);
-        while r1 < w.rows && (r1 == r0 || n_terms + row_nonzeros(w, r1) <= TERMS_PER_FUNCTION) {
-            n_terms += row_nonzeros(w, r1);
-            r1 += 1;
-        }
+        let r1 = next_chunk(w, r0);
         b.for_(batch, |b, n| {
             let row = n.clone().mul_k(cols);
             let flag = nonfinite_flag(b, w.cols, |b, c| {
@@ -309,12 +306,11 @@ fn stream(b: &mut Builder, l: &Layer, max_terms: usize) -> LowerResult {
                     };
                     b.set(acc, next);
                 }
-                let zeros: Vec<usize> = (0..w.cols).filter(|&c| w.sign(r, c) == 0).collect();
-                if !zeros.is_empty() {
-                    let zcols = b.table_i64(&zeros.iter().map(|&c| c as i64).collect::<Vec<_>>());
+                if let Some(zeros) = zeros.as_ref().filter(|z| z.count(r) > 0) {
+                    let first = zeros.starts[r];
                     b.if_(flag.clone().ne(flag.clone()), |b| {
-                        b.for_(zeros.len(), |b, z| {
-                            let c = b.load_raw(&zcols, z);
+                        b.for_(zeros.count(r), |b, z| {
+                            let c = b.load_raw(&zeros.cols, z.add_k(first));
                             let v = b.load(l.x, row.clone().add(c)).cast(Ty::F64);
                             let v = b.let_(v);
                             let next = b.get(acc).add(v.clone().sub(v));
@@ -416,21 +412,12 @@ fn zero_terms_of_nonfinite_rows(
     sums: &TensorRef,
     batch: usize,
 ) {
-    let mut starts = vec![0i64];
-    let mut zcols = vec![];
-    for r in 0..w.rows {
-        zcols.extend((0..w.cols).filter(|&c| w.sign(r, c) == 0).map(|c| c as i64));
-        starts.push(zcols.len() as i64);
-    }
-    let most = (0..w.rows)
-        .map(|r| (starts[r + 1] - starts[r]) as usize)
-        .max()
-        .unwrap_or(0);
-    if most == 0 {
+    let Some(zeros) = ZeroColumns::of(b, w) else {
         return;
-    }
-    let starts = b.table_i64(&starts);
-    let zcols = b.table_i64(&zcols);
+    };
+    let most = (0..w.rows).map(|r| zeros.count(r)).max().unwrap_or(0);
+    let starts = b.table_i64(&zeros.starts);
+    let zcols = zeros.cols;
     let bt = batch as i64;
     b.for_(batch, |b, n| {
         let flag = nonfinite_flag(b, w.cols, |b, c| b.load(xt, c.mul_k(bt).add(n.clone())));
@@ -455,6 +442,33 @@ fn zero_terms_of_nonfinite_rows(
             });
         });
     });
+}
+
+/// The columns of every output row's zero weights, as one table for the layer: row `r`'s are
+/// entries `starts[r]..starts[r + 1]` of `cols`.
+struct ZeroColumns {
+    starts: Vec<i64>,
+    cols: TensorRef,
+}
+
+impl ZeroColumns {
+    /// None when no weight of `w` is zero.
+    fn of(b: &mut Builder, w: &TernaryWeights) -> Option<ZeroColumns> {
+        let mut starts = vec![0i64];
+        let mut cols = vec![];
+        for r in 0..w.rows {
+            cols.extend((0..w.cols).filter(|&c| w.sign(r, c) == 0).map(|c| c as i64));
+            starts.push(cols.len() as i64);
+        }
+        (!cols.is_empty()).then(|| ZeroColumns {
+            starts,
+            cols: b.table_i64(&cols),
+        })
+    }
+
+    fn count(&self, r: usize) -> usize {
+        (self.starts[r + 1] - self.starts[r]) as usize
+    }
 }
 
 /// The last loop of the strategies that first gather each output's f64 sum in a workspace

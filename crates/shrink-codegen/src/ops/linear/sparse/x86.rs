@@ -27,9 +27,38 @@ use crate::loops::ir::MachineCode;
 use crate::loops::native::x86_listing;
 use crate::loops::native::{xmm, ymm, zmm};
 use iced_x86::IcedError;
+use iced_x86::code_asm::asm_traits::{CodeAsmVaddps, CodeAsmVsubps};
 use iced_x86::code_asm::*;
 
 type R = Result<(), IcedError>;
+
+/// The vectors a flag step reads.
+#[derive(Clone, Copy)]
+enum Flags {
+    Zmm,
+    /// zmm with only mask k1's lanes loaded (the rest zero).
+    ZmmMasked,
+    Ymm,
+}
+
+/// `acc += t − t` in any vector width: NaN lanes where `t` is infinite or NaN.
+fn flag_term<V: Copy>(a: &mut CodeAssembler, t: V, acc: V) -> R
+where
+    CodeAssembler: CodeAsmVsubps<V, V, V> + CodeAsmVaddps<V, V, V>,
+{
+    a.vsubps(t, t, t)?;
+    a.vaddps(acc, acc, t)
+}
+
+/// `v[0] = v[0] + v[1] + v[2] + v[3]` as a tree, in any vector width.
+fn join_four<V: Copy>(a: &mut CodeAssembler, v: [V; 4]) -> R
+where
+    CodeAssembler: CodeAsmVaddps<V, V, V>,
+{
+    a.vaddps(v[0], v[0], v[1])?;
+    a.vaddps(v[2], v[2], v[3])?;
+    a.vaddps(v[0], v[0], v[2])
+}
 
 /// The machine code of the kernel of `g` in zmm (else ymm), with its listing; None when `g` is
 /// beyond what it addresses ([`machine_fits`]).
@@ -83,12 +112,12 @@ fn assemble(g: &Geometry, fuse: bool, zmm: bool) -> Result<Vec<u8>, IcedError> {
     let flags = g.part == 0;
     if g.rows == 1 && zmm {
         if flags {
-            m.row_flag()?;
+            m.row_flag(Flags::Zmm)?;
         }
         m.gathers()?;
     } else if g.rows == 1 {
         if flags {
-            m.row_flag_ymm()?;
+            m.row_flag(Flags::Ymm)?;
         }
         m.gathers_ymm()?;
     } else {
@@ -135,51 +164,90 @@ impl Asm<'_> {
         self.a.jne(top)
     }
 
-    /// `acc += x − x` for the 16 floats at `[rax]` (`mask`: the lanes to read, else all).
-    fn flag_step(&mut self, acc: usize, at: AsmMemoryOperand, mask: bool) -> R {
-        if mask {
-            self.a.vmovups(zmm(4).k1().z(), at)?;
-        } else {
-            self.a.vmovups(zmm(4), at)?;
+    /// `acc += x − x` for the vector at `at`: 16 floats (`Flags::ZmmMasked`: only k1's lanes)
+    /// or 8 (`Flags::Ymm`).
+    fn flag_step(&mut self, acc: usize, at: AsmMemoryOperand, v: Flags) -> R {
+        match v {
+            Flags::Zmm => self.a.vmovups(zmm(4), at)?,
+            Flags::ZmmMasked => self.a.vmovups(zmm(4).k1().z(), at)?,
+            Flags::Ymm => {
+                self.a.vmovups(ymm(4), at)?;
+                return flag_term(&mut self.a, ymm(4), ymm(acc));
+            }
         }
-        self.a.vsubps(zmm(4), zmm(4), zmm(4))?;
-        self.a.vaddps(zmm(acc), zmm(acc), zmm(4))
+        flag_term(&mut self.a, zmm(4), zmm(acc))
     }
 
-    /// zmm0 = zmm0 + zmm1 + zmm2 + zmm3 (the four flag chains).
-    fn join_flags(&mut self) -> R {
-        self.a.vaddps(zmm(0), zmm(0), zmm(1))?;
-        self.a.vaddps(zmm(2), zmm(2), zmm(3))?;
-        self.a.vaddps(zmm(0), zmm(0), zmm(2))
+    /// Vector 0 = the sum of vectors 0–3 (the four flag chains), in zmm or ymm.
+    fn join_flags(&mut self, v: Flags) -> R {
+        match v {
+            Flags::Ymm => join_four(&mut self.a, [0, 1, 2, 3].map(ymm)),
+            _ => join_four(&mut self.a, [0, 1, 2, 3].map(zmm)),
+        }
+    }
+
+    /// Four chains of `acc += x − x` (vectors 0–3) over the `floats` floats at rax: vectors
+    /// of 16 (zmm) or 8 (ymm) in turn, the tail into chain 3 (zmm: a k1-masked load; ymm: one
+    /// xmm of 4, then single floats, each load zeroing the lanes above it, which add 0).
+    fn flag_chains(&mut self, floats: usize, v: Flags) -> R {
+        let lanes = if matches!(v, Flags::Ymm) { 8 } else { LANES };
+        let bytes = 4 * lanes as i32;
+        let at = |c: usize| disp(bytes as usize * c);
+        for r in 0..4 {
+            match v {
+                Flags::Ymm => self.a.vxorps(ymm(r), ymm(r), ymm(r))?,
+                _ => self.a.vpxord(zmm(r), zmm(r), zmm(r))?,
+            }
+        }
+        let (vectors, rest) = (floats / lanes, floats % lanes);
+        let memory = |c: usize| match v {
+            Flags::Ymm => ymmword_ptr(rax + at(c)),
+            _ => zmmword_ptr(rax + at(c)),
+        };
+        self.times(vectors / 4, r10, |m| {
+            for c in 0..4 {
+                m.flag_step(c, memory(c), v)?;
+            }
+            m.a.add(rax, 4 * bytes)
+        })?;
+        let single = vectors % 4;
+        for c in 0..single {
+            self.flag_step(c, memory(c), v)?;
+        }
+        if rest == 0 {
+            return Ok(());
+        }
+        if !matches!(v, Flags::Ymm) {
+            self.a.mov(r10d, (1u32 << rest) - 1)?;
+            self.a.kmovw(k1, r10d)?;
+            return self.flag_step(3, memory(single), Flags::ZmmMasked);
+        }
+        let tail = 4 * (8 * single);
+        if rest >= 4 {
+            self.a.vmovups(xmm(4), xmmword_ptr(rax + disp(tail)))?;
+            flag_term(&mut self.a, ymm(4), ymm(3))?;
+        }
+        for i in 4 * (rest / 4)..rest {
+            self.a.vmovss(xmm(4), dword_ptr(rax + disp(tail + 4 * i)))?;
+            flag_term(&mut self.a, ymm(4), ymm(3))?;
+        }
+        Ok(())
     }
 
     /// Batch 1: the flag of x's one row, as 0 or a NaN's bits.
-    fn row_flag(&mut self) -> R {
+    fn row_flag(&mut self, v: Flags) -> R {
         let g = self.g;
-        for r in 0..4 {
-            self.a.vpxord(zmm(r), zmm(r), zmm(r))?;
-        }
-        let (vectors, rest) = (g.k / LANES, g.k % LANES);
         self.a.mov(rax, rdi)?;
-        let (quads, single) = (vectors / 4, vectors % 4);
-        self.times(quads, r10, |m| {
-            for c in 0..4 {
-                m.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
-            }
-            m.a.add(rax, 256)
-        })?;
-        for c in 0..single {
-            self.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
-        }
-        if rest > 0 {
-            self.a.mov(r10d, (1u32 << rest) - 1)?;
-            self.a.kmovw(k1, r10d)?;
-            self.flag_step(3, zmmword_ptr(rax + disp(64 * single)), true)?;
-        }
-        self.join_flags()?;
+        self.flag_chains(g.k, v)?;
+        self.join_flags(v)?;
         // Any NaN lane → the flag is a quiet NaN's bits, else +0.
-        self.a.vcmpps(k2, zmm(0), zmm(0), 3)?;
-        self.a.kmovw(eax, k2)?;
+        if matches!(v, Flags::Ymm) {
+            self.a.vcmpps(ymm(0), ymm(0), ymm(0), 3)?;
+            self.a.vmovmskps(eax, ymm(0))?;
+        } else {
+            self.a.vcmpps(k2, zmm(0), zmm(0), 3)?;
+            self.a.kmovw(eax, k2)?;
+        }
         self.a.neg(eax)?;
         self.a.sbb(eax, eax)?;
         self.a.and(eax, 0x7fc0_0000)?;
@@ -263,27 +331,10 @@ impl Asm<'_> {
     fn pass_flags(&mut self, q: usize) -> R {
         let g = self.g;
         let w = g.width;
-        for r in 0..4 {
-            self.a.vpxord(zmm(r), zmm(r), zmm(r))?;
-        }
         self.a.mov(rax, r8)?;
         self.add_imm(rax, 4 * (g.xt_of_part() + q * g.k * w))?;
-        let (vectors, rest) = (g.k * w / LANES, g.k * w % LANES);
-        self.times(vectors / 4, r10, |m| {
-            for c in 0..4 {
-                m.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
-            }
-            m.a.add(rax, 256)
-        })?;
-        for c in 0..vectors % 4 {
-            self.flag_step(c, zmmword_ptr(rax + disp(64 * c)), false)?;
-        }
-        if rest > 0 {
-            self.a.mov(r10d, (1u32 << rest) - 1)?;
-            self.a.kmovw(k1, r10d)?;
-            self.flag_step(3, zmmword_ptr(rax + disp(64 * (vectors % 4))), true)?;
-        }
-        self.join_flags()?;
+        self.flag_chains(g.k * w, Flags::Zmm)?;
+        self.join_flags(Flags::Zmm)?;
         let at = 4 * (g.flags_at + q * w);
         if w <= 8 {
             self.a.vextractf64x4(ymm1, zmm(0), 1)?;
@@ -423,56 +474,6 @@ impl Asm<'_> {
         }
     }
 
-    /// Batch 1 in ymm: the flag of x's one row, as 0 or a NaN's bits (the tail of fewer than 8
-    /// floats one scalar at a time).
-    fn row_flag_ymm(&mut self) -> R {
-        let g = self.g;
-        for r in 0..4 {
-            self.a.vxorps(ymm(r), ymm(r), ymm(r))?;
-        }
-        let (vectors, rest) = (g.k / 8, g.k % 8);
-        self.a.mov(rax, rdi)?;
-        let (quads, single) = (vectors / 4, vectors % 4);
-        self.times(quads, r10, |m| {
-            for c in 0..4 {
-                m.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
-            }
-            m.a.add(rax, 128)
-        })?;
-        for c in 0..single {
-            self.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
-        }
-        for i in 0..rest {
-            // A VEX scalar load zeroes the rest of ymm4, whose lanes then add 0.
-            self.a
-                .vmovss(xmm(4), dword_ptr(rax + disp(4 * (8 * single + i))))?;
-            self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
-            self.a.vaddps(ymm(3), ymm(3), ymm(4))?;
-        }
-        self.join_flags_ymm()?;
-        // Any NaN lane → the flag is a quiet NaN's bits, else +0.
-        self.a.vcmpps(ymm(0), ymm(0), ymm(0), 3)?;
-        self.a.vmovmskps(eax, ymm(0))?;
-        self.a.neg(eax)?;
-        self.a.sbb(eax, eax)?;
-        self.a.and(eax, 0x7fc0_0000)?;
-        self.a.mov(dword_ptr(r8 + disp(4 * g.flags_at)), eax)
-    }
-
-    /// `acc += x − x` for the 8 floats at `at`, in ymm.
-    fn flag_step_ymm(&mut self, acc: usize, at: AsmMemoryOperand) -> R {
-        self.a.vmovups(ymm(4), at)?;
-        self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
-        self.a.vaddps(ymm(acc), ymm(acc), ymm(4))
-    }
-
-    /// ymm0 = ymm0 + ymm1 + ymm2 + ymm3 (the four flag chains).
-    fn join_flags_ymm(&mut self) -> R {
-        self.a.vaddps(ymm(0), ymm(0), ymm(1))?;
-        self.a.vaddps(ymm(2), ymm(2), ymm(3))?;
-        self.a.vaddps(ymm(0), ymm(0), ymm(2))
-    }
-
     /// Batch 1 in ymm: every block's sums, per chunk two gathers of 8 and two multiply-adds
     /// into the block's two accumulators (ymm0: lanes 0–7, ymm4: lanes 8–15). Each half has
     /// its own index, mask and gathered registers so the two gathers overlap.
@@ -552,29 +553,10 @@ impl Asm<'_> {
     fn pass_flags_ymm(&mut self, q: usize) -> R {
         let g = self.g;
         let w = g.width;
-        for r in 0..4 {
-            self.a.vxorps(ymm(r), ymm(r), ymm(r))?;
-        }
         self.a.mov(rax, r8)?;
         self.add_imm(rax, 4 * (g.xt_of_part() + q * g.k * w))?;
-        let (vectors, rest) = (g.k * w / 8, g.k * w % 8);
-        self.times(vectors / 4, r10, |m| {
-            for c in 0..4 {
-                m.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
-            }
-            m.a.add(rax, 128)
-        })?;
-        for c in 0..vectors % 4 {
-            self.flag_step_ymm(c, ymmword_ptr(rax + disp(32 * c)))?;
-        }
-        if rest > 0 {
-            // Only at 4 rows (4 floats): the VEX xmm load zeroes ymm4's upper half, which
-            // then adds 0 to rows 0–3 of the chain's upper half.
-            self.a
-                .vmovups(xmm(4), xmmword_ptr(rax + disp(32 * (vectors % 4))))?;
-            self.a.vsubps(ymm(4), ymm(4), ymm(4))?;
-            self.a.vaddps(ymm(3), ymm(3), ymm(4))?;
-        }
+        // `k · width` is a multiple of 4: a tail is one xmm, rows 0–3 of a 4-row pass.
+        self.flag_chains(g.k * w, Flags::Ymm)?;
         let at = 4 * (g.flags_at + q * w);
         if w == LANES {
             self.a.vaddps(ymm(0), ymm(0), ymm(2))?;
@@ -582,7 +564,7 @@ impl Asm<'_> {
             self.a.vmovups(ymmword_ptr(r8 + disp(at)), ymm(0))?;
             return self.a.vmovups(ymmword_ptr(r8 + disp(at + 32)), ymm(1));
         }
-        self.join_flags_ymm()?;
+        self.join_flags(Flags::Ymm)?;
         if w == 8 {
             return self.a.vmovups(ymmword_ptr(r8 + disp(at)), ymm(0));
         }

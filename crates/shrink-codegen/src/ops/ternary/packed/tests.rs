@@ -497,3 +497,48 @@ fn quantizer_edges_give_the_same_bits_on_every_path() {
         }
     }
 }
+
+/// The largest sums a lane can hold: every weight of a row +1 (or −1) and every activation at
+/// its absmax, so every digit is ±127 and each product pair is at its extreme, over rows long
+/// enough for many of the narrow kernel's i16 steps and a tail. An i16 sum kept past its bound
+/// (or a saturated pair) would show; exact sums give `±cols` on every path, both limb counts.
+#[test]
+fn extreme_digits_on_long_rows_sum_exactly_on_every_path() {
+    for cols in [8192, 8492] {
+        let rows = 3;
+        let sign = |c: usize, r: usize| match r {
+            0 => 1.0,
+            1 => -1.0,
+            _ => [1.0, -1.0][c % 2],
+        };
+        let mut wv = vec![0f32; cols * rows];
+        for c in 0..cols {
+            for r in 0..rows {
+                wv[c * rows + r] = sign(c, r);
+            }
+        }
+        let x = [vec![1.0f32; cols], vec![-1.0; cols]].concat();
+        let c = Case {
+            batch: 2,
+            cols,
+            rows,
+            wv,
+            x,
+        };
+        for limbs in [1, 3] {
+            let got = run(&c, limbs);
+            for (path, (name, _)) in got.iter().zip(paths()) {
+                for n in 0..2 {
+                    for r in 0..rows {
+                        let exact: f32 = (0..cols).map(|k| sign(k, r) * c.x[n * cols + k]).sum();
+                        assert_eq!(
+                            path[n * rows + r],
+                            exact,
+                            "{name}, {limbs} limbs, {cols} columns [{n},{r}]"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
